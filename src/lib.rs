@@ -3,3 +3,15 @@
 //! The crate is a library with a thin binary (`src/main.rs`) so that tests and
 //! benchmarks drive the same code the binary runs.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod exposition;
+pub mod gse;
+pub mod metrics;
+pub mod pacing;
+pub mod poller;
+pub mod server;
+pub mod state;

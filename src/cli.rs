@@ -1,0 +1,133 @@
+//! The command line: flags in the Prometheus style, environment variables for
+//! everything that may be secret or deployment-specific, and subcommands.
+//!
+//! Owns only the definition and parsing of arguments; what each mode does is
+//! in `main.rs` and the library modules.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exports the liveness of BlueKing GSE agents to Prometheus.
+#[derive(Debug, Parser)]
+#[command(name = "gse_exporter", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (YAML).
+    #[arg(long = "config.file", env = "GSE_EXPORTER_CONFIG", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+
+    /// Validate the configuration file, print every problem, and exit (non-zero on problems).
+    #[arg(long = "config.check", requires = "config_file")]
+    pub config_check: bool,
+
+    /// Address to serve /metrics on (`:PORT` listens on every interface).
+    #[arg(
+        long = "web.listen-address",
+        env = "GSE_EXPORTER_LISTEN_ADDRESS",
+        default_value = ":10909"
+    )]
+    pub listen_address: String,
+
+    /// Path of the metrics endpoint.
+    #[arg(
+        long = "web.telemetry-path",
+        env = "GSE_EXPORTER_TELEMETRY_PATH",
+        default_value = "/metrics"
+    )]
+    pub telemetry_path: String,
+
+    /// Log level.
+    #[arg(long = "log.level", env = "GSE_EXPORTER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Log format.
+    #[arg(long = "log.format", env = "GSE_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt)]
+    pub log_format: LogFormat,
+
+    /// Run against the built-in GSE simulator (no GSE or config needed).
+    #[arg(long, conflicts_with = "config_file")]
+    pub demo: bool,
+
+    /// Agents in the demo fleet.
+    #[arg(long = "demo.agents", default_value_t = 3000)]
+    pub demo_agents: usize,
+
+    /// Mode other than exporting.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the built-in GSE simulator alone (ESB v1 and gateway v2 paths, with fault knobs).
+    Simulate(SimulateArgs),
+}
+
+/// Options of `simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long = "listen-address", default_value = "127.0.0.1:8080")]
+    pub listen_address: String,
+    /// Agents in the fleet.
+    #[arg(long, default_value_t = 2000)]
+    pub agents: usize,
+    /// Seed of the fleet.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of known agents online.
+    #[arg(long = "online-share", default_value_t = 0.95)]
+    pub online_share: f64,
+    /// Share of the fleet GSE does not know.
+    #[arg(long = "unknown-share", default_value_t = 0.02)]
+    pub unknown_share: f64,
+    /// Agents whose state flips per minute.
+    #[arg(long = "churn-per-minute", default_value_t = 6.0)]
+    pub churn_per_minute: f64,
+    /// App code the simulator accepts.
+    #[arg(long = "app-code", default_value = "gse-exporter")]
+    pub app_code: String,
+    /// App secret the simulator accepts.
+    #[arg(
+        long = "app-secret",
+        env = "GSE_SIM_APP_SECRET",
+        default_value = "sim-secret",
+        hide_default_value = true
+    )]
+    pub app_secret: String,
+}
+
+/// Log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including each retry.
+    Debug,
+    /// Start, stop, reloads, and failed cycles.
+    Info,
+    /// Failed cycles and worse.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `key=value` lines.
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,762 @@
+//! Configuration: the YAML schema, its defaults, validation and secret handling.
+//!
+//! Two stages, as in blackbox_exporter and ripgrep: [`RawConfig`] is exactly what
+//! the user wrote (serde, unknown keys rejected), and [`Config::from_raw`] turns it
+//! into typed values, checking every rule and collecting *every* problem with the
+//! key path, the bad value and the rule it breaks.
+//!
+//! This module does no network I/O and knows nothing about metrics. Secrets are
+//! wrapped in [`Secret`], whose `Debug` never shows the value.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::gse::{ApiVersion, Host};
+
+/// Largest batch GSE 2.0's `list_agent_*` accepts.
+pub const V2_MAX_BATCH: usize = 1000;
+/// Largest batch we send to GSE 1.x's ESB (no documented cap; nodeman uses 2000).
+pub const V1_MAX_BATCH: usize = 2000;
+
+/// A secret string (app secret, token). `Debug` shows `<redacted>`; there is no `Display`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `groups[1].hosts[3]`.
+    pub path: String,
+    /// The offending value as written (never a secret).
+    pub value: String,
+    /// The rule that value breaks.
+    pub rule: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.path, self.rule)
+        } else {
+            write!(f, "{}: {}: {}", self.path, self.value, self.rule)
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML of the expected shape.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// Where the parse failed (key path).
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// The file parsed but breaks one or more rules.
+    #[error("invalid config: {}", list_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// Every problem, one per line, for `--config.check`.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(problems) => problems.iter().map(|p| p.to_string()).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+fn list_problems(problems: &[Problem]) -> String {
+    let parts: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    parts.join("; ")
+}
+
+/// The configuration file exactly as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// How to reach GSE.
+    pub gse: RawGse,
+    /// Status poll interval (default 60s).
+    pub interval: Option<String>,
+    /// Info (version, parent) poll interval (default 10m).
+    pub info_interval: Option<String>,
+    /// How long a failed agent keeps its last values (default 3 intervals).
+    pub stale_after: Option<String>,
+    /// The host groups.
+    #[serde(default)]
+    pub groups: Vec<RawGroup>,
+}
+
+/// The `gse:` block as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGse {
+    /// Default API for groups: `v1` (ESB) or `v2` (API gateway).
+    pub api: Option<String>,
+    /// Root URL of the default API.
+    pub url: Option<String>,
+    /// Root URL of the GSE 1.x ESB API, when groups use both APIs.
+    pub v1_url: Option<String>,
+    /// Root URL of the GSE 2.0 gateway API, when groups use both APIs.
+    pub v2_url: Option<String>,
+    /// BlueKing app code.
+    pub app_code: Option<String>,
+    /// BlueKing app secret (may be `${ENV}`).
+    pub app_secret: Option<String>,
+    /// File holding the app secret.
+    pub app_secret_file: Option<PathBuf>,
+    /// User name sent as `bk_username` (default `admin`).
+    pub username: Option<String>,
+    /// `bk_supplier_account` for ESB (default `0`).
+    pub supplier_account: Option<String>,
+    /// Tenant id sent as `X-Bk-Tenant-Id` in multi-tenant deployments.
+    pub tenant_id: Option<String>,
+    /// Per-request timeout (default 10s).
+    pub timeout: Option<String>,
+    /// Hosts per request (default 1000).
+    pub batch_size: Option<i64>,
+    /// Token bucket shared by every group for one GSE endpoint.
+    pub rate_limit: Option<RawRateLimit>,
+    /// Requests in flight per endpoint (default 4).
+    pub max_in_flight: Option<i64>,
+    /// Attempts per batch, first one included (default 4).
+    pub max_attempts: Option<i64>,
+    /// First retry delay (default 500ms), doubled per attempt with jitter.
+    pub initial_backoff: Option<String>,
+    /// Longest retry delay (default 10s).
+    pub max_backoff: Option<String>,
+    /// Largest reply body read (default 64MiB; in bytes).
+    pub max_response_bytes: Option<i64>,
+}
+
+/// `rate_limit:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Sustained requests per second.
+    pub requests_per_second: f64,
+    /// Requests allowed at once after an idle spell.
+    pub burst: Option<i64>,
+}
+
+/// One group as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    /// Unique name, the `group` label.
+    pub name: String,
+    /// The business the hosts belong to.
+    pub bk_biz_id: i64,
+    /// Overrides `gse.api` for this group.
+    pub gse_api: Option<String>,
+    /// Extra labels on every series of this group.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Hosts: `"cloud:ip"`, an agent id, or `{ip, bk_cloud_id, bk_agent_id}`.
+    #[serde(default)]
+    pub hosts: Vec<serde_yaml_ng::Value>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// GSE access.
+    pub gse: GseConfig,
+    /// Status poll interval.
+    pub interval: Duration,
+    /// Info poll interval.
+    pub info_interval: Duration,
+    /// How long agents of a failed batch keep their last values.
+    pub stale_after: Duration,
+    /// Groups in file order.
+    pub groups: Vec<GroupConfig>,
+}
+
+/// Validated `gse:` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GseConfig {
+    /// Default API.
+    pub api: ApiVersion,
+    /// ESB root for v1 (`.../api/c/compapi/v2/gse`), when any group uses v1.
+    pub v1_url: Option<String>,
+    /// Gateway root for v2 (`.../api/bk-gse/prod`), when any group uses v2.
+    pub v2_url: Option<String>,
+    /// App code.
+    pub app_code: String,
+    /// App secret.
+    pub app_secret: Secret,
+    /// `bk_username`.
+    pub username: String,
+    /// `bk_supplier_account`.
+    pub supplier_account: String,
+    /// `X-Bk-Tenant-Id`, if any.
+    pub tenant_id: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Hosts per request (already capped per API by the poller).
+    pub batch_size: usize,
+    /// Sustained request rate per endpoint.
+    pub requests_per_second: f64,
+    /// Burst per endpoint.
+    pub burst: u32,
+    /// Requests in flight per endpoint.
+    pub max_in_flight: usize,
+    /// Attempts per batch.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Reply body cap in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl GseConfig {
+    /// The root URL for an API version (validated to exist for every API in use).
+    pub fn url_for(&self, api: ApiVersion) -> Option<&str> {
+        match api {
+            ApiVersion::V1 => self.v1_url.as_deref(),
+            ApiVersion::V2 => self.v2_url.as_deref(),
+        }
+    }
+}
+
+/// One validated group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// The `group` label.
+    pub name: String,
+    /// The business.
+    pub bk_biz_id: i64,
+    /// API used for this group.
+    pub api: ApiVersion,
+    /// Extra labels, sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// Hosts, de-duplicated, in file order.
+    pub hosts: Vec<Host>,
+}
+
+/// Label names the exporter sets itself; groups may not use them as extra labels.
+pub const RESERVED_LABELS: &[&str] = &[
+    "group",
+    "bk_biz_id",
+    "bk_cloud_id",
+    "ip",
+    "bk_agent_id",
+    "version",
+    "parent_ip",
+    "state",
+    "job",
+    "instance",
+];
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Parses and validates configuration text; relative files resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw = parse_raw(text)?;
+        Config::from_raw(raw, &|name| std::env::var(name).ok(), base_dir)
+    }
+
+    /// Validates a raw configuration; `env` looks up `${VAR}` references.
+    pub fn from_raw(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        base_dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        let mut v = Validator {
+            problems: Vec::new(),
+            env,
+            base_dir,
+        };
+        let config = v.config(raw);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(v.problems))
+        }
+    }
+}
+
+/// Parses YAML into [`RawConfig`], reporting the key path of the first shape error.
+pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        ConfigError::Parse {
+            path: if path == "." { "<root>".into() } else { path },
+            message: err.into_inner().to_string(),
+        }
+    })
+}
+
+struct Validator<'a> {
+    problems: Vec<Problem>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, path: impl Into<String>, value: impl Into<String>, rule: &str) {
+        self.problems.push(Problem {
+            path: path.into(),
+            value: value.into(),
+            rule: rule.into(),
+        });
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let interval = self.duration("interval", raw.interval.as_deref(), "60s");
+        let info_interval = self.duration("info_interval", raw.info_interval.as_deref(), "10m");
+        let stale_default = humantime::format_duration(interval * 3).to_string();
+        let stale_after = self.duration("stale_after", raw.stale_after.as_deref(), &stale_default);
+        if stale_after < interval {
+            self.problem(
+                "stale_after",
+                humantime::format_duration(stale_after).to_string(),
+                "must be at least one interval",
+            );
+        }
+        let gse = self.gse(raw.gse);
+        let groups = self.groups(raw.groups, &gse);
+        Config {
+            gse,
+            interval,
+            info_interval,
+            stale_after,
+            groups,
+        }
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
+        let text = value.unwrap_or(default);
+        match humantime::parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.problem(path, text, "must be greater than zero");
+                Duration::from_secs(1)
+            }
+            Ok(d) => d,
+            Err(_) => {
+                self.problem(
+                    path,
+                    text,
+                    "is not a duration (examples: 500ms, 10s, 5m, 1h)",
+                );
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn api(&mut self, path: &str, value: &str) -> ApiVersion {
+        match value {
+            "v1" => ApiVersion::V1,
+            "v2" => ApiVersion::V2,
+            other => {
+                self.problem(path, other, "must be v1 (ESB) or v2 (API gateway)");
+                ApiVersion::V2
+            }
+        }
+    }
+
+    fn expand(&mut self, path: &str, value: &str, secret: bool) -> String {
+        match expand_env(value, self.env) {
+            Ok(expanded) => expanded,
+            Err(var) => {
+                let shown = if secret { "" } else { value };
+                self.problem(
+                    path,
+                    shown,
+                    &format!("environment variable {var} is not set"),
+                );
+                String::new()
+            }
+        }
+    }
+
+    fn url(&mut self, path: &str, value: Option<&str>) -> Option<String> {
+        let value = self.expand(path, value?, false);
+        let trimmed = value.trim_end_matches('/').to_string();
+        match reqwest::Url::parse(&trimmed) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(trimmed)
+            }
+            _ => {
+                self.problem(path, value, "must be an absolute http:// or https:// URL");
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, path: &str, value: Option<i64>, default: i64, max: i64) -> i64 {
+        let v = value.unwrap_or(default);
+        if v <= 0 || v > max {
+            self.problem(path, v.to_string(), &format!("must be between 1 and {max}"));
+            return default;
+        }
+        v
+    }
+
+    fn gse(&mut self, raw: RawGse) -> GseConfig {
+        let api = self.api("gse.api", raw.api.as_deref().unwrap_or("v2"));
+        let url = self.url("gse.url", raw.url.as_deref());
+        let mut v1_url = self.url("gse.v1_url", raw.v1_url.as_deref());
+        let mut v2_url = self.url("gse.v2_url", raw.v2_url.as_deref());
+        match api {
+            ApiVersion::V1 => v1_url = v1_url.or(url),
+            ApiVersion::V2 => v2_url = v2_url.or(url),
+        }
+        let app_code = match raw.app_code.as_deref() {
+            Some(code) => self.expand("gse.app_code", code, false),
+            None => {
+                self.problem("gse.app_code", "", "is required");
+                String::new()
+            }
+        };
+        let app_secret = self.secret(raw.app_secret.as_deref(), raw.app_secret_file.as_deref());
+        let username = raw.username.as_deref().unwrap_or("admin");
+        let username = self.expand("gse.username", username, false);
+        let timeout = self.duration("gse.timeout", raw.timeout.as_deref(), "10s");
+        let (requests_per_second, burst) = self.rate_limit(raw.rate_limit.as_ref());
+        let batch_size = self.positive("gse.batch_size", raw.batch_size, 1000, V1_MAX_BATCH as i64);
+        GseConfig {
+            api,
+            v1_url,
+            v2_url,
+            app_code,
+            app_secret,
+            username,
+            supplier_account: raw.supplier_account.unwrap_or_else(|| "0".into()),
+            tenant_id: raw.tenant_id,
+            timeout,
+            batch_size: batch_size as usize,
+            requests_per_second,
+            burst,
+            max_in_flight: self.positive("gse.max_in_flight", raw.max_in_flight, 4, 256) as usize,
+            max_attempts: self.positive("gse.max_attempts", raw.max_attempts, 4, 20) as u32,
+            initial_backoff: self.duration(
+                "gse.initial_backoff",
+                raw.initial_backoff.as_deref(),
+                "500ms",
+            ),
+            max_backoff: self.duration("gse.max_backoff", raw.max_backoff.as_deref(), "10s"),
+            max_response_bytes: self.positive(
+                "gse.max_response_bytes",
+                raw.max_response_bytes,
+                64 << 20,
+                1 << 32,
+            ) as usize,
+        }
+    }
+
+    fn secret(&mut self, inline: Option<&str>, file: Option<&Path>) -> Secret {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "gse.app_secret",
+                    "",
+                    "set app_secret or app_secret_file, not both",
+                );
+                Secret::default()
+            }
+            (Some(value), None) => Secret::new(self.expand("gse.app_secret", value, true)),
+            (None, Some(path)) => self.secret_file(path),
+            (None, None) => {
+                self.problem("gse.app_secret", "", "is required (or app_secret_file)");
+                Secret::default()
+            }
+        }
+    }
+
+    fn secret_file(&mut self, path: &Path) -> Secret {
+        let path_text = path.to_string_lossy().to_string();
+        let expanded = self.expand("gse.app_secret_file", &path_text, false);
+        let full = self.base_dir.join(expanded);
+        match std::fs::read_to_string(&full) {
+            Ok(text) if !text.trim().is_empty() => Secret::new(text.trim()),
+            Ok(_) => {
+                self.problem(
+                    "gse.app_secret_file",
+                    full.display().to_string(),
+                    "file is empty",
+                );
+                Secret::default()
+            }
+            Err(err) => {
+                let rule = format!("cannot be read: {err}");
+                self.problem("gse.app_secret_file", full.display().to_string(), &rule);
+                Secret::default()
+            }
+        }
+    }
+
+    fn rate_limit(&mut self, raw: Option<&RawRateLimit>) -> (f64, u32) {
+        let Some(raw) = raw else { return (20.0, 10) };
+        let rps = raw.requests_per_second;
+        let rps = if rps.is_finite() && rps > 0.0 && rps <= 100_000.0 {
+            rps
+        } else {
+            self.problem(
+                "gse.rate_limit.requests_per_second",
+                rps.to_string(),
+                "must be greater than 0 and at most 100000",
+            );
+            20.0
+        };
+        let burst = self.positive("gse.rate_limit.burst", raw.burst, 10, 10_000);
+        (rps, burst as u32)
+    }
+
+    fn groups(&mut self, raw: Vec<RawGroup>, gse: &GseConfig) -> Vec<GroupConfig> {
+        if raw.is_empty() {
+            self.problem("groups", "", "at least one group is required");
+        }
+        let mut seen = HashSet::new();
+        let mut groups = Vec::with_capacity(raw.len());
+        for (i, group) in raw.into_iter().enumerate() {
+            let path = format!("groups[{i}]");
+            if !seen.insert(group.name.clone()) {
+                self.problem(format!("{path}.name"), &group.name, "duplicate group name");
+            }
+            groups.push(self.group(&path, group, gse));
+        }
+        groups
+    }
+
+    fn group(&mut self, path: &str, raw: RawGroup, gse: &GseConfig) -> GroupConfig {
+        if raw.name.trim().is_empty() {
+            self.problem(format!("{path}.name"), &raw.name, "must not be empty");
+        }
+        if raw.bk_biz_id <= 0 {
+            self.problem(
+                format!("{path}.bk_biz_id"),
+                raw.bk_biz_id.to_string(),
+                "must be a positive business id",
+            );
+        }
+        let api = match raw.gse_api.as_deref() {
+            Some(value) => self.api(&format!("{path}.gse_api"), value),
+            None => gse.api,
+        };
+        if gse.url_for(api).is_none() {
+            let key = format!("{path}.gse_api");
+            let rule =
+                format!("no URL for API {api}: set gse.url with gse.api: {api}, or gse.{api}_url");
+            self.problem(key, api.to_string(), &rule);
+        }
+        self.labels(path, &raw.labels);
+        let hosts = self.hosts(path, &raw.hosts, api);
+        if hosts.is_empty() && !raw.hosts.is_empty() {
+            // every entry was bad; each already has its own problem
+        } else if hosts.is_empty() {
+            self.problem(
+                format!("{path}.hosts"),
+                "",
+                "a group needs at least one host",
+            );
+        }
+        GroupConfig {
+            name: raw.name,
+            bk_biz_id: raw.bk_biz_id,
+            api,
+            labels: raw.labels.into_iter().collect(),
+            hosts,
+        }
+    }
+
+    fn labels(&mut self, path: &str, labels: &BTreeMap<String, String>) {
+        for name in labels.keys() {
+            let key = format!("{path}.labels.{name}");
+            if !is_label_name(name) {
+                self.problem(
+                    key,
+                    name,
+                    "is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+                );
+            } else if name.starts_with("__") || RESERVED_LABELS.contains(&name.as_str()) {
+                self.problem(key, name, "is reserved: the exporter sets it");
+            }
+        }
+    }
+
+    fn hosts(&mut self, path: &str, raw: &[serde_yaml_ng::Value], api: ApiVersion) -> Vec<Host> {
+        let mut seen = HashSet::new();
+        let mut hosts = Vec::with_capacity(raw.len());
+        for (i, value) in raw.iter().enumerate() {
+            let key = format!("{path}.hosts[{i}]");
+            match parse_host_value(value) {
+                Ok(host) if api == ApiVersion::V1 && host.ip.is_none() => {
+                    let rule = "GSE 1.x asks by cloud:ip; this host has no ip";
+                    self.problem(key, host.display(), rule);
+                }
+                Ok(host) => {
+                    if seen.insert(host.clone()) {
+                        hosts.push(host);
+                    }
+                }
+                Err(rule) => self.problem(key, yaml_text(value), &rule),
+            }
+        }
+        hosts
+    }
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn yaml_text(value: &serde_yaml_ng::Value) -> String {
+    match value {
+        serde_yaml_ng::Value::String(s) => s.clone(),
+        other => serde_yaml_ng::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .replace('\n', ", "),
+    }
+}
+
+/// Expands `${VAR}` references; returns the name of the first unset variable.
+pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        out.push_str(&env(name).ok_or_else(|| name.to_string())?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses one host entry: `"cloud:ip"`, an agent id, or a map.
+pub fn parse_host_value(value: &serde_yaml_ng::Value) -> Result<Host, String> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::String(text) => parse_host_text(text),
+        Value::Mapping(map) => {
+            let mut host = Host::default();
+            for (k, v) in map {
+                let key = k.as_str().unwrap_or("");
+                match key {
+                    "ip" => host.ip = Some(parse_ipv4(v.as_str().unwrap_or(""))?),
+                    "bk_cloud_id" => host.bk_cloud_id = Some(parse_cloud(v)?),
+                    "bk_agent_id" => {
+                        host.agent_id = Some(parse_agent_id(v.as_str().unwrap_or(""))?)
+                    }
+                    other => {
+                        return Err(format!(
+                            "unknown host key {other:?} (use ip, bk_cloud_id, bk_agent_id)"
+                        ));
+                    }
+                }
+            }
+            if host.ip.is_some() && host.bk_cloud_id.is_none() {
+                host.bk_cloud_id = Some(0);
+            }
+            if host.ip.is_none() && host.agent_id.is_none() {
+                return Err("a host needs an ip or a bk_agent_id".into());
+            }
+            Ok(host)
+        }
+        _ => Err("a host is \"cloud:ip\", an agent id, or {ip, bk_cloud_id, bk_agent_id}".into()),
+    }
+}
+
+/// Parses `"cloud:ip"` or a GSE 2.0 agent id.
+pub fn parse_host_text(text: &str) -> Result<Host, String> {
+    let text = text.trim();
+    if let Some((cloud, ip)) = text.split_once(':') {
+        let cloud: i64 = cloud
+            .parse()
+            .map_err(|_| format!("cloud id {cloud:?} is not a non-negative integer"))?;
+        if cloud < 0 {
+            return Err(format!("cloud id {cloud} must not be negative"));
+        }
+        return Ok(Host {
+            bk_cloud_id: Some(cloud),
+            ip: Some(parse_ipv4(ip)?),
+            agent_id: None,
+        });
+    }
+    Ok(Host {
+        agent_id: Some(parse_agent_id(text)?),
+        ..Host::default()
+    })
+}
+
+fn parse_ipv4(text: &str) -> Result<Ipv4Addr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv4 address"))
+}
+
+fn parse_cloud(value: &serde_yaml_ng::Value) -> Result<i64, String> {
+    match value.as_i64() {
+        Some(cloud) if cloud >= 0 => Ok(cloud),
+        _ => Err(format!(
+            "bk_cloud_id {} must be a non-negative integer",
+            yaml_text(value)
+        )),
+    }
+}
+
+fn parse_agent_id(text: &str) -> Result<String, String> {
+    let ok =
+        !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is neither cloud:ip nor an agent id (1-64 letters and digits)"
+        ))
+    }
+}

@@ -1,0 +1,407 @@
+//! Typed decoding of GSE replies: the envelope, then `data` per API.
+//!
+//! Pure functions from bytes to observations, so they are unit-tested and fuzzed
+//! without a network. Unknown fields are ignored; a missing `data`, a `data` of
+//! the wrong type, or an item without its key field is an error, never "all
+//! offline".
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use serde_json::value::RawValue;
+
+use super::{GseError, Info, Reply, Status};
+
+/// GSE 2.0: none of the asked ids is known.
+pub const V2_NONE_FOUND: i64 = 1011003;
+/// ESB rate-limit code.
+pub const ESB_RATE_LIMITED: i64 = 1306429;
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    code: Option<i64>,
+    #[serde(default)]
+    result: Option<bool>,
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// The outcome of reading an envelope: its `data` on success.
+enum Body<'a> {
+    Data(&'a RawValue),
+    NoneFound,
+}
+
+fn open_envelope(body: &[u8]) -> Result<Body<'_>, GseError> {
+    let env: Envelope =
+        serde_json::from_slice(body).map_err(|e| GseError::Decode(e.to_string()))?;
+    let ok = match (env.code, env.result) {
+        (Some(code), _) => code == 0,
+        (None, Some(result)) => result,
+        (None, None) => return Err(GseError::Decode("reply has neither code nor result".into())),
+    };
+    let code = env.code.unwrap_or(-1);
+    if !ok {
+        return error_envelope(code, env.message);
+    }
+    match env.data {
+        Some(data) if data.get() != "null" => Ok(Body::Data(data)),
+        _ => Err(GseError::Decode("reply has no data".into())),
+    }
+}
+
+fn error_envelope<'a>(code: i64, message: Option<serde_json::Value>) -> Result<Body<'a>, GseError> {
+    let message = match message {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    match code {
+        V2_NONE_FOUND => Ok(Body::NoneFound),
+        ESB_RATE_LIMITED | 1642901..=1642904 => Err(GseError::RateLimited {
+            code,
+            retry_after: None,
+        }),
+        _ => Err(GseError::Api { code, message }),
+    }
+}
+
+/// Reads the code and message of an error body, if it is an envelope at all.
+pub fn error_code(body: &[u8]) -> (Option<i64>, String) {
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(env) => {
+            let message = match env.message {
+                Some(serde_json::Value::String(s)) => s,
+                _ => String::new(),
+            };
+            (env.code, message)
+        }
+        Err(_) => (None, String::new()),
+    }
+}
+
+fn typed<'a, T: Deserialize<'a>>(data: &'a RawValue, what: &str) -> Result<T, GseError> {
+    serde_json::from_str(data.get()).map_err(|e| GseError::Decode(format!("{what}: {e}")))
+}
+
+#[derive(Deserialize)]
+struct V1StatusItem {
+    #[serde(deserialize_with = "lenient_i64")]
+    bk_agent_alive: i64,
+}
+
+#[derive(Deserialize)]
+struct V1InfoItem {
+    #[serde(default, deserialize_with = "lenient_string")]
+    version: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    parent_ip: String,
+}
+
+#[derive(Deserialize)]
+struct V2StateItem {
+    bk_agent_id: String,
+    #[serde(deserialize_with = "lenient_i64")]
+    status_code: i64,
+    #[serde(default, deserialize_with = "lenient_string")]
+    version: String,
+    #[serde(default, deserialize_with = "lenient_opt_f64")]
+    report_time: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct V2InfoItem {
+    bk_agent_id: String,
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    bk_cloud_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    bk_host_ip: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    version: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    parent_ip: String,
+    #[serde(default, deserialize_with = "lenient_opt_f64")]
+    report_time: Option<f64>,
+}
+
+/// Decodes an ESB `get_agent_status` reply: `data` maps `cloud:ip` to status.
+pub fn v1_status(body: &[u8]) -> Result<Reply<Status>, GseError> {
+    let Body::Data(data) = open_envelope(body)? else {
+        return Ok(none_found());
+    };
+    let items: HashMap<String, V1StatusItem> = typed(data, "get_agent_status data")?;
+    let agents = items
+        .into_iter()
+        .map(|(key, item)| (key, v1_status_of(&item)))
+        .collect();
+    Ok(found(agents))
+}
+
+fn v1_status_of(item: &V1StatusItem) -> Status {
+    Status {
+        alive: item.bk_agent_alive == 1,
+        status_code: None,
+        version: None,
+        report_time: None,
+    }
+}
+
+/// Decodes an ESB `get_agent_info` reply: `data` maps `cloud:ip` to info.
+pub fn v1_info(body: &[u8]) -> Result<Reply<Info>, GseError> {
+    let Body::Data(data) = open_envelope(body)? else {
+        return Ok(none_found());
+    };
+    let items: HashMap<String, V1InfoItem> = typed(data, "get_agent_info data")?;
+    let agents = items
+        .into_iter()
+        .map(|(key, item)| {
+            let info = Info {
+                version: clean_version(&item.version),
+                parent_ip: clean_ip(&item.parent_ip),
+                ..Info::default()
+            };
+            (key, info)
+        })
+        .collect();
+    Ok(found(agents))
+}
+
+/// Decodes a gateway `list_agent_state` reply: `data` lists items by `bk_agent_id`.
+pub fn v2_state(body: &[u8]) -> Result<Reply<Status>, GseError> {
+    let Body::Data(data) = open_envelope(body)? else {
+        return Ok(none_found());
+    };
+    let items: Vec<V2StateItem> = typed(data, "list_agent_state data")?;
+    let agents = items
+        .into_iter()
+        .map(|item| {
+            let status = Status {
+                alive: item.status_code == 2,
+                status_code: Some(item.status_code),
+                version: Some(clean_version(&item.version)),
+                report_time: item.report_time.and_then(unix_seconds),
+            };
+            (item.bk_agent_id, status)
+        })
+        .collect();
+    Ok(found(agents))
+}
+
+/// Decodes a gateway `list_agent_info` reply.
+pub fn v2_info(body: &[u8]) -> Result<Reply<Info>, GseError> {
+    let Body::Data(data) = open_envelope(body)? else {
+        return Ok(none_found());
+    };
+    let items: Vec<V2InfoItem> = typed(data, "list_agent_info data")?;
+    let agents = items
+        .into_iter()
+        .map(|item| {
+            let info = Info {
+                version: clean_version(&item.version),
+                parent_ip: clean_ip(&item.parent_ip),
+                host_ip: Some(clean_ip(&item.bk_host_ip)).filter(|ip| !ip.is_empty()),
+                bk_cloud_id: item.bk_cloud_id,
+                report_time: item.report_time.and_then(unix_seconds),
+            };
+            (item.bk_agent_id, info)
+        })
+        .collect();
+    Ok(found(agents))
+}
+
+fn found<T>(agents: HashMap<String, T>) -> Reply<T> {
+    Reply {
+        agents,
+        none_found: false,
+    }
+}
+
+fn none_found<T>() -> Reply<T> {
+    Reply {
+        agents: HashMap::new(),
+        none_found: true,
+    }
+}
+
+/// Cleans a version string the way bk-nodeman does: trimmed, and emptied
+/// unless it is only `[A-Za-z0-9.-]` (at most 64 characters).
+pub fn clean_version(raw: &str) -> String {
+    let trimmed = raw.trim();
+    let ok = trimmed.len() <= 64
+        && trimmed
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if ok {
+        trimmed.to_string()
+    } else {
+        String::new()
+    }
+}
+
+fn clean_ip(raw: &str) -> String {
+    let trimmed = raw.trim();
+    if trimmed.parse::<std::net::IpAddr>().is_ok() {
+        trimmed.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// GSE 2.0 `report_time` looks like milliseconds in every sample seen, and
+/// seconds in a few; values past year 5138 in seconds are taken as ms.
+fn unix_seconds(raw: f64) -> Option<f64> {
+    if !raw.is_finite() || raw <= 0.0 {
+        return None;
+    }
+    Some(if raw > 1e11 { raw / 1000.0 } else { raw })
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Loose {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+}
+
+impl Loose {
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Loose::Int(i) => Some(*i as f64),
+            Loose::Float(f) => Some(*f),
+            Loose::Bool(b) => Some(f64::from(u8::from(*b))),
+            Loose::Text(t) => t.trim().parse().ok(),
+        }
+    }
+    fn as_i64(&self) -> Option<i64> {
+        match self {
+            Loose::Int(i) => Some(*i),
+            Loose::Float(f) if f.fract() == 0.0 && f.abs() < 9e15 => Some(*f as i64),
+            Loose::Bool(b) => Some(i64::from(*b)),
+            Loose::Text(t) => t.trim().parse().ok(),
+            Loose::Float(_) => None,
+        }
+    }
+}
+
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let loose = Loose::deserialize(d)?;
+    loose
+        .as_i64()
+        .ok_or_else(|| de::Error::custom("expected an integer"))
+}
+
+fn lenient_opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(Option::<Loose>::deserialize(d)?.and_then(|l| l.as_i64()))
+}
+
+fn lenient_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(Option::<Loose>::deserialize(d)?.and_then(|l| l.as_f64()))
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Option::<Loose>::deserialize(d)? {
+        Some(Loose::Text(t)) => t,
+        Some(Loose::Int(i)) => i.to_string(),
+        Some(Loose::Float(f)) => f.to_string(),
+        Some(Loose::Bool(_)) | None => String::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_status_reads_the_map_and_alive_flag() {
+        let body = br#"{"result":true,"code":0,"message":"ok","request_id":"x","data":{
+            "0:10.0.0.1":{"ip":"10.0.0.1","bk_cloud_id":0,"bk_agent_alive":1},
+            "0:10.0.0.2":{"ip":"10.0.0.2","bk_cloud_id":0,"bk_agent_alive":0,"extra":[1]}}}"#;
+        let reply = v1_status(body).unwrap();
+        assert!(reply.agents["0:10.0.0.1"].alive);
+        assert!(!reply.agents["0:10.0.0.2"].alive);
+        assert_eq!(reply.agents.len(), 2);
+    }
+
+    #[test]
+    fn esb_error_envelope_is_an_error_not_an_empty_fleet() {
+        let body = br#"{"result":false,"code":1306201,"message":"third party","data":null}"#;
+        assert!(matches!(
+            v1_status(body),
+            Err(GseError::Api { code: 1306201, .. })
+        ));
+        let body = br#"{"result":false,"code":1306429,"message":"slow down"}"#;
+        assert!(matches!(
+            v1_status(body),
+            Err(GseError::RateLimited { code: 1306429, .. })
+        ));
+    }
+
+    #[test]
+    fn missing_or_mistyped_data_is_a_decode_error() {
+        for body in [
+            &br#"{"result":true,"code":0,"message":"ok"}"#[..],
+            br#"{"result":true,"code":0,"data":null}"#,
+            br#"{"result":true,"code":0,"data":"oops"}"#,
+            br#"{"result":true,"code":0,"data":[]}"#,
+            br#"{"result":true,"code":0,"data":{"0:1.2.3.4":{"ip":"1.2.3.4"}}}"#,
+            br#"<html>502</html>"#,
+            br#"{"result":true,"code":0,"data":{"0:1.2.3.4":"#,
+        ] {
+            assert!(
+                matches!(v1_status(body), Err(GseError::Decode(_))),
+                "{body:?}"
+            );
+        }
+        assert!(matches!(
+            v2_state(br#"{"code":0,"data":{}}"#),
+            Err(GseError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn v2_none_found_is_not_a_failure() {
+        let body = br#"{"code":1011003,"result":false,"message":"agent not found","data":null}"#;
+        let reply = v2_state(body).unwrap();
+        assert!(reply.none_found);
+        assert!(reply.agents.is_empty());
+    }
+
+    #[test]
+    fn v2_state_decodes_codes_versions_and_report_time_in_ms() {
+        let body = br#"{"code":0,"result":true,"data":[
+            {"bk_agent_id":"a1","bk_cloud_id":0,"version":"2.1.3","status_code":2,"report_time":1700000000000},
+            {"bk_agent_id":"a2","status_code":"3","version":"2.1.3\n\u001b[0m","report_time":1700000000}]}"#;
+        let reply = v2_state(body).unwrap();
+        let a1 = &reply.agents["a1"];
+        assert!(a1.alive);
+        assert_eq!(a1.report_time, Some(1_700_000_000.0));
+        let a2 = &reply.agents["a2"];
+        assert!(!a2.alive);
+        assert_eq!(a2.status_code, Some(3));
+        assert_eq!(a2.version.as_deref(), Some(""));
+        assert_eq!(a2.report_time, Some(1_700_000_000.0));
+    }
+
+    #[test]
+    fn versions_are_cleaned_like_nodeman() {
+        assert_eq!(clean_version(" 2.1.4-beta.12\n"), "2.1.4-beta.12");
+        assert_eq!(clean_version("V0.01R060D38"), "V0.01R060D38");
+        assert_eq!(clean_version("bash: line 1: x"), "");
+        assert_eq!(clean_version(&"9".repeat(65)), "");
+    }
+
+    #[test]
+    fn gateway_rate_limit_codes_are_rate_limits() {
+        let body = br#"{"result":false,"code":1642902,"code_name":"RATE_LIMIT_RESTRICTION","message":"m","data":null}"#;
+        assert!(matches!(
+            v2_info(body),
+            Err(GseError::RateLimited { code: 1642902, .. })
+        ));
+    }
+}

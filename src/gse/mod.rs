@@ -1,0 +1,157 @@
+//! The GSE clients: GSE 1.x through ESB and GSE 2.0 through the API gateway.
+//!
+//! Owns the wire: request shapes, authentication, the per-request timeout, the
+//! cap on what a reply may weigh, and typed decoding of replies into
+//! observations. It knows nothing of pacing, retries across attempts, batching,
+//! state or Prometheus: the poller owns those.
+
+mod client;
+pub mod decode;
+mod error;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+pub use client::GseClient;
+pub use error::{GseError, RESULT_LABELS};
+
+/// Which GSE API a group is polled through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApiVersion {
+    /// GSE 1.x through ESB: `get_agent_status` + `get_agent_info`.
+    V1,
+    /// GSE 2.0 through the API gateway: `list_agent_state` + `list_agent_info`.
+    V2,
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiVersion::V1 => "v1",
+            ApiVersion::V2 => "v2",
+        })
+    }
+}
+
+/// One GSE call, as named in `gse_exporter_api_requests_total{api}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// ESB `get_agent_status`.
+    V1Status,
+    /// ESB `get_agent_info`.
+    V1Info,
+    /// Gateway `list_agent_state`.
+    V2State,
+    /// Gateway `list_agent_info`.
+    V2Info,
+}
+
+impl Call {
+    /// Every call, for pre-creating metric series.
+    pub const ALL: [Call; 4] = [Call::V1Status, Call::V1Info, Call::V2State, Call::V2Info];
+
+    /// The `api` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Call::V1Status => "v1_get_agent_status",
+            Call::V1Info => "v1_get_agent_info",
+            Call::V2State => "v2_list_agent_state",
+            Call::V2Info => "v2_list_agent_info",
+        }
+    }
+
+    /// The status or info call of an API.
+    pub fn of(api: ApiVersion, info: bool) -> Call {
+        match (api, info) {
+            (ApiVersion::V1, false) => Call::V1Status,
+            (ApiVersion::V1, true) => Call::V1Info,
+            (ApiVersion::V2, false) => Call::V2State,
+            (ApiVersion::V2, true) => Call::V2Info,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Call::V1Status => "/get_agent_status/",
+            Call::V1Info => "/get_agent_info/",
+            Call::V2State => "/api/v2/cluster/list_agent_state",
+            Call::V2Info => "/api/v2/cluster/list_agent_info",
+        }
+    }
+}
+
+/// A host as configured: a `cloud:ip`, a GSE 2.0 agent id, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Host {
+    /// BlueKing cloud area id.
+    pub bk_cloud_id: Option<i64>,
+    /// Inner IPv4 address.
+    pub ip: Option<Ipv4Addr>,
+    /// GSE 2.0 agent id.
+    pub agent_id: Option<String>,
+}
+
+impl Host {
+    /// `"cloud:ip"`, when the host has an ip.
+    pub fn cloud_ip(&self) -> Option<String> {
+        self.ip
+            .map(|ip| format!("{}:{}", self.bk_cloud_id.unwrap_or(0), ip))
+    }
+
+    /// The key GSE is asked with and answers by: `cloud:ip` on v1; the agent
+    /// id, else `cloud:ip`, on v2.
+    pub fn query_key(&self, api: ApiVersion) -> Option<String> {
+        match api {
+            ApiVersion::V1 => self.cloud_ip(),
+            ApiVersion::V2 => self.agent_id.clone().or_else(|| self.cloud_ip()),
+        }
+    }
+
+    /// A short human form for messages.
+    pub fn display(&self) -> String {
+        match (&self.agent_id, self.cloud_ip()) {
+            (Some(id), Some(ci)) => format!("{ci} ({id})"),
+            (Some(id), None) => id.clone(),
+            (None, Some(ci)) => ci,
+            (None, None) => String::from("<no address>"),
+        }
+    }
+}
+
+/// What `get_agent_status` / `list_agent_state` says of one agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// Online: `bk_agent_alive == 1` (v1) or `status_code == 2` (v2).
+    pub alive: bool,
+    /// GSE 2.0 status code; `None` on v1.
+    pub status_code: Option<i64>,
+    /// Version, when the status call carries it (v2), cleaned.
+    pub version: Option<String>,
+    /// Last report from the agent, unix seconds (v2 only).
+    pub report_time: Option<f64>,
+}
+
+/// What `get_agent_info` / `list_agent_info` says of one agent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Info {
+    /// Agent version, cleaned ("" when unknown or junk).
+    pub version: String,
+    /// Upstream proxy or server.
+    pub parent_ip: String,
+    /// Host IP as GSE knows it (v2 `bk_host_ip`).
+    pub host_ip: Option<String>,
+    /// Cloud area as GSE knows it.
+    pub bk_cloud_id: Option<i64>,
+    /// Last report from the agent, unix seconds (v2 only).
+    pub report_time: Option<f64>,
+}
+
+/// A decoded reply: observations keyed by the query key, plus whether GSE
+/// said it knows none of the batch (GSE 2.0 code 1011003).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<T> {
+    /// Observations by query key; keys absent are "not found".
+    pub agents: std::collections::HashMap<String, T>,
+    /// GSE answered 1011003: none of the batch is known.
+    pub none_found: bool,
+}

@@ -1,0 +1,523 @@
+//! The metric table, the exporter's self-telemetry, and the snapshot encoder.
+//!
+//! Every metric name, type and help text is declared once in [`TABLE`]; the
+//! encoder and `docs/metrics.md` (checked by a test) follow it. Encoding goes
+//! through `prometheus-client`'s text encoders (Prometheus 0.0.4 and
+//! OpenMetrics) with one collector that walks a [`Snapshot`]. This module never
+//! calls GSE and never changes state; it is run once per snapshot, not per scrape.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::gse::Call;
+use crate::state::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+
+/// How a metric behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A monotonically increasing total (name ends in `_total`).
+    Counter,
+    /// A histogram (`_bucket`, `_sum`, `_count`).
+    Histogram,
+}
+
+/// One row of the metric table.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    /// Full name as it appears in the exposition.
+    pub name: &'static str,
+    /// HELP text.
+    pub help: &'static str,
+    /// Type.
+    pub kind: Kind,
+    /// Label names; `+extra` stands for the group's configured labels.
+    pub labels: &'static [&'static str],
+}
+
+const AGENT_LABELS: &[&str] = &[
+    "group",
+    "bk_biz_id",
+    "bk_cloud_id",
+    "ip",
+    "bk_agent_id",
+    "+extra",
+];
+
+macro_rules! metric {
+    ($id:ident, $name:literal, $kind:ident, [$($label:literal),*], $help:literal) => {
+        #[doc = $help]
+        pub const $id: MetricDef = MetricDef { name: $name, help: $help, kind: Kind::$kind, labels: &[$($label),*] };
+    };
+    ($id:ident, $name:literal, $kind:ident, $labels:expr, $help:literal) => {
+        #[doc = $help]
+        pub const $id: MetricDef = MetricDef { name: $name, help: $help, kind: Kind::$kind, labels: $labels };
+    };
+}
+
+metric!(
+    AGENT_ONLINE,
+    "gse_agent_online",
+    Gauge,
+    AGENT_LABELS,
+    "Whether GSE reports the agent alive (1) or not (0: offline or unknown to GSE), as of the last successful poll."
+);
+metric!(
+    AGENT_HEARTBEAT_AGE,
+    "gse_agent_heartbeat_age_seconds",
+    Gauge,
+    AGENT_LABELS,
+    "Seconds since the agent's last heartbeat as of the poll: from GSE 2.0's report_time, or for GSE 1.x since the exporter last saw the agent alive."
+);
+metric!(
+    AGENT_INFO,
+    "gse_agent_info",
+    Gauge,
+    &[
+        "group",
+        "bk_biz_id",
+        "bk_cloud_id",
+        "ip",
+        "bk_agent_id",
+        "+extra",
+        "version",
+        "parent_ip"
+    ],
+    "Agent facts from GSE (version, upstream parent); value is always 1."
+);
+metric!(
+    AGENT_STATUS_CODE,
+    "gse_agent_status_code",
+    Gauge,
+    AGENT_LABELS,
+    "GSE 2.0 status code as reported (2 = running); -2 when GSE does not know the agent (both APIs)."
+);
+metric!(
+    AGENTS,
+    "gse_agents",
+    Gauge,
+    ["group", "bk_biz_id", "state"],
+    "Agents of the group per state (online, offline, not_found, unknown = not asked successfully within stale_after)."
+);
+metric!(
+    AGENT_VERSIONS,
+    "gse_agent_versions",
+    Gauge,
+    ["group", "bk_biz_id", "version"],
+    "Agents GSE knows in the group, per agent version (empty = unknown)."
+);
+metric!(
+    UP,
+    "gse_up",
+    Gauge,
+    ["group"],
+    "Whether every GSE request of the group's last poll cycle succeeded (1) or the exporter is blind to some of it (0)."
+);
+metric!(
+    BUILD_INFO,
+    "gse_exporter_build_info",
+    Gauge,
+    ["version", "revision", "rustc_version"],
+    "Build of the running exporter; value is always 1."
+);
+metric!(
+    API_REQUESTS,
+    "gse_exporter_api_requests_total",
+    Counter,
+    ["api", "result"],
+    "GSE API requests by call and result."
+);
+metric!(
+    API_DURATION,
+    "gse_exporter_api_request_duration_seconds",
+    Histogram,
+    ["api"],
+    "Duration of GSE API requests, one attempt each."
+);
+metric!(
+    API_RETRIES,
+    "gse_exporter_api_retries_total",
+    Counter,
+    ["api"],
+    "GSE API requests that were attempts after the first for their batch."
+);
+metric!(
+    POLL_DURATION,
+    "gse_exporter_poll_duration_seconds",
+    Gauge,
+    ["group"],
+    "Seconds the group's part of the last poll cycle took."
+);
+metric!(
+    POLL_INTERVAL,
+    "gse_exporter_poll_interval_seconds",
+    Gauge,
+    ["group"],
+    "Configured poll interval of the group in seconds."
+);
+metric!(
+    LAST_POLL_SUCCESS,
+    "gse_exporter_last_poll_success_timestamp_seconds",
+    Gauge,
+    ["group"],
+    "Unix time of the last poll cycle in which every request of the group succeeded."
+);
+metric!(
+    RATE_LIMIT_WAIT,
+    "gse_exporter_rate_limit_wait_seconds_total",
+    Counter,
+    [],
+    "Seconds requests spent waiting for the exporter's own GSE rate limit."
+);
+metric!(
+    BODY_BYTES,
+    "gse_exporter_metrics_body_bytes",
+    Gauge,
+    ["encoding"],
+    "Size of the previous cached /metrics body (Prometheus text format) per encoding."
+);
+
+/// Every metric the exporter can expose, in exposition order.
+pub const TABLE: &[MetricDef] = &[
+    AGENT_ONLINE,
+    AGENT_HEARTBEAT_AGE,
+    AGENT_INFO,
+    AGENT_STATUS_CODE,
+    AGENTS,
+    AGENT_VERSIONS,
+    UP,
+    BUILD_INFO,
+    API_REQUESTS,
+    API_DURATION,
+    API_RETRIES,
+    POLL_DURATION,
+    POLL_INTERVAL,
+    LAST_POLL_SUCCESS,
+    RATE_LIMIT_WAIT,
+    BODY_BYTES,
+];
+
+/// Buckets of the API request histogram, in seconds.
+const API_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+type ApiLabels = [(&'static str, &'static str); 1];
+type ApiResultLabels = [(&'static str, &'static str); 2];
+
+/// The exporter's own counters and histograms, updated by the poller.
+#[derive(Debug)]
+pub struct Telemetry {
+    api_requests: Family<ApiResultLabels, Counter>,
+    api_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    api_retries: Family<ApiLabels, Counter>,
+    rate_limit_wait: Counter<f64, AtomicU64>,
+    body_bytes: Family<[(&'static str, &'static str); 1], Gauge>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let telemetry = Telemetry {
+            api_requests: Family::default(),
+            api_duration: Family::new_with_constructor(|| Histogram::new(API_BUCKETS)),
+            api_retries: Family::default(),
+            rate_limit_wait: Counter::default(),
+            body_bytes: Family::default(),
+        };
+        for call in Call::ALL {
+            for result in crate::gse::RESULT_LABELS {
+                let _ = telemetry
+                    .api_requests
+                    .get_or_create(&[("api", call.label()), ("result", result)]);
+            }
+            let _ = telemetry
+                .api_duration
+                .get_or_create(&[("api", call.label())]);
+            let _ = telemetry
+                .api_retries
+                .get_or_create(&[("api", call.label())]);
+        }
+        telemetry
+    }
+}
+
+impl Telemetry {
+    /// Counts one finished request attempt.
+    pub fn record_request(&self, call: Call, result: &'static str, elapsed: Duration) {
+        let labels = [("api", call.label()), ("result", result)];
+        self.api_requests.get_or_create(&labels).inc();
+        self.api_duration
+            .get_or_create(&[("api", call.label())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one retry.
+    pub fn record_retry(&self, call: Call) {
+        self.api_retries
+            .get_or_create(&[("api", call.label())])
+            .inc();
+    }
+
+    /// Adds time spent waiting on the exporter's own rate limit.
+    pub fn add_rate_limit_wait(&self, waited: Duration) {
+        self.rate_limit_wait.inc_by(waited.as_secs_f64());
+    }
+
+    /// Records the size of the body just rendered.
+    pub fn set_body_bytes(&self, plain: usize, gzip: usize) {
+        let set = |encoding, bytes: usize| {
+            let value = i64::try_from(bytes).unwrap_or(i64::MAX);
+            self.body_bytes
+                .get_or_create(&[("encoding", encoding)])
+                .set(value);
+        };
+        set("identity", plain);
+        set("gzip", gzip);
+    }
+
+    /// Requests counted so far for a call and result (for tests and `query`).
+    pub fn requests(&self, call: Call, result: &'static str) -> u64 {
+        self.api_requests
+            .get_or_create(&[("api", call.label()), ("result", result)])
+            .get()
+    }
+}
+
+/// Text formats the exporter serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics text 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Renders a snapshot plus the current self-telemetry in one format.
+pub fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format: Format) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposed {
+        snapshot,
+        telemetry,
+    }));
+    let mut out = String::with_capacity(4096);
+    let encoded = match format {
+        Format::Prometheus => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        }
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+    };
+    // Writing into a String cannot fail; a label value is escaped, never rejected.
+    debug_assert!(encoded.is_ok());
+    out
+}
+
+#[derive(Debug)]
+struct Exposed {
+    snapshot: Arc<Snapshot>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Collector for Exposed {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.encode_agents(&mut encoder)?;
+        self.encode_groups(&mut encoder)?;
+        self.encode_self(&mut encoder)
+    }
+}
+
+fn descriptor<'a>(
+    encoder: &'a mut DescriptorEncoder,
+    def: &'a MetricDef,
+    metric_type: MetricType,
+) -> Result<prometheus_client::encoding::MetricEncoder<'a>, fmt::Error> {
+    let name = def.name.strip_suffix("_total").unwrap_or(def.name);
+    encoder.encode_descriptor(name, def.help, None, metric_type)
+}
+
+impl Exposed {
+    fn agents(&self) -> impl Iterator<Item = (&GroupSnapshot, &AgentRow)> {
+        self.snapshot
+            .groups
+            .iter()
+            .flat_map(|g| g.agents.iter().map(move |a| (g, a)))
+    }
+
+    fn encode_agents(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        if self.agents().next().is_none() {
+            return Ok(());
+        }
+        let mut m = descriptor(encoder, &AGENT_ONLINE, MetricType::Gauge)?;
+        for (g, a) in self.agents() {
+            let online = i64::from(a.record.state == AgentState::Online);
+            m.encode_family(&AgentLabels::new(g, a))?
+                .encode_gauge(&online)?;
+        }
+        self.encode_heartbeat(encoder)?;
+        let mut m = descriptor(encoder, &AGENT_INFO, MetricType::Gauge)?;
+        for (g, a) in self.agents() {
+            let labels = AgentLabels {
+                info: true,
+                ..AgentLabels::new(g, a)
+            };
+            m.encode_family(&labels)?.encode_gauge(&1i64)?;
+        }
+        let mut m = descriptor(encoder, &AGENT_STATUS_CODE, MetricType::Gauge)?;
+        for (g, a) in self.agents() {
+            if let Some(code) = a.record.status_code {
+                m.encode_family(&AgentLabels::new(g, a))?
+                    .encode_gauge(&code)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_heartbeat(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        if !self.agents().any(|(_, a)| a.record.heartbeat_age.is_some()) {
+            return Ok(());
+        }
+        let mut m = descriptor(encoder, &AGENT_HEARTBEAT_AGE, MetricType::Gauge)?;
+        for (g, a) in self.agents() {
+            if let Some(age) = a.record.heartbeat_age {
+                m.encode_family(&AgentLabels::new(g, a))?
+                    .encode_gauge(&age.round())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_groups(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let groups = &self.snapshot.groups;
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let mut m = descriptor(encoder, &AGENTS, MetricType::Gauge)?;
+        for g in groups {
+            for state in AgentState::ALL {
+                let labels = [
+                    ("group", g.name.as_str()),
+                    ("bk_biz_id", &g.bk_biz_id),
+                    ("state", state.label()),
+                ];
+                m.encode_family(&labels)?
+                    .encode_gauge(&(g.counts.get(state) as i64))?;
+            }
+        }
+        if groups.iter().any(|g| !g.versions.is_empty()) {
+            let mut m = descriptor(encoder, &AGENT_VERSIONS, MetricType::Gauge)?;
+            for g in groups {
+                for (version, count) in &g.versions {
+                    let labels = [
+                        ("group", g.name.as_str()),
+                        ("bk_biz_id", &g.bk_biz_id),
+                        ("version", version),
+                    ];
+                    m.encode_family(&labels)?.encode_gauge(&(*count as i64))?;
+                }
+            }
+        }
+        let per_group = |def: &MetricDef,
+                         value: &dyn Fn(&GroupSnapshot) -> Option<f64>,
+                         enc: &mut DescriptorEncoder| {
+            let mut m = descriptor(enc, def, MetricType::Gauge)?;
+            for g in groups {
+                if let Some(v) = value(g) {
+                    m.encode_family(&[("group", g.name.as_str())])?
+                        .encode_gauge(&v)?;
+                }
+            }
+            Ok::<(), fmt::Error>(())
+        };
+        per_group(&UP, &|g| Some(f64::from(u8::from(g.up))), encoder)?;
+        per_group(&POLL_DURATION, &|g| Some(g.poll_duration), encoder)?;
+        per_group(&POLL_INTERVAL, &|g| Some(g.interval), encoder)?;
+        if groups.iter().any(|g| g.last_success.is_some()) {
+            per_group(&LAST_POLL_SUCCESS, &|g| g.last_success, encoder)?;
+        }
+        Ok(())
+    }
+
+    fn encode_self(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let t = &self.telemetry;
+        let mut m = descriptor(encoder, &BUILD_INFO, MetricType::Gauge)?;
+        let labels = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            (
+                "revision",
+                option_env!("GSE_EXPORTER_REVISION").unwrap_or("unknown"),
+            ),
+            (
+                "rustc_version",
+                option_env!("GSE_EXPORTER_RUSTC").unwrap_or("unknown"),
+            ),
+        ];
+        m.encode_family(&labels)?.encode_gauge(&1i64)?;
+        t.api_requests
+            .encode(descriptor(encoder, &API_REQUESTS, MetricType::Counter)?)?;
+        t.api_duration
+            .encode(descriptor(encoder, &API_DURATION, MetricType::Histogram)?)?;
+        t.api_retries
+            .encode(descriptor(encoder, &API_RETRIES, MetricType::Counter)?)?;
+        t.rate_limit_wait
+            .encode(descriptor(encoder, &RATE_LIMIT_WAIT, MetricType::Counter)?)?;
+        t.body_bytes
+            .encode(descriptor(encoder, &BODY_BYTES, MetricType::Gauge)?)
+    }
+}
+
+/// Labels of one per-agent series, encoded without building a map.
+struct AgentLabels<'a> {
+    group: &'a GroupSnapshot,
+    agent: &'a AgentRow,
+    info: bool,
+}
+
+impl<'a> AgentLabels<'a> {
+    fn new(group: &'a GroupSnapshot, agent: &'a AgentRow) -> Self {
+        AgentLabels {
+            group,
+            agent,
+            info: false,
+        }
+    }
+}
+
+impl EncodeLabelSet for AgentLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        let (g, a) = (self.group, self.agent);
+        ("group", g.name.as_str()).encode(encoder.encode_label())?;
+        ("bk_biz_id", g.bk_biz_id.as_str()).encode(encoder.encode_label())?;
+        ("bk_cloud_id", a.bk_cloud_id.as_str()).encode(encoder.encode_label())?;
+        ("ip", a.ip.as_str()).encode(encoder.encode_label())?;
+        ("bk_agent_id", a.bk_agent_id.as_str()).encode(encoder.encode_label())?;
+        for (name, value) in &g.labels {
+            (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
+        }
+        if self.info {
+            ("version", a.record.version.as_str()).encode(encoder.encode_label())?;
+            ("parent_ip", a.record.parent_ip.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}

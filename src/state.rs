@@ -1,0 +1,299 @@
+//! The exporter's picture of the fleet: immutable snapshots built once per cycle.
+//!
+//! Owns the data types of a snapshot (groups, agents, counts) and the pure
+//! rules that turn observations into agent records: what "online", "offline",
+//! "not found" and "unknown" mean and how long a last known value survives a
+//! failed batch. No I/O and no text formatting here.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::gse::{Host, Info, Status};
+
+/// Where an agent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentState {
+    /// GSE says it is alive.
+    Online,
+    /// GSE knows it and says it is not alive.
+    Offline,
+    /// GSE does not know it.
+    NotFound,
+    /// GSE could not be asked for longer than `stale_after`.
+    Unknown,
+}
+
+impl AgentState {
+    /// Every state in label order.
+    pub const ALL: [AgentState; 4] = [
+        AgentState::Online,
+        AgentState::Offline,
+        AgentState::NotFound,
+        AgentState::Unknown,
+    ];
+
+    /// The `state` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            AgentState::Online => "online",
+            AgentState::Offline => "offline",
+            AgentState::NotFound => "not_found",
+            AgentState::Unknown => "unknown",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// GSE 2.0's own code for an agent it does not know; used for both APIs.
+pub const STATUS_NOT_FOUND: i64 = -2;
+
+/// What the exporter last learned of one agent (shared by every group that has it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    /// Online, offline or not found (never unknown: that is derived from age).
+    pub state: AgentState,
+    /// GSE 2.0 status code, or -2 when not found; `None` for a known v1 agent.
+    pub status_code: Option<i64>,
+    /// Agent version ("" when unknown).
+    pub version: String,
+    /// Upstream proxy or server ("" when unknown).
+    pub parent_ip: String,
+    /// Seconds since the last heartbeat, as of `observed_at`.
+    pub heartbeat_age: Option<f64>,
+    /// When GSE last answered for this agent.
+    pub observed_at: SystemTime,
+    /// When the agent was last seen alive.
+    pub last_seen_alive: Option<SystemTime>,
+}
+
+impl AgentRecord {
+    /// Builds the record for an agent GSE answered for (or left out: `status` None).
+    pub fn observe(
+        status: Option<&Status>,
+        info: Option<&Info>,
+        previous: Option<&AgentRecord>,
+        now: SystemTime,
+    ) -> AgentRecord {
+        let Some(status) = status else {
+            return AgentRecord::not_found(previous, now);
+        };
+        let last_seen_alive = if status.alive {
+            Some(now)
+        } else {
+            previous.and_then(|p| p.last_seen_alive)
+        };
+        let report_time = status.report_time.or(info.and_then(|i| i.report_time));
+        let heartbeat_age = match report_time {
+            Some(reported) => Some((unix_seconds(now) - reported).max(0.0)),
+            None => last_seen_alive.map(|seen| seconds_between(seen, now)),
+        };
+        let version = status
+            .version
+            .clone()
+            .filter(|v| !v.is_empty())
+            .or_else(|| info.map(|i| i.version.clone()))
+            .unwrap_or_default();
+        AgentRecord {
+            state: if status.alive {
+                AgentState::Online
+            } else {
+                AgentState::Offline
+            },
+            status_code: status.status_code,
+            version,
+            parent_ip: info.map(|i| i.parent_ip.clone()).unwrap_or_default(),
+            heartbeat_age,
+            observed_at: now,
+            last_seen_alive,
+        }
+    }
+
+    fn not_found(previous: Option<&AgentRecord>, now: SystemTime) -> AgentRecord {
+        let last_seen_alive = previous.and_then(|p| p.last_seen_alive);
+        AgentRecord {
+            state: AgentState::NotFound,
+            status_code: Some(STATUS_NOT_FOUND),
+            version: String::new(),
+            parent_ip: String::new(),
+            heartbeat_age: last_seen_alive.map(|seen| seconds_between(seen, now)),
+            observed_at: now,
+            last_seen_alive,
+        }
+    }
+
+    /// Whether this record is too old to report (its batch kept failing).
+    pub fn is_stale(&self, now: SystemTime, stale_after: Duration) -> bool {
+        now.duration_since(self.observed_at).unwrap_or_default() > stale_after
+    }
+}
+
+fn seconds_between(earlier: SystemTime, later: SystemTime) -> f64 {
+    later
+        .duration_since(earlier)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Unix time in seconds.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One agent as exported: its label values and its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    /// `bk_cloud_id` label ("" when unknown).
+    pub bk_cloud_id: String,
+    /// `ip` label ("" when unknown).
+    pub ip: String,
+    /// `bk_agent_id` label ("" when unknown).
+    pub bk_agent_id: String,
+    /// What is known of it.
+    pub record: AgentRecord,
+}
+
+impl AgentRow {
+    /// Label values for a configured host, filled from GSE's info where the
+    /// config left them out (an agent id given alone).
+    pub fn new(host: &Host, info: Option<&Info>, record: AgentRecord) -> AgentRow {
+        let info_ip = info.and_then(|i| i.host_ip.clone());
+        let info_cloud = info.and_then(|i| i.bk_cloud_id);
+        AgentRow {
+            bk_cloud_id: host
+                .bk_cloud_id
+                .or(info_cloud)
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            ip: host
+                .ip
+                .map(|ip| ip.to_string())
+                .or(info_ip)
+                .unwrap_or_default(),
+            bk_agent_id: host.agent_id.clone().unwrap_or_default(),
+            record,
+        }
+    }
+}
+
+/// Agents per state, in [`AgentState::ALL`] order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts(pub [u64; 4]);
+
+impl StateCounts {
+    /// Counts one more agent in a state.
+    pub fn add(&mut self, state: AgentState) {
+        self.0[state.index()] += 1;
+    }
+    /// Agents in a state.
+    pub fn get(&self, state: AgentState) -> u64 {
+        self.0[state.index()]
+    }
+}
+
+/// One group after a cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSnapshot {
+    /// The `group` label.
+    pub name: String,
+    /// The `bk_biz_id` label.
+    pub bk_biz_id: String,
+    /// Extra labels, sorted.
+    pub labels: Vec<(String, String)>,
+    /// Exported agents (online, offline, not found; unknown ones are left out).
+    pub agents: Vec<AgentRow>,
+    /// Agents per state, unknown included.
+    pub counts: StateCounts,
+    /// Known agents (online or offline) per version.
+    pub versions: BTreeMap<String, u64>,
+    /// Every status batch of the group succeeded in the last cycle.
+    pub up: bool,
+    /// Seconds the group's part of the last cycle took.
+    pub poll_duration: f64,
+    /// Configured interval in seconds.
+    pub interval: f64,
+    /// Unix time of the last cycle in which every batch succeeded.
+    pub last_success: Option<f64>,
+}
+
+impl GroupSnapshot {
+    /// Counts states and versions over the exported agents plus `unknown` more.
+    pub fn tally(&mut self, unknown: u64) {
+        let mut counts = StateCounts::default();
+        let mut versions = BTreeMap::new();
+        for agent in &self.agents {
+            counts.add(agent.record.state);
+            if matches!(agent.record.state, AgentState::Online | AgentState::Offline) {
+                *versions.entry(agent.record.version.clone()).or_insert(0) += 1;
+            }
+        }
+        counts.0[AgentState::Unknown.index()] = unknown;
+        self.counts = counts;
+        self.versions = versions;
+    }
+}
+
+/// The whole picture after one cycle.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// Groups in configuration order.
+    pub groups: Vec<GroupSnapshot>,
+    /// Whether at least one complete cycle is behind this snapshot.
+    pub complete: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(alive: bool, code: Option<i64>) -> Status {
+        Status {
+            alive,
+            status_code: code,
+            version: None,
+            report_time: None,
+        }
+    }
+
+    #[test]
+    fn v1_heartbeat_age_counts_from_last_seen_alive() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let online = AgentRecord::observe(Some(&status(true, None)), None, None, t0);
+        assert_eq!(online.heartbeat_age, Some(0.0));
+        let t1 = t0 + Duration::from_secs(90);
+        let offline = AgentRecord::observe(Some(&status(false, None)), None, Some(&online), t1);
+        assert_eq!(offline.state, AgentState::Offline);
+        assert_eq!(offline.heartbeat_age, Some(90.0));
+        assert_eq!(offline.status_code, None);
+    }
+
+    #[test]
+    fn missing_from_the_reply_is_not_found_with_code_minus_two() {
+        let now = SystemTime::now();
+        let rec = AgentRecord::observe(None, None, None, now);
+        assert_eq!(rec.state, AgentState::NotFound);
+        assert_eq!(rec.status_code, Some(STATUS_NOT_FOUND));
+        assert_eq!(rec.heartbeat_age, None);
+    }
+
+    #[test]
+    fn v2_heartbeat_age_uses_report_time() {
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000);
+        let mut s = status(true, Some(2));
+        s.report_time = Some(1_999_970.0);
+        let rec = AgentRecord::observe(Some(&s), None, None, now);
+        assert_eq!(rec.heartbeat_age, Some(30.0));
+    }
+
+    #[test]
+    fn records_go_stale_after_the_limit() {
+        let t0 = SystemTime::now();
+        let rec = AgentRecord::observe(Some(&status(true, None)), None, None, t0);
+        let limit = Duration::from_secs(180);
+        assert!(!rec.is_stale(t0 + Duration::from_secs(180), limit));
+        assert!(rec.is_stale(t0 + Duration::from_secs(181), limit));
+    }
+}
