@@ -3,3 +3,5 @@
 //! The crate is a library with a thin binary (`src/main.rs`) so that tests and
 //! benchmarks drive the same code the binary runs.
 #![forbid(unsafe_code)]
+
+pub mod sim;
