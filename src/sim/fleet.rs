@@ -486,4 +486,24 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn churn_flips_agents_from_elapsed_time() {
+        let opts = SimOptions {
+            churn_per_minute: 30.0,
+            ..SimOptions::default()
+        };
+        let mut fleet = Fleet::new(&opts);
+        let before = fleet.truth();
+        fleet.churn_clock -= Duration::from_secs(60);
+        fleet.advance();
+        let after = fleet.truth();
+        let flipped = before
+            .iter()
+            .zip(&after)
+            .filter(|(a, b)| a.online != b.online)
+            .count();
+        assert!((1..=30).contains(&flipped), "{flipped}");
+        assert!(after.iter().all(|t| t.online == (t.status_code == 2)));
+    }
 }

@@ -185,12 +185,28 @@ pub async fn start(opts: SimOptions, addr: SocketAddr) -> std::io::Result<Runnin
     })
 }
 
-/// Serve the simulator on `addr` until the process is interrupted (Ctrl-C).
+/// Serve the simulator on `addr` until SIGINT (Ctrl-C) or SIGTERM, then shut
+/// down gracefully.
 pub async fn serve_forever(opts: SimOptions, addr: SocketAddr) -> std::io::Result<()> {
     let sim = start(opts, addr).await?;
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
     sim.shutdown().await;
     Ok(())
+}
+
+#[cfg(unix)]
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn stop_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
 }
 
 #[cfg(test)]

@@ -76,6 +76,12 @@ pub(crate) fn success(api: Api, data: Value, request_id: &str) -> Value {
     }
 }
 
+/// The v2 "none found" envelope (what body faults break when no agent matched).
+pub(crate) fn not_found_envelope(request_id: &str) -> Value {
+    json!({"code": NOT_FOUND_CODE, "result": false, "message": "agent not found",
+           "data": null, "request_id": request_id})
+}
+
 /// The reply for a failure.
 pub(crate) fn failure(api: Api, f: &Failure, request_id: &str) -> Response {
     if api.is_v2() {

@@ -23,9 +23,9 @@ use serde_json::{Value, json};
 
 use super::SimError;
 use super::conn::ConnTag;
-use super::faults::{Faults, TokenBucket, dropped, error_hit, throttle_hit};
+use super::faults::{BodyFault, Faults, TokenBucket, dropped, error_hit, throttle_hit};
 use super::fleet::{Agent, AgentTruth, Fleet, SimOptions, mix, now_ms};
-use super::log::{Api, RequestLog, RequestRecord, Stats};
+use super::log::{Api, Outcome, RequestLog, RequestRecord, Stats};
 use super::reply::{self, Failure, RateInfo};
 
 /// ESB root of the v1 endpoints.
@@ -239,10 +239,6 @@ async fn gse_handler(
     let faults = shared.faults();
     let body = Body::parse(api, &bytes);
     let ids = body.as_ref().map_or(0, Body::ids);
-    let delay = shared.opts.latency + faults.latency;
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     let request_id = request_id(&headers, shared.opts.seed, n);
     let ctx = Ctx {
         api,
@@ -251,26 +247,15 @@ async fn gse_handler(
         headers: &headers,
         body,
     };
-    let (mut resp, outcome) = match shared.decide(&ctx) {
-        Ok(data) => {
-            let envelope = reply::success(api, data, &request_id);
-            let outcome = if faults.body.is_some() {
-                super::Outcome::Fault
-            } else {
-                super::Outcome::Ok
-            };
-            (reply::render(api, envelope, faults.body, &conn), outcome)
+    // The gateway rejects at once; only admitted requests see backend latency.
+    let decided = match shared.gate(&ctx) {
+        Ok(()) => {
+            backend_delay(shared.opts.latency + faults.latency).await;
+            shared.backend(&ctx)
         }
-        Err(Failure::NotFound) if faults.body.is_some() => {
-            let envelope = json!({"code": reply::NOT_FOUND_CODE, "result": false,
-                                  "message": "agent not found", "data": null});
-            (
-                reply::render(api, envelope, faults.body, &conn),
-                super::Outcome::Fault,
-            )
-        }
-        Err(f) => (reply::failure(api, &f, &request_id), f.outcome()),
+        Err(f) => Err(f),
     };
+    let (mut resp, outcome) = respond(api, decided, faults.body, &request_id, &conn);
     shared.log.lock().push(RequestRecord {
         at,
         api,
@@ -281,6 +266,34 @@ async fn gse_handler(
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     resp
+}
+
+async fn backend_delay(delay: std::time::Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// The reply and outcome for a decided answer; body faults break data
+/// replies and 1011003, never earlier failures.
+fn respond(
+    api: Api,
+    decided: Result<Value, Failure>,
+    body_fault: Option<BodyFault>,
+    request_id: &str,
+    conn: &ConnTag,
+) -> (Response, Outcome) {
+    let envelope = match (decided, body_fault) {
+        (Ok(data), _) => reply::success(api, data, request_id),
+        (Err(Failure::NotFound), Some(_)) => reply::not_found_envelope(request_id),
+        (Err(f), _) => return (reply::failure(api, &f, request_id), f.outcome()),
+    };
+    let outcome = if body_fault.is_some() {
+        Outcome::Fault
+    } else {
+        Outcome::Ok
+    };
+    (reply::render(api, envelope, body_fault, conn), outcome)
 }
 
 /// The caller's `X-Bkapi-Request-Id`, or 32 hex chars from the request number.
@@ -294,9 +307,14 @@ fn request_id(headers: &HeaderMap, seed: u64, n: u64) -> String {
 
 impl Shared {
     /// The `data` to send, or why not.
-    fn decide(&self, ctx: &Ctx<'_>) -> Result<Value, Failure> {
+    /// The gateway's checks: credentials, then rate limits.
+    fn gate(&self, ctx: &Ctx<'_>) -> Result<(), Failure> {
         self.check_auth(ctx)?;
-        self.check_rate(ctx)?;
+        self.check_rate(ctx)
+    }
+
+    /// The backend's answer: injected failures, then the lookup.
+    fn backend(&self, ctx: &Ctx<'_>) -> Result<Value, Failure> {
         if ctx.faults.outage || error_hit(ctx.faults.error_rate, ctx.n) {
             return Err(Failure::Upstream);
         }

@@ -575,3 +575,105 @@ async fn unknown_path_is_gateway_404() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], json!(1640401));
 }
+
+#[tokio::test]
+async fn latency_delays_admitted_requests_only() {
+    let sim = sim().await;
+    let (on, ..) = pick(&sim.truth());
+    let latency = std::time::Duration::from_millis(150);
+    sim.set_faults(Faults {
+        latency,
+        throttle_every: Some(2),
+        ..Faults::default()
+    });
+    let t0 = std::time::Instant::now();
+    assert_eq!(
+        post_v2(&sim, "list_agent_state", &[on.v2_id()])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(t0.elapsed() >= latency);
+    let r = post_v2(&sim, "list_agent_state", &[on.v2_id()]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn error_rate_fails_evenly() {
+    let sim = sim().await;
+    let (on, ..) = pick(&sim.truth());
+    sim.set_faults(Faults {
+        error_rate: 0.5,
+        ..Faults::default()
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            post_v2(&sim, "list_agent_state", &[on.v2_id()])
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 502, 200, 502]);
+    let r = post_v1(&sim, "get_agent_status", &[&on]).await;
+    assert_eq!(r.body["result"], json!(true));
+    let r = post_v1(&sim, "get_agent_status", &[&on]).await;
+    assert_eq!(r.body["code"], json!(1306201));
+}
+
+#[tokio::test]
+async fn none_found_fault() {
+    let sim = sim().await;
+    let (on, ..) = pick(&sim.truth());
+    sim.set_faults(Faults {
+        none_found: true,
+        ..Faults::default()
+    });
+    let r = post_v2(&sim, "list_agent_info", &[on.v2_id()]).await;
+    assert_eq!(r.body["code"], json!(1011003));
+    let r = post_v1(&sim, "get_agent_status", &[&on]).await;
+    assert_eq!(r.body["data"], json!({}));
+}
+
+#[tokio::test]
+async fn trickle_sends_headers_then_dribbles() {
+    let sim = sim().await;
+    sim.set_faults(Faults {
+        body: Some(BodyFault::Trickle),
+        ..Faults::default()
+    });
+    let mut resp = raw_v2(&sim).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"{");
+    let wait = std::time::Duration::from_millis(300);
+    assert!(tokio::time::timeout(wait, resp.text()).await.is_err());
+}
+
+#[tokio::test]
+async fn junk_versions_are_served_verbatim() {
+    let o = SimOptions {
+        junk_version_share: 1.0,
+        ..opts()
+    };
+    let sim = start(o, LOCAL.parse().unwrap()).await.unwrap();
+    let (on, ..) = pick(&sim.truth());
+    assert!(on.version.contains('\n'));
+    let r = post_v2(&sim, "list_agent_state", &[on.v2_id()]).await;
+    assert_eq!(r.body["data"][0]["version"], json!(on.version));
+}
+
+#[tokio::test]
+async fn request_log_supports_rate_checks() {
+    let sim = sim().await;
+    let (on, ..) = pick(&sim.truth());
+    for _ in 0..3 {
+        post_v2(&sim, "list_agent_state", &[on.v2_id()]).await;
+    }
+    let times: Vec<_> = sim.requests().iter().map(|r| r.at).collect();
+    assert_eq!(max_in_window(&times, std::time::Duration::from_secs(60)), 3);
+    assert_eq!(sim.stats().by_api.get(&Api::V2State), Some(&3));
+    sim.clear_requests();
+    assert!(sim.requests().is_empty());
+}
