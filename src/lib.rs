@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod pacing;
 pub mod poller;
 pub mod server;
+pub mod sim;
 pub mod state;

@@ -1,0 +1,213 @@
+//! A fake BlueKing GSE HTTP server on loopback, for `--demo`, the
+//! integration tests and the benchmarks.
+//!
+//! Owns the simulator's public face: [`start`], [`serve_forever`],
+//! [`RunningSim`] / [`SimHandle`] and the re-exported option, fault and log
+//! types. It serves ESB v1 (`get_agent_status`, `get_agent_info`) and gateway
+//! v2 (`list_agent_state`, `list_agent_info`) from one deterministic fleet,
+//! plus a `/sim/*` control API. It must never be reached from the exporter's
+//! production path unless the user asks for it (`--demo`, `simulate`), and it
+//! must not depend on the exporter's own modules.
+//!
+//! Choices where GSE itself is silent:
+//! - v2 `report_time` is in milliseconds, `start_time` in seconds.
+//! - More than `max_batch_v2` ids: HTTP 400, gateway envelope code 1640001.
+//! - A v2 `cloud:ip` id only resolves for legacy agents (no agent id).
+//! - Rate-limit replies: `X-Bkapi-RateLimit-Reset` and `Retry-After` are
+//!   whole seconds until a token, at least 1; `-Limit` is the bucket's
+//!   requests per second rounded up (1 without a bucket).
+//! - Fault `latency` is a humantime string or integer milliseconds.
+
+mod conn;
+mod faults;
+mod fleet;
+mod log;
+mod reply;
+mod server;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use faults::{BodyFault, Faults, RateLimit};
+pub use fleet::{AgentTruth, SimOptions};
+pub use log::{Api, Outcome, RequestRecord, Stats, max_in_window};
+
+use conn::{ConnTag, SimListener};
+use server::{Shared, V1_ROOT, V2_ROOT};
+
+/// Errors of the control API.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Some ids match no agent (nothing was changed).
+    #[error("unknown agents: {}", .0.join(", "))]
+    UnknownAgents(Vec<String>),
+}
+
+/// A cheap, cloneable handle to a running simulator's state.
+#[derive(Debug, Clone)]
+pub struct SimHandle {
+    shared: Arc<Shared>,
+}
+
+impl SimHandle {
+    /// Set agents (agent id or `cloud:ip`) online (status 2, heartbeat now)
+    /// or offline (status 3). Unknown-to-GSE agents become known. All or
+    /// nothing: returns how many were changed.
+    pub fn set_online(&self, ids: &[String], online: bool) -> Result<usize, SimError> {
+        self.shared.set_state(ids, online, 3)
+    }
+
+    /// Like [`SimHandle::set_online`], with this status code when offline.
+    pub fn set_state(&self, ids: &[String], online: bool, code: i64) -> Result<usize, SimError> {
+        self.shared.set_state(ids, online, code)
+    }
+
+    /// Replace the fault set.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.set_faults(faults);
+    }
+
+    /// The current fault set.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults()
+    }
+
+    /// The truth about every agent, in fleet order.
+    pub fn truth(&self) -> Vec<AgentTruth> {
+        self.shared.truth()
+    }
+
+    /// Every GSE request recorded so far, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests()
+    }
+
+    /// Forget the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.clear_requests();
+    }
+
+    /// Request counts by endpoint and outcome.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+}
+
+/// A simulator serving on a local address; stops on [`RunningSim::shutdown`]
+/// or when dropped. Derefs to its [`SimHandle`].
+#[derive(Debug)]
+pub struct RunningSim {
+    handle: SimHandle,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningSim {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The ESB v1 root: `http://ADDR/api/c/compapi/v2/gse`.
+    pub fn v1_url(&self) -> String {
+        format!("http://{}{V1_ROOT}", self.addr)
+    }
+
+    /// The gateway v2 root: `http://ADDR/api/bk-gse/prod`.
+    pub fn v2_url(&self) -> String {
+        format!("http://{}{V2_ROOT}", self.addr)
+    }
+
+    /// A handle that outlives borrow scopes (e.g. to move into a task).
+    pub fn handle(&self) -> SimHandle {
+        self.handle.clone()
+    }
+
+    /// Stop accepting, let open requests finish for up to 5 s, then abort.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Deref for RunningSim {
+    type Target = SimHandle;
+
+    fn deref(&self) -> &SimHandle {
+        &self.handle
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Bind `addr` (tests pass `127.0.0.1:0`) and serve the simulator in a task.
+pub async fn start(opts: SimOptions, addr: SocketAddr) -> std::io::Result<RunningSim> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(opts));
+    let app = server::router(shared.clone()).into_make_service_with_connect_info::<ConnTag>();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serve = axum::serve(SimListener::new(listener), app).with_graceful_shutdown(async {
+        let _ = stopped.await;
+    });
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "GSE simulator stopped with an error");
+        }
+    });
+    tracing::info!(%addr, "GSE simulator listening");
+    Ok(RunningSim {
+        handle: SimHandle { shared },
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+/// Serve the simulator on `addr` until SIGINT (Ctrl-C) or SIGTERM, then shut
+/// down gracefully.
+pub async fn serve_forever(opts: SimOptions, addr: SocketAddr) -> std::io::Result<()> {
+    let sim = start(opts, addr).await?;
+    stop_signal().await?;
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn stop_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
+
+#[cfg(test)]
+mod tests;
