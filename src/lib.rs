@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod exposition;
 pub mod gse;
 pub mod metrics;

@@ -1,0 +1,167 @@
+//! The `gse_exporter` binary: parses the command line, sets up logging, and
+//! dispatches to a mode. All behaviour lives in the library.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use gse_exporter::app::{Exporter, ExporterOptions};
+use gse_exporter::cli::{Cli, Command, LogFormat, SimulateArgs};
+use gse_exporter::config::Config;
+use gse_exporter::server::parse_listen_address;
+use gse_exporter::{demo, sim};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::from(err)),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("gse_exporter: {err:#}");
+    ExitCode::from(2)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(Command::Simulate(args)) = &cli.command {
+        simulate(args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.config_check {
+        return Ok(check_config(&cli));
+    }
+    let options = ExporterOptions {
+        listen: parse_listen_address(&cli.listen_address).map_err(anyhow::Error::msg)?,
+        telemetry_path: cli.telemetry_path.clone(),
+    };
+    if cli.demo {
+        return run_demo(&cli, options).await;
+    }
+    let path = cli.config_file.as_deref().context(
+        "no configuration: pass --config.file=PATH, or --demo to try the built-in simulator",
+    )?;
+    let config = Config::load(path)?;
+    serve(config, options).await
+}
+
+async fn serve(config: Config, options: ExporterOptions) -> Result<ExitCode> {
+    let groups = config.groups.len();
+    let exporter = Exporter::start(config, options).await?;
+    tracing::info!(groups, "polling GSE");
+    stop_signal().await?;
+    tracing::info!("shutting down");
+    exporter.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_demo(cli: &Cli, options: ExporterOptions) -> Result<ExitCode> {
+    let demo_options = demo::DemoOptions {
+        agents: cli.demo_agents,
+        interval: Duration::from_secs(10),
+    };
+    let demo = demo::start(&demo_options)
+        .await
+        .context("starting the GSE simulator")?;
+    tracing::info!(simulator = %demo.sim.addr(), agents = cli.demo_agents, "demo: polling the built-in GSE simulator");
+    let exporter = Exporter::start(demo.config, options).await?;
+    println!(
+        "gse_exporter demo: metrics at http://{}{} (simulator at http://{})",
+        exporter.addr(),
+        cli.telemetry_path,
+        demo.sim.addr()
+    );
+    stop_signal().await?;
+    exporter.shutdown().await;
+    demo.sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(cli: &Cli) -> ExitCode {
+    let Some(path) = cli.config_file.as_deref() else {
+        return ExitCode::from(2);
+    };
+    match Config::load(path) {
+        Ok(config) => {
+            let hosts: usize = config.groups.iter().map(|g| g.hosts.len()).sum();
+            println!(
+                "{}: OK ({} groups, {hosts} hosts)",
+                path.display(),
+                config.groups.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            for problem in err.problems() {
+                println!("{}: {problem}", path.display());
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn simulate(args: &SimulateArgs) -> Result<()> {
+    let addr: SocketAddr =
+        parse_listen_address(&args.listen_address).map_err(anyhow::Error::msg)?;
+    let options = sim::SimOptions {
+        seed: args.seed,
+        agents: args.agents,
+        online_share: args.online_share,
+        unknown_share: args.unknown_share,
+        churn_per_minute: args.churn_per_minute,
+        app_code: args.app_code.clone(),
+        app_secret: args.app_secret.clone(),
+        ..sim::SimOptions::default()
+    };
+    sim::serve_forever(options, addr)
+        .await
+        .context("running the GSE simulator")
+}
+
+async fn stop_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::new(format!(
+        "{},hyper=warn,reqwest=warn",
+        cli.log_level.directive()
+    ));
+    let registry = tracing_subscriber::registry().with(filter);
+    match cli.log_format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Logfmt => registry
+            .with(
+                tracing_logfmt::builder()
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+}
