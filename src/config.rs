@@ -361,6 +361,7 @@ impl Validator<'_> {
         }
         let gse = self.gse(raw.gse);
         let groups = self.groups(raw.groups, &gse);
+        self.batch_cap(&gse, &groups);
         Config {
             gse,
             interval,
@@ -487,6 +488,14 @@ impl Validator<'_> {
                 64 << 20,
                 1 << 32,
             ) as usize,
+        }
+    }
+
+    fn batch_cap(&mut self, gse: &GseConfig, groups: &[GroupConfig]) {
+        let uses_v2 = groups.iter().any(|g| g.api == ApiVersion::V2);
+        if uses_v2 && gse.batch_size > V2_MAX_BATCH {
+            let rule = format!("exceeds GSE 2.0's cap of {V2_MAX_BATCH} agent ids per request");
+            self.problem("gse.batch_size", gse.batch_size.to_string(), &rule);
         }
     }
 

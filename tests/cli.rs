@@ -1,0 +1,150 @@
+//! The binary as users run it: the README's demo command, `--config.check`
+//! on good and broken files, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gse_exporter"));
+    cmd.env_remove("GSE_EXPORTER_CONFIG");
+    cmd
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
+}
+
+#[test]
+fn config_check_accepts_the_good_file() {
+    let out = binary()
+        .args(["--config.check", "--config.file"])
+        .arg(fixtures().join("good.yml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "good.yml rejected: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK (2 groups, 4 hosts)"), "{stdout}");
+    assert!(
+        !stdout.contains("not-a-real-secret"),
+        "the secret is never printed"
+    );
+}
+
+#[test]
+fn config_check_names_key_value_and_rule_for_every_broken_fixture() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("invalid-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{name} lacks its '# expect: ' line"));
+        let out = binary()
+            .args(["--config.check", "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name} must fail --config.check; printed: {stdout}"
+        );
+        assert!(
+            stdout.contains(expected),
+            "{name}: expected {expected:?} in:\n{stdout}"
+        );
+        assert!(
+            !stdout.contains("s3cret"),
+            "{name}: the secret is never printed"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} broken fixtures found");
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_demo_command_fills_metrics_and_stops_on_sigterm() {
+    let child = binary()
+        .args([
+            "--demo",
+            "--demo.agents=600",
+            "--web.listen-address=127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let stdout = running.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(20), line)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics URL in {line:?}"))
+        .to_string();
+    let agents = wait_until("demo agents on /metrics", Duration::from_secs(30), || {
+        let url = url.clone();
+        async move {
+            let body = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            let all = parse(&body);
+            let online = samples(&all, "gse_agent_online").len();
+            (online == 600).then_some(all)
+        }
+    })
+    .await;
+    let groups: std::collections::BTreeSet<&str> = samples(&agents, "gse_up")
+        .iter()
+        .map(|s| s.label("group"))
+        .collect();
+    assert_eq!(groups.len(), 3, "three demo groups: {groups:?}");
+
+    let pid = running.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || running.0.wait());
+    let status = tokio::time::timeout(Duration::from_secs(10), status)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
+}

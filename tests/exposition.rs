@@ -1,0 +1,129 @@
+//! The `/metrics` body itself: it passes `promtool check metrics`, negotiates
+//! OpenMetrics and gzip, and serves the same content in every encoding.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use gse_exporter::sim::SimOptions;
+
+async fn polled_exporter() -> (gse_exporter::sim::RunningSim, gse_exporter::app::Exporter) {
+    let sim = start_sim(SimOptions {
+        agents: 400,
+        junk_version_share: 0.1,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let specs = [
+        GroupSpec {
+            name: "web \"quoted\"",
+            bk_biz_id: 2,
+            api: "v2",
+            agents: &truth[..200],
+            labels: "tier: web",
+        },
+        GroupSpec {
+            name: "legacy",
+            bk_biz_id: 3,
+            api: "v1",
+            agents: &truth[200..],
+            labels: "tier: \"db\\\\x\"",
+        },
+    ];
+    let yaml = config_yaml(&sim, "", "interval: 30s\n", &specs);
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
+    (sim, exporter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_check_metrics_reports_nothing() {
+    let (_sim, exporter) = polled_exporter().await;
+    let body = scrape(exporter.addr()).await;
+    assert!(
+        body.contains("gse_agent_online{"),
+        "per-agent series present"
+    );
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test installs Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    assert_eq!(report.trim(), "", "promtool check metrics found problems");
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_and_gzip_are_negotiated_from_cached_bodies() {
+    let (_sim, exporter) = polled_exporter().await;
+    let url = format!("http://{}/metrics", exporter.addr());
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let get = |accept: &'static str, encoding: &'static str| {
+        client
+            .get(&url)
+            .header("Accept", accept)
+            .header("Accept-Encoding", encoding)
+            .send()
+    };
+    let plain = get("text/plain", "identity").await.unwrap();
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let plain = plain.text().await.unwrap();
+
+    let zipped = get("text/plain", "gzip").await.unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&zipped.bytes().await.unwrap()[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain, "gzip body is the plain body");
+
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let om = get(accept, "identity").await.unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let om = om.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    assert!(om.contains("# TYPE gse_exporter_api_requests counter"));
+    let count = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("gse_agent_online{"))
+            .count()
+    };
+    assert_eq!(count(&om), count(&plain));
+    assert_eq!(count(&plain), 400);
+
+    let post = client.post(&url).send().await.unwrap();
+    assert_eq!(post.status(), 405, "/metrics answers only GET and HEAD");
+    let head = client.head(&url).send().await.unwrap();
+    assert!(head.status().is_success());
+    exporter.shutdown().await;
+}
