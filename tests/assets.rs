@@ -1,0 +1,572 @@
+//! Checks of the monitoring assets shipped with gse_exporter: Prometheus rules
+//! and their unit tests, the example Alertmanager config, the Grafana
+//! dashboards and the runbook.
+//!
+//! The rule and config checks shell out to `promtool` (Prometheus) and
+//! `amtool` (Alertmanager). They fail, never skip, when a tool is missing:
+//! the assets are only known to work when those checks ran.
+//!
+//! Files are found relative to `CARGO_MANIFEST_DIR`; set `GSE_ASSETS_ROOT` to
+//! check another checkout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const RUNBOOK_BASE: &str = "https://github.com/gse-exporter/gse_exporter/blob/main/docs/runbook.md";
+const DATASOURCE: &str = "${datasource}";
+const JOB_MATCHER: &str = r#"job=~"$job""#;
+const GROUP_MATCHER: &str = r#"group=~"$group""#;
+const BIZ_MATCHER: &str = r#"bk_biz_id=~"$bk_biz_id""#;
+/// Shortest explicit range accepted instead of `$__rate_interval` in a
+/// dashboard `rate`/`increase`/`changes` (e.g. `[1h]` for flapping): anything
+/// shorter would be finer than a scrape-interval-aware rate interval.
+const MIN_EXPLICIT_RANGE_SECONDS: u64 = 10 * 60;
+
+fn root() -> PathBuf {
+    std::env::var_os("GSE_ASSETS_ROOT")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// Files directly in `dir` whose name ends with `suffix`, sorted.
+fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let entries =
+        fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(suffix))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no *{suffix} files in {}", dir.display());
+    files
+}
+
+fn rule_files() -> Vec<PathBuf> {
+    files_with_suffix(&root().join("alerts"), ".rules.yml")
+}
+
+fn rule_test_files() -> Vec<PathBuf> {
+    files_with_suffix(&root().join("alerts/tests"), ".yml")
+}
+
+fn dashboard_files() -> Vec<PathBuf> {
+    files_with_suffix(&root().join("dashboards"), ".json")
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn read_yaml(path: &Path) -> Value {
+    serde_yaml_ng::from_str(&read(path))
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
+}
+
+/// Runs an external checker in the assets root and panics with its output
+/// unless it succeeds. A missing tool is a failure, not a skip.
+fn run_tool(tool: &str, args: &[&str]) {
+    let output = Command::new(tool).args(args).current_dir(root()).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run `{tool}` ({e}); install it (Debian: apt-get install prometheus alertmanager) \
+             so the monitoring assets can be checked"
+        )
+    });
+    assert!(
+        output.status.success(),
+        "`{tool} {}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+fn array<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+// ---------------------------------------------------------------- rules
+
+#[test]
+fn promtool_check_rules() {
+    for file in rule_files() {
+        run_tool("promtool", &["check", "rules", &relative(&file)]);
+    }
+}
+
+#[test]
+fn promtool_test_rules() {
+    let files: Vec<String> = rule_test_files().iter().map(|f| relative(f)).collect();
+    let mut args = vec!["test", "rules"];
+    args.extend(files.iter().map(String::as_str));
+    run_tool("promtool", &args);
+}
+
+/// Every rule of every rule file, as (file, rule).
+fn all_rules() -> Vec<(PathBuf, Value)> {
+    let mut rules = Vec::new();
+    for file in rule_files() {
+        let doc = read_yaml(&file);
+        for group in array(&doc, "groups") {
+            for rule in array(group, "rules") {
+                rules.push((file.clone(), rule.clone()));
+            }
+        }
+    }
+    rules
+}
+
+fn alert_rules() -> Vec<(PathBuf, Value)> {
+    all_rules()
+        .into_iter()
+        .filter(|(_, rule)| rule.get("alert").is_some())
+        .collect()
+}
+
+/// GitHub-style heading anchors of a Markdown file.
+fn markdown_anchors(markdown: &str) -> BTreeSet<String> {
+    let mut in_code = false;
+    let mut anchors = BTreeSet::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code || !line.starts_with('#') {
+            continue;
+        }
+        let text = line.trim_start_matches('#').trim();
+        let anchor: String = text
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect();
+        anchors.insert(anchor);
+    }
+    anchors
+}
+
+#[test]
+fn alerts_have_severity_annotations_and_runbook_sections() {
+    let anchors = markdown_anchors(&read(&root().join("docs/runbook.md")));
+    let alerts = alert_rules();
+    assert!(!alerts.is_empty(), "no alerting rules found");
+    let mut names = BTreeSet::new();
+    for (file, rule) in &alerts {
+        let name = str_field(rule, "alert").expect("alert name is a string");
+        let at = format!("{name} in {}", relative(file));
+        assert!(names.insert(name.to_owned()), "duplicate alert {at}");
+        assert!(
+            name.starts_with("Gse"),
+            "{at}: alert names share the Gse prefix"
+        );
+        assert!(rule.get("for").is_some(), "{at}: set an explicit `for`");
+
+        let labels = rule
+            .get("labels")
+            .unwrap_or_else(|| panic!("{at}: no labels"));
+        let severity =
+            str_field(labels, "severity").unwrap_or_else(|| panic!("{at}: no severity label"));
+        assert!(
+            ["critical", "warning", "info"].contains(&severity),
+            "{at}: severity {severity:?} is not critical|warning|info"
+        );
+
+        let annotations = rule
+            .get("annotations")
+            .unwrap_or_else(|| panic!("{at}: no annotations"));
+        let summary =
+            str_field(annotations, "summary").unwrap_or_else(|| panic!("{at}: no summary"));
+        assert!(
+            !summary.trim().is_empty() && !summary.contains("{{"),
+            "{at}: summary must be a static sentence"
+        );
+        let description =
+            str_field(annotations, "description").unwrap_or_else(|| panic!("{at}: no description"));
+        assert!(
+            description.contains("{{"),
+            "{at}: description must be templated"
+        );
+        if name.starts_with("GseAgent") {
+            for label in ["$labels.group", "$labels.bk_biz_id"] {
+                assert!(
+                    description.contains(label),
+                    "{at}: description must name {label}"
+                );
+            }
+        }
+
+        let runbook =
+            str_field(annotations, "runbook_url").unwrap_or_else(|| panic!("{at}: no runbook_url"));
+        let anchor = name.to_lowercase();
+        assert_eq!(
+            runbook,
+            format!("{RUNBOOK_BASE}#{anchor}"),
+            "{at}: runbook_url"
+        );
+        assert!(
+            anchors.contains(&anchor),
+            "{at}: docs/runbook.md has no heading `## {name}`"
+        );
+    }
+}
+
+#[test]
+fn recording_rules_are_named_level_metric_operation() {
+    let mut seen = BTreeSet::new();
+    for (file, rule) in all_rules() {
+        let Some(record) = str_field(&rule, "record") else {
+            continue;
+        };
+        assert_eq!(
+            record.matches(':').count(),
+            2,
+            "{record} in {}: recording rules are named level:metric:operation",
+            relative(&file)
+        );
+        assert!(
+            record.starts_with("gse"),
+            "{record}: recording rules share the gse prefix"
+        );
+        assert!(
+            seen.insert(record.to_owned()),
+            "duplicate recording rule {record}"
+        );
+    }
+    assert!(!seen.is_empty(), "no recording rules found");
+}
+
+#[test]
+fn every_alert_has_firing_and_silent_unit_tests() {
+    let mut firing: BTreeMap<String, usize> = BTreeMap::new();
+    let mut silent: BTreeMap<String, usize> = BTreeMap::new();
+    for file in rule_test_files() {
+        let doc = read_yaml(&file);
+        for test in array(&doc, "tests") {
+            for case in array(test, "alert_rule_test") {
+                let name = str_field(case, "alertname").expect("alertname").to_owned();
+                let expected = array(case, "exp_alerts");
+                for alert in expected {
+                    assert!(
+                        alert.get("exp_labels").is_some() && alert.get("exp_annotations").is_some(),
+                        "{}: {name} cases must state exact exp_labels and exp_annotations",
+                        relative(&file)
+                    );
+                }
+                let counter = if expected.is_empty() {
+                    &mut silent
+                } else {
+                    &mut firing
+                };
+                *counter.entry(name).or_default() += 1;
+            }
+        }
+    }
+    for (_, rule) in alert_rules() {
+        let name = str_field(&rule, "alert").expect("alert name");
+        assert!(
+            firing.contains_key(name),
+            "no promtool test expects {name} to fire"
+        );
+        assert!(
+            silent.contains_key(name),
+            "no promtool test expects {name} to stay silent"
+        );
+    }
+}
+
+// --------------------------------------------------------- alertmanager
+
+#[test]
+fn amtool_check_config() {
+    run_tool(
+        "amtool",
+        &["check-config", "deploy/alertmanager/alertmanager.yml"],
+    );
+}
+
+#[test]
+fn alertmanager_groups_by_alert_group_and_business() {
+    let config = read_yaml(&root().join("deploy/alertmanager/alertmanager.yml"));
+    let group_by: Vec<&str> = array(&config["route"], "group_by")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(group_by, ["alertname", "group", "bk_biz_id"]);
+    assert!(
+        array(&config, "inhibit_rules").len() >= 3,
+        "expected the three GSE inhibit rules"
+    );
+}
+
+// ----------------------------------------------------------- dashboards
+
+/// Parses a Prometheus duration such as `1h`, `90s` or `1h30m`.
+fn duration_seconds(text: &str) -> Option<u64> {
+    let mut total = 0;
+    let mut number = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                0
+            }
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            'y' => 31_536_000,
+            _ => return None,
+        };
+        total += number.parse::<u64>().ok()? * unit;
+        number.clear();
+    }
+    (number.is_empty() && total > 0).then_some(total)
+}
+
+/// Problems with the range of each `rate`/`irate`/`increase`/`changes` call.
+fn range_problems(expr: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for func in ["rate(", "irate(", "increase(", "changes("] {
+        for (start, _) in expr.match_indices(func) {
+            let preceded_by_ident = expr[..start]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if preceded_by_ident {
+                continue; // e.g. `rate(` inside `irate(`
+            }
+            let args = &expr[start + func.len()..];
+            let range = args.find('[').and_then(|open| {
+                args[open + 1..]
+                    .find(']')
+                    .map(|close| &args[open + 1..open + 1 + close])
+            });
+            match range {
+                Some("$__rate_interval") => {}
+                Some(explicit)
+                    if duration_seconds(explicit)
+                        .is_some_and(|s| s >= MIN_EXPLICIT_RANGE_SECONDS) => {}
+                other => problems.push(format!(
+                    "{func}..) uses range {other:?}, want [$__rate_interval]"
+                )),
+            }
+        }
+    }
+    problems
+}
+
+/// All panels, descending into rows.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    fn walk<'a>(list: &'a [Value], out: &mut Vec<&'a Value>) {
+        for panel in list {
+            out.push(panel);
+            walk(array(panel, "panels"), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(array(dashboard, "panels"), &mut out);
+    out
+}
+
+fn datasource_uid(value: &Value) -> Option<&str> {
+    value
+        .get("datasource")
+        .and_then(|ds| str_field(ds, "uid").or_else(|| ds.as_str()))
+}
+
+fn lint_dashboard(file: &Path, dashboard: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut problem = |msg: String| problems.push(format!("{}: {msg}", relative(file)));
+
+    if dashboard
+        .get("schemaVersion")
+        .and_then(Value::as_u64)
+        .is_none_or(|v| v < 39)
+    {
+        problem("schemaVersion must be 39 or later".into());
+    }
+    let tags: Vec<&str> = array(dashboard, "tags")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if !tags.contains(&"gse") || !tags.contains(&"blueking") {
+        problem(format!("tags {tags:?} must include gse and blueking"));
+    }
+    if str_field(dashboard, "refresh") != Some("30s") {
+        problem("refresh must be 30s".into());
+    }
+    if str_field(dashboard, "timezone") != Some("utc") {
+        problem("timezone must be utc".into());
+    }
+    if !str_field(dashboard, "title").is_some_and(|t| t.starts_with("GSE agents / ")) {
+        problem("title must start with `GSE agents / `".into());
+    }
+
+    let variables: BTreeMap<&str, &Value> = array(&dashboard["templating"], "list")
+        .iter()
+        .filter_map(|v| str_field(v, "name").map(|n| (n, v)))
+        .collect();
+    match variables.get("datasource") {
+        Some(v)
+            if str_field(v, "type") == Some("datasource")
+                && str_field(v, "query") == Some("prometheus") => {}
+        _ => problem("needs a `datasource` variable of type datasource, query prometheus".into()),
+    }
+    for name in ["job", "group", "bk_biz_id"] {
+        match variables.get(name) {
+            Some(v) => {
+                if str_field(v, "type") != Some("query") {
+                    problem(format!("variable {name} must be a query variable"));
+                }
+                if datasource_uid(v) != Some(DATASOURCE) {
+                    problem(format!("variable {name} must query ${{datasource}}"));
+                }
+                if v.get("multi") != Some(&Value::Bool(true))
+                    || v.get("includeAll") != Some(&Value::Bool(true))
+                {
+                    problem(format!("variable {name} must be multi-value with All"));
+                }
+            }
+            None => problem(format!("missing variable {name}")),
+        }
+    }
+
+    let mut ids = BTreeSet::new();
+    for panel in panels(dashboard) {
+        let title = str_field(panel, "title").unwrap_or("<untitled>");
+        if let Some(id) = panel.get("id").and_then(Value::as_u64)
+            && !ids.insert(id)
+        {
+            problem(format!("panel {title:?}: duplicate id {id}"));
+        }
+        if str_field(panel, "type") == Some("row") {
+            continue;
+        }
+        if datasource_uid(panel) != Some(DATASOURCE) {
+            problem(format!(
+                "panel {title:?}: datasource must be ${{datasource}}"
+            ));
+        }
+        let targets = array(panel, "targets");
+        if targets.is_empty() {
+            problem(format!("panel {title:?}: no queries"));
+        }
+        for target in targets {
+            if target.get("datasource").is_some() && datasource_uid(target) != Some(DATASOURCE) {
+                problem(format!(
+                    "panel {title:?}: query datasource must be ${{datasource}}"
+                ));
+            }
+            let Some(expr) = str_field(target, "expr") else {
+                problem(format!("panel {title:?}: query without expr"));
+                continue;
+            };
+            if !expr.contains(JOB_MATCHER) {
+                problem(format!("panel {title:?}: `{expr}` lacks {JOB_MATCHER}"));
+            }
+            let has_group_label = [
+                "gse_agent",
+                "gse_group",
+                "gse_up",
+                "gse_exporter_poll_",
+                "gse_exporter_last_poll_",
+            ];
+            if has_group_label.iter().any(|m| expr.contains(m)) && !expr.contains(GROUP_MATCHER) {
+                problem(format!("panel {title:?}: `{expr}` lacks {GROUP_MATCHER}"));
+            }
+            if ["gse_agent", "gse_group", "gse_biz"]
+                .iter()
+                .any(|m| expr.contains(m))
+                && !expr.contains(BIZ_MATCHER)
+            {
+                problem(format!("panel {title:?}: `{expr}` lacks {BIZ_MATCHER}"));
+            }
+            for range in range_problems(expr) {
+                problem(format!("panel {title:?}: {range}"));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn dashboards_pass_lint() {
+    let mut uids = BTreeSet::new();
+    let mut problems = Vec::new();
+    for file in dashboard_files() {
+        let dashboard: Value = serde_json::from_str(&read(&file))
+            .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", relative(&file)));
+        let uid =
+            str_field(&dashboard, "uid").unwrap_or_else(|| panic!("{}: no uid", relative(&file)));
+        assert!(uids.insert(uid.to_owned()), "duplicate dashboard uid {uid}");
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        assert_eq!(
+            uid,
+            stem,
+            "{}: uid must equal the file name for stable links",
+            relative(&file)
+        );
+        problems.extend(lint_dashboard(&file, &dashboard));
+    }
+    assert!(
+        problems.is_empty(),
+        "dashboard lint:\n{}",
+        problems.join("\n")
+    );
+    let expected: BTreeSet<String> = ["gse-agents-exporter", "gse-agents-fleet"]
+        .map(String::from)
+        .into();
+    assert_eq!(uids, expected, "stable dashboard uids");
+}
+
+#[test]
+fn range_lint_accepts_rate_interval_and_long_explicit_ranges() {
+    assert!(range_problems(r#"rate(x{job=~"$job"}[$__rate_interval])"#).is_empty());
+    assert!(range_problems("topk(10, changes(x[1h]))").is_empty());
+    assert!(range_problems("irate(x[$__rate_interval])").is_empty());
+    assert_eq!(range_problems("rate(x[1m])").len(), 1);
+    assert_eq!(
+        range_problems("increase(x[5m]) + rate(y[$__rate_interval])").len(),
+        1
+    );
+    assert_eq!(duration_seconds("1h30m"), Some(5400));
+    assert_eq!(duration_seconds("500ms"), None);
+    assert_eq!(duration_seconds("$__interval"), None);
+}
