@@ -116,9 +116,54 @@ pub struct RawConfig {
     pub info_interval: Option<String>,
     /// How long a failed agent keeps its last values (default 3 intervals).
     pub stale_after: Option<String>,
+    /// CMDB discovery of business hosts.
+    pub cmdb: Option<RawCmdb>,
+    /// This process's share of the agents.
+    pub sharding: Option<RawSharding>,
+    /// Metric families never exposed: exact names or regular expressions (anchored).
+    #[serde(default)]
+    pub metric_deny: Vec<String>,
     /// The host groups.
     #[serde(default)]
     pub groups: Vec<RawGroup>,
+}
+
+/// `cmdb:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCmdb {
+    /// `esb` (`list_biz_hosts`) or `gateway` (`list_hosts`).
+    pub api: Option<String>,
+    /// Root URL: ESB `.../api/c/compapi/v2/cc`, gateway `.../api/bk-cmdb/prod`.
+    pub url: Option<String>,
+    /// Path under the root; `{bk_biz_id}` is replaced.
+    pub path: Option<String>,
+    /// App code (default: `gse.app_code`).
+    pub app_code: Option<String>,
+    /// App secret (default: the GSE secret).
+    pub app_secret: Option<String>,
+    /// File holding the app secret.
+    pub app_secret_file: Option<PathBuf>,
+    /// Per-request timeout (default 10s).
+    pub timeout: Option<String>,
+    /// CMDB's own token bucket.
+    pub rate_limit: Option<RawRateLimit>,
+    /// Rows per page (default and maximum 500).
+    pub page_size: Option<i64>,
+    /// How often a group's hosts are re-listed (default 10m).
+    pub refresh_interval: Option<String>,
+    /// Largest share a refresh may shrink a group by before it is held back once (default 0.5).
+    pub max_shrink: Option<f64>,
+}
+
+/// `sharding:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharding {
+    /// This shard's ordinal, from 0.
+    pub shard: i64,
+    /// Number of shards.
+    pub total_shards: i64,
 }
 
 /// The `gse:` block as written.
@@ -189,6 +234,29 @@ pub struct RawGroup {
     /// Hosts: `"cloud:ip"`, an agent id, or `{ip, bk_cloud_id, bk_agent_id}`.
     #[serde(default)]
     pub hosts: Vec<serde_yaml_ng::Value>,
+    /// A file of hosts, one per line, `#` comments; re-read when it changes.
+    pub hosts_file: Option<PathBuf>,
+    /// Every host of the business from CMDB (`{}` for all of it).
+    pub cmdb: Option<RawGroupCmdb>,
+    /// Export per-agent series (default true); per-group counts stay either way.
+    pub per_agent_metrics: Option<bool>,
+}
+
+/// A group's `cmdb:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupCmdb {
+    /// Only hosts of these sets.
+    #[serde(default)]
+    pub bk_set_ids: Vec<i64>,
+    /// Only hosts of these modules.
+    #[serde(default)]
+    pub bk_module_ids: Vec<i64>,
+    /// CMDB `host_property_filter`, passed through.
+    pub host_property_filter: Option<serde_json::Value>,
+    /// CMDB fields to add as labels (`bk_host_name`, `bk_host_id`).
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// Validated configuration.
@@ -202,8 +270,86 @@ pub struct Config {
     pub info_interval: Duration,
     /// How long agents of a failed batch keep their last values.
     pub stale_after: Duration,
+    /// CMDB discovery, when any group uses it.
+    pub cmdb: Option<CmdbConfig>,
+    /// This process's shard.
+    pub sharding: Sharding,
+    /// Metric families never exposed (anchored regular expressions).
+    pub metric_deny: Vec<String>,
     /// Groups in file order.
     pub groups: Vec<GroupConfig>,
+}
+
+/// Which shard of the agents this process exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sharding {
+    /// Ordinal from 0.
+    pub shard: u32,
+    /// Number of shards (1 = no sharding).
+    pub total: u32,
+}
+
+impl Default for Sharding {
+    fn default() -> Self {
+        Sharding { shard: 0, total: 1 }
+    }
+}
+
+/// Which CMDB API lists a business's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmdbApi {
+    /// ESB `list_biz_hosts`, auth in the body, `bk_biz_id` in the body.
+    Esb,
+    /// Gateway `list_hosts`, auth in a header, `bk_biz_id` in the path.
+    Gateway,
+}
+
+/// Validated `cmdb:` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CmdbConfig {
+    /// The API.
+    pub api: CmdbApi,
+    /// Root URL.
+    pub url: String,
+    /// Path under the root with `{bk_biz_id}`.
+    pub path: String,
+    /// App code.
+    pub app_code: String,
+    /// App secret.
+    pub app_secret: Secret,
+    /// `bk_username`.
+    pub username: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Sustained request rate.
+    pub requests_per_second: f64,
+    /// Burst.
+    pub burst: u32,
+    /// Rows per page.
+    pub page_size: usize,
+    /// How often a group's hosts are re-listed.
+    pub refresh_interval: Duration,
+    /// Largest share one refresh may shrink a group by without being held back.
+    pub max_shrink: f64,
+}
+
+/// Largest CMDB page (the documented limit).
+pub const CMDB_MAX_PAGE: usize = 500;
+
+/// CMDB fields a group may turn into labels.
+pub const CMDB_LABEL_FIELDS: &[&str] = &["bk_host_name", "bk_host_id"];
+
+/// A group's CMDB selection.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GroupCmdb {
+    /// Only hosts of these sets.
+    pub bk_set_ids: Vec<i64>,
+    /// Only hosts of these modules.
+    pub bk_module_ids: Vec<i64>,
+    /// `host_property_filter`, passed through.
+    pub host_property_filter: Option<serde_json::Value>,
+    /// CMDB fields exported as labels.
+    pub labels: Vec<String>,
 }
 
 /// Validated `gse:` block.
@@ -266,8 +412,21 @@ pub struct GroupConfig {
     pub api: ApiVersion,
     /// Extra labels, sorted by name.
     pub labels: Vec<(String, String)>,
-    /// Hosts, de-duplicated, in file order.
+    /// Inline hosts, de-duplicated, in file order.
     pub hosts: Vec<Host>,
+    /// A hosts file (absolute, or relative to the config file).
+    pub hosts_file: Option<PathBuf>,
+    /// CMDB discovery of the business.
+    pub cmdb: Option<GroupCmdb>,
+    /// Export per-agent series.
+    pub per_agent_metrics: bool,
+}
+
+impl GroupConfig {
+    /// Label names every agent of the group carries after the standard ones.
+    pub fn host_label_names(&self) -> &[String] {
+        self.cmdb.as_ref().map_or(&[], |c| c.labels.as_slice())
+    }
 }
 
 /// Label names the exporter sets itself; groups may not use them as extra labels.
@@ -362,13 +521,151 @@ impl Validator<'_> {
         let gse = self.gse(raw.gse);
         let groups = self.groups(raw.groups, &gse);
         self.batch_cap(&gse, &groups);
+        let cmdb = self.cmdb(raw.cmdb, &gse, &groups);
+        let sharding = self.sharding(raw.sharding.as_ref());
+        self.metric_deny(&raw.metric_deny);
         Config {
             gse,
             interval,
             info_interval,
             stale_after,
+            cmdb,
+            sharding,
+            metric_deny: raw.metric_deny,
             groups,
         }
+    }
+
+    fn sharding(&mut self, raw: Option<&RawSharding>) -> Sharding {
+        let Some(raw) = raw else {
+            return Sharding::default();
+        };
+        if raw.total_shards < 1 || raw.total_shards > 10_000 {
+            let value = raw.total_shards.to_string();
+            self.problem(
+                "sharding.total_shards",
+                value,
+                "must be between 1 and 10000",
+            );
+            return Sharding::default();
+        }
+        if raw.shard < 0 || raw.shard >= raw.total_shards {
+            let rule = format!(
+                "must be between 0 and total_shards - 1 ({})",
+                raw.total_shards - 1
+            );
+            self.problem("sharding.shard", raw.shard.to_string(), &rule);
+            return Sharding::default();
+        }
+        Sharding {
+            shard: raw.shard as u32,
+            total: raw.total_shards as u32,
+        }
+    }
+
+    fn metric_deny(&mut self, patterns: &[String]) {
+        for (i, pattern) in patterns.iter().enumerate() {
+            if let Err(err) = regex::Regex::new(&format!("^(?:{pattern})$")) {
+                let rule = format!("is not a valid regular expression: {err}");
+                self.problem(format!("metric_deny[{i}]"), pattern, &rule);
+            }
+        }
+    }
+
+    fn cmdb(
+        &mut self,
+        raw: Option<RawCmdb>,
+        gse: &GseConfig,
+        groups: &[GroupConfig],
+    ) -> Option<CmdbConfig> {
+        let used = groups.iter().any(|g| g.cmdb.is_some());
+        let Some(raw) = raw else {
+            if used {
+                self.problem(
+                    "cmdb",
+                    "",
+                    "groups use cmdb discovery, so a top-level cmdb block with its url is required",
+                );
+            }
+            return None;
+        };
+        let api = match raw.api.as_deref().unwrap_or("gateway") {
+            "esb" => CmdbApi::Esb,
+            "gateway" => CmdbApi::Gateway,
+            other => {
+                self.problem(
+                    "cmdb.api",
+                    other,
+                    "must be esb (list_biz_hosts) or gateway (list_hosts)",
+                );
+                CmdbApi::Gateway
+            }
+        };
+        let url = match self.url("cmdb.url", raw.url.as_deref()) {
+            Some(url) => url,
+            None => {
+                if raw.url.is_none() {
+                    self.problem("cmdb.url", "", "is required");
+                }
+                String::new()
+            }
+        };
+        let default_path = match api {
+            CmdbApi::Esb => "/list_biz_hosts/",
+            CmdbApi::Gateway => "/api/v3/hosts/app/{bk_biz_id}/list_hosts",
+        };
+        let path = raw.path.unwrap_or_else(|| default_path.to_string());
+        if !path.starts_with('/') {
+            self.problem("cmdb.path", &path, "must start with /");
+        }
+        let app_secret = if raw.app_secret.is_some() || raw.app_secret_file.is_some() {
+            self.secret_at(
+                "cmdb",
+                raw.app_secret.as_deref(),
+                raw.app_secret_file.as_deref(),
+            )
+        } else {
+            gse.app_secret.clone()
+        };
+        let app_code = match raw.app_code.as_deref() {
+            Some(code) => self.expand("cmdb.app_code", code, false),
+            None => gse.app_code.clone(),
+        };
+        let (requests_per_second, burst) = match raw.rate_limit.as_ref() {
+            Some(limit) => self.rate_limit_at("cmdb.rate_limit", limit),
+            None => (10.0, 5),
+        };
+        let max_shrink = raw.max_shrink.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&max_shrink) {
+            self.problem(
+                "cmdb.max_shrink",
+                max_shrink.to_string(),
+                "must be between 0 and 1",
+            );
+        }
+        Some(CmdbConfig {
+            api,
+            url,
+            path,
+            app_code,
+            app_secret,
+            username: gse.username.clone(),
+            timeout: self.duration("cmdb.timeout", raw.timeout.as_deref(), "10s"),
+            requests_per_second,
+            burst,
+            page_size: self.positive(
+                "cmdb.page_size",
+                raw.page_size,
+                CMDB_MAX_PAGE as i64,
+                CMDB_MAX_PAGE as i64,
+            ) as usize,
+            refresh_interval: self.duration(
+                "cmdb.refresh_interval",
+                raw.refresh_interval.as_deref(),
+                "10m",
+            ),
+            max_shrink,
+        })
     }
 
     fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
@@ -500,60 +797,60 @@ impl Validator<'_> {
     }
 
     fn secret(&mut self, inline: Option<&str>, file: Option<&Path>) -> Secret {
+        self.secret_at("gse", inline, file)
+    }
+
+    fn secret_at(&mut self, block: &str, inline: Option<&str>, file: Option<&Path>) -> Secret {
+        let key = format!("{block}.app_secret");
         match (inline, file) {
             (Some(_), Some(_)) => {
-                self.problem(
-                    "gse.app_secret",
-                    "",
-                    "set app_secret or app_secret_file, not both",
-                );
+                self.problem(key, "", "set app_secret or app_secret_file, not both");
                 Secret::default()
             }
-            (Some(value), None) => Secret::new(self.expand("gse.app_secret", value, true)),
-            (None, Some(path)) => self.secret_file(path),
+            (Some(value), None) => Secret::new(self.expand(&key, value, true)),
+            (None, Some(path)) => self.secret_file(&format!("{block}.app_secret_file"), path),
             (None, None) => {
-                self.problem("gse.app_secret", "", "is required (or app_secret_file)");
+                self.problem(key, "", "is required (or app_secret_file)");
                 Secret::default()
             }
         }
     }
 
-    fn secret_file(&mut self, path: &Path) -> Secret {
+    fn secret_file(&mut self, key: &str, path: &Path) -> Secret {
         let path_text = path.to_string_lossy().to_string();
-        let expanded = self.expand("gse.app_secret_file", &path_text, false);
+        let expanded = self.expand(key, &path_text, false);
         let full = self.base_dir.join(expanded);
         match std::fs::read_to_string(&full) {
             Ok(text) if !text.trim().is_empty() => Secret::new(text.trim()),
             Ok(_) => {
-                self.problem(
-                    "gse.app_secret_file",
-                    full.display().to_string(),
-                    "file is empty",
-                );
+                self.problem(key, full.display().to_string(), "file is empty");
                 Secret::default()
             }
             Err(err) => {
                 let rule = format!("cannot be read: {err}");
-                self.problem("gse.app_secret_file", full.display().to_string(), &rule);
+                self.problem(key, full.display().to_string(), &rule);
                 Secret::default()
             }
         }
     }
 
     fn rate_limit(&mut self, raw: Option<&RawRateLimit>) -> (f64, u32) {
-        let Some(raw) = raw else { return (20.0, 10) };
+        match raw {
+            Some(raw) => self.rate_limit_at("gse.rate_limit", raw),
+            None => (20.0, 10),
+        }
+    }
+
+    fn rate_limit_at(&mut self, key: &str, raw: &RawRateLimit) -> (f64, u32) {
         let rps = raw.requests_per_second;
         let rps = if rps.is_finite() && rps > 0.0 && rps <= 100_000.0 {
             rps
         } else {
-            self.problem(
-                "gse.rate_limit.requests_per_second",
-                rps.to_string(),
-                "must be greater than 0 and at most 100000",
-            );
+            let rule = "must be greater than 0 and at most 100000";
+            self.problem(format!("{key}.requests_per_second"), rps.to_string(), rule);
             20.0
         };
-        let burst = self.positive("gse.rate_limit.burst", raw.burst, 10, 10_000);
+        let burst = self.positive(&format!("{key}.burst"), raw.burst, 10, 10_000);
         (rps, burst as u32)
     }
 
@@ -596,14 +893,20 @@ impl Validator<'_> {
         }
         self.labels(path, &raw.labels);
         let hosts = self.hosts(path, &raw.hosts, api);
-        if hosts.is_empty() && !raw.hosts.is_empty() {
-            // every entry was bad; each already has its own problem
-        } else if hosts.is_empty() {
-            self.problem(
-                format!("{path}.hosts"),
-                "",
-                "a group needs at least one host",
-            );
+        if raw.hosts.is_empty() && raw.hosts_file.is_none() && raw.cmdb.is_none() {
+            let rule = "a group needs a host source: hosts, hosts_file or cmdb";
+            self.problem(path.to_string(), raw.name.clone(), rule);
+        }
+        let hosts_file = raw.hosts_file.map(|f| self.base_dir.join(f));
+        if let Some(file) = &hosts_file {
+            self.hosts_file(&format!("{path}.hosts_file"), file, api);
+        }
+        let cmdb = raw.cmdb.map(|c| self.group_cmdb(path, c));
+        for name in cmdb.iter().flat_map(|c| c.labels.iter()) {
+            if raw.labels.contains_key(name) {
+                let rule = "is also a cmdb label of the group";
+                self.problem(format!("{path}.labels.{name}"), name, rule);
+            }
         }
         GroupConfig {
             name: raw.name,
@@ -611,6 +914,48 @@ impl Validator<'_> {
             api,
             labels: raw.labels.into_iter().collect(),
             hosts,
+            hosts_file,
+            cmdb,
+            per_agent_metrics: raw.per_agent_metrics.unwrap_or(true),
+        }
+    }
+
+    fn hosts_file(&mut self, key: &str, file: &Path, api: ApiVersion) {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                for problem in parse_hosts_file(&text, api).1 {
+                    self.problem(key, file.display().to_string(), &problem);
+                }
+            }
+            Err(err) => {
+                let rule = format!("cannot be read: {err}");
+                self.problem(key, file.display().to_string(), &rule);
+            }
+        }
+    }
+
+    fn group_cmdb(&mut self, path: &str, raw: RawGroupCmdb) -> GroupCmdb {
+        for (i, label) in raw.labels.iter().enumerate() {
+            if !CMDB_LABEL_FIELDS.contains(&label.as_str()) {
+                let rule = format!("must be one of {}", CMDB_LABEL_FIELDS.join(", "));
+                self.problem(format!("{path}.cmdb.labels[{i}]"), label, &rule);
+            }
+        }
+        if let Some(filter) = &raw.host_property_filter
+            && !filter.is_object()
+        {
+            let rule = "must be a map {condition, rules}";
+            self.problem(
+                format!("{path}.cmdb.host_property_filter"),
+                filter.to_string(),
+                rule,
+            );
+        }
+        GroupCmdb {
+            bk_set_ids: raw.bk_set_ids,
+            bk_module_ids: raw.bk_module_ids,
+            host_property_filter: raw.host_property_filter,
+            labels: raw.labels,
         }
     }
 
@@ -684,6 +1029,35 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Parses a hosts file: one host per line (`cloud:ip` or an agent id), `#`
+/// starts a comment. Returns the hosts and a problem per bad line.
+pub fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<String>) {
+    let mut hosts = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        match parse_host_text(entry) {
+            Ok(host) if api == ApiVersion::V1 && host.ip.is_none() => {
+                problems.push(format!(
+                    "line {}: {entry}: GSE 1.x asks by cloud:ip; this host has no ip",
+                    n + 1
+                ));
+            }
+            Ok(host) => {
+                if seen.insert(host.clone()) {
+                    hosts.push(host);
+                }
+            }
+            Err(rule) => problems.push(format!("line {}: {entry}: {rule}", n + 1)),
+        }
+    }
+    (hosts, problems)
 }
 
 /// Parses one host entry: `"cloud:ip"`, an agent id, or a map.

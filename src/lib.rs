@@ -7,8 +7,10 @@
 
 pub mod app;
 pub mod cli;
+pub mod cmdb;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod exposition;
 pub mod gse;
 pub mod metrics;

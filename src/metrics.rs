@@ -191,6 +191,70 @@ metric!(
     "Size of the previous cached /metrics body (Prometheus text format) per encoding."
 );
 
+metric!(
+    GROUP_HOSTS,
+    "gse_exporter_group_hosts",
+    Gauge,
+    ["group"],
+    "Hosts of the group this process polls (after de-duplication and sharding)."
+);
+metric!(
+    DISCOVERY_SUCCESS,
+    "gse_exporter_discovery_success",
+    Gauge,
+    ["group"],
+    "Whether the group's last CMDB discovery succeeded (its last good host list is kept when not)."
+);
+metric!(
+    DISCOVERY_LAST_SUCCESS,
+    "gse_exporter_discovery_last_success_timestamp_seconds",
+    Gauge,
+    ["group"],
+    "Unix time of the group's last successful CMDB discovery."
+);
+metric!(
+    DISCOVERY_HELD_BACK,
+    "gse_exporter_discovery_held_back",
+    Gauge,
+    ["group"],
+    "1 while a CMDB refresh that would shrink the group by more than cmdb.max_shrink is held back."
+);
+metric!(
+    DISCOVERY_SKIPPED,
+    "gse_exporter_discovery_hosts_skipped",
+    Gauge,
+    ["group", "reason"],
+    "Discovered hosts that cannot be asked for, by reason."
+);
+metric!(
+    RELOAD_SUCCESS,
+    "gse_exporter_config_last_reload_successful",
+    Gauge,
+    [],
+    "Whether the last configuration reload succeeded."
+);
+metric!(
+    RELOAD_TIMESTAMP,
+    "gse_exporter_config_last_reload_success_timestamp_seconds",
+    Gauge,
+    [],
+    "Unix time of the last successful configuration load."
+);
+metric!(
+    SHARD_ORDINAL,
+    "gse_exporter_shard_ordinal",
+    Gauge,
+    [],
+    "This process's shard, from 0."
+);
+metric!(
+    TOTAL_SHARDS,
+    "gse_exporter_total_shards",
+    Gauge,
+    [],
+    "Number of shards the agents are split into."
+);
+
 /// Every metric the exporter can expose, in exposition order.
 pub const TABLE: &[MetricDef] = &[
     AGENT_ONLINE,
@@ -209,6 +273,15 @@ pub const TABLE: &[MetricDef] = &[
     LAST_POLL_SUCCESS,
     RATE_LIMIT_WAIT,
     BODY_BYTES,
+    GROUP_HOSTS,
+    DISCOVERY_SUCCESS,
+    DISCOVERY_LAST_SUCCESS,
+    DISCOVERY_HELD_BACK,
+    DISCOVERY_SKIPPED,
+    RELOAD_SUCCESS,
+    RELOAD_TIMESTAMP,
+    SHARD_ORDINAL,
+    TOTAL_SHARDS,
 ];
 
 /// Buckets of the API request histogram, in seconds.
@@ -225,6 +298,8 @@ pub struct Telemetry {
     api_retries: Family<ApiLabels, Counter>,
     rate_limit_wait: Counter<f64, AtomicU64>,
     body_bytes: Family<[(&'static str, &'static str); 1], Gauge>,
+    reload_success: Gauge,
+    reload_timestamp: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Telemetry {
@@ -235,7 +310,13 @@ impl Default for Telemetry {
             api_retries: Family::default(),
             rate_limit_wait: Counter::default(),
             body_bytes: Family::default(),
+            reload_success: Gauge::default(),
+            reload_timestamp: Gauge::default(),
         };
+        telemetry.reload_success.set(1);
+        telemetry
+            .reload_timestamp
+            .set(crate::state::unix_seconds(std::time::SystemTime::now()));
         for call in Call::ALL {
             for result in crate::gse::RESULT_LABELS {
                 let _ = telemetry
@@ -287,6 +368,15 @@ impl Telemetry {
         set("gzip", gzip);
     }
 
+    /// Records the outcome of a configuration reload.
+    pub fn record_reload(&self, success: bool) {
+        self.reload_success.set(i64::from(success));
+        if success {
+            self.reload_timestamp
+                .set(crate::state::unix_seconds(std::time::SystemTime::now()));
+        }
+    }
+
     /// Requests counted so far for a call and result (for tests and `query`).
     pub fn requests(&self, call: Call, result: &'static str) -> u64 {
         self.api_requests
@@ -317,9 +407,11 @@ impl Format {
 /// Renders a snapshot plus the current self-telemetry in one format.
 pub fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format: Format) -> String {
     let mut registry = Registry::default();
+    let deny = deny_set(&snapshot.metric_deny);
     registry.register_collector(Box::new(Exposed {
         snapshot,
         telemetry,
+        deny,
     }));
     let mut out = String::with_capacity(4096);
     let encoded = match format {
@@ -333,10 +425,19 @@ pub fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format: Format
     out
 }
 
+/// Compiles the deny list (validated with the config; a bad pattern denies nothing).
+fn deny_set(patterns: &[String]) -> Option<regex::RegexSet> {
+    if patterns.is_empty() {
+        return None;
+    }
+    regex::RegexSet::new(patterns.iter().map(|p| format!("^(?:{p})$"))).ok()
+}
+
 #[derive(Debug)]
 struct Exposed {
     snapshot: Arc<Snapshot>,
     telemetry: Arc<Telemetry>,
+    deny: Option<regex::RegexSet>,
 }
 
 impl Collector for Exposed {
@@ -357,74 +458,90 @@ fn descriptor<'a>(
 }
 
 impl Exposed {
+    fn denied(&self, def: &MetricDef) -> bool {
+        self.deny.as_ref().is_some_and(|set| set.is_match(def.name))
+    }
+
+    /// Agents whose per-agent series are exported.
     fn agents(&self) -> impl Iterator<Item = (&GroupSnapshot, &AgentRow)> {
         self.snapshot
             .groups
             .iter()
+            .filter(|g| g.per_agent_metrics)
             .flat_map(|g| g.agents.iter().map(move |a| (g, a)))
     }
 
-    fn encode_agents(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        if self.agents().next().is_none() {
+    /// Encodes one per-agent family unless denied or empty.
+    fn agent_family(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        def: &MetricDef,
+        info: bool,
+        value: impl Fn(&AgentRow) -> Option<f64>,
+    ) -> Result<(), fmt::Error> {
+        if self.denied(def) || !self.agents().any(|(_, a)| value(a).is_some()) {
             return Ok(());
         }
-        let mut m = descriptor(encoder, &AGENT_ONLINE, MetricType::Gauge)?;
-        for (g, a) in self.agents() {
-            let online = i64::from(a.record.state == AgentState::Online);
-            m.encode_family(&AgentLabels::new(g, a))?
-                .encode_gauge(&online)?;
-        }
-        self.encode_heartbeat(encoder)?;
-        let mut m = descriptor(encoder, &AGENT_INFO, MetricType::Gauge)?;
-        for (g, a) in self.agents() {
-            let labels = AgentLabels {
-                info: true,
-                ..AgentLabels::new(g, a)
-            };
-            m.encode_family(&labels)?.encode_gauge(&1i64)?;
-        }
-        let mut m = descriptor(encoder, &AGENT_STATUS_CODE, MetricType::Gauge)?;
-        for (g, a) in self.agents() {
-            if let Some(code) = a.record.status_code {
-                m.encode_family(&AgentLabels::new(g, a))?
-                    .encode_gauge(&code)?;
+        let mut m = descriptor(encoder, def, MetricType::Gauge)?;
+        for (group, agent) in self.agents() {
+            if let Some(v) = value(agent) {
+                m.encode_family(&AgentLabels { group, agent, info })?
+                    .encode_gauge(&v)?;
             }
         }
         Ok(())
     }
 
-    fn encode_heartbeat(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        if !self.agents().any(|(_, a)| a.record.heartbeat_age.is_some()) {
+    /// Encodes one per-group family unless denied or empty.
+    fn group_family(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        def: &MetricDef,
+        value: impl Fn(&GroupSnapshot) -> Option<f64>,
+    ) -> Result<(), fmt::Error> {
+        let groups = &self.snapshot.groups;
+        if self.denied(def) || !groups.iter().any(|g| value(g).is_some()) {
             return Ok(());
         }
-        let mut m = descriptor(encoder, &AGENT_HEARTBEAT_AGE, MetricType::Gauge)?;
-        for (g, a) in self.agents() {
-            if let Some(age) = a.record.heartbeat_age {
-                m.encode_family(&AgentLabels::new(g, a))?
-                    .encode_gauge(&age.round())?;
+        let mut m = descriptor(encoder, def, MetricType::Gauge)?;
+        for g in groups {
+            if let Some(v) = value(g) {
+                m.encode_family(&[("group", g.name.as_str())])?
+                    .encode_gauge(&v)?;
             }
         }
         Ok(())
+    }
+
+    fn encode_agents(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let online = |a: &AgentRow| Some(f64::from(u8::from(a.record.state == AgentState::Online)));
+        self.agent_family(encoder, &AGENT_ONLINE, false, online)?;
+        self.agent_family(encoder, &AGENT_HEARTBEAT_AGE, false, |a| {
+            a.record.heartbeat_age.map(f64::round)
+        })?;
+        self.agent_family(encoder, &AGENT_INFO, true, |_| Some(1.0))?;
+        self.agent_family(encoder, &AGENT_STATUS_CODE, false, |a| {
+            a.record.status_code.map(|c| c as f64)
+        })
     }
 
     fn encode_groups(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
         let groups = &self.snapshot.groups;
-        if groups.is_empty() {
-            return Ok(());
-        }
-        let mut m = descriptor(encoder, &AGENTS, MetricType::Gauge)?;
-        for g in groups {
-            for state in AgentState::ALL {
-                let labels = [
-                    ("group", g.name.as_str()),
-                    ("bk_biz_id", &g.bk_biz_id),
-                    ("state", state.label()),
-                ];
-                m.encode_family(&labels)?
-                    .encode_gauge(&(g.counts.get(state) as i64))?;
+        if !self.denied(&AGENTS) && !groups.is_empty() {
+            let mut m = descriptor(encoder, &AGENTS, MetricType::Gauge)?;
+            for g in groups {
+                for state in AgentState::ALL {
+                    let labels = [
+                        ("group", g.name.as_str()),
+                        ("bk_biz_id", &g.bk_biz_id),
+                        ("state", state.label()),
+                    ];
+                    m.encode_family(&labels)?
+                        .encode_gauge(&(g.counts.get(state) as i64))?;
+                }
             }
         }
-        if groups.iter().any(|g| !g.versions.is_empty()) {
+        if !self.denied(&AGENT_VERSIONS) && groups.iter().any(|g| !g.versions.is_empty()) {
             let mut m = descriptor(encoder, &AGENT_VERSIONS, MetricType::Gauge)?;
             for g in groups {
                 for (version, count) in &g.versions {
@@ -437,52 +554,88 @@ impl Exposed {
                 }
             }
         }
-        let per_group = |def: &MetricDef,
-                         value: &dyn Fn(&GroupSnapshot) -> Option<f64>,
-                         enc: &mut DescriptorEncoder| {
-            let mut m = descriptor(enc, def, MetricType::Gauge)?;
-            for g in groups {
-                if let Some(v) = value(g) {
-                    m.encode_family(&[("group", g.name.as_str())])?
-                        .encode_gauge(&v)?;
-                }
+        self.group_family(encoder, &UP, |g| Some(f64::from(u8::from(g.up))))?;
+        self.group_family(encoder, &POLL_DURATION, |g| Some(g.poll_duration))?;
+        self.group_family(encoder, &POLL_INTERVAL, |g| Some(g.interval))?;
+        self.group_family(encoder, &LAST_POLL_SUCCESS, |g| g.last_success)?;
+        self.group_family(encoder, &GROUP_HOSTS, |g| {
+            Some(g.counts.0.iter().sum::<u64>() as f64)
+        })?;
+        self.encode_discovery(encoder)
+    }
+
+    fn encode_discovery(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let flag = |b: bool| f64::from(u8::from(b));
+        self.group_family(encoder, &DISCOVERY_SUCCESS, |g| {
+            g.discovery.map(|d| flag(d.success))
+        })?;
+        self.group_family(encoder, &DISCOVERY_LAST_SUCCESS, |g| {
+            g.discovery.and_then(|d| d.last_success)
+        })?;
+        self.group_family(encoder, &DISCOVERY_HELD_BACK, |g| {
+            g.discovery.map(|d| flag(d.held_back))
+        })?;
+        let groups = &self.snapshot.groups;
+        let with_discovery = || groups.iter().filter(|g| g.discovery.is_some());
+        if self.denied(&DISCOVERY_SKIPPED) || with_discovery().next().is_none() {
+            return Ok(());
+        }
+        let mut m = descriptor(encoder, &DISCOVERY_SKIPPED, MetricType::Gauge)?;
+        for g in with_discovery() {
+            for reason in [
+                crate::discovery::SKIP_NO_ADDRESS,
+                crate::discovery::SKIP_NO_IPV4_FOR_V1,
+            ] {
+                let count = g.skipped.get(reason).copied().unwrap_or(0);
+                m.encode_family(&[("group", g.name.as_str()), ("reason", reason)])?
+                    .encode_gauge(&(count as i64))?;
             }
-            Ok::<(), fmt::Error>(())
-        };
-        per_group(&UP, &|g| Some(f64::from(u8::from(g.up))), encoder)?;
-        per_group(&POLL_DURATION, &|g| Some(g.poll_duration), encoder)?;
-        per_group(&POLL_INTERVAL, &|g| Some(g.interval), encoder)?;
-        if groups.iter().any(|g| g.last_success.is_some()) {
-            per_group(&LAST_POLL_SUCCESS, &|g| g.last_success, encoder)?;
         }
         Ok(())
     }
 
     fn encode_self(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
         let t = &self.telemetry;
-        let mut m = descriptor(encoder, &BUILD_INFO, MetricType::Gauge)?;
-        let labels = [
-            ("version", env!("CARGO_PKG_VERSION")),
-            (
-                "revision",
-                option_env!("GSE_EXPORTER_REVISION").unwrap_or("unknown"),
-            ),
-            (
-                "rustc_version",
-                option_env!("GSE_EXPORTER_RUSTC").unwrap_or("unknown"),
-            ),
+        if !self.denied(&BUILD_INFO) {
+            let mut m = descriptor(encoder, &BUILD_INFO, MetricType::Gauge)?;
+            let labels = [
+                ("version", env!("CARGO_PKG_VERSION")),
+                (
+                    "revision",
+                    option_env!("GSE_EXPORTER_REVISION").unwrap_or("unknown"),
+                ),
+                (
+                    "rustc_version",
+                    option_env!("GSE_EXPORTER_RUSTC").unwrap_or("unknown"),
+                ),
+            ];
+            m.encode_family(&labels)?.encode_gauge(&1i64)?;
+        }
+        let families: [(&MetricDef, MetricType, &dyn EncodeMetric); 7] = [
+            (&API_REQUESTS, MetricType::Counter, &t.api_requests),
+            (&API_DURATION, MetricType::Histogram, &t.api_duration),
+            (&API_RETRIES, MetricType::Counter, &t.api_retries),
+            (&RATE_LIMIT_WAIT, MetricType::Counter, &t.rate_limit_wait),
+            (&BODY_BYTES, MetricType::Gauge, &t.body_bytes),
+            (&RELOAD_SUCCESS, MetricType::Gauge, &t.reload_success),
+            (&RELOAD_TIMESTAMP, MetricType::Gauge, &t.reload_timestamp),
         ];
-        m.encode_family(&labels)?.encode_gauge(&1i64)?;
-        t.api_requests
-            .encode(descriptor(encoder, &API_REQUESTS, MetricType::Counter)?)?;
-        t.api_duration
-            .encode(descriptor(encoder, &API_DURATION, MetricType::Histogram)?)?;
-        t.api_retries
-            .encode(descriptor(encoder, &API_RETRIES, MetricType::Counter)?)?;
-        t.rate_limit_wait
-            .encode(descriptor(encoder, &RATE_LIMIT_WAIT, MetricType::Counter)?)?;
-        t.body_bytes
-            .encode(descriptor(encoder, &BODY_BYTES, MetricType::Gauge)?)
+        for (def, metric_type, metric) in families {
+            if !self.denied(def) {
+                metric.encode(descriptor(encoder, def, metric_type)?)?;
+            }
+        }
+        let sharding = self.snapshot.sharding;
+        for (def, value) in [
+            (&SHARD_ORDINAL, sharding.shard),
+            (&TOTAL_SHARDS, sharding.total),
+        ] {
+            if !self.denied(def) {
+                let mut m = descriptor(encoder, def, MetricType::Gauge)?;
+                m.encode_gauge(&i64::from(value))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -491,16 +644,6 @@ struct AgentLabels<'a> {
     group: &'a GroupSnapshot,
     agent: &'a AgentRow,
     info: bool,
-}
-
-impl<'a> AgentLabels<'a> {
-    fn new(group: &'a GroupSnapshot, agent: &'a AgentRow) -> Self {
-        AgentLabels {
-            group,
-            agent,
-            info: false,
-        }
-    }
 }
 
 impl EncodeLabelSet for AgentLabels<'_> {
@@ -512,6 +655,9 @@ impl EncodeLabelSet for AgentLabels<'_> {
         ("ip", a.ip.as_str()).encode(encoder.encode_label())?;
         ("bk_agent_id", a.bk_agent_id.as_str()).encode(encoder.encode_label())?;
         for (name, value) in &g.labels {
+            (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
+        }
+        for (name, value) in g.host_label_names.iter().zip(&a.host_labels) {
             (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
         }
         if self.info {

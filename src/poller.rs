@@ -17,6 +17,7 @@ use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::config::{Config, GroupConfig, V1_MAX_BATCH, V2_MAX_BATCH};
+use crate::discovery::{Discovery, ResolvedGroup};
 use crate::gse::{ApiVersion, Call, GseClient, GseError, Info, Reply, Status};
 use crate::metrics::Telemetry;
 use crate::pacing::Pacers;
@@ -38,6 +39,7 @@ pub struct Poller {
     records: HashMap<LookupKey, AgentRecord>,
     info: HashMap<LookupKey, (Info, SystemTime)>,
     last_success: HashMap<String, f64>,
+    discovery: Discovery,
     cycles: u64,
 }
 
@@ -84,6 +86,7 @@ impl Poller {
             records: HashMap::new(),
             info: HashMap::new(),
             last_success: HashMap::new(),
+            discovery: Discovery::default(),
             cycles: 0,
         })
     }
@@ -97,7 +100,9 @@ impl Poller {
     pub async fn run_cycle(&mut self) -> Snapshot {
         let started = Instant::now();
         let deadline = started + self.config.interval.mul_f64(CYCLE_BUDGET);
-        let lookups = self.lookups();
+        let config = self.config.clone();
+        let groups = self.discovery.resolve(&config, &self.telemetry).await;
+        let lookups = lookups(&config.groups, &groups);
         let mut outcome = CycleOutcome::default();
 
         let status = self
@@ -114,24 +119,32 @@ impl Poller {
         self.update_records(&lookups, &replies, &outcome.failed, now);
         self.cycles += 1;
         self.log_cycle(&outcome, started.elapsed());
-        self.snapshot(&outcome, started.elapsed(), now)
+        let elapsed = started.elapsed();
+        let groups = config
+            .groups
+            .iter()
+            .zip(&groups)
+            .map(|(group, resolved)| self.group_snapshot(group, resolved, &outcome, elapsed, now))
+            .collect();
+        Snapshot {
+            groups,
+            complete: true,
+            sharding: config.sharding,
+            metric_deny: config.metric_deny.clone(),
+        }
     }
 
-    /// Every distinct (API, key) of every group, in configuration order.
-    fn lookups(&self) -> Vec<LookupKey> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for group in &self.config.groups {
-            for host in &group.hosts {
-                if let Some(key) = host.query_key(group.api) {
-                    let lookup = (group.api, key);
-                    if seen.insert(lookup.clone()) {
-                        out.push(lookup);
-                    }
-                }
-            }
+    /// Replaces the configuration from the next cycle on. What is known of
+    /// agents still configured is kept, so their series have no gap; the
+    /// client and pacing are rebuilt only when the `gse:` block changed.
+    pub fn set_config(&mut self, config: Arc<Config>) -> Result<(), GseError> {
+        if config.gse != self.config.gse {
+            let fresh = Poller::new(config.clone(), self.telemetry.clone())?;
+            self.client = fresh.client;
+            self.pacers = fresh.pacers;
         }
-        out
+        self.config = config;
+        Ok(())
     }
 
     fn batches(&self, lookups: &[LookupKey], info: bool) -> Vec<Batch> {
@@ -310,32 +323,21 @@ impl Poller {
         self.info.retain(|key, _| wanted.contains(key));
     }
 
-    fn snapshot(&mut self, outcome: &CycleOutcome, elapsed: Duration, now: SystemTime) -> Snapshot {
-        let groups = self.config.groups.clone();
-        let groups = groups
-            .iter()
-            .map(|group| self.group_snapshot(group, outcome, elapsed, now))
-            .collect();
-        Snapshot {
-            groups,
-            complete: true,
-        }
-    }
-
     fn group_snapshot(
         &mut self,
         group: &GroupConfig,
+        resolved: &ResolvedGroup,
         outcome: &CycleOutcome,
         elapsed: Duration,
         now: SystemTime,
     ) -> GroupSnapshot {
         let stale_after = self.config.stale_after;
-        let mut agents = Vec::with_capacity(group.hosts.len());
+        let mut agents = Vec::with_capacity(resolved.hosts.len());
         let mut unknown = 0;
         let mut up = true;
         let mut duration = Duration::ZERO;
-        for host in &group.hosts {
-            let Some(key) = host.query_key(group.api).map(|k| (group.api, k)) else {
+        for entry in &resolved.hosts {
+            let Some(key) = entry.host.query_key(group.api).map(|k| (group.api, k)) else {
                 continue;
             };
             up &= !outcome.failed.contains(&key);
@@ -343,7 +345,9 @@ impl Poller {
             match self.records.get(&key) {
                 Some(record) if !record.is_stale(now, stale_after) => {
                     let info = self.info.get(&key).map(|(info, _)| info);
-                    agents.push(AgentRow::new(host, info, record.clone()));
+                    let mut row = AgentRow::new(&entry.host, info, record.clone());
+                    row.host_labels = entry.labels.clone();
+                    agents.push(row);
                 }
                 _ => unknown += 1,
             }
@@ -356,11 +360,13 @@ impl Poller {
             name: group.name.clone(),
             bk_biz_id: group.bk_biz_id.to_string(),
             labels: group.labels.clone(),
+            host_label_names: group.host_label_names().to_vec(),
+            per_agent_metrics: group.per_agent_metrics,
             agents,
             counts: Default::default(),
             versions: Default::default(),
             up,
-            poll_duration: if group.hosts.is_empty() {
+            poll_duration: if resolved.hosts.is_empty() {
                 elapsed
             } else {
                 duration
@@ -368,6 +374,8 @@ impl Poller {
             .as_secs_f64(),
             interval: self.config.interval.as_secs_f64(),
             last_success: self.last_success.get(&group.name).copied(),
+            skipped: resolved.skipped.clone(),
+            discovery: resolved.discovery,
         };
         snapshot.tally(unknown);
         snapshot
@@ -394,6 +402,24 @@ impl Poller {
             "poll cycle could not ask GSE for every agent; their last known values are kept"
         );
     }
+}
+
+/// Every distinct (API, key) of every group, in configuration order: a host
+/// in several groups is asked for once.
+fn lookups(configs: &[GroupConfig], groups: &[ResolvedGroup]) -> Vec<LookupKey> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (config, group) in configs.iter().zip(groups) {
+        for entry in &group.hosts {
+            if let Some(key) = entry.host.query_key(config.api) {
+                let lookup = (config.api, key);
+                if seen.insert(lookup.clone()) {
+                    out.push(lookup);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// How a batch of one kind is sent (status or info).

@@ -152,6 +152,8 @@ pub struct AgentRow {
     pub ip: String,
     /// `bk_agent_id` label ("" when unknown).
     pub bk_agent_id: String,
+    /// Values of the group's CMDB labels (`GroupSnapshot::host_label_names`).
+    pub host_labels: Vec<String>,
     /// What is known of it.
     pub record: AgentRecord,
 }
@@ -174,6 +176,7 @@ impl AgentRow {
                 .or(info_ip)
                 .unwrap_or_default(),
             bk_agent_id: host.agent_id.clone().unwrap_or_default(),
+            host_labels: Vec::new(),
             record,
         }
     }
@@ -203,6 +206,10 @@ pub struct GroupSnapshot {
     pub bk_biz_id: String,
     /// Extra labels, sorted.
     pub labels: Vec<(String, String)>,
+    /// Names of per-host CMDB labels (values in `AgentRow::host_labels`).
+    pub host_label_names: Vec<String>,
+    /// Whether per-agent series are exported for this group.
+    pub per_agent_metrics: bool,
     /// Exported agents (online, offline, not found; unknown ones are left out).
     pub agents: Vec<AgentRow>,
     /// Agents per state, unknown included.
@@ -217,6 +224,10 @@ pub struct GroupSnapshot {
     pub interval: f64,
     /// Unix time of the last cycle in which every batch succeeded.
     pub last_success: Option<f64>,
+    /// Discovered hosts that cannot be asked for, by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// CMDB discovery state, for groups that use it.
+    pub discovery: Option<crate::discovery::DiscoveryStatus>,
 }
 
 impl GroupSnapshot {
@@ -243,6 +254,10 @@ pub struct Snapshot {
     pub groups: Vec<GroupSnapshot>,
     /// Whether at least one complete cycle is behind this snapshot.
     pub complete: bool,
+    /// This process's shard.
+    pub sharding: crate::config::Sharding,
+    /// Metric families never exposed (patterns, anchored).
+    pub metric_deny: Vec<String>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,437 @@
+//! Host discovery: turns each group's sources (inline hosts, a hosts file,
+//! CMDB) into the hosts this process polls, once per cycle.
+//!
+//! Owns re-reading hosts files when they change, refreshing CMDB lists on
+//! their own schedule and rate limit, keeping the last good list when a
+//! source fails, holding back a refresh that would shrink a group too much,
+//! counting hosts that cannot be asked for, and the shard filter. It knows
+//! nothing about GSE replies or metrics text.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::cmdb::{CmdbClient, CmdbHost};
+use crate::config::{CmdbConfig, Config, GroupCmdb, GroupConfig, Sharding, parse_hosts_file};
+use crate::gse::{ApiVersion, GseError, Host};
+use crate::metrics::Telemetry;
+use crate::pacing::Pacer;
+use crate::state::unix_seconds;
+
+/// A host to poll, with the values of the group's CMDB labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostEntry {
+    /// The host.
+    pub host: Host,
+    /// Values of `GroupConfig::host_label_names`, in order ("" where unknown).
+    pub labels: Vec<String>,
+}
+
+/// The state of a group's CMDB discovery.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiscoveryStatus {
+    /// The last refresh succeeded.
+    pub success: bool,
+    /// Unix time of the last successful refresh.
+    pub last_success: Option<f64>,
+    /// A shrinking refresh is being held back.
+    pub held_back: bool,
+}
+
+/// A group's hosts for this cycle.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedGroup {
+    /// Hosts of this shard, de-duplicated.
+    pub hosts: Vec<HostEntry>,
+    /// Hosts that cannot be asked for, by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// CMDB discovery state, for groups that use it.
+    pub discovery: Option<DiscoveryStatus>,
+}
+
+/// Reasons a discovered host is not polled.
+pub const SKIP_NO_ADDRESS: &str = "no_ipv4_and_no_agent_id";
+/// A GSE 1.x group's host without IPv4 (v1 asks by cloud:ip only).
+pub const SKIP_NO_IPV4_FOR_V1: &str = "no_ipv4_for_gse_v1";
+
+#[derive(Debug)]
+struct FileState {
+    stamp: Option<(SystemTime, u64)>,
+    hosts: Arc<Vec<Host>>,
+}
+
+#[derive(Debug, Default)]
+struct CmdbGroupState {
+    selection: Option<(i64, GroupCmdb)>,
+    hosts: Arc<Vec<CmdbHost>>,
+    last_attempt: Option<Instant>,
+    last_success: Option<f64>,
+    success: bool,
+    held: bool,
+}
+
+/// Discovery across cycles.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    files: HashMap<PathBuf, FileState>,
+    cmdb: Option<(CmdbClient, Arc<Pacer>)>,
+    groups: HashMap<String, CmdbGroupState>,
+}
+
+impl Discovery {
+    /// Resolves every group of `config`, in order.
+    pub async fn resolve(&mut self, config: &Config, telemetry: &Telemetry) -> Vec<ResolvedGroup> {
+        self.ensure_cmdb_client(config.cmdb.as_ref());
+        let mut resolved = Vec::with_capacity(config.groups.len());
+        for group in &config.groups {
+            resolved.push(self.resolve_group(group, config, telemetry).await);
+        }
+        let wanted: HashSet<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        self.groups.retain(|name, _| wanted.contains(name.as_str()));
+        let files: HashSet<&PathBuf> = config
+            .groups
+            .iter()
+            .filter_map(|g| g.hosts_file.as_ref())
+            .collect();
+        self.files.retain(|path, _| files.contains(path));
+        resolved
+    }
+
+    fn ensure_cmdb_client(&mut self, config: Option<&CmdbConfig>) {
+        let Some(config) = config else {
+            self.cmdb = None;
+            return;
+        };
+        if self
+            .cmdb
+            .as_ref()
+            .is_some_and(|(client, _)| client.config() == config)
+        {
+            return;
+        }
+        match CmdbClient::new(config) {
+            Ok(client) => {
+                let pacer = Arc::new(Pacer::new(config.requests_per_second, config.burst, 4));
+                self.cmdb = Some((client, pacer));
+            }
+            Err(err) => tracing::error!(error = %err, "cannot build the CMDB client"),
+        }
+    }
+
+    async fn resolve_group(
+        &mut self,
+        group: &GroupConfig,
+        config: &Config,
+        telemetry: &Telemetry,
+    ) -> ResolvedGroup {
+        let mut entries: Vec<HostEntry> = Vec::new();
+        let blank = vec![String::new(); group.host_label_names().len()];
+        entries.extend(group.hosts.iter().map(|h| HostEntry {
+            host: h.clone(),
+            labels: blank.clone(),
+        }));
+        if let Some(path) = &group.hosts_file {
+            let hosts = self.file_hosts(path, group.api);
+            entries.extend(hosts.iter().map(|h| HostEntry {
+                host: h.clone(),
+                labels: blank.clone(),
+            }));
+        }
+        let mut skipped = BTreeMap::new();
+        let mut discovery = None;
+        if let Some(selection) = &group.cmdb {
+            let status = self.refresh_cmdb(group, selection, config, telemetry).await;
+            let hosts = self
+                .groups
+                .get(&group.name)
+                .map(|s| s.hosts.clone())
+                .unwrap_or_default();
+            for cmdb_host in hosts.iter() {
+                match cmdb_entry(cmdb_host, group) {
+                    Ok(entry) => entries.push(entry),
+                    Err(reason) => *skipped.entry(reason).or_insert(0) += 1,
+                }
+            }
+            discovery = Some(status);
+        }
+        let hosts = dedupe(entries, group.api)
+            .into_iter()
+            .filter(|e| {
+                e.host
+                    .query_key(group.api)
+                    .is_some_and(|k| owns(config.sharding, &k))
+            })
+            .collect();
+        ResolvedGroup {
+            hosts,
+            skipped,
+            discovery,
+        }
+    }
+
+    fn file_hosts(&mut self, path: &Path, api: ApiVersion) -> Arc<Vec<Host>> {
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if let Some(state) = self.files.get(path)
+            && state.stamp == stamp
+        {
+            return state.hosts.clone();
+        }
+        let previous = self.files.get(path).map(|s| s.hosts.clone());
+        let hosts = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let (hosts, problems) = parse_hosts_file(&text, api);
+                for problem in &problems {
+                    tracing::warn!(file = %path.display(), problem = %problem, "skipping a bad line of a hosts file");
+                }
+                tracing::info!(file = %path.display(), hosts = hosts.len(), "hosts file read");
+                Arc::new(hosts)
+            }
+            Err(err) => {
+                tracing::warn!(file = %path.display(), error = %err, "cannot read the hosts file; keeping its last hosts");
+                previous.unwrap_or_default()
+            }
+        };
+        self.files.insert(
+            path.to_owned(),
+            FileState {
+                stamp,
+                hosts: hosts.clone(),
+            },
+        );
+        hosts
+    }
+
+    async fn refresh_cmdb(
+        &mut self,
+        group: &GroupConfig,
+        selection: &GroupCmdb,
+        config: &Config,
+        telemetry: &Telemetry,
+    ) -> DiscoveryStatus {
+        let key = (group.bk_biz_id, selection.clone());
+        let state = self.groups.entry(group.name.clone()).or_default();
+        if state.selection.as_ref() != Some(&key) {
+            *state = CmdbGroupState {
+                selection: Some(key),
+                ..CmdbGroupState::default()
+            };
+        }
+        let refresh = config
+            .cmdb
+            .as_ref()
+            .map(|c| c.refresh_interval)
+            .unwrap_or_default();
+        let due = !state.success || state.last_attempt.is_none_or(|t| t.elapsed() >= refresh);
+        if due && let Some((client, pacer)) = &self.cmdb {
+            state.last_attempt = Some(Instant::now());
+            let listed = list_all(client, pacer, group.bk_biz_id, selection, telemetry).await;
+            apply_listing(state, listed, group, client.config().max_shrink);
+        }
+        DiscoveryStatus {
+            success: state.success,
+            last_success: state.last_success,
+            held_back: state.held,
+        }
+    }
+}
+
+async fn list_all(
+    client: &CmdbClient,
+    pacer: &Pacer,
+    biz: i64,
+    selection: &GroupCmdb,
+    telemetry: &Telemetry,
+) -> Result<Vec<CmdbHost>, GseError> {
+    let mut hosts = Vec::new();
+    let mut start = 0;
+    loop {
+        let permit = pacer.acquire(telemetry).await;
+        let (count, page) = client.page(biz, selection, start).await?;
+        drop(permit);
+        let got = page.len();
+        hosts.extend(page);
+        start += got;
+        if got == 0 || start >= count {
+            return Ok(hosts);
+        }
+    }
+}
+
+fn apply_listing(
+    state: &mut CmdbGroupState,
+    listed: Result<Vec<CmdbHost>, GseError>,
+    group: &GroupConfig,
+    max_shrink: f64,
+) {
+    let hosts = match listed {
+        Ok(hosts) => hosts,
+        Err(err) => {
+            state.success = false;
+            let kept = state.hosts.len();
+            tracing::warn!(group = %group.name, bk_biz_id = group.bk_biz_id, error = %err, kept, "CMDB discovery failed; keeping the last host list");
+            return;
+        }
+    };
+    state.success = true;
+    state.last_success = Some(unix_seconds(SystemTime::now()));
+    let old = state.hosts.len();
+    let shrinks = old > 0 && (hosts.len() as f64) < old as f64 * (1.0 - max_shrink);
+    if shrinks && !state.held {
+        state.held = true;
+        tracing::warn!(group = %group.name, before = old, after = hosts.len(), "CMDB says the group shrank by more than max_shrink; holding the change back for one more refresh");
+        return;
+    }
+    state.held = false;
+    state.hosts = Arc::new(hosts);
+}
+
+/// Turns a CMDB host into a host to poll, or the reason it cannot be asked for.
+/// A multi-IP `bk_host_innerip` ("a,b") uses its first IPv4 address.
+pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'static str> {
+    let ip = cmdb
+        .bk_host_innerip
+        .split(',')
+        .find_map(|ip| ip.trim().parse::<Ipv4Addr>().ok());
+    let agent_id = Some(cmdb.bk_agent_id.trim())
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+        .map(String::from);
+    match (group.api, ip, &agent_id) {
+        (ApiVersion::V1, None, _) => return Err(SKIP_NO_IPV4_FOR_V1),
+        (ApiVersion::V2, None, None) => return Err(SKIP_NO_ADDRESS),
+        _ => {}
+    }
+    let host = Host {
+        bk_cloud_id: Some(cmdb.bk_cloud_id),
+        ip,
+        agent_id: if group.api == ApiVersion::V2 {
+            agent_id
+        } else {
+            None
+        },
+    };
+    let labels = group
+        .host_label_names()
+        .iter()
+        .map(|name| match name.as_str() {
+            "bk_host_name" => cmdb.bk_host_name.clone(),
+            "bk_host_id" => cmdb.bk_host_id.to_string(),
+            _ => String::new(),
+        })
+        .collect();
+    Ok(HostEntry { host, labels })
+}
+
+fn dedupe(entries: Vec<HostEntry>, api: ApiVersion) -> Vec<HostEntry> {
+    let mut seen = HashSet::new();
+    entries
+        .into_iter()
+        .filter(|e| e.host.query_key(api).is_some_and(|k| seen.insert(k)))
+        .collect()
+}
+
+/// Whether this shard exports the agent asked for by `key`: FNV-1a (64-bit)
+/// of the query key (`cloud:ip` or the agent id), modulo the shard count.
+pub fn owns(sharding: Sharding, key: &str) -> bool {
+    sharding.total <= 1 || shard_of(key, sharding.total) == sharding.shard
+}
+
+/// The shard of an agent key, stable across processes, versions and platforms.
+pub fn shard_of(key: &str, total: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(total.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(api: ApiVersion, labels: &[&str]) -> GroupConfig {
+        GroupConfig {
+            name: "g".into(),
+            bk_biz_id: 5,
+            api,
+            labels: vec![],
+            hosts: vec![],
+            hosts_file: None,
+            cmdb: Some(GroupCmdb {
+                labels: labels.iter().map(|s| s.to_string()).collect(),
+                ..GroupCmdb::default()
+            }),
+            per_agent_metrics: true,
+        }
+    }
+
+    #[test]
+    fn cmdb_hosts_become_lookups_or_skip_reasons() {
+        let v2 = group(ApiVersion::V2, &["bk_host_name"]);
+        let multi = CmdbHost {
+            bk_host_innerip: "10.0.0.1,10.0.0.2".into(),
+            bk_host_name: "web-1".into(),
+            ..CmdbHost::default()
+        };
+        let entry = cmdb_entry(&multi, &v2).unwrap();
+        assert_eq!(entry.host.ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(entry.labels, vec!["web-1".to_string()]);
+        let v6_only = CmdbHost {
+            bk_host_innerip_v6: "::1".into(),
+            ..CmdbHost::default()
+        };
+        assert_eq!(cmdb_entry(&v6_only, &v2), Err(SKIP_NO_ADDRESS));
+        let v6_with_id = CmdbHost {
+            bk_agent_id: "0100aa".into(),
+            ..v6_only.clone()
+        };
+        assert_eq!(
+            cmdb_entry(&v6_with_id, &v2)
+                .unwrap()
+                .host
+                .query_key(ApiVersion::V2)
+                .as_deref(),
+            Some("0100aa")
+        );
+        assert_eq!(
+            cmdb_entry(&v6_with_id, &group(ApiVersion::V1, &[])),
+            Err(SKIP_NO_IPV4_FOR_V1)
+        );
+    }
+
+    #[test]
+    fn shards_split_keys_stably_and_completely() {
+        assert_eq!(shard_of("0:10.0.0.1", 3), shard_of("0:10.0.0.1", 3));
+        let keys: Vec<String> = (0..3000)
+            .map(|i| format!("0:10.0.{}.{}", i / 250, i % 250))
+            .collect();
+        let mut per_shard = [0; 3];
+        for key in &keys {
+            let owners: Vec<u32> = (0..3)
+                .filter(|s| {
+                    owns(
+                        Sharding {
+                            shard: *s,
+                            total: 3,
+                        },
+                        key,
+                    )
+                })
+                .collect();
+            assert_eq!(owners.len(), 1, "{key} has exactly one shard");
+            per_shard[owners[0] as usize] += 1;
+        }
+        assert!(per_shard.iter().all(|n| *n > 800), "{per_shard:?}");
+        // Pinned: changing the hash would move every agent between shards.
+        assert_eq!(
+            shard_of("0100005254008ed86116666614661851", 16),
+            shard_of("0100005254008ed86116666614661851", 16)
+        );
+    }
+}
