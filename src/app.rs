@@ -6,6 +6,7 @@
 //! exactly as the binary does.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Sharding};
 use crate::exposition::Published;
 use crate::gse::GseError;
 use crate::metrics::Telemetry;
@@ -43,6 +44,10 @@ pub struct ExporterOptions {
     pub listen: SocketAddr,
     /// Path of the metrics endpoint.
     pub telemetry_path: String,
+    /// The configuration file, re-read on reload (none in the demo).
+    pub config_file: Option<PathBuf>,
+    /// Sharding from the command line, which wins over the file's.
+    pub sharding: Option<Sharding>,
 }
 
 impl Default for ExporterOptions {
@@ -50,7 +55,54 @@ impl Default for ExporterOptions {
         ExporterOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             telemetry_path: "/metrics".into(),
+            config_file: None,
+            sharding: None,
         }
+    }
+}
+
+/// Re-reads the configuration file and hands a valid one to the poller; a bad
+/// file is rejected and the running configuration stays.
+#[derive(Debug)]
+pub struct Reloader {
+    path: Option<PathBuf>,
+    sharding: Option<Sharding>,
+    config: watch::Sender<Arc<Config>>,
+    published: Arc<Published>,
+}
+
+impl Reloader {
+    /// Reloads now. Unchanged groups keep their state (no gap in their series).
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let result = self.load();
+        let telemetry = self.published.telemetry();
+        match &result {
+            Ok(config) => {
+                telemetry.record_reload(true);
+                tracing::info!(groups = config.groups.len(), "configuration reloaded");
+                self.config.send_replace(config.clone());
+            }
+            Err(err) => {
+                telemetry.record_reload(false);
+                for problem in err.problems() {
+                    tracing::error!(problem = %problem, "configuration reload failed; the running configuration stays");
+                }
+            }
+        }
+        self.published.refresh();
+        result.map(|_| ())
+    }
+
+    fn load(&self) -> Result<Arc<Config>, ConfigError> {
+        let path = self.path.as_deref().ok_or_else(|| ConfigError::Parse {
+            path: "--config.file".into(),
+            message: "no configuration file to reload (started with --demo)".into(),
+        })?;
+        let mut config = Config::load(path)?;
+        if let Some(sharding) = self.sharding {
+            config.sharding = sharding;
+        }
+        Ok(Arc::new(config))
     }
 }
 
@@ -61,15 +113,30 @@ pub struct Exporter {
     published: Arc<Published>,
     cycles: watch::Receiver<u64>,
     stop: watch::Sender<bool>,
+    reloader: Arc<Reloader>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Exporter {
     /// Binds, starts polling at once, and serves.
-    pub async fn start(config: Config, options: ExporterOptions) -> Result<Exporter, StartError> {
+    pub async fn start(
+        mut config: Config,
+        options: ExporterOptions,
+    ) -> Result<Exporter, StartError> {
+        if let Some(sharding) = options.sharding {
+            config.sharding = sharding;
+        }
+        let config = Arc::new(config);
         let telemetry = Arc::new(Telemetry::default());
         let published = Arc::new(Published::new(telemetry.clone()));
-        let poller = Poller::new(Arc::new(config), telemetry)?;
+        let poller = Poller::new(config.clone(), telemetry)?;
+        let (config_tx, config_rx) = watch::channel(config);
+        let reloader = Arc::new(Reloader {
+            path: options.config_file.clone(),
+            sharding: options.sharding,
+            config: config_tx,
+            published: published.clone(),
+        });
         let listener =
             TcpListener::bind(options.listen)
                 .await
@@ -86,15 +153,23 @@ impl Exporter {
         let state = AppState {
             published: published.clone(),
             telemetry_path: options.telemetry_path,
+            reloader: reloader.clone(),
         };
         let http = tokio::spawn(serve_until_stopped(listener, state, stopped.clone()));
-        let poll = tokio::spawn(poll_loop(poller, published.clone(), cycle_tx, stopped));
+        let poll = tokio::spawn(poll_loop(
+            poller,
+            published.clone(),
+            cycle_tx,
+            config_rx,
+            stopped,
+        ));
         tracing::info!(%addr, "gse_exporter listening");
         Ok(Exporter {
             addr,
             published,
             cycles,
             stop,
+            reloader,
             tasks: vec![http, poll],
         })
     }
@@ -112,6 +187,11 @@ impl Exporter {
     /// A receiver of the number of cycles published so far.
     pub fn cycles(&self) -> watch::Receiver<u64> {
         self.cycles.clone()
+    }
+
+    /// The reloader (SIGHUP and `POST /-/reload` use it).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Stops polling and serving, and waits for both to end.
@@ -140,6 +220,7 @@ async fn poll_loop(
     mut poller: Poller,
     published: Arc<Published>,
     cycles: watch::Sender<u64>,
+    mut configs: watch::Receiver<Arc<Config>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(poller.config().interval);
@@ -147,6 +228,17 @@ async fn poll_loop(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // A reload polls at once, on the new configuration.
+            Ok(()) = configs.changed() => {
+                let config = configs.borrow_and_update().clone();
+                if config.interval != poller.config().interval {
+                    ticker = tokio::time::interval_at(tokio::time::Instant::now() + config.interval, config.interval);
+                    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                }
+                if let Err(err) = poller.set_config(config) {
+                    tracing::error!(error = %err, "cannot apply the reloaded configuration");
+                }
+            }
             _ = stopped.wait_for(|s| *s) => return,
         }
         let snapshot = tokio::select! {

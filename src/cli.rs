@@ -44,6 +44,22 @@ pub struct Cli {
     #[arg(long = "log.format", env = "GSE_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt)]
     pub log_format: LogFormat,
 
+    /// This process's shard of the agents, from 0 (overrides the config's `sharding`).
+    #[arg(long, env = "GSE_EXPORTER_SHARD", requires = "total_shards")]
+    pub shard: Option<u32>,
+
+    /// Number of shards the agents are split into.
+    #[arg(long = "total-shards", env = "GSE_EXPORTER_TOTAL_SHARDS")]
+    pub total_shards: Option<u32>,
+
+    /// Take the shard from the host name's trailing ordinal (StatefulSet pod `gse-exporter-3` is shard 3).
+    #[arg(
+        long = "shard.from-hostname",
+        conflicts_with = "shard",
+        requires = "total_shards"
+    )]
+    pub shard_from_hostname: bool,
+
     /// Run against the built-in GSE simulator (no GSE or config needed).
     #[arg(long, conflicts_with = "config_file")]
     pub demo: bool,
@@ -55,6 +71,39 @@ pub struct Cli {
     /// Mode other than exporting.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The shard named by the flags, if any.
+pub fn sharding(
+    cli: &Cli,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<Option<crate::config::Sharding>, String> {
+    let Some(total) = cli.total_shards else {
+        return Ok(None);
+    };
+    if total == 0 {
+        return Err("--total-shards must be at least 1".into());
+    }
+    let shard = if cli.shard_from_hostname {
+        let name = hostname().ok_or("--shard.from-hostname: the host name is unknown")?;
+        ordinal_of(&name).ok_or_else(|| {
+            format!("--shard.from-hostname: host name {name:?} does not end in -<ordinal>")
+        })?
+    } else {
+        cli.shard.unwrap_or(0)
+    };
+    if shard >= total {
+        return Err(format!(
+            "shard {shard} must be below --total-shards {total}"
+        ));
+    }
+    Ok(Some(crate::config::Sharding { shard, total }))
+}
+
+/// The trailing `-N` of a StatefulSet pod name.
+pub fn ordinal_of(hostname: &str) -> Option<u32> {
+    let short = hostname.split('.').next()?;
+    short.rsplit_once('-')?.1.parse().ok()
 }
 
 /// Subcommands.
@@ -96,6 +145,27 @@ pub struct SimulateArgs {
         hide_default_value = true
     )]
     pub app_secret: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statefulset_pod_names_give_their_ordinal() {
+        assert_eq!(ordinal_of("gse-exporter-3"), Some(3));
+        assert_eq!(
+            ordinal_of("gse-exporter-12.gse-exporter-shards.monitoring.svc"),
+            Some(12)
+        );
+        assert_eq!(ordinal_of("gse-exporter"), None);
+        let cli = Cli::parse_from(["gse_exporter", "--shard.from-hostname", "--total-shards=3"]);
+        let shard = sharding(&cli, || Some("gse-exporter-2".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!((shard.shard, shard.total), (2, 3));
+        assert!(sharding(&cli, || Some("gse-exporter-3".into())).is_err());
+    }
 }
 
 /// Log levels.

@@ -119,6 +119,13 @@ impl Published {
         }
     }
 
+    /// Re-renders the current snapshot (after a reload, so its metrics show at once).
+    pub fn refresh(&self) {
+        let snapshot = self.current().snapshot.clone();
+        let exposition = Exposition::new(snapshot, self.telemetry.clone());
+        self.current.store(Arc::new(exposition));
+    }
+
     /// The current exposition.
     pub fn current(&self) -> Arc<Exposition> {
         self.current.load_full()

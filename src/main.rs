@@ -45,6 +45,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let options = ExporterOptions {
         listen: parse_listen_address(&cli.listen_address).map_err(anyhow::Error::msg)?,
         telemetry_path: cli.telemetry_path.clone(),
+        config_file: cli.config_file.clone(),
+        sharding: gse_exporter::cli::sharding(&cli, hostname).map_err(anyhow::Error::msg)?,
     };
     if cli.demo {
         return run_demo(&cli, options).await;
@@ -60,6 +62,14 @@ async fn serve(config: Config, options: ExporterOptions) -> Result<ExitCode> {
     let groups = config.groups.len();
     let exporter = Exporter::start(config, options).await?;
     tracing::info!(groups, "polling GSE");
+    let reloader = exporter.reloader();
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloader = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    });
     stop_signal().await?;
     tracing::info!("shutting down");
     exporter.shutdown().await;
@@ -138,6 +148,14 @@ async fn stop_signal() -> Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
 }
 
 fn init_logging(cli: &Cli) {

@@ -15,7 +15,7 @@ use axum::body::Body as HttpBody;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::exposition::{Exposition, Published};
@@ -29,6 +29,8 @@ pub struct AppState {
     pub published: Arc<Published>,
     /// The configured telemetry path (for the landing page).
     pub telemetry_path: String,
+    /// Reloads the configuration file.
+    pub reloader: Arc<crate::app::Reloader>,
 }
 
 /// Builds the router.
@@ -38,6 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(landing))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
@@ -126,6 +130,21 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
             let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
             name.eq_ignore_ascii_case("gzip") && !refused
         })
+}
+
+async fn reload(State(state): State<AppState>) -> Response {
+    let reloader = state.reloader.clone();
+    match tokio::task::spawn_blocking(move || reloader.reload()).await {
+        Ok(Ok(())) => (StatusCode::OK, "Configuration reloaded.\n").into_response(),
+        Ok(Err(err)) => {
+            let body = format!(
+                "Reload failed; the running configuration stays.\n{}\n",
+                err.problems().join("\n")
+            );
+            (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn healthy() -> &'static str {

@@ -1,0 +1,322 @@
+//! Host lists that change under a running exporter: hosts files, reloads by
+//! SIGHUP and `POST /-/reload` (good and broken), hosts shared by groups.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use gse_exporter::app::ExporterOptions;
+use gse_exporter::sim::{AgentTruth, Api, SimOptions};
+
+fn lines(agents: &[AgentTruth]) -> String {
+    agents
+        .iter()
+        .map(|a| format!("{}  # {}\n", a.v2_id(), a.ip))
+        .collect()
+}
+
+fn online_keys(all: &[Sample], group: &str) -> std::collections::BTreeSet<String> {
+    by_agent(all, "gse_agent_online")
+        .into_keys()
+        .filter(|k| k.starts_with(&format!("{group}/")))
+        .collect()
+}
+
+fn expected_keys(group: &str, agents: &[AgentTruth]) -> std::collections::BTreeSet<String> {
+    agents.iter().map(|a| agent_key(group, "v2", a)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_hosts_file_adds_and_removes_agents_without_a_restart() {
+    let sim = start_sim(SimOptions {
+        agents: 60,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.hosts");
+    std::fs::write(&file, format!("# web hosts\n\n{}", lines(&truth[..20]))).unwrap();
+    let yaml = format!(
+        "{}interval: 1s\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts_file: {}\n",
+        gse_block(&sim, ""),
+        file.display()
+    );
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        online_keys(&parse(&scrape(exporter.addr()).await), "web"),
+        expected_keys("web", &truth[..20])
+    );
+
+    std::fs::write(&file, lines(&truth[10..40])).unwrap();
+    let want = expected_keys("web", &truth[10..40]);
+    wait_until(
+        "the edited hosts file on /metrics",
+        Duration::from_secs(10),
+        || async {
+            (online_keys(&parse(&scrape(exporter.addr()).await), "web") == want).then_some(())
+        },
+    )
+    .await;
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_in_two_groups_costs_one_lookup_and_appears_in_both() {
+    let sim = start_sim(SimOptions {
+        agents: 30,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let specs = [
+        GroupSpec {
+            name: "a",
+            bk_biz_id: 2,
+            api: "v2",
+            agents: &truth[..20],
+            labels: "",
+        },
+        GroupSpec {
+            name: "b",
+            bk_biz_id: 2,
+            api: "v2",
+            agents: &truth[10..30],
+            labels: "",
+        },
+    ];
+    let yaml = config_yaml(&sim, "", "interval: 60s\n", &specs);
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let asked: usize = sim
+        .requests()
+        .iter()
+        .filter(|r| r.api == Api::V2State)
+        .map(|r| r.ids)
+        .sum();
+    assert_eq!(asked, 30, "30 distinct hosts, each asked for once");
+    let all = parse(&scrape(exporter.addr()).await);
+    assert_eq!(online_keys(&all, "a"), expected_keys("a", &truth[..20]));
+    assert_eq!(online_keys(&all, "b"), expected_keys("b", &truth[10..30]));
+    exporter.shutdown().await;
+}
+
+fn reload_status(all: &[Sample]) -> (Option<f64>, Option<f64>) {
+    (
+        value(all, "gse_exporter_config_last_reload_successful", &[]),
+        value(
+            all,
+            "gse_exporter_config_last_reload_success_timestamp_seconds",
+            &[],
+        ),
+    )
+}
+
+fn two_group_yaml(
+    sim: &gse_exporter::sim::RunningSim,
+    truth: &[AgentTruth],
+    second: bool,
+) -> String {
+    let mut specs = vec![GroupSpec {
+        name: "stable",
+        bk_biz_id: 2,
+        api: "v2",
+        agents: &truth[..10],
+        labels: "",
+    }];
+    if second {
+        specs.push(GroupSpec {
+            name: "added",
+            bk_biz_id: 3,
+            api: "v2",
+            agents: &truth[10..20],
+            labels: "",
+        });
+    }
+    config_yaml(sim, "", "interval: 1s\n", &specs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_rejects_a_broken_file_keeps_running_and_applies_a_fixed_one() {
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    std::fs::write(&path, two_group_yaml(&sim, &truth, false)).unwrap();
+    let config = gse_exporter::config::Config::load(&path).unwrap();
+    let options = ExporterOptions {
+        config_file: Some(path.clone()),
+        ..ExporterOptions::default()
+    };
+    let exporter = gse_exporter::app::Exporter::start(config, options)
+        .await
+        .unwrap();
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let reload_url = format!("http://{}/-/reload", exporter.addr());
+    let client = reqwest::Client::new();
+
+    std::fs::write(&path, "gse: {url: not a url}\ngroups: []\n").unwrap();
+    let answer = client.post(&reload_url).send().await.unwrap();
+    assert_eq!(answer.status(), 500);
+    assert!(
+        answer.text().await.unwrap().contains("gse.url"),
+        "the failure names the key"
+    );
+    let all = parse(&scrape(exporter.addr()).await);
+    assert_eq!(
+        reload_status(&all).0,
+        Some(0.0),
+        "the failed reload is visible at once"
+    );
+    let cycles = *exporter.cycles().borrow();
+    wait_cycles(&exporter, cycles + 2, Duration::from_secs(20)).await;
+    let all = parse(&scrape(exporter.addr()).await);
+    assert_eq!(
+        online_keys(&all, "stable").len(),
+        10,
+        "the old configuration keeps running"
+    );
+
+    std::fs::write(&path, two_group_yaml(&sim, &truth, true)).unwrap();
+    let answer = client.post(&reload_url).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    wait_until(
+        "the added group on /metrics",
+        Duration::from_secs(10),
+        || async {
+            let all = parse(&scrape(exporter.addr()).await);
+            (online_keys(&all, "added").len() == 10).then_some(())
+        },
+    )
+    .await;
+    let all = parse(&scrape(exporter.addr()).await);
+    assert_eq!(reload_status(&all).0, Some(1.0));
+    exporter.shutdown().await;
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary on a config file and returns it with its address.
+async fn start_binary(config: &Path) -> (Process, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
+        .arg(format!("--config.file={}", config.display()))
+        .args(["--web.listen-address=127.0.0.1:0", "--log.format=logfmt"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("gse_exporter listening")
+                && let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    (Process(child), addr)
+}
+
+async fn scrape_url(addr: &str) -> Vec<Sample> {
+    parse(
+        &reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_an_unchanged_group_has_no_gap() {
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    std::fs::write(&path, two_group_yaml(&sim, &truth, false)).unwrap();
+    let (process, addr) = start_binary(&path).await;
+    let hup = || {
+        let pid = process.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    wait_until("the first cycle", Duration::from_secs(20), || async {
+        (online_keys(&scrape_url(&addr).await, "stable").len() == 10).then_some(())
+    })
+    .await;
+
+    std::fs::write(
+        &path,
+        "gse:\n  url: https://x\n  app_code: a\n  app_secret: b\n  intervall: 1s\ngroups: []\n",
+    )
+    .unwrap();
+    hup();
+    wait_until(
+        "the failed reload in the metrics",
+        Duration::from_secs(10),
+        || async {
+            let all = scrape_url(&addr).await;
+            assert_eq!(
+                online_keys(&all, "stable").len(),
+                10,
+                "the stable group never leaves /metrics"
+            );
+            (reload_status(&all).0 == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+
+    std::fs::write(&path, two_group_yaml(&sim, &truth, true)).unwrap();
+    hup();
+    wait_until(
+        "the fixed configuration applied",
+        Duration::from_secs(10),
+        || async {
+            let all = scrape_url(&addr).await;
+            assert_eq!(
+                online_keys(&all, "stable").len(),
+                10,
+                "the stable group never leaves /metrics"
+            );
+            (reload_status(&all).0 == Some(1.0) && online_keys(&all, "added").len() == 10)
+                .then_some(())
+        },
+    )
+    .await;
+}
