@@ -6,42 +6,37 @@
 //! rendered when the snapshot is published; the OpenMetrics body is rendered
 //! once, by the first scrape that asks for it, and then cached as well.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 
-use crate::metrics::{Format, Telemetry, render};
+use crate::agent_text::{self, Deflated};
+use crate::metrics::{Format, Telemetry, deny_set, is_denied, render};
 use crate::state::Snapshot;
 
-/// One rendered body in both encodings.
+/// One rendered body in both encodings. The plain body is a list of chunks
+/// (the per-agent block, shared by both formats, then the rest), so serving
+/// it copies nothing.
 #[derive(Debug, Clone)]
 pub struct Body {
-    /// Uncompressed.
-    pub plain: Bytes,
-    /// gzip-compressed.
+    /// Uncompressed, in order.
+    pub plain: Vec<Bytes>,
+    /// gzip-compressed, whole.
     pub gzip: Bytes,
 }
 
 impl Body {
-    fn encode(text: String) -> Body {
-        let plain = Bytes::from(text);
-        Body {
-            gzip: gzip(&plain),
-            plain,
-        }
+    /// Bytes of the uncompressed body.
+    pub fn plain_len(&self) -> usize {
+        self.plain.iter().map(Bytes::len).sum()
     }
-}
 
-fn gzip(plain: &[u8]) -> Bytes {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(plain.len() / 6), Compression::fast());
-    // Writing to a Vec cannot fail.
-    let _ = encoder.write_all(plain);
-    Bytes::from(encoder.finish().unwrap_or_default())
+    /// The uncompressed body in one piece (tests and tools; copies).
+    pub fn plain_bytes(&self) -> Vec<u8> {
+        self.plain.concat()
+    }
 }
 
 /// The exposition of one snapshot.
@@ -49,6 +44,8 @@ fn gzip(plain: &[u8]) -> Bytes {
 pub struct Exposition {
     snapshot: Arc<Snapshot>,
     telemetry: Arc<Telemetry>,
+    agents: Bytes,
+    agents_deflated: Deflated,
     prometheus: Body,
     openmetrics: OnceLock<Body>,
 }
@@ -56,15 +53,18 @@ pub struct Exposition {
 impl Exposition {
     /// Renders a snapshot (Prometheus text now; OpenMetrics on first demand).
     pub fn new(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>) -> Exposition {
-        let prometheus = Body::encode(render(
-            snapshot.clone(),
-            telemetry.clone(),
-            Format::Prometheus,
-        ));
-        telemetry.set_body_bytes(prometheus.plain.len(), prometheus.gzip.len());
+        let deny = deny_set(&snapshot.metric_deny);
+        let agents = agent_text::render(&snapshot, &|def| is_denied(&deny, def));
+        let agents_deflated = Deflated::head(&agents);
+        let agents = Bytes::from(agents);
+        let rest = render(snapshot.clone(), telemetry.clone(), Format::Prometheus);
+        let prometheus = assemble(&agents, &agents_deflated, rest);
+        telemetry.set_body_bytes(prometheus.plain_len(), prometheus.gzip.len());
         Exposition {
             snapshot,
             telemetry,
+            agents,
+            agents_deflated,
             prometheus,
             openmetrics: OnceLock::new(),
         }
@@ -75,11 +75,12 @@ impl Exposition {
         match format {
             Format::Prometheus => &self.prometheus,
             Format::OpenMetrics => self.openmetrics.get_or_init(|| {
-                Body::encode(render(
+                let rest = render(
                     self.snapshot.clone(),
                     self.telemetry.clone(),
                     Format::OpenMetrics,
-                ))
+                );
+                assemble(&self.agents, &self.agents_deflated, rest)
             }),
         }
     }
@@ -87,6 +88,14 @@ impl Exposition {
     /// The snapshot behind this exposition.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+}
+
+fn assemble(agents: &Bytes, deflated: &Deflated, rest: String) -> Body {
+    let rest = Bytes::from(rest);
+    Body {
+        gzip: Bytes::from(deflated.gzip_with(&rest)),
+        plain: vec![agents.clone(), rest],
     }
 }
 

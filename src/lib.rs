@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent_text;
 pub mod app;
 pub mod cli;
 pub mod cmdb;

@@ -12,9 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,7 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::gse::Call;
-use crate::state::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+use crate::state::{AgentState, GroupSnapshot, Snapshot};
 
 /// How a metric behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,7 +402,13 @@ impl Format {
     }
 }
 
-/// Renders a snapshot plus the current self-telemetry in one format.
+/// Whether a compiled deny list removes a family.
+pub fn is_denied(deny: &Option<regex::RegexSet>, def: &MetricDef) -> bool {
+    deny.as_ref().is_some_and(|set| set.is_match(def.name))
+}
+
+/// Renders everything but the per-agent families (see [`crate::agent_text`])
+/// in one format: per-group series and the self-telemetry.
 pub fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format: Format) -> String {
     let mut registry = Registry::default();
     let deny = deny_set(&snapshot.metric_deny);
@@ -426,7 +430,7 @@ pub fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format: Format
 }
 
 /// Compiles the deny list (validated with the config; a bad pattern denies nothing).
-fn deny_set(patterns: &[String]) -> Option<regex::RegexSet> {
+pub fn deny_set(patterns: &[String]) -> Option<regex::RegexSet> {
     if patterns.is_empty() {
         return None;
     }
@@ -442,7 +446,6 @@ struct Exposed {
 
 impl Collector for Exposed {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        self.encode_agents(&mut encoder)?;
         self.encode_groups(&mut encoder)?;
         self.encode_self(&mut encoder)
     }
@@ -459,37 +462,7 @@ fn descriptor<'a>(
 
 impl Exposed {
     fn denied(&self, def: &MetricDef) -> bool {
-        self.deny.as_ref().is_some_and(|set| set.is_match(def.name))
-    }
-
-    /// Agents whose per-agent series are exported.
-    fn agents(&self) -> impl Iterator<Item = (&GroupSnapshot, &AgentRow)> {
-        self.snapshot
-            .groups
-            .iter()
-            .filter(|g| g.per_agent_metrics)
-            .flat_map(|g| g.agents.iter().map(move |a| (g, a)))
-    }
-
-    /// Encodes one per-agent family unless denied or empty.
-    fn agent_family(
-        &self,
-        encoder: &mut DescriptorEncoder,
-        def: &MetricDef,
-        info: bool,
-        value: impl Fn(&AgentRow) -> Option<f64>,
-    ) -> Result<(), fmt::Error> {
-        if self.denied(def) || !self.agents().any(|(_, a)| value(a).is_some()) {
-            return Ok(());
-        }
-        let mut m = descriptor(encoder, def, MetricType::Gauge)?;
-        for (group, agent) in self.agents() {
-            if let Some(v) = value(agent) {
-                m.encode_family(&AgentLabels { group, agent, info })?
-                    .encode_gauge(&v)?;
-            }
-        }
-        Ok(())
+        is_denied(&self.deny, def)
     }
 
     /// Encodes one per-group family unless denied or empty.
@@ -511,18 +484,6 @@ impl Exposed {
             }
         }
         Ok(())
-    }
-
-    fn encode_agents(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        let online = |a: &AgentRow| Some(f64::from(u8::from(a.record.state == AgentState::Online)));
-        self.agent_family(encoder, &AGENT_ONLINE, false, online)?;
-        self.agent_family(encoder, &AGENT_HEARTBEAT_AGE, false, |a| {
-            a.record.heartbeat_age.map(f64::round)
-        })?;
-        self.agent_family(encoder, &AGENT_INFO, true, |_| Some(1.0))?;
-        self.agent_family(encoder, &AGENT_STATUS_CODE, false, |a| {
-            a.record.status_code.map(|c| c as f64)
-        })
     }
 
     fn encode_groups(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
@@ -634,35 +595,6 @@ impl Exposed {
                 let mut m = descriptor(encoder, def, MetricType::Gauge)?;
                 m.encode_gauge(&i64::from(value))?;
             }
-        }
-        Ok(())
-    }
-}
-
-/// Labels of one per-agent series, encoded without building a map.
-struct AgentLabels<'a> {
-    group: &'a GroupSnapshot,
-    agent: &'a AgentRow,
-    info: bool,
-}
-
-impl EncodeLabelSet for AgentLabels<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
-        let (g, a) = (self.group, self.agent);
-        ("group", g.name.as_str()).encode(encoder.encode_label())?;
-        ("bk_biz_id", g.bk_biz_id.as_str()).encode(encoder.encode_label())?;
-        ("bk_cloud_id", a.bk_cloud_id.as_str()).encode(encoder.encode_label())?;
-        ("ip", a.ip.as_str()).encode(encoder.encode_label())?;
-        ("bk_agent_id", a.bk_agent_id.as_str()).encode(encoder.encode_label())?;
-        for (name, value) in &g.labels {
-            (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
-        }
-        for (name, value) in g.host_label_names.iter().zip(&a.host_labels) {
-            (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
-        }
-        if self.info {
-            ("version", a.record.version.as_str()).encode(encoder.encode_label())?;
-            ("parent_ip", a.record.parent_ip.as_str()).encode(encoder.encode_label())?;
         }
         Ok(())
     }

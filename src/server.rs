@@ -80,8 +80,11 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         },
     };
-    let bytes = if gzip { body.gzip } else { body.plain };
-    let mut response = Response::new(HttpBody::from(bytes));
+    let mut response = if gzip {
+        Response::new(HttpBody::from(body.gzip))
+    } else {
+        Response::new(HttpBody::new(Chunks::new(body.plain)))
+    };
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -95,6 +98,46 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     response
+}
+
+/// A response body made of ready chunks, with an exact length.
+struct Chunks {
+    chunks: std::collections::VecDeque<bytes::Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<bytes::Bytes>) -> Chunks {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Chunks {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let chunk = self.chunks.pop_front();
+        if let Some(chunk) = &chunk {
+            self.remaining -= chunk.len() as u64;
+        }
+        std::task::Poll::Ready(chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 async fn render_off_thread(exposition: Arc<Exposition>) -> Option<crate::exposition::Body> {

@@ -1,0 +1,110 @@
+//! Render benchmark: encoding a snapshot's `/metrics` body (Prometheus text
+//! and gzip) at 10k, 100k and 1M agents, to show it is linear in agents.
+//!
+//! `cargo bench --bench render` (add `-- 10000 100000` to pick sizes).
+//! Prints the median of several runs per size; no timing assertions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use gse_exporter::exposition::Exposition;
+use gse_exporter::metrics::Telemetry;
+use gse_exporter::state::{AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot};
+
+fn snapshot(agents: usize) -> Snapshot {
+    let now = SystemTime::now();
+    let groups = (0..4)
+        .map(|g| {
+            let rows = (0..agents / 4)
+                .map(|i| {
+                    let n = g * agents / 4 + i;
+                    AgentRow {
+                        bk_cloud_id: (n % 3).to_string(),
+                        ip: format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255),
+                        bk_agent_id: format!("0100{:028x}", n as u128 * 0x9e37_79b9_7f4a_7c15),
+                        host_labels: vec![],
+                        record: AgentRecord {
+                            state: if n % 20 == 0 {
+                                AgentState::Offline
+                            } else {
+                                AgentState::Online
+                            },
+                            status_code: Some(if n % 20 == 0 { 3 } else { 2 }),
+                            version: ["2.1.3", "2.1.4-beta.12", "2.0.9"][n % 3].into(),
+                            parent_ip: format!("10.255.0.{}", n % 7),
+                            heartbeat_age: Some((n % 20) as f64),
+                            observed_at: now,
+                            last_seen_alive: Some(now),
+                        },
+                    }
+                })
+                .collect();
+            let mut group = GroupSnapshot {
+                name: format!("group-{g}"),
+                bk_biz_id: (g + 2).to_string(),
+                labels: vec![],
+                host_label_names: vec![],
+                per_agent_metrics: true,
+                agents: rows,
+                counts: Default::default(),
+                versions: Default::default(),
+                up: true,
+                poll_duration: 1.0,
+                interval: 60.0,
+                last_success: Some(1.0),
+                skipped: Default::default(),
+                discovery: None,
+            };
+            group.tally(0);
+            group
+        })
+        .collect();
+    Snapshot {
+        groups,
+        complete: true,
+        ..Snapshot::default()
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![10_000, 100_000, 1_000_000]
+    } else {
+        sizes
+    };
+    println!(
+        "{:>10} {:>6} {:>14} {:>12} {:>12} {:>10}",
+        "agents", "runs", "render+gzip", "per agent", "body MB", "gzip MB"
+    );
+    for agents in sizes {
+        let snapshot = Arc::new(snapshot(agents));
+        let telemetry = Arc::new(Telemetry::default());
+        let runs = if agents >= 1_000_000 { 3 } else { 7 };
+        let mut times = Vec::new();
+        let mut sizes = (0, 0);
+        for _ in 0..runs {
+            let started = Instant::now();
+            let exposition = Exposition::new(snapshot.clone(), telemetry.clone());
+            times.push(started.elapsed());
+            let body = exposition.body(gse_exporter::metrics::Format::Prometheus);
+            sizes = (body.plain_len(), body.gzip.len());
+        }
+        let m = median(times);
+        println!(
+            "{agents:>10} {runs:>6} {:>12.1}ms {:>10.0}ns {:>12.1} {:>10.1}",
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() * 1e9 / agents as f64,
+            sizes.0 as f64 / 1e6,
+            sizes.1 as f64 / 1e6
+        );
+    }
+}
