@@ -15,6 +15,9 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use crate::metrics::{AGENT_HEARTBEAT_AGE, AGENT_INFO, AGENT_ONLINE, AGENT_STATUS_CODE, MetricDef};
 use crate::state::{AgentRow, AgentState, GroupSnapshot, Snapshot};
 
+/// The value of one per-agent family for an agent (None: no sample).
+type AgentValue = dyn Fn(&AgentRow) -> Option<i64>;
+
 /// Renders every per-agent family not denied by `denied`.
 pub fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u8> {
     let agents: Vec<(&GroupSnapshot, &AgentRow)> = snapshot
@@ -28,7 +31,7 @@ pub fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u
     }
     let labels: Vec<Vec<u8>> = agents.iter().map(|(g, a)| label_set(g, a)).collect();
     let mut out = Vec::with_capacity(labels.iter().map(|l| l.len() + 48).sum::<usize>() * 4);
-    let families: [(&MetricDef, &dyn Fn(&AgentRow) -> Option<i64>); 3] = [
+    let families: [(&MetricDef, &AgentValue); 3] = [
         (&AGENT_ONLINE, &|a| {
             Some(i64::from(a.record.state == AgentState::Online))
         }),
@@ -73,7 +76,7 @@ fn family(
     def: &MetricDef,
     agents: &[(&GroupSnapshot, &AgentRow)],
     labels: &[Vec<u8>],
-    value: &dyn Fn(&AgentRow) -> Option<i64>,
+    value: &AgentValue,
 ) {
     if !agents.iter().any(|(_, a)| value(a).is_some()) {
         return;
