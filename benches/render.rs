@@ -24,12 +24,12 @@ fn snapshot(agents: usize) -> Snapshot {
                         bk_agent_id: format!("0100{:028x}", n as u128 * 0x9e37_79b9_7f4a_7c15),
                         host_labels: vec![],
                         record: AgentRecord {
-                            state: if n % 20 == 0 {
+                            state: if n.is_multiple_of(20) {
                                 AgentState::Offline
                             } else {
                                 AgentState::Online
                             },
-                            status_code: Some(if n % 20 == 0 { 3 } else { 2 }),
+                            status_code: Some(if n.is_multiple_of(20) { 3 } else { 2 }),
                             version: ["2.1.3", "2.1.4-beta.12", "2.0.9"][n % 3].into(),
                             parent_ip: format!("10.255.0.{}", n % 7),
                             heartbeat_age: Some((n % 20) as f64),
