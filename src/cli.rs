@@ -134,6 +134,12 @@ pub struct SimulateArgs {
     /// Agents whose state flips per minute.
     #[arg(long = "churn-per-minute", default_value_t = 6.0)]
     pub churn_per_minute: f64,
+    /// Delay before every GSE reply (e.g. 200ms).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: std::time::Duration,
+    /// Write every agent's GSE 2.0 query key (agent id, or cloud:ip) to this file, one per line, then serve.
+    #[arg(long = "hosts-out", value_name = "PATH")]
+    pub hosts_out: Option<PathBuf>,
     /// App code the simulator accepts.
     #[arg(long = "app-code", default_value = "gse-exporter")]
     pub app_code: String,

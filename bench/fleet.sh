@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Fleet benchmark: the exporter against its simulator at several fleet sizes.
+#
+#   bench/fleet.sh                 # 10k, 100k and 1M agents (several minutes)
+#   bench/fleet.sh 100000          # chosen sizes
+#   bench/fleet.sh --smoke         # a few seconds, as CI runs it
+#
+# For each size it starts `gse_exporter simulate` (GSE 2.0, 200 ms latency)
+# and the exporter (batch 1000, 20 requests/s, burst 10, 8 in flight), waits
+# for the first full cycle (state + info), then measures one status-only
+# cycle and prints one row:
+#   cycle      seconds of that cycle (gse_exporter_poll_duration_seconds)
+#   bound      requests / rate: the fastest the rate limit allows
+#   cpu        exporter CPU-seconds (user+sys) over that cycle: decode, snapshot, render, gzip
+#   p50 / p99  /metrics latency (wrk: 1 connection for the median, 10 for p99),
+#              plain and gzip, next to nginx serving the same bytes as a static file
+#   body, gz   body sizes; rss, hwm: resident and peak memory of the exporter
+# Per-agent metrics are on up to 100k agents and off at 1M.
+# Uses public tools only: curl, wrk, nginx (Debian packages), /proc.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+smoke=0
+sizes=()
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) smoke=1 ;;
+    *) sizes+=("$arg") ;;
+  esac
+done
+if ((smoke)); then
+  sizes=(2000)
+elif ((${#sizes[@]} == 0)); then
+  sizes=(10000 100000 1000000)
+fi
+latency=200ms; rate=20; burst=10; wrk_time=10s
+((smoke)) && { latency=20ms; rate=50; wrk_time=1s; }
+
+for tool in curl wrk nginx; do
+  command -v "$tool" >/dev/null || { echo "bench/fleet.sh needs $tool (apt-get install curl wrk nginx)" >&2; exit 2; }
+done
+cargo build --release --quiet
+bin="$PWD/target/release/gse_exporter"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for() { # wait_for SECONDS COMMAND...: retry until it succeeds or time runs out
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { echo "timed out waiting for: $*" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+landing_success() { curl -sf "http://$1/" | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum; }
+metric() { curl -sf "http://$1/metrics" | awk -v m="$2" '$1 ~ "^"m {v=$2} END {print v}'; }
+wrk_pct() { # wrk_pct URL CONNECTIONS PERCENTILE [HEADER]: latency in ms at that percentile
+  local header=()
+  [[ -n "${4:-}" ]] && header=(-H "$4")
+  wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"$wrk_time" --latency "${header[@]}" "$1" |
+    awk -v p="$3%" '$1 == p {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.2f", v}'
+}
+
+start_nginx() { # start_nginx DIR PORT: serves DIR/metrics (and metrics.gz with gzip_static)
+  cat >"$1/nginx.conf" <<EOF
+daemon off; worker_processes 1; pid $1/nginx.pid; error_log $1/nginx.err;
+events { worker_connections 256; }
+http {
+  access_log off; sendfile on; tcp_nopush on;
+  client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp; uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp;
+  server { listen 127.0.0.1:$2; root $1/www;
+    location = /metrics { default_type "text/plain; version=0.0.4"; gzip_static on; } }
+}
+EOF
+  mkdir -p "$1/tmp"
+  nginx -c "$1/nginx.conf" -p "$1" &
+  pids+=($!)
+  wait_for 10 curl -sf -o /dev/null "http://127.0.0.1:$2/metrics"
+}
+
+printf '%9s %8s %8s %7s | %9s %9s %9s %9s | %9s %9s %9s %9s | %8s %7s %8s %8s\n' \
+  agents cycle_s bound_s cpu_s p50_ms ngx_p50 p99_ms ngx_p99 gz_p50 ngxgz_p50 gz_p99 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
+for n in "${sizes[@]}"; do
+  dir="$work/$n"; mkdir -p "$dir/www"
+  sim_port=$(free_port); exp_port=$(free_port); ngx_port=$(free_port)
+  "$bin" simulate --listen-address "127.0.0.1:$sim_port" --agents "$n" --latency "$latency" \
+    --churn-per-minute 0 --hosts-out "$dir/hosts" >"$dir/sim.log" 2>&1 &
+  pids+=($!)
+  wait_for 120 test -s "$dir/hosts"
+  per_agent=true; ((n >= 1000000)) && per_agent=false
+  requests=$(( (n + 999) / 1000 ))
+  interval=$(( requests * 3 / rate + 10 ))
+  cat >"$dir/gse.yml" <<EOF
+gse:
+  api: v2
+  url: http://127.0.0.1:$sim_port/api/bk-gse/prod
+  app_code: gse-exporter
+  app_secret: sim-secret
+  timeout: 30s
+  batch_size: 1000
+  rate_limit: { requests_per_second: $rate, burst: $burst }
+  max_in_flight: 8
+interval: ${interval}s
+info_interval: 24h
+groups:
+  - name: fleet
+    bk_biz_id: 2
+    hosts_file: $dir/hosts
+    per_agent_metrics: $per_agent
+EOF
+  "$bin" --config.file="$dir/gse.yml" --web.listen-address="127.0.0.1:$exp_port" --log.level=warn 2>"$dir/exporter.log" &
+  exp_pid=$!; pids+=($exp_pid)
+  addr="127.0.0.1:$exp_port"
+  wait_for $((interval * 3)) curl -sf "http://$addr/-/ready"
+  # Cycle 1 asked for state and info; measure the next, status-only, cycle.
+  first=$(landing_success "$addr")
+  wait_for $((interval * 2)) bash -c "[[ \"\$(curl -sf http://$addr/ | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum)\" != '$first' ]]"
+  ticks0=$(cpu_ticks "$exp_pid"); second=$(landing_success "$addr")
+  wait_for $((interval * 2)) bash -c "[[ \"\$(curl -sf http://$addr/ | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum)\" != '$second' ]]"
+  ticks1=$(cpu_ticks "$exp_pid")
+  cycle=$(metric "$addr" gse_exporter_poll_duration_seconds)
+  cpu=$(awk -v a="$ticks0" -v b="$ticks1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}')
+  bound=$(awk -v r="$requests" -v q="$rate" 'BEGIN {printf "%.2f", r / q}')
+
+  curl -sf -o "$dir/www/metrics" "http://$addr/metrics"
+  curl -sf -H 'Accept-Encoding: gzip' -o "$dir/www/metrics.gz" "http://$addr/metrics"
+  start_nginx "$dir" "$ngx_port"
+  exp_url="http://$addr/metrics"; ngx_url="http://127.0.0.1:$ngx_port/metrics"
+  gz='Accept-Encoding: gzip'
+  row=(
+    "$(wrk_pct "$exp_url" 1 50)" "$(wrk_pct "$ngx_url" 1 50)"
+    "$(wrk_pct "$exp_url" 10 99)" "$(wrk_pct "$ngx_url" 10 99)"
+    "$(wrk_pct "$exp_url" 1 50 "$gz")" "$(wrk_pct "$ngx_url" 1 50 "$gz")"
+    "$(wrk_pct "$exp_url" 10 99 "$gz")" "$(wrk_pct "$ngx_url" 10 99 "$gz")"
+  )
+  body=$(stat -c %s "$dir/www/metrics"); gzb=$(stat -c %s "$dir/www/metrics.gz")
+  rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
+  hwm=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
+  printf '%9s %8.2f %8s %7s | %9s %9s %9s %9s | %9s %9s %9s %9s | %8.1f %7.1f %8s %8s\n' \
+    "$n" "$cycle" "$bound" "$cpu" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
+    "$(awk -v b="$gzb" 'BEGIN{print b/1e6}')" "$rss" "$hwm"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+done
