@@ -12,6 +12,8 @@ use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::Config;
 use gse_exporter::sim::{self, AgentTruth, RunningSim, SimOptions};
 
+pub mod stack;
+
 /// Loopback, any free port.
 pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))

@@ -1,0 +1,619 @@
+//! End to end: simulator -> exporter -> a real Prometheus running the shipped
+//! rules -> a real Alertmanager with the shipped routing and inhibit rules ->
+//! a webhook this test serves. Time runs 60 times faster than in production
+//! (see `common::stack`): a rule group evaluates every second, `for: 5m`
+//! becomes 5s, and the exporter polls every second.
+//!
+//! "Exactly" means: the expected notifications arrived, then the rule groups
+//! evaluated for longer than the longest relevant `for:` without Prometheus
+//! holding any unexpected alert, and Alertmanager holds exactly the expected
+//! alerts (anything it could still notify would be among them).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::stack::*;
+use common::*;
+use gse_exporter::app::Exporter;
+use gse_exporter::sim::{AgentTruth, Faults, RunningSim, SimOptions};
+use serde_json::Value as Json;
+
+/// The test fleet: three groups of `PER_GROUP` agents, one on GSE 1.x.
+const GROUPS: [(&str, i64, &str); 3] = [("web", 2, "v2"), ("legacy", 3, "v1"), ("batch", 5, "v2")];
+const PER_GROUP: usize = 20;
+
+/// How long any single expected notification may take (several `for:`s).
+const NOTIFY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A simulator, an exporter polling it every second, and the stack.
+struct World {
+    sim: RunningSim,
+    exporter: Exporter,
+    stack: Stack,
+}
+
+impl World {
+    /// Starts everything; `top` adds top-level config keys.
+    async fn start(options: SimOptions, top: &str) -> World {
+        World::around(start_sim(options).await, top).await
+    }
+
+    /// Starts the exporter and the stack around a running simulator.
+    async fn around(sim: RunningSim, top: &str) -> World {
+        let truth = sim.truth();
+        let specs: Vec<GroupSpec> = GROUPS
+            .iter()
+            .zip(truth.chunks(PER_GROUP))
+            .map(|((name, biz, api), agents)| GroupSpec {
+                name,
+                bk_biz_id: *biz,
+                api,
+                agents,
+                labels: "",
+            })
+            .collect();
+        let yaml = config_yaml(
+            &sim,
+            "  rate_limit: { requests_per_second: 1000, burst: 100 }\n  max_attempts: 2\n  initial_backoff: 100ms\n  timeout: 2s\n",
+            &format!("interval: 1s\n{top}"),
+            &specs,
+        );
+        let exporter = start_exporter(parse_config(&yaml)).await;
+        wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
+        let stack = Stack::start(exporter.addr()).await;
+        stack.wait_scraped().await;
+        World {
+            sim,
+            exporter,
+            stack,
+        }
+    }
+
+    /// The configured agents of a group, with the group's API.
+    fn group(&self, name: &str) -> (&'static str, i64, &'static str, Vec<AgentTruth>) {
+        let index = GROUPS
+            .iter()
+            .position(|(g, _, _)| *g == name)
+            .expect("a test group");
+        let (group, biz, api) = GROUPS[index];
+        let agents = self.sim.truth()[index * PER_GROUP..(index + 1) * PER_GROUP].to_vec();
+        (group, biz, api, agents)
+    }
+
+    async fn shutdown(self) {
+        drop(self.stack);
+        self.exporter.shutdown().await;
+        self.sim.shutdown().await;
+    }
+}
+
+/// Every known agent online, a few hosts GSE does not know.
+fn healthy_fleet() -> SimOptions {
+    SimOptions {
+        agents: GROUPS.len() * PER_GROUP,
+        seed: 11,
+        online_share: 1.0,
+        unknown_share: 0.05,
+        ..SimOptions::default()
+    }
+}
+
+/// The labels a per-agent alert of `agent` in `group` must carry:
+/// (group, bk_biz_id, ip, bk_agent_id). GSE 1.x groups are configured by
+/// `cloud:ip`, so their series have no agent id.
+fn agent_key(group: &str, biz: i64, api: &str, agent: &AgentTruth) -> [String; 4] {
+    let agent_id = if api == "v1" {
+        String::new()
+    } else {
+        agent.bk_agent_id.clone()
+    };
+    [group.into(), biz.to_string(), agent.ip.clone(), agent_id]
+}
+
+fn notified_key(n: &Notified) -> [String; 4] {
+    ["group", "bk_biz_id", "ip", "bk_agent_id"].map(|l| n.label(l).to_string())
+}
+
+fn held_key(a: &HeldAlert) -> [String; 4] {
+    ["group", "bk_biz_id", "ip", "bk_agent_id"].map(|l| a.label(l).to_string())
+}
+
+/// Known agents of a group that can be addressed unambiguously.
+fn known(agents: &[AgentTruth]) -> Vec<&AgentTruth> {
+    agents.iter().filter(|a| a.known).collect()
+}
+
+/// Notifications of one alert name, any status.
+fn notified_named(stack: &Stack, alertname: &str) -> Vec<Notified> {
+    stack
+        .webhook
+        .notified()
+        .into_iter()
+        .filter(|n| n.alertname() == alertname)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_offline_agents_notify_exactly_those_agents_then_resolve() {
+    let world = World::start(healthy_fleet(), "").await;
+    let stack = &world.stack;
+
+    // One known agent per group, with an agent id where the group has one.
+    let mut chosen = Vec::new();
+    for (name, _, _) in GROUPS {
+        let (group, biz, api, agents) = world.group(name);
+        let agent = known(&agents)
+            .into_iter()
+            .find(|a| api == "v1" || !a.bk_agent_id.is_empty())
+            .expect("a known agent")
+            .clone();
+        chosen.push((group, biz, api, agent));
+    }
+    let ids: Vec<String> = chosen.iter().map(|(.., a)| a.hosts_key()).collect();
+    let expected: BTreeSet<[String; 4]> = chosen
+        .iter()
+        .map(|(g, b, api, a)| agent_key(g, *b, api, a))
+        .collect();
+    assert_eq!(world.sim.set_online(&ids, false).unwrap(), 3);
+
+    let firing = stack
+        .wait_notified("GseAgentOffline", "firing", 3, NOTIFY_DEADLINE)
+        .await;
+    let quiet = scaled_for_evaluations(&["GseAgentOffline"]) as usize + 3;
+    stack
+        .prometheus
+        .watch_evaluations(quiet, |alerts| {
+            alerts
+                .iter()
+                .find(|a| a.alertname() == "GseAgentOffline" && !expected.contains(&held_key(a)))
+                .map(|a| format!("unexpected GseAgentOffline for {:?}", held_key(a)))
+        })
+        .await;
+
+    let firing_now = stack.webhook.notified_as("GseAgentOffline", "firing");
+    assert!(firing_now.len() >= firing.len());
+    let notified: BTreeSet<[String; 4]> = firing_now.iter().map(notified_key).collect();
+    assert_eq!(
+        notified, expected,
+        "GseAgentOffline notified for exactly the three agents"
+    );
+    assert_eq!(firing_now.len(), 3, "one alert per agent: {firing_now:#?}");
+    for n in &firing_now {
+        assert_eq!(n.receiver, "gse-ticket", "warnings route to tickets: {n:?}");
+        assert_eq!(n.label("severity"), "warning");
+        assert_eq!(n.label("job"), "gse_exporter");
+    }
+    let held: BTreeSet<[String; 4]> = stack
+        .alertmanager
+        .alerts()
+        .await
+        .iter()
+        .filter(|a| a.alertname() == "GseAgentOffline")
+        .map(held_key)
+        .collect();
+    assert_eq!(
+        held, expected,
+        "Alertmanager holds exactly the three alerts"
+    );
+
+    // Back online: each of the three is resolved.
+    assert_eq!(world.sim.set_online(&ids, true).unwrap(), 3);
+    let resolved = stack
+        .wait_notified("GseAgentOffline", "resolved", 3, NOTIFY_DEADLINE)
+        .await;
+    let fingerprints = |list: &[Notified]| -> BTreeSet<String> {
+        list.iter().map(|n| n.fingerprint.clone()).collect()
+    };
+    assert_eq!(
+        fingerprints(&resolved),
+        fingerprints(&firing_now),
+        "exactly the firing alerts resolve"
+    );
+    world.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_offline_notifies_once_for_the_group_and_no_agent_of_it() {
+    let world = World::start(healthy_fleet(), "").await;
+    let stack = &world.stack;
+    let (group, biz, _, agents) = world.group("web");
+    // 40% of the configured hosts of the group (not-found hosts count in the
+    // denominator, as in gse_group:agents_offline:ratio).
+    let down = PER_GROUP * 4 / 10;
+    let ids: Vec<String> = known(&agents)
+        .iter()
+        .take(down)
+        .map(|a| a.hosts_key())
+        .collect();
+    assert_eq!(world.sim.set_online(&ids, false).unwrap(), down);
+
+    stack
+        .wait_notified("GseAgentsMassOffline", "firing", 1, NOTIFY_DEADLINE)
+        .await;
+    let quiet = scaled_for_evaluations(&["GseAgentOffline", "GseAgentsMassOffline"]) as usize + 3;
+    stack
+        .prometheus
+        .watch_evaluations(quiet, |alerts| {
+            alerts
+                .iter()
+                .find(|a| {
+                    (a.alertname() == "GseAgentOffline" && a.state == "firing")
+                        || (a.alertname() == "GseAgentsMassOffline" && a.label("group") != group)
+                })
+                .map(|a| format!("unexpected {} {:?}", a.alertname(), a.labels))
+        })
+        .await;
+
+    let mass = notified_named(stack, "GseAgentsMassOffline");
+    assert_eq!(mass.len(), 1, "one mass-offline notification: {mass:#?}");
+    let n = &mass[0];
+    assert_eq!(n.status, "firing");
+    assert_eq!(n.receiver, "gse-page", "critical routes to the pager");
+    let label_names: Vec<&str> = n.labels.keys().map(String::as_str).collect();
+    assert_eq!(
+        label_names,
+        ["alertname", "bk_biz_id", "group", "job", "severity"],
+        "one alert for the group, no per-agent labels"
+    );
+    assert_eq!(n.label("group"), group);
+    assert_eq!(n.label("bk_biz_id"), biz.to_string());
+
+    let offline = notified_named(stack, "GseAgentOffline");
+    assert!(
+        offline.is_empty(),
+        "no per-agent notification while the group is in mass offline: {offline:#?}"
+    );
+    let held: Vec<HeldAlert> = stack
+        .alertmanager
+        .alerts()
+        .await
+        .into_iter()
+        .filter(|a| a.alertname().starts_with("GseAgent") && a.alertname() != "GseAgentNotFound")
+        .collect();
+    assert_eq!(
+        held.len(),
+        1,
+        "Alertmanager holds only the mass offline: {held:#?}"
+    );
+    world.shutdown().await;
+}
+
+/// The alerts whose expressions are muted while `gse_up == 0` for their group
+/// (GseAgentVersionDrift is not: only Alertmanager's inhibit rule mutes it).
+const MUTED_BY_OUTAGE: &[&str] = &[
+    "GseAgentOffline",
+    "GseAgentNotFound",
+    "GseAgentHeartbeatStale",
+    "GseAgentFlapping",
+    "GseAgentsMassOffline",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gse_outage_notifies_unreachable_and_no_agent_offline() {
+    // Agents of a failing batch keep their last values for a minute: an agent
+    // that is offline when GSE becomes unreachable stays exported as offline,
+    // so only the alert rules keep it quiet.
+    let world = World::start(healthy_fleet(), "stale_after: 60s\n").await;
+    let stack = &world.stack;
+
+    // Before the outage: one agent is offline and notified.
+    let (group, biz, api, agents) = world.group("batch");
+    let before = known(&agents)[0].clone();
+    assert_eq!(
+        world.sim.set_online(&[before.hosts_key()], false).unwrap(),
+        1
+    );
+    let firing = stack
+        .wait_notified("GseAgentOffline", "firing", 1, NOTIFY_DEADLINE)
+        .await;
+    assert_eq!(
+        firing.iter().map(notified_key).collect::<Vec<_>>(),
+        [agent_key(group, biz, api, &before)]
+    );
+
+    // GSE fails, and meanwhile an agent of every group goes offline.
+    world.sim.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    let during: Vec<String> = GROUPS
+        .iter()
+        .map(|(name, ..)| known(&world.group(name).3)[1].hosts_key())
+        .collect();
+    assert_eq!(world.sim.set_online(&during, false).unwrap(), 3);
+
+    let unreachable = stack
+        .wait_notified("GseExporterGseUnreachable", "firing", 3, NOTIFY_DEADLINE)
+        .await;
+    let got: BTreeSet<(String, String)> = unreachable
+        .iter()
+        .map(|n| (n.label("group").into(), n.label("bk_biz_id").into()))
+        .collect();
+    let want: BTreeSet<(String, String)> = GROUPS
+        .iter()
+        .map(|(g, b, _)| (g.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(
+        got, want,
+        "one unreachable alert per group, with its business"
+    );
+    assert!(unreachable.iter().all(|n| n.receiver == "gse-page"));
+
+    // While it lasts, no per-agent alert is even pending.
+    let quiet = scaled_for_evaluations(&["GseAgentOffline"]) as usize + 3;
+    stack
+        .prometheus
+        .watch_evaluations(quiet, |alerts| {
+            alerts
+                .iter()
+                .find(|a| MUTED_BY_OUTAGE.contains(&a.alertname()))
+                .map(|a| format!("{} {} during the outage", a.alertname(), a.state))
+        })
+        .await;
+    let offline = stack.webhook.notified_as("GseAgentOffline", "firing");
+    assert_eq!(
+        offline.len(),
+        1,
+        "no GseAgentOffline fired during the outage: {offline:#?}"
+    );
+    let held: Vec<HeldAlert> = stack
+        .alertmanager
+        .alerts()
+        .await
+        .into_iter()
+        .filter(|a| a.alertname() == "GseAgentOffline")
+        .collect();
+    assert!(
+        held.is_empty(),
+        "Alertmanager holds no GseAgentOffline: {held:#?}"
+    );
+    // The exporter really is blind and still exports the offline agent.
+    assert_eq!(stack.prometheus.count("gse_up == 0").await, 3);
+    let selector = format!(
+        r#"gse_agent_online{{group="{group}",ip="{}"}} == 0"#,
+        before.ip
+    );
+    assert_eq!(stack.prometheus.count(&selector).await, 1);
+    world.shutdown().await;
+}
+
+// ------------------------------------------------------------- dashboards
+
+/// Dashboard targets allowed to return nothing in this scenario, by
+/// (panel title, a substring of the expression), and why. Targets naming a
+/// metric of `NOT_YET_EXPOSED` may be empty too.
+const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[(
+    "Heartbeat age distribution",
+    "count(gse_agent_heartbeat_age_seconds",
+    "one target per age bucket: a bucket no agent's age falls into is empty \
+         (online agents beat every 20s, so in a healthy fleet only the first \
+         bucket is sure to have data); the panel as a whole must have data",
+)];
+
+/// A `label_values(selector, label)` variable query as an instant query.
+fn variable_query(query: &str) -> Option<(String, String)> {
+    let inner = query.strip_prefix("label_values(")?.strip_suffix(')')?;
+    let (selector, label) = inner.rsplit_once(',')?;
+    let label = label.trim().to_string();
+    Some((format!("group by ({label}) ({selector})"), label))
+}
+
+/// Replaces Grafana's variables; panics if one is left.
+fn substitute(expr: &str, values: &[(&str, &str)]) -> String {
+    let mut out = expr.to_string();
+    // Longest names first so `$__rate_interval` is not hit by `$__interval`.
+    let mut values = values.to_vec();
+    values.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
+    for (name, value) in values {
+        out = out
+            .replace(&format!("${{{name}}}"), value)
+            .replace(&format!("${name}"), value);
+    }
+    assert!(!out.contains('$'), "unsubstituted variable in {out}");
+    out
+}
+
+fn panels(dashboard: &Json) -> Vec<&Json> {
+    fn walk<'a>(list: &'a Json, out: &mut Vec<&'a Json>) {
+        for panel in list.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            out.push(panel);
+            walk(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_runs_and_returns_data() {
+    // Some offline agents and hosts GSE does not know from the start, and
+    // every fifth GSE request rate limited (then retried) for a while.
+    // The first seed whose every group has online and offline agents and a
+    // host GSE does not know.
+    let mut seed = 0;
+    let sim = loop {
+        seed += 1;
+        assert!(seed < 100, "no suitable seed");
+        let sim = start_sim(SimOptions {
+            agents: GROUPS.len() * PER_GROUP,
+            seed,
+            online_share: 0.8,
+            unknown_share: 0.1,
+            ..SimOptions::default()
+        })
+        .await;
+        let suitable = sim.truth().chunks(PER_GROUP).all(|group| {
+            group.iter().any(|a| a.known && a.online)
+                && group.iter().any(|a| a.known && !a.online)
+                && group.iter().any(|a| !a.known)
+        });
+        if suitable {
+            break sim;
+        }
+        sim.shutdown().await;
+    };
+    let world = World::around(sim, "").await;
+    let stack = &world.stack;
+    world.sim.set_faults(Faults {
+        throttle_every: Some(5),
+        ..Faults::default()
+    });
+    // An agent changes state (for the state-change and flapping panels).
+    let (_, _, _, web) = world.group("web");
+    let flip = known(&web)
+        .into_iter()
+        .find(|a| a.online)
+        .expect("an online agent")
+        .hosts_key();
+    world.sim.set_online(&[flip], false).unwrap();
+    wait_until(
+        "Prometheus to see a state change, a rate-limited request and a retry",
+        Duration::from_secs(60),
+        || async {
+            let changed = stack
+                .prometheus
+                .count(r#"changes(gse_agent_online{job="gse_exporter"}[1h]) > 0"#)
+                .await;
+            let throttled = stack
+                .prometheus
+                .count(r#"gse_exporter_api_requests_total{result="rate_limited"} > 0"#)
+                .await;
+            let retried = stack
+                .prometheus
+                .count("gse_exporter_api_retries_total > 0")
+                .await;
+            (changed > 0 && throttled > 0 && retried > 0).then_some(())
+        },
+    )
+    .await;
+    world.sim.set_faults(Faults::default());
+    // Rates need two samples after the last change; recording rules their turn.
+    let cycles = *world.exporter.cycles().borrow();
+    wait_cycles(&world.exporter, cycles + 3, Duration::from_secs(30)).await;
+    stack.prometheus.watch_evaluations(3, |_| None).await;
+
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for file in dashboard_files() {
+        let dashboard: Json = serde_json::from_str(&read(&file)).expect("dashboard JSON");
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+
+        // Template variables: each must list the values the panels use.
+        let base = [
+            ("job", "gse_exporter"),
+            ("bk_biz_id", ".*"),
+            ("group", ".*"),
+        ];
+        for var in dashboard["templating"]["list"]
+            .as_array()
+            .expect("templating")
+        {
+            if var["type"] != "query" {
+                continue;
+            }
+            let query = var["query"]["query"]
+                .as_str()
+                .or_else(|| var["query"].as_str())
+                .expect("variable query");
+            let (expr, label) = variable_query(query)
+                .unwrap_or_else(|| panic!("{name}: unsupported variable query {query}"));
+            let expr = substitute(&expr, &base);
+            match stack.prometheus.query(&expr).await {
+                Ok(data) if data["result"].as_array().is_some_and(|r| !r.is_empty()) => {
+                    let values: Vec<&str> = data["result"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(|s| s["metric"][&label].as_str())
+                        .collect();
+                    let want = match label.as_str() {
+                        "job" => "gse_exporter",
+                        "group" => "web",
+                        "bk_biz_id" => "2",
+                        _ => "",
+                    };
+                    if !values.contains(&want) {
+                        problems.push(format!(
+                            "{name}: ${} lists {values:?}, not {want}",
+                            var["name"]
+                        ));
+                    }
+                }
+                Ok(_) => problems.push(format!(
+                    "{name}: variable ${} is empty: {expr}",
+                    var["name"]
+                )),
+                Err(e) => problems.push(format!("{name}: variable ${}: {e}: {expr}", var["name"])),
+            }
+        }
+
+        for panel in panels(&dashboard) {
+            let title = panel["title"].as_str().unwrap_or("").to_string();
+            let exprs: Vec<&str> = panel["targets"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|t| t["expr"].as_str())
+                .collect();
+            if exprs.is_empty() {
+                continue;
+            }
+            let not_yet = exprs
+                .iter()
+                .all(|e| NOT_YET_EXPOSED.iter().any(|m| e.contains(m)));
+            // Every panel with all groups, and with one real group.
+            for (group, biz) in [(".*", ".*"), ("web", "2")] {
+                for rate_interval in ["4s", "1m"] {
+                    let values = [
+                        ("job", "gse_exporter"),
+                        ("group", group),
+                        ("bk_biz_id", biz),
+                        ("__rate_interval", rate_interval),
+                        ("__interval", "1s"),
+                        ("__range", "5m"),
+                        ("datasource", "prometheus"),
+                    ];
+                    let mut panel_has_data = false;
+                    for expr in &exprs {
+                        let may_be_empty = MAY_BE_EMPTY
+                            .iter()
+                            .any(|(t, part, _)| *t == title && expr.contains(part));
+                        let query = substitute(expr, &values);
+                        checked += 1;
+                        let where_ =
+                            format!("{name} / {title:?} [{group}, {rate_interval}]: {query}");
+                        match stack.prometheus.query(&query).await {
+                            Err(e) => problems.push(format!("{where_}: {e}")),
+                            Ok(data) => {
+                                let empty = data["result"].as_array().is_none_or(Vec::is_empty);
+                                panel_has_data |= !empty;
+                                if empty && !may_be_empty && !not_yet {
+                                    problems.push(format!("{where_}: no data"));
+                                }
+                            }
+                        }
+                        if let Err(e) = stack.prometheus.query_range(&query, 30).await {
+                            problems.push(format!("{where_} (range): {e}"));
+                        }
+                    }
+                    if !panel_has_data && !not_yet {
+                        problems.push(format!(
+                            "{name} / {title:?} [{group}, {rate_interval}]: no target has data"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} dashboard queries found");
+    assert!(
+        problems.is_empty(),
+        "dashboard queries:\n{}",
+        problems.join("\n")
+    );
+    world.shutdown().await;
+}
