@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::cmdb::BizSpec;
+
 /// Heartbeat period of an online agent: its `report_time` is never older.
 const HEARTBEAT_MS: u64 = 20_000;
 
@@ -43,6 +45,10 @@ pub struct SimOptions {
     pub latency: Duration,
     /// Most ids one v2 request may carry.
     pub max_batch_v2: usize,
+    /// CMDB businesses, filled from the fleet in order. Empty (the default)
+    /// means [`BizSpec::default_split`]: biz 2, 3 and 5 with 40 %, 30 % and
+    /// the rest of the fleet.
+    pub businesses: Vec<BizSpec>,
 }
 
 impl Default for SimOptions {
@@ -65,6 +71,7 @@ impl Default for SimOptions {
             app_secret: "sim-secret".to_string(),
             latency: Duration::ZERO,
             max_batch_v2: 1000,
+            businesses: Vec::new(),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The simulator's request log: one record per GSE request (control
-//! requests are not recorded) and the helpers tests use to read it.
+//! The simulator's request log: one record per GSE or CMDB request
+//! (control requests are not recorded) and the helpers tests use to read it.
 //!
 //! Owns `Api`, `Outcome`, `RequestRecord`, the bounded log and the window
 //! counter; it never decides outcomes itself.
@@ -12,7 +12,7 @@ use serde::Serialize;
 /// Records kept before the oldest are discarded (keeps benchmarks bounded).
 const MAX_RECORDS: usize = 1_000_000;
 
-/// Which GSE endpoint was called.
+/// Which GSE or CMDB endpoint was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
@@ -24,12 +24,19 @@ pub enum Api {
     V2State,
     /// Gateway `list_agent_info`.
     V2Info,
+    /// CMDB host listing: ESB `list_biz_hosts` or gateway `list_hosts`.
+    CmdbListHosts,
 }
 
 impl Api {
-    /// Whether this is a gateway (GSE 2.0) endpoint.
+    /// Whether this is a gateway GSE 2.0 endpoint (CMDB is not).
     pub fn is_v2(self) -> bool {
         matches!(self, Api::V2State | Api::V2Info)
+    }
+
+    /// Whether this is a CMDB endpoint.
+    pub fn is_cmdb(self) -> bool {
+        self == Api::CmdbListHosts
     }
 }
 
@@ -51,14 +58,15 @@ pub enum Outcome {
     BadRequest,
 }
 
-/// One GSE request as seen by the simulator.
+/// One GSE or CMDB request as seen by the simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestRecord {
     /// When the request arrived (before any latency).
     pub at: Instant,
     /// Endpoint called.
     pub api: Api,
-    /// Number of ids (v2) or hosts (v1) in the body; 0 if unreadable.
+    /// Number of ids (v2) or hosts (v1) in the body, 0 if unreadable;
+    /// for CMDB the rows returned in `info` (0 on failure).
     pub ids: usize,
     /// How it was answered.
     pub outcome: Outcome,
@@ -67,13 +75,13 @@ pub struct RequestRecord {
 /// Request counts for `GET /sim/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
-    /// All GSE requests recorded.
+    /// All GSE and CMDB requests recorded.
     pub total: usize,
     /// Requests per endpoint.
     pub by_api: BTreeMap<Api, usize>,
     /// Requests per outcome.
     pub by_outcome: BTreeMap<Outcome, usize>,
-    /// Ids or hosts asked for, summed.
+    /// Ids or hosts asked for (CMDB: rows returned), summed.
     pub ids: usize,
 }
 

@@ -5,7 +5,18 @@
 //! [`RunningSim`] / [`SimHandle`] and the re-exported option, fault and log
 //! types. It serves ESB v1 (`get_agent_status`, `get_agent_info`) and gateway
 //! v2 (`list_agent_state`, `list_agent_info`) from one deterministic fleet,
-//! plus a `/sim/*` control API. It must never be reached from the exporter's
+//! CMDB host discovery for the same fleet, plus a `/sim/*` control API.
+//!
+//! Roots ([`RunningSim`] builds them): GSE v1 `http://ADDR/api/c/compapi/v2/gse`,
+//! GSE v2 `http://ADDR/api/bk-gse/prod`, CMDB through ESB
+//! `http://ADDR/api/c/compapi/v2/cc` (`POST {root}/list_biz_hosts/`, body
+//! auth and `bk_biz_id`) and CMDB through the gateway
+//! `http://ADDR/api/bk-cmdb/prod` (`POST {root}/api/v3/hosts/app/{biz}/list_hosts`
+//! or `{root}/api/v3/open/hosts/app/{biz}/list_hosts`, header auth). Control:
+//! `POST /sim/agents`, `GET|POST /sim/faults`, `GET /sim/truth`,
+//! `GET|DELETE /sim/stats`, `POST /sim/cmdb` (`{"bk_biz_id", "set_hosts",
+//! "remove", "add", "visible_share"}`, applied in that order) and
+//! `GET /sim/cmdb/{biz}` (the hosts CMDB serves). It must never be reached from the exporter's
 //! production path unless the user asks for it (`--demo`, `simulate`), and it
 //! must not depend on the exporter's own modules.
 //!
@@ -17,7 +28,20 @@
 //!   whole seconds until a token, at least 1; `-Limit` is the bucket's
 //!   requests per second rounded up (1 without a bucket).
 //! - Fault `latency` is a humantime string or integer milliseconds.
+//! - CMDB replies use one envelope on both paths (`result`, `code`,
+//!   `message`, `permission: null`, `request_id`, `data: {count, info}`);
+//!   its own errors (1199000 bad JSON, 1199006 bad parameters such as
+//!   `page.limit` outside 1..=500) are HTTP 200 with `result:false` on
+//!   both. Credentials fail as ESB or gateway errors; `cmdb_outage` is ESB
+//!   1306201 (HTTP 200) or gateway 502/1650200. An unknown business has no
+//!   hosts. `fields` absent or empty means the seven host fields;
+//!   `bk_set_id`/`bk_module_id` come back only when asked. Filters on
+//!   `bk_host_innerip(_v6)` match the whole value or any one address.
+//!   `page.sort` takes any known field, `-` for descending, ties by id.
+//!   `set_cond`/`module_cond` are rejected with 1199006.
 
+mod cmdb;
+mod cmdb_http;
 mod conn;
 mod faults;
 mod fleet;
@@ -34,10 +58,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use cmdb::{Addressing, BizSpec, CmdbHost};
 pub use faults::{BodyFault, Faults, RateLimit};
 pub use fleet::{AgentTruth, SimOptions};
 pub use log::{Api, Outcome, RequestRecord, Stats, max_in_window};
 
+use cmdb_http::{CMDB_ESB_ROOT, CMDB_GATEWAY_ROOT};
 use conn::{ConnTag, SimListener};
 use server::{Shared, V1_ROOT, V2_ROOT};
 
@@ -97,6 +123,40 @@ impl SimHandle {
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }
+
+    /// Ids of the CMDB businesses, ascending.
+    pub fn cmdb_businesses(&self) -> Vec<i64> {
+        self.shared.cmdb().business_ids()
+    }
+
+    /// The hosts CMDB currently serves for a business (visible share
+    /// applied), by `bk_host_id`; empty for an unknown business.
+    pub fn cmdb_hosts(&self, bk_biz_id: i64) -> Vec<CmdbHost> {
+        self.shared.cmdb().visible(bk_biz_id)
+    }
+
+    /// Replace a business's hosts (creating it if new; the visible share is
+    /// kept). Duplicate ids: the last one wins.
+    pub fn set_cmdb_hosts(&self, bk_biz_id: i64, hosts: Vec<CmdbHost>) {
+        self.shared.cmdb().set_hosts(bk_biz_id, hosts);
+    }
+
+    /// Add hosts to a business, replacing any with the same `bk_host_id`.
+    pub fn add_cmdb_hosts(&self, bk_biz_id: i64, hosts: Vec<CmdbHost>) {
+        self.shared.cmdb().add_hosts(bk_biz_id, hosts);
+    }
+
+    /// Remove hosts from a business by `bk_host_id`; returns how many went.
+    pub fn remove_cmdb_hosts(&self, bk_biz_id: i64, ids: &[i64]) -> usize {
+        self.shared.cmdb().remove_hosts(bk_biz_id, ids)
+    }
+
+    /// Serve only `share` (0..=1) of a business's hosts: exactly
+    /// `floor(share * n)`, a fixed scattered subset per seed (a smaller
+    /// share keeps a subset of a larger one). 1 serves all again.
+    pub fn set_cmdb_visible_share(&self, bk_biz_id: i64, share: f64) {
+        self.shared.cmdb().set_visible_share(bk_biz_id, share);
+    }
 }
 
 /// A simulator serving on a local address; stops on [`RunningSim::shutdown`]
@@ -123,6 +183,16 @@ impl RunningSim {
     /// The gateway v2 root: `http://ADDR/api/bk-gse/prod`.
     pub fn v2_url(&self) -> String {
         format!("http://{}{V2_ROOT}", self.addr)
+    }
+
+    /// The CMDB root through ESB: `http://ADDR/api/c/compapi/v2/cc`.
+    pub fn cmdb_esb_url(&self) -> String {
+        format!("http://{}{CMDB_ESB_ROOT}", self.addr)
+    }
+
+    /// The CMDB root through the gateway: `http://ADDR/api/bk-cmdb/prod`.
+    pub fn cmdb_gateway_url(&self) -> String {
+        format!("http://{}{CMDB_GATEWAY_ROOT}", self.addr)
     }
 
     /// A handle that outlives borrow scopes (e.g. to move into a task).

@@ -1,5 +1,6 @@
 //! HTTP replies of the simulator: success and error envelopes for ESB (v1)
-//! and the API gateway (v2), rate-limit headers, and broken bodies.
+//! and the API gateway (v2), CMDB envelopes, rate-limit headers, and broken
+//! bodies.
 //!
 //! Owns how a decided answer becomes bytes on the wire; it never decides
 //! *which* answer to give and never reads the fleet.
@@ -48,6 +49,8 @@ pub(crate) enum Failure {
     Code(i64),
     /// v2: none of the ids is known (1011003).
     NotFound,
+    /// A CMDB error (code, message): HTTP 200, `result:false`, both paths.
+    Cmdb(i64, String),
 }
 
 impl Failure {
@@ -55,7 +58,7 @@ impl Failure {
     pub fn outcome(&self) -> Outcome {
         match self {
             Failure::NoUser | Failure::BadCredentials => Outcome::AuthError,
-            Failure::BadArgs(_) => Outcome::BadRequest,
+            Failure::BadArgs(_) | Failure::Cmdb(..) => Outcome::BadRequest,
             Failure::RateLimited(_) => Outcome::RateLimited,
             Failure::Upstream => Outcome::Fault,
             Failure::NotFound | Failure::Code(NOT_FOUND_CODE) => Outcome::NotFound,
@@ -100,6 +103,7 @@ fn v1_failure(f: &Failure, request_id: &str) -> Response {
         Failure::Upstream => (1306201, "Request third-party interface error".to_string()),
         Failure::Code(c) => (*c, format!("simulated error code {c}")),
         Failure::NotFound => (NOT_FOUND_CODE, "agents not found".to_string()),
+        Failure::Cmdb(c, m) => (*c, m.clone()),
     };
     let body = json!({"result": false, "code": code, "message": message, "data": null,
                       "request_id": request_id});
@@ -118,6 +122,29 @@ fn v2_failure(f: &Failure) -> Response {
         }
         Failure::Code(c) => gse_error(*c, &format!("simulated error code {c}")),
         Failure::NotFound => gse_error(NOT_FOUND_CODE, "agent not found: none of the ids"),
+        Failure::Cmdb(c, m) => gse_error(*c, m),
+    }
+}
+
+/// The CMDB success envelope around `data`, the same on ESB and gateway.
+pub(crate) fn cmdb_success(data: Value, request_id: &str) -> Response {
+    let body = json!({"result": true, "code": 0, "message": "success", "permission": null,
+                      "request_id": request_id, "data": data});
+    json_response(StatusCode::OK, &body)
+}
+
+/// A failed CMDB request: CMDB's own errors are HTTP 200 with its
+/// envelope; auth and outage failures are ESB's (`gateway` false) or the
+/// gateway's.
+pub(crate) fn cmdb_failure(gateway: bool, f: &Failure, request_id: &str) -> Response {
+    match f {
+        Failure::Cmdb(code, message) => {
+            let body = json!({"result": false, "code": code, "message": message,
+                              "permission": null, "request_id": request_id, "data": null});
+            json_response(StatusCode::OK, &body)
+        }
+        _ if gateway => v2_failure(f),
+        _ => v1_failure(f, request_id),
     }
 }
 

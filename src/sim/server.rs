@@ -1,5 +1,6 @@
 //! The simulator's HTTP side: shared state, the axum router, the GSE
-//! handlers (auth, rate limit, faults, lookup) and the `/sim/*` control API.
+//! handlers (auth, rate limit, faults, lookup) and the `/sim/*` control API
+//! (the CMDB routes are added from `cmdb_http`).
 //!
 //! Owns the order in which checks run for a GSE request:
 //! credentials, rate limit (bucket, then `throttle_every`), outage and
@@ -22,6 +23,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::SimError;
+use super::cmdb::Cmdb;
+use super::cmdb_http;
 use super::conn::ConnTag;
 use super::faults::{BodyFault, Faults, TokenBucket, dropped, error_hit, throttle_hit};
 use super::fleet::{Agent, AgentTruth, Fleet, SimOptions, mix, now_ms};
@@ -43,13 +46,19 @@ pub(crate) struct Shared {
     bucket: Mutex<Option<TokenBucket>>,
     counter: AtomicU64,
     log: Mutex<RequestLog>,
+    cmdb: Mutex<Cmdb>,
+    cmdb_counter: AtomicU64,
 }
 
 impl Shared {
     /// Fresh state for `opts`, no faults.
     pub fn new(opts: SimOptions) -> Self {
+        let fleet = Fleet::new(&opts);
+        let cmdb = Cmdb::new(&opts, &fleet);
         Self {
-            fleet: Mutex::new(Fleet::new(&opts)),
+            fleet: Mutex::new(fleet),
+            cmdb: Mutex::new(cmdb),
+            cmdb_counter: AtomicU64::new(0),
             opts,
             faults: Mutex::new(Faults::default()),
             bucket: Mutex::new(None),
@@ -109,6 +118,23 @@ impl Shared {
     pub fn stats(&self) -> Stats {
         self.log.lock().stats()
     }
+
+    /// The CMDB, locked.
+    pub fn cmdb(&self) -> parking_lot::MutexGuard<'_, Cmdb> {
+        self.cmdb.lock()
+    }
+
+    /// Record one request.
+    pub fn record(&self, r: RequestRecord) {
+        self.log.lock().push(r);
+    }
+
+    /// A request id for the next CMDB request (own counter, so CMDB traffic
+    /// never shifts GSE's per-request fault decisions).
+    pub fn cmdb_request_id(&self, headers: &HeaderMap) -> String {
+        let n = self.cmdb_counter.fetch_add(1, Ordering::SeqCst) + 1;
+        request_id(headers, self.opts.seed ^ 0xC3D8, n)
+    }
 }
 
 /// The router serving both GSE APIs and the control API.
@@ -144,7 +170,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             .route(&path, post(handler))
             .route(&format!("{path}/"), post(handler));
     }
-    r.route("/sim/agents", post(control_agents))
+    r.merge(cmdb_http::routes())
+        .route("/sim/agents", post(control_agents))
         .route("/sim/faults", post(control_faults).get(get_faults))
         .route("/sim/truth", get(get_truth))
         .route("/sim/stats", get(get_stats).delete(clear_stats))
@@ -337,8 +364,18 @@ impl Shared {
             Ok(Body::V2(_)) => return Err(Failure::BadArgs("unexpected body".into())),
             Err(e) => return Err(Failure::BadArgs(e.clone())),
         };
-        self.check_app(b.bk_app_code.as_deref(), b.bk_app_secret.as_deref())?;
         let user = b.bk_username.as_deref().or(b.bk_token.as_deref());
+        self.check_esb_auth(b.bk_app_code.as_deref(), b.bk_app_secret.as_deref(), user)
+    }
+
+    /// ESB credentials from the body: app code and secret, then a user.
+    pub(crate) fn check_esb_auth(
+        &self,
+        code: Option<&str>,
+        secret: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<(), Failure> {
+        self.check_app(code, secret)?;
         match user {
             Some(u) if !u.is_empty() => Ok(()),
             _ => Err(Failure::NoUser),
@@ -355,7 +392,8 @@ impl Shared {
         }
     }
 
-    fn check_gateway_auth(&self, headers: &HeaderMap) -> Result<(), Failure> {
+    /// Gateway credentials from `X-Bkapi-Authorization`.
+    pub(crate) fn check_gateway_auth(&self, headers: &HeaderMap) -> Result<(), Failure> {
         let raw = headers
             .get("x-bkapi-authorization")
             .and_then(|v| v.to_str().ok());
@@ -536,6 +574,6 @@ async fn clear_stats(State(shared): State<Arc<Shared>>) -> Response {
     reply::json_response(StatusCode::OK, &json!({"cleared": true}))
 }
 
-fn control_error(message: &str) -> Response {
+pub(crate) fn control_error(message: &str) -> Response {
     reply::json_response(StatusCode::BAD_REQUEST, &json!({"error": message}))
 }

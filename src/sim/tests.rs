@@ -677,3 +677,463 @@ async fn request_log_supports_rate_checks() {
     sim.clear_requests();
     assert!(sim.requests().is_empty());
 }
+
+// ---- CMDB ----
+
+fn esb_auth(body: Value) -> Value {
+    let mut body = body;
+    body["bk_app_code"] = json!("gse-exporter");
+    body["bk_app_secret"] = json!("sim-secret");
+    body["bk_username"] = json!("admin");
+    body
+}
+
+async fn post_json(url: String, auth: Option<String>, body: &Value) -> Reply {
+    let mut req = reqwest::Client::new().post(url).json(body);
+    if let Some(a) = auth {
+        req = req.header("X-Bkapi-Authorization", a);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn cmdb_esb(sim: &RunningSim, body: Value) -> Reply {
+    let url = format!("{}/list_biz_hosts/", sim.cmdb_esb_url());
+    post_json(url, None, &body).await
+}
+
+/// Gateway `list_hosts` under `prefix` (`hosts` or `open/hosts`).
+async fn cmdb_gw(sim: &RunningSim, prefix: &str, biz: i64, body: Value, slash: &str) -> Reply {
+    let url = format!(
+        "{}/api/v3/{prefix}/app/{biz}/list_hosts{slash}",
+        sim.cmdb_gateway_url()
+    );
+    post_json(url, Some(auth_header("sim-secret")), &body).await
+}
+
+fn page(start: usize, limit: i64) -> Value {
+    json!({"start": start, "limit": limit, "sort": "bk_host_id"})
+}
+
+fn host_ids(body: &Value) -> Vec<i64> {
+    let info = body["data"]["info"].as_array().unwrap();
+    info.iter()
+        .map(|h| h["bk_host_id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn cmdb_pages_across_the_business() {
+    let sim = sim().await;
+    let want: Vec<i64> = sim.cmdb_hosts(2).iter().map(|h| h.bk_host_id).collect();
+    assert!(want.len() > 100, "{}", want.len());
+    let mut got = Vec::new();
+    for start in (0..want.len() + 50).step_by(50) {
+        let r = cmdb_esb(
+            &sim,
+            esb_auth(json!({"bk_biz_id": 2, "page": page(start, 50)})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["result"], json!(true));
+        assert_eq!(r.body["code"], json!(0));
+        assert!(r.body.get("permission").is_some_and(Value::is_null));
+        assert_eq!(r.body["request_id"].as_str().map(str::len), Some(32));
+        assert_eq!(r.body["data"]["count"], json!(want.len()));
+        got.extend(host_ids(&r.body));
+    }
+    assert_eq!(got, want);
+    let reqs = sim.requests();
+    assert!(
+        reqs.iter()
+            .all(|r| r.api == Api::CmdbListHosts && r.outcome == Outcome::Ok)
+    );
+    assert_eq!(reqs.iter().map(|r| r.ids).sum::<usize>(), want.len());
+    assert!(!Api::CmdbListHosts.is_v2() && Api::CmdbListHosts.is_cmdb());
+
+    // Descending sort and the full field set.
+    let body = esb_auth(
+        json!({"bk_biz_id": "2", "page": {"start": 0, "limit": 1, "sort": "-bk_host_id"}}),
+    );
+    let r = cmdb_esb(&sim, body).await;
+    let first = &r.body["data"]["info"][0];
+    assert_eq!(first["bk_host_id"], json!(want[want.len() - 1]));
+    let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 7, "{keys:?}");
+}
+
+#[tokio::test]
+async fn cmdb_limit_bounds_are_1199006() {
+    let sim = sim().await;
+    for limit in [501, 0, -1] {
+        let body = json!({"bk_biz_id": 3, "page": page(0, limit)});
+        let r = cmdb_esb(&sim, esb_auth(body.clone())).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            (r.body["result"].as_bool(), r.body["code"].as_i64()),
+            (Some(false), Some(1199006))
+        );
+        assert!(r.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let r = cmdb_gw(&sim, "hosts", 3, body, "").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["code"], json!(1199006));
+    }
+    let r = cmdb_esb(&sim, esb_auth(json!({"bk_biz_id": 3}))).await;
+    assert_eq!(r.body["code"], json!(1199006), "page is required");
+    let r = cmdb_gw(&sim, "hosts", 3, json!({"page": page(0, 500)}), "").await;
+    assert_eq!(r.body["code"], json!(0));
+    let out = sim.stats().by_outcome;
+    assert_eq!((out[&Outcome::BadRequest], out[&Outcome::Ok]), (7, 1));
+}
+
+#[tokio::test]
+async fn cmdb_gateway_paths_and_auth() {
+    let sim = sim().await;
+    let body = json!({"page": page(0, 500), "fields": ["bk_host_id", "bk_agent_id"]});
+    let esb = cmdb_esb(
+        &sim,
+        esb_auth(json!({"bk_biz_id": 5, "page": page(0, 500),
+        "fields": ["bk_host_id", "bk_agent_id"]})),
+    )
+    .await;
+    for (prefix, slash) in [
+        ("hosts", ""),
+        ("hosts", "/"),
+        ("open/hosts", ""),
+        ("open/hosts", "/"),
+    ] {
+        let r = cmdb_gw(&sim, prefix, 5, body.clone(), slash).await;
+        assert_eq!(r.status, StatusCode::OK, "{prefix}{slash}");
+        assert_eq!(r.body["data"], esb.body["data"], "{prefix}{slash}");
+        assert!(r.headers.contains_key("x-bkapi-request-id"));
+    }
+    // Gateway credentials live in the header.
+    let url = format!("{}/api/v3/hosts/app/5/list_hosts", sim.cmdb_gateway_url());
+    let r = post_json(url.clone(), Some(auth_header("wrong")), &body).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(1640001))
+    );
+    let r = post_json(url, None, &body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // ESB credentials live in the body.
+    let mut bad = esb_auth(json!({"bk_biz_id": 5, "page": page(0, 10)}));
+    bad["bk_app_secret"] = json!("wrong");
+    let r = cmdb_esb(&sim, bad).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_i64()),
+        (StatusCode::OK, Some(1306403))
+    );
+    let r = cmdb_esb(
+        &sim,
+        json!({"bk_app_code": "gse-exporter", "bk_app_secret": "sim-secret",
+        "bk_biz_id": 5, "page": page(0, 10)}),
+    )
+    .await;
+    assert_eq!(r.body["code"], json!(1306401));
+    assert_eq!(sim.stats().by_outcome[&Outcome::AuthError], 4);
+    // Bad JSON through the gateway is CMDB's 1199000.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v3/hosts/app/5/list_hosts",
+            sim.cmdb_gateway_url()
+        ))
+        .header("X-Bkapi-Authorization", auth_header("sim-secret"))
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], json!(1199000));
+    // An unknown business is empty.
+    let r = cmdb_gw(&sim, "hosts", 777, json!({"page": page(0, 10)}), "").await;
+    assert_eq!(r.body["data"], json!({"count": 0, "info": []}));
+}
+
+#[tokio::test]
+async fn cmdb_filters() {
+    let sim = sim().await;
+    let hosts = sim.cmdb_hosts(2);
+    let set = hosts[0].bk_set_id;
+    let module = hosts[1].bk_module_id;
+    let fields = json!(["bk_host_id", "bk_set_id", "bk_module_id", "unknown_field"]);
+    let body = json!({"page": page(0, 500), "bk_set_ids": [set], "fields": fields});
+    let r = cmdb_gw(&sim, "hosts", 2, body, "").await;
+    let want: Vec<i64> = hosts
+        .iter()
+        .filter(|h| h.bk_set_id == set)
+        .map(|h| h.bk_host_id)
+        .collect();
+    assert_eq!(host_ids(&r.body), want);
+    let info = r.body["data"]["info"].as_array().unwrap();
+    assert!(
+        info.iter()
+            .all(|h| h["bk_set_id"] == json!(set) && h.as_object().unwrap().len() == 3)
+    );
+
+    let body = json!({"page": page(0, 500), "bk_module_ids": [module]});
+    let r = cmdb_gw(&sim, "hosts", 2, body, "").await;
+    let want = hosts.iter().filter(|h| h.bk_module_id == module).count();
+    assert_eq!(r.body["data"]["count"], json!(want));
+    assert!(
+        r.body["data"]["info"][0].get("bk_module_id").is_none(),
+        "not asked"
+    );
+
+    // (static AND has an agent id) OR host id in [first two]
+    let two = [hosts[0].bk_host_id, hosts[1].bk_host_id];
+    let filter = json!({"condition": "OR", "rules": [
+        {"condition": "AND", "rules": [
+            {"field": "bk_addressing", "operator": "equal", "value": "static"},
+            {"field": "bk_agent_id", "operator": "not_equal", "value": ""}]},
+        {"field": "bk_host_id", "operator": "in", "value": two}]});
+    let body = json!({"page": page(0, 500), "host_property_filter": filter});
+    let r = cmdb_gw(&sim, "open/hosts", 2, body, "").await;
+    let want: Vec<i64> = hosts
+        .iter()
+        .filter(|h| {
+            (h.bk_addressing == Addressing::Static && !h.bk_agent_id.is_empty())
+                || two.contains(&h.bk_host_id)
+        })
+        .map(|h| h.bk_host_id)
+        .collect();
+    assert_eq!(r.body["data"]["count"], json!(want.len()));
+    assert_eq!(host_ids(&r.body), want);
+
+    let not_in = json!({"condition": "AND", "rules": [
+        {"field": "bk_host_id", "operator": "not_in", "value": two}]});
+    let r = cmdb_gw(
+        &sim,
+        "hosts",
+        2,
+        json!({"page": page(0, 1), "host_property_filter": not_in}),
+        "",
+    )
+    .await;
+    assert_eq!(r.body["data"]["count"], json!(hosts.len() - 2));
+
+    for bad in [
+        json!({"condition": "XOR", "rules": [{"field": "bk_host_id", "operator": "equal", "value": 1}]}),
+        json!({"condition": "AND", "rules": [{"field": "bk_host_id", "operator": "between", "value": [1, 2]}]}),
+        json!({"condition": "AND", "rules": [{"field": "nope", "operator": "equal", "value": 1}]}),
+    ] {
+        let r = cmdb_gw(
+            &sim,
+            "hosts",
+            2,
+            json!({"page": page(0, 1), "host_property_filter": bad}),
+            "",
+        )
+        .await;
+        assert_eq!(r.body["code"], json!(1199006));
+    }
+}
+
+#[tokio::test]
+async fn cmdb_hosts_mirror_the_fleet_with_odd_shares() {
+    let sim = sim().await;
+    let truth = sim.truth();
+    let by_ip: std::collections::HashMap<&str, &AgentTruth> =
+        truth.iter().map(|t| (t.ip.as_str(), t)).collect();
+    let mut seen = 0;
+    for biz in sim.cmdb_businesses() {
+        let hosts = sim.cmdb_hosts(biz);
+        let multi = hosts
+            .iter()
+            .filter(|h| h.bk_host_innerip.contains(','))
+            .count();
+        let v6_bare = hosts
+            .iter()
+            .filter(|h| h.bk_host_innerip.is_empty() && h.bk_agent_id.is_empty())
+            .count();
+        let v6_agent = hosts
+            .iter()
+            .filter(|h| h.bk_host_innerip.is_empty() && !h.bk_agent_id.is_empty())
+            .count();
+        let dynamic = hosts
+            .iter()
+            .filter(|h| h.bk_addressing == Addressing::Dynamic)
+            .count();
+        assert!(
+            multi >= 1 && v6_bare >= 1 && v6_agent >= 1 && dynamic >= 1,
+            "biz {biz}"
+        );
+        for h in &hosts {
+            if h.bk_host_innerip.is_empty() {
+                assert!(!h.bk_host_innerip_v6.is_empty());
+                assert!(
+                    h.bk_agent_id.is_empty()
+                        || truth.iter().any(|t| t.bk_agent_id == h.bk_agent_id)
+                );
+                seen += usize::from(!h.bk_agent_id.is_empty());
+                continue;
+            }
+            let t = by_ip[h.first_ipv4().unwrap()];
+            assert_eq!(
+                (t.bk_cloud_id, &t.bk_agent_id),
+                (h.bk_cloud_id, &h.bk_agent_id)
+            );
+            if t.bk_agent_id.is_empty() {
+                assert_eq!(h.bk_addressing, Addressing::Static);
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        seen,
+        truth.len(),
+        "every fleet agent in exactly one business"
+    );
+
+    // An exact size, larger than the fleet: the rest are CMDB-only.
+    let o = SimOptions {
+        businesses: vec![BizSpec {
+            bk_biz_id: 9,
+            hosts: 2345,
+        }],
+        ..opts()
+    };
+    let big = start(o, LOCAL.parse().unwrap()).await.unwrap();
+    let hosts = big.cmdb_hosts(9);
+    assert_eq!(hosts.len(), 2345);
+    let r = cmdb_esb(
+        &big,
+        esb_auth(json!({"bk_biz_id": 9, "page": page(2300, 500)})),
+    )
+    .await;
+    assert_eq!(r.body["data"]["count"], json!(2345));
+    assert_eq!(r.body["data"]["info"].as_array().map(Vec::len), Some(45));
+    // 2345 slots: 47 IPv6-only without agent, 300 fleet agents, the rest CMDB-only.
+    let bare = |h: &&CmdbHost| h.bk_host_innerip.is_empty() && h.bk_agent_id.is_empty();
+    assert_eq!(hosts.iter().filter(bare).count(), 47);
+    let unknown = hosts
+        .iter()
+        .filter(|h| !bare(h))
+        .filter(|h| match h.first_ipv4() {
+            Some(ip) => !truth.iter().any(|t| t.ip == ip),
+            None => !truth.iter().any(|t| t.bk_agent_id == h.bk_agent_id),
+        })
+        .count();
+    assert_eq!(unknown, 2345 - 47 - truth.len());
+}
+
+#[tokio::test]
+async fn cmdb_is_deterministic() {
+    let a = sim().await;
+    let b = sim().await;
+    for biz in [2, 3, 5] {
+        assert_eq!(a.cmdb_hosts(biz), b.cmdb_hosts(biz));
+    }
+    let c = start(SimOptions { seed: 43, ..opts() }, LOCAL.parse().unwrap())
+        .await
+        .unwrap();
+    assert_ne!(a.cmdb_hosts(2), c.cmdb_hosts(2));
+    assert_eq!(a.cmdb_hosts(2).len(), c.cmdb_hosts(2).len());
+}
+
+#[tokio::test]
+async fn cmdb_shrink_and_edit_controls() {
+    let sim = sim().await;
+    let all = sim.cmdb_hosts(3);
+    sim.set_cmdb_visible_share(3, 0.5);
+    let half = sim.cmdb_hosts(3);
+    assert_eq!(half.len(), all.len() / 2);
+    let r = cmdb_esb(
+        &sim,
+        esb_auth(json!({"bk_biz_id": 3, "page": page(0, 500)})),
+    )
+    .await;
+    assert_eq!(r.body["data"]["count"], json!(half.len()));
+    assert_eq!(
+        host_ids(&r.body),
+        half.iter().map(|h| h.bk_host_id).collect::<Vec<_>>()
+    );
+    sim.set_cmdb_visible_share(3, 1.0);
+    assert_eq!(sim.cmdb_hosts(3), all);
+
+    assert_eq!(sim.remove_cmdb_hosts(3, &[all[0].bk_host_id, -5]), 1);
+    let mut extra = all[0].clone();
+    extra.bk_host_id = 99_999;
+    sim.add_cmdb_hosts(3, vec![extra.clone()]);
+    let now = sim.cmdb_hosts(3);
+    assert_eq!(now.len(), all.len());
+    assert_eq!(now.last(), Some(&extra));
+    sim.set_cmdb_hosts(3, vec![extra.clone()]);
+    assert_eq!(sim.cmdb_hosts(3), vec![extra]);
+
+    // The same over HTTP.
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", sim.addr());
+    let ctl =
+        json!({"bk_biz_id": 2, "remove": [sim.cmdb_hosts(2)[0].bk_host_id], "visible_share": 0.25});
+    let r = client
+        .post(format!("{base}/sim/cmdb"))
+        .json(&ctl)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["removed"], json!(1));
+    let listed: Vec<CmdbHost> = client
+        .get(format!("{base}/sim/cmdb/2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, sim.cmdb_hosts(2));
+    assert_eq!(v["visible"], json!(listed.len()));
+    let r = client
+        .post(format!("{base}/sim/cmdb"))
+        .json(&json!({"bk_biz": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn cmdb_outage_is_separate_from_gse() {
+    let sim = sim().await;
+    sim.set_faults(Faults {
+        cmdb_outage: true,
+        ..Faults::default()
+    });
+    let r = cmdb_esb(&sim, esb_auth(json!({"bk_biz_id": 2, "page": page(0, 10)}))).await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["result"].as_bool(),
+            r.body["code"].as_i64()
+        ),
+        (StatusCode::OK, Some(false), Some(1306201))
+    );
+    let r = cmdb_gw(&sim, "hosts", 2, json!({"page": page(0, 10)}), "").await;
+    assert_eq!(
+        (r.status, r.body["code"].as_i64()),
+        (StatusCode::BAD_GATEWAY, Some(1650200))
+    );
+    let (on, _, _) = pick(&sim.truth());
+    let r = post_v2(&sim, "list_agent_state", &[on.v2_id()]).await;
+    assert_eq!(r.body["code"], json!(0), "GSE unaffected");
+
+    // And the other way round: GSE faults leave CMDB alone.
+    sim.set_faults(Faults {
+        outage: true,
+        throttle_every: Some(1),
+        ..Faults::default()
+    });
+    let r = cmdb_gw(&sim, "hosts", 2, json!({"page": page(0, 10)}), "").await;
+    assert_eq!(r.body["code"], json!(0));
+    let faults: Faults = serde_json::from_str(r#"{"cmdb_outage":true}"#).unwrap();
+    assert!(faults.cmdb_outage);
+}
