@@ -439,12 +439,14 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
             labels: "",
         },
     ];
-    let yaml = config_yaml(
+    let mut yaml = config_yaml(
         &sim,
         "  rate_limit: { requests_per_second: 1000, burst: 100 }\n  initial_backoff: 10ms\n",
         "interval: 200ms\n",
         &specs,
     );
+    // A CMDB-discovered group, so the discovery families have samples too.
+    yaml.push_str(&cmdb_group_yaml(&sim, "biz-5", 5, ""));
     let exporter = start_exporter(parse_config(&yaml)).await;
     // Two cycles: the body size is that of the previous body.
     wait_cycles(&exporter, 2, Duration::from_secs(30)).await;

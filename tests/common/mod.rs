@@ -66,6 +66,15 @@ pub fn config_yaml(sim: &RunningSim, gse_extra: &str, top: &str, groups: &[Group
     yaml
 }
 
+/// YAML to append after `config_yaml`'s groups: a group discovered from the
+/// simulator's CMDB (gateway API) and the top-level `cmdb:` block.
+pub fn cmdb_group_yaml(sim: &RunningSim, name: &str, bk_biz_id: i64, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    bk_biz_id: {bk_biz_id}\n    cmdb: {{}}\n{extra}cmdb:\n  url: {}\n  refresh_interval: 1s\n  rate_limit: {{ requests_per_second: 100, burst: 10 }}\n",
+        sim.cmdb_gateway_url()
+    )
+}
+
 /// Parses configuration text (panics with the problems if invalid).
 pub fn parse_config(yaml: &str) -> Config {
     Config::parse(yaml, Path::new(".")).unwrap_or_else(|e| panic!("test config is invalid: {e}"))
