@@ -152,7 +152,7 @@ pub struct RawCmdb {
     pub page_size: Option<i64>,
     /// How often a group's hosts are re-listed (default 10m).
     pub refresh_interval: Option<String>,
-    /// Largest share a refresh may shrink a group by before it is held back once (default 0.5).
+    /// A refresh shrinking a group by this share or more is held back once (default 0.5).
     pub max_shrink: Option<f64>,
 }
 
@@ -329,7 +329,7 @@ pub struct CmdbConfig {
     pub page_size: usize,
     /// How often a group's hosts are re-listed.
     pub refresh_interval: Duration,
-    /// Largest share one refresh may shrink a group by without being held back.
+    /// A refresh shrinking a group by this share or more is held back once.
     pub max_shrink: f64,
 }
 

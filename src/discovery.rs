@@ -279,10 +279,10 @@ fn apply_listing(
     state.success = true;
     state.last_success = Some(unix_seconds(SystemTime::now()));
     let old = state.hosts.len();
-    let shrinks = old > 0 && (hosts.len() as f64) < old as f64 * (1.0 - max_shrink);
+    let shrinks = hosts.len() < old && (hosts.len() as f64) <= old as f64 * (1.0 - max_shrink);
     if shrinks && !state.held {
         state.held = true;
-        tracing::warn!(group = %group.name, before = old, after = hosts.len(), "CMDB says the group shrank by more than max_shrink; holding the change back for one more refresh");
+        tracing::warn!(group = %group.name, before = old, after = hosts.len(), "CMDB says the group shrank by max_shrink or more; holding the change back for one more refresh");
         return;
     }
     state.held = false;

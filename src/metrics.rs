@@ -215,7 +215,7 @@ metric!(
     "gse_exporter_discovery_held_back",
     Gauge,
     ["group"],
-    "1 while a CMDB refresh that would shrink the group by more than cmdb.max_shrink is held back."
+    "1 while a CMDB refresh that would shrink the group by cmdb.max_shrink or more is held back."
 );
 metric!(
     DISCOVERY_SKIPPED,

@@ -1,0 +1,197 @@
+//! Groups discovered from CMDB: exactly the business's askable hosts, skipped
+//! hosts counted by reason, last good list kept through CMDB outages, and a
+//! listing that halves a group held back once.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use gse_exporter::sim::{BizSpec, CmdbHost, Faults, SimOptions};
+
+/// The `by_agent` key a CMDB host gets in a GSE 2.0 group, or None when it
+/// cannot be asked for (no IPv4 and no agent id).
+fn expected_key(group: &str, host: &CmdbHost) -> Option<String> {
+    let id = match (host.bk_agent_id.as_str(), host.first_ipv4()) {
+        ("", None) => return None,
+        ("", Some(ip)) => format!("{}:{ip}", host.bk_cloud_id),
+        (id, _) => id.to_string(),
+    };
+    Some(format!("{group}/{id}"))
+}
+
+fn exported(all: &[Sample], group: &str) -> BTreeSet<String> {
+    by_agent(all, "gse_agent_online")
+        .into_keys()
+        .filter(|k| k.starts_with(&format!("{group}/")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_of_2345_hosts_is_polled_exactly_with_skips_counted() {
+    let businesses = vec![BizSpec {
+        bk_biz_id: 9,
+        hosts: 2_345,
+    }];
+    let sim = start_sim(SimOptions {
+        agents: 2_000,
+        businesses,
+        ..SimOptions::default()
+    })
+    .await;
+    let hosts = sim.cmdb_hosts(9);
+    assert_eq!(hosts.len(), 2_345);
+    let want: BTreeSet<String> = hosts
+        .iter()
+        .filter_map(|h| expected_key("biz-9", h))
+        .collect();
+    let skipped = hosts
+        .iter()
+        .filter(|h| expected_key("biz-9", h).is_none())
+        .count();
+    assert!(
+        skipped > 0 && hosts.iter().any(|h| h.bk_host_innerip.contains(',')),
+        "the fleet has hosts to skip and multi-IP hosts"
+    );
+
+    let mut yaml = format!(
+        "{}interval: 30s\ngroups:\n",
+        gse_block(
+            &sim,
+            "  rate_limit: { requests_per_second: 200, burst: 20 }\n"
+        )
+    );
+    yaml.push_str(&cmdb_group_yaml(&sim, "biz-9", 9, ""));
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
+    let all = parse(&scrape(exporter.addr()).await);
+    assert_eq!(
+        exported(&all, "biz-9"),
+        want,
+        "exactly the business's askable hosts"
+    );
+    let reason = |r: &str| {
+        value(
+            &all,
+            "gse_exporter_discovery_hosts_skipped",
+            &[("group", "biz-9"), ("reason", r)],
+        )
+    };
+    assert_eq!(reason("no_ipv4_and_no_agent_id"), Some(skipped as f64));
+    assert_eq!(
+        value(&all, "gse_exporter_group_hosts", &[("group", "biz-9")]),
+        Some(want.len() as f64)
+    );
+    assert_eq!(
+        value(
+            &all,
+            "gse_exporter_discovery_success",
+            &[("group", "biz-9")]
+        ),
+        Some(1.0)
+    );
+    let not_found = value(
+        &all,
+        "gse_agents",
+        &[("group", "biz-9"), ("state", "not_found")],
+    )
+    .unwrap();
+    assert!(
+        not_found >= 300.0,
+        "CMDB-only hosts are not found in GSE: {not_found}"
+    );
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmdb_outages_keep_the_last_list_and_a_halving_is_held_back_once() {
+    let sim = start_sim(SimOptions {
+        agents: 300,
+        ..SimOptions::default()
+    })
+    .await;
+    let mut yaml = format!(
+        "{}interval: 1s\ngroups:\n",
+        gse_block(
+            &sim,
+            "  rate_limit: { requests_per_second: 500, burst: 50 }\n"
+        )
+    );
+    yaml.push_str(&cmdb_group_yaml(&sim, "biz-2", 2, ""));
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let before = exported(&parse(&scrape(exporter.addr()).await), "biz-2");
+    assert!(before.len() > 100);
+
+    sim.set_faults(Faults {
+        cmdb_outage: true,
+        ..Faults::default()
+    });
+    let during = wait_until(
+        "the CMDB outage in the metrics",
+        Duration::from_secs(15),
+        || async {
+            let all = parse(&scrape(exporter.addr()).await);
+            (value(
+                &all,
+                "gse_exporter_discovery_success",
+                &[("group", "biz-2")],
+            ) == Some(0.0))
+            .then_some(all)
+        },
+    )
+    .await;
+    assert_eq!(
+        exported(&during, "biz-2"),
+        before,
+        "the last good host list is kept"
+    );
+    assert_eq!(
+        value(&during, "gse_up", &[("group", "biz-2")]),
+        Some(1.0),
+        "GSE itself is fine"
+    );
+
+    sim.set_faults(Faults::default());
+    sim.set_cmdb_visible_share(2, 0.5);
+    let held = wait_until(
+        "the shrinking listing held back",
+        Duration::from_secs(15),
+        || async {
+            let all = parse(&scrape(exporter.addr()).await);
+            (value(
+                &all,
+                "gse_exporter_discovery_held_back",
+                &[("group", "biz-2")],
+            ) == Some(1.0))
+            .then_some(all)
+        },
+    )
+    .await;
+    assert_eq!(
+        exported(&held, "biz-2"),
+        before,
+        "held back: the group keeps its hosts"
+    );
+    let shrunk = wait_until(
+        "the confirmed shrink applied",
+        Duration::from_secs(15),
+        || async {
+            let all = parse(&scrape(exporter.addr()).await);
+            let now = exported(&all, "biz-2");
+            (now.len() < before.len() * 6 / 10).then_some((all, now))
+        },
+    )
+    .await;
+    assert_eq!(
+        value(
+            &shrunk.0,
+            "gse_exporter_discovery_held_back",
+            &[("group", "biz-2")]
+        ),
+        Some(0.0)
+    );
+    assert!(shrunk.1.is_subset(&before));
+    exporter.shutdown().await;
+}
