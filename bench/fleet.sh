@@ -82,6 +82,7 @@ http {
 }
 EOF
   mkdir -p "$1/tmp"
+  chmod a+rx "$work" "$1" "$1/www" && chmod a+r "$1"/www/*   # nginx workers run unprivileged
   nginx -c "$1/nginx.conf" -p "$1" &
   pids+=($!)
   wait_for 10 curl -sf -o /dev/null "http://127.0.0.1:$2/metrics"
@@ -98,7 +99,7 @@ for n in "${sizes[@]}"; do
   wait_for 120 test -s "$dir/hosts"
   per_agent=true; ((n >= 1000000)) && per_agent=false
   requests=$(( (n + 999) / 1000 ))
-  interval=$(( requests * 3 / rate + 10 ))
+  interval=$(( requests * 3 / rate + (smoke ? 2 : 10) ))
   cat >"$dir/gse.yml" <<EOF
 gse:
   api: v2

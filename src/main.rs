@@ -132,11 +132,25 @@ async fn simulate(args: &SimulateArgs) -> Result<()> {
         churn_per_minute: args.churn_per_minute,
         app_code: args.app_code.clone(),
         app_secret: args.app_secret.clone(),
+        latency: args.latency,
         ..sim::SimOptions::default()
     };
-    sim::serve_forever(options, addr)
+    let running = sim::start(options, addr)
         .await
-        .context("running the GSE simulator")
+        .context("starting the GSE simulator")?;
+    if let Some(path) = &args.hosts_out {
+        let keys: Vec<String> = running.truth().iter().map(|a| a.v2_id()).collect();
+        std::fs::write(path, keys.join("\n") + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "gse simulator: v1 {} v2 {}",
+        running.v1_url(),
+        running.v2_url()
+    );
+    stop_signal().await?;
+    running.shutdown().await;
+    Ok(())
 }
 
 async fn stop_signal() -> Result<()> {
