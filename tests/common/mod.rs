@@ -245,3 +245,25 @@ pub fn agent_key(group: &str, api: &str, agent: &AgentTruth) -> String {
     };
     format!("{group}/{id}")
 }
+
+/// The number of cycles the exporter has published so far.
+pub fn cycles_now(exporter: &Exporter) -> u64 {
+    *exporter.cycles().borrow()
+}
+
+/// Waits for `more` cycles past the current one, so that at least `more - 1`
+/// whole cycles started after this call; returns the cycle count reached.
+pub async fn wait_more_cycles(exporter: &Exporter, more: u64, deadline: Duration) -> u64 {
+    let target = cycles_now(exporter) + more;
+    wait_cycles(exporter, target, deadline).await;
+    target
+}
+
+/// GETs a path of the exporter and returns its HTTP status.
+pub async fn get_status(addr: SocketAddr, path: &str) -> u16 {
+    reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .status()
+        .as_u16()
+}
