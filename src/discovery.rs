@@ -25,6 +25,8 @@ use crate::state::unix_seconds;
 pub struct HostEntry {
     /// The host.
     pub host: Host,
+    /// The key GSE is asked with for this host in its group's API.
+    pub key: String,
     /// Values of `GroupConfig::host_label_names`, in order ("" where unknown).
     pub labels: Vec<String>,
 }
@@ -128,16 +130,11 @@ impl Discovery {
     ) -> ResolvedGroup {
         let mut entries: Vec<HostEntry> = Vec::new();
         let blank = vec![String::new(); group.host_label_names().len()];
-        entries.extend(group.hosts.iter().map(|h| HostEntry {
-            host: h.clone(),
-            labels: blank.clone(),
-        }));
+        let plain = |h: &Host| HostEntry::new(h.clone(), group.api, blank.clone());
+        entries.extend(group.hosts.iter().filter_map(plain));
         if let Some(path) = &group.hosts_file {
             let hosts = self.file_hosts(path, group.api);
-            entries.extend(hosts.iter().map(|h| HostEntry {
-                host: h.clone(),
-                labels: blank.clone(),
-            }));
+            entries.extend(hosts.iter().filter_map(plain));
         }
         let mut skipped = BTreeMap::new();
         let mut discovery = None;
@@ -156,13 +153,9 @@ impl Discovery {
             }
             discovery = Some(status);
         }
-        let hosts = dedupe(entries, group.api)
+        let hosts = dedupe(entries)
             .into_iter()
-            .filter(|e| {
-                e.host
-                    .query_key(group.api)
-                    .is_some_and(|k| owns(config.sharding, &k))
-            })
+            .filter(|e| owns(config.sharding, &e.key))
             .collect();
         ResolvedGroup {
             hosts,
@@ -324,14 +317,22 @@ pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'s
             _ => String::new(),
         })
         .collect();
-    Ok(HostEntry { host, labels })
+    HostEntry::new(host, group.api, labels).ok_or(SKIP_NO_ADDRESS)
 }
 
-fn dedupe(entries: Vec<HostEntry>, api: ApiVersion) -> Vec<HostEntry> {
-    let mut seen = HashSet::new();
+impl HostEntry {
+    /// An entry for a host polled through `api`; None when it cannot be asked for.
+    pub fn new(host: Host, api: ApiVersion, labels: Vec<String>) -> Option<HostEntry> {
+        let key = host.query_key(api)?;
+        Some(HostEntry { host, key, labels })
+    }
+}
+
+fn dedupe(entries: Vec<HostEntry>) -> Vec<HostEntry> {
+    let mut seen = HashSet::with_capacity(entries.len());
     entries
         .into_iter()
-        .filter(|e| e.host.query_key(api).is_some_and(|k| seen.insert(k)))
+        .filter(|e| seen.insert(e.key.clone()))
         .collect()
 }
 

@@ -6,7 +6,7 @@
 //! It never renders text and never serves HTTP; the GSE wire format belongs to
 //! [`crate::gse`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -22,12 +22,13 @@ use crate::gse::{ApiVersion, Call, GseClient, GseError, Info, Reply, Status};
 use crate::metrics::Telemetry;
 use crate::pacing::Pacers;
 use crate::state::{AgentRecord, AgentRow, GroupSnapshot, Snapshot, unix_seconds};
-
-/// An agent as GSE is asked for it: the API and the query key.
-pub type LookupKey = (ApiVersion, String);
+use rustc_hash::FxHashMap;
 
 /// Share of the interval a cycle may use before unfinished batches count as failed.
 const CYCLE_BUDGET: f64 = 0.9;
+
+/// Per-key knowledge of one API, keyed by the query key.
+type ByKey<T> = FxHashMap<String, T>;
 
 /// The poller: configuration, client, pacing, and what it remembers between cycles.
 #[derive(Debug)]
@@ -36,34 +37,101 @@ pub struct Poller {
     client: GseClient,
     pacers: Pacers,
     telemetry: Arc<Telemetry>,
-    records: HashMap<LookupKey, AgentRecord>,
-    info: HashMap<LookupKey, (Info, SystemTime)>,
+    /// Last known record per agent, one map per API (`api_slot`).
+    records: [ByKey<AgentRecord>; 2],
+    /// Last info and when it was fetched, one map per API.
+    info: [ByKey<(Info, SystemTime)>; 2],
     last_success: HashMap<String, f64>,
     discovery: Discovery,
     cycles: u64,
 }
 
-/// One batch of one call.
+fn api_slot(api: ApiVersion) -> usize {
+    match api {
+        ApiVersion::V1 => 0,
+        ApiVersion::V2 => 1,
+    }
+}
+
+/// This cycle's distinct lookups, numbered, and each group's hosts by number.
+struct Lookups<'a> {
+    keys: Vec<(ApiVersion, &'a str)>,
+    index: FxHashMap<(ApiVersion, &'a str), usize>,
+    groups: Vec<Vec<usize>>,
+}
+
+impl<'a> Lookups<'a> {
+    /// A host in several groups is one lookup.
+    fn new(configs: &[GroupConfig], groups: &'a [ResolvedGroup]) -> Lookups<'a> {
+        let mut keys = Vec::new();
+        let mut index = FxHashMap::default();
+        let mut numbered = Vec::with_capacity(groups.len());
+        for (config, group) in configs.iter().zip(groups) {
+            let numbers = group
+                .hosts
+                .iter()
+                .map(|entry| {
+                    let key = (config.api, entry.key.as_str());
+                    *index.entry(key).or_insert_with(|| {
+                        keys.push(key);
+                        keys.len() - 1
+                    })
+                })
+                .collect();
+            numbered.push(numbers);
+        }
+        Lookups {
+            keys,
+            index,
+            groups: numbered,
+        }
+    }
+}
+
+/// One batch of one call: lookup numbers and their keys.
 struct Batch {
     call: Call,
+    numbers: Vec<usize>,
     keys: Vec<String>,
 }
 
 /// The outcome of one batch, after retries.
 struct Done<T> {
     call: Call,
+    numbers: Vec<usize>,
     keys: Vec<String>,
     result: Result<Reply<T>, GseError>,
     finished: Duration,
 }
 
-/// What one cycle learned, before it becomes a snapshot.
-#[derive(Default)]
+/// What one cycle learned, by lookup number, before it becomes a snapshot.
 struct CycleOutcome {
-    failed: HashSet<LookupKey>,
-    finished: HashMap<LookupKey, Duration>,
+    /// The status batch failed: the agent keeps its last record.
+    failed: Vec<bool>,
+    /// When the last batch holding the lookup finished.
+    finished: Vec<Duration>,
+    /// GSE answered for the lookup: `Some(status)`, or `None` = not found.
+    answers: Vec<Option<Option<Status>>>,
     errors: Vec<(Call, GseError)>,
     batches: usize,
+}
+
+impl CycleOutcome {
+    fn new(lookups: usize) -> CycleOutcome {
+        CycleOutcome {
+            failed: vec![false; lookups],
+            finished: vec![Duration::ZERO; lookups],
+            answers: vec![None; lookups],
+            errors: Vec::new(),
+            batches: 0,
+        }
+    }
+
+    fn mark_finished(&mut self, numbers: &[usize], finished: Duration) {
+        for &n in numbers {
+            self.finished[n] = self.finished[n].max(finished);
+        }
+    }
 }
 
 impl Poller {
@@ -83,8 +151,8 @@ impl Poller {
             client,
             pacers,
             telemetry,
-            records: HashMap::new(),
-            info: HashMap::new(),
+            records: Default::default(),
+            info: Default::default(),
             last_success: HashMap::new(),
             discovery: Discovery::default(),
             cycles: 0,
@@ -102,21 +170,20 @@ impl Poller {
         let deadline = started + self.config.interval.mul_f64(CYCLE_BUDGET);
         let config = self.config.clone();
         let groups = self.discovery.resolve(&config, &self.telemetry).await;
-        let lookups = lookups(&config.groups, &groups);
-        let mut outcome = CycleOutcome::default();
+        let lookups = Lookups::new(&config.groups, &groups);
+        let mut outcome = CycleOutcome::new(lookups.keys.len());
 
-        let status = self
-            .run_batches(self.batches(&lookups, false), deadline)
-            .await;
+        let all = self.batches(&lookups.keys, 0..lookups.keys.len(), false);
+        let status = self.run_batches(all, deadline).await;
         let now = SystemTime::now();
-        let replies = Self::absorb_status(status, &mut outcome);
-
-        let due = self.info_due(&lookups, now);
+        absorb_status(status, &mut outcome);
+        let due = self.info_due(&lookups.keys, now);
         if !due.is_empty() {
-            let info = self.run_batches(self.batches(&due, true), deadline).await;
+            let batches = self.batches(&lookups.keys, due.into_iter(), true);
+            let info = self.run_batches(batches, deadline).await;
             self.absorb_info(info, now, &mut outcome);
         }
-        self.update_records(&lookups, &replies, &outcome.failed, now);
+        self.update_records(&lookups, &mut outcome, now);
         self.cycles += 1;
         self.log_cycle(&outcome, started.elapsed());
         let elapsed = started.elapsed();
@@ -124,7 +191,10 @@ impl Poller {
             .groups
             .iter()
             .zip(&groups)
-            .map(|(group, resolved)| self.group_snapshot(group, resolved, &outcome, elapsed, now))
+            .zip(&lookups.groups)
+            .map(|((group, resolved), numbers)| {
+                self.group_snapshot(group, resolved, numbers, &outcome, elapsed, now)
+            })
             .collect();
         Snapshot {
             groups,
@@ -147,7 +217,12 @@ impl Poller {
         Ok(())
     }
 
-    fn batches(&self, lookups: &[LookupKey], info: bool) -> Vec<Batch> {
+    fn batches(
+        &self,
+        keys: &[(ApiVersion, &str)],
+        numbers: impl Iterator<Item = usize> + Clone,
+        info: bool,
+    ) -> Vec<Batch> {
         let mut out = Vec::new();
         for api in [ApiVersion::V1, ApiVersion::V2] {
             let cap = if api == ApiVersion::V1 {
@@ -156,28 +231,26 @@ impl Poller {
                 V2_MAX_BATCH
             };
             let size = self.config.gse.batch_size.min(cap).max(1);
-            let keys: Vec<String> = lookups
-                .iter()
-                .filter(|(a, _)| *a == api)
-                .map(|(_, k)| k.clone())
-                .collect();
-            out.extend(keys.chunks(size).map(|chunk| Batch {
+            let mine: Vec<usize> = numbers.clone().filter(|&n| keys[n].0 == api).collect();
+            out.extend(mine.chunks(size).map(|chunk| Batch {
                 call: Call::of(api, info),
-                keys: chunk.to_vec(),
+                numbers: chunk.to_vec(),
+                keys: chunk.iter().map(|&n| keys[n].1.to_string()).collect(),
             }));
         }
         out
     }
 
-    fn info_due(&self, lookups: &[LookupKey], now: SystemTime) -> Vec<LookupKey> {
+    fn info_due(&self, keys: &[(ApiVersion, &str)], now: SystemTime) -> Vec<usize> {
         let every = self.config.info_interval;
-        lookups
-            .iter()
-            .filter(|key| match self.info.get(*key) {
-                Some((_, fetched)) => now.duration_since(*fetched).unwrap_or_default() >= every,
-                None => true,
+        (0..keys.len())
+            .filter(|&n| {
+                let (api, key) = keys[n];
+                match self.info[api_slot(api)].get(key) {
+                    Some((_, fetched)) => now.duration_since(*fetched).unwrap_or_default() >= every,
+                    None => true,
+                }
             })
-            .cloned()
             .collect()
     }
 
@@ -194,6 +267,7 @@ impl Poller {
                 let result = fetched.await.unwrap_or(Err(GseError::Timeout));
                 Done {
                     call: batch.call,
+                    numbers: batch.numbers,
                     keys: batch.keys,
                     result,
                     finished: started.elapsed(),
@@ -255,43 +329,16 @@ impl Poller {
         }
     }
 
-    fn absorb_status(
-        done: Vec<Done<Status>>,
-        outcome: &mut CycleOutcome,
-    ) -> HashMap<LookupKey, Option<Status>> {
-        let mut replies = HashMap::new();
-        for batch in done {
-            let api = api_of(batch.call);
-            outcome.batches += 1;
-            note_finished(outcome, api, &batch.keys, batch.finished);
-            match batch.result {
-                Ok(mut reply) => {
-                    for key in batch.keys {
-                        let status = reply.agents.remove(&key);
-                        replies.insert((api, key), status);
-                    }
-                }
-                Err(err) => {
-                    outcome
-                        .failed
-                        .extend(batch.keys.into_iter().map(|k| (api, k)));
-                    outcome.errors.push((batch.call, err));
-                }
-            }
-        }
-        replies
-    }
-
     fn absorb_info(&mut self, done: Vec<Done<Info>>, now: SystemTime, outcome: &mut CycleOutcome) {
         for batch in done {
-            let api = api_of(batch.call);
+            let slot = api_slot(api_of(batch.call));
             outcome.batches += 1;
-            note_finished(outcome, api, &batch.keys, batch.finished);
+            outcome.mark_finished(&batch.numbers, batch.finished);
             match batch.result {
                 Ok(mut reply) => {
                     for key in batch.keys {
                         let info = reply.agents.remove(&key).unwrap_or_default();
-                        self.info.insert((api, key), (info, now));
+                        self.info[slot].insert(key, (info, now));
                     }
                 }
                 // Info keeps its last value and is asked for again next cycle.
@@ -300,51 +347,54 @@ impl Poller {
         }
     }
 
-    fn update_records(
-        &mut self,
-        lookups: &[LookupKey],
-        replies: &HashMap<LookupKey, Option<Status>>,
-        failed: &HashSet<LookupKey>,
-        now: SystemTime,
-    ) {
-        for key in lookups {
-            if failed.contains(key) {
+    fn update_records(&mut self, lookups: &Lookups, outcome: &mut CycleOutcome, now: SystemTime) {
+        for (n, &(api, key)) in lookups.keys.iter().enumerate() {
+            if outcome.failed[n] {
                 continue; // keeps its last known record
             }
-            let Some(status) = replies.get(key) else {
+            let Some(status) = outcome.answers[n].take() else {
                 continue;
             };
-            let info = self.info.get(key).map(|(info, _)| info);
-            let record = AgentRecord::observe(status.as_ref(), info, self.records.get(key), now);
-            self.records.insert(key.clone(), record);
+            let slot = api_slot(api);
+            let info = self.info[slot].get(key).map(|(info, _)| info);
+            match self.records[slot].get_mut(key) {
+                Some(record) => {
+                    *record = AgentRecord::observe(status.as_ref(), info, Some(record), now)
+                }
+                None => {
+                    let record = AgentRecord::observe(status.as_ref(), info, None, now);
+                    self.records[slot].insert(key.to_string(), record);
+                }
+            }
         }
-        let wanted: HashSet<&LookupKey> = lookups.iter().collect();
-        self.records.retain(|key, _| wanted.contains(key));
-        self.info.retain(|key, _| wanted.contains(key));
+        for api in [ApiVersion::V1, ApiVersion::V2] {
+            let wanted = |key: &String| lookups.index.contains_key(&(api, key.as_str()));
+            self.records[api_slot(api)].retain(|key, _| wanted(key));
+            self.info[api_slot(api)].retain(|key, _| wanted(key));
+        }
     }
 
     fn group_snapshot(
         &mut self,
         group: &GroupConfig,
         resolved: &ResolvedGroup,
+        numbers: &[usize],
         outcome: &CycleOutcome,
         elapsed: Duration,
         now: SystemTime,
     ) -> GroupSnapshot {
         let stale_after = self.config.stale_after;
+        let slot = api_slot(group.api);
         let mut agents = Vec::with_capacity(resolved.hosts.len());
         let mut unknown = 0;
         let mut up = true;
         let mut duration = Duration::ZERO;
-        for entry in &resolved.hosts {
-            let Some(key) = entry.host.query_key(group.api).map(|k| (group.api, k)) else {
-                continue;
-            };
-            up &= !outcome.failed.contains(&key);
-            duration = duration.max(outcome.finished.get(&key).copied().unwrap_or_default());
-            match self.records.get(&key) {
+        for (entry, &n) in resolved.hosts.iter().zip(numbers) {
+            up &= !outcome.failed[n];
+            duration = duration.max(outcome.finished[n]);
+            match self.records[slot].get(&entry.key) {
                 Some(record) if !record.is_stale(now, stale_after) => {
-                    let info = self.info.get(&key).map(|(info, _)| info);
+                    let info = self.info[slot].get(&entry.key).map(|(info, _)| info);
                     let mut row = AgentRow::new(&entry.host, info, record.clone());
                     row.host_labels = entry.labels.clone();
                     agents.push(row);
@@ -404,22 +454,24 @@ impl Poller {
     }
 }
 
-/// Every distinct (API, key) of every group, in configuration order: a host
-/// in several groups is asked for once.
-fn lookups(configs: &[GroupConfig], groups: &[ResolvedGroup]) -> Vec<LookupKey> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for (config, group) in configs.iter().zip(groups) {
-        for entry in &group.hosts {
-            if let Some(key) = entry.host.query_key(config.api) {
-                let lookup = (config.api, key);
-                if seen.insert(lookup.clone()) {
-                    out.push(lookup);
+fn absorb_status(done: Vec<Done<Status>>, outcome: &mut CycleOutcome) {
+    for batch in done {
+        outcome.batches += 1;
+        outcome.mark_finished(&batch.numbers, batch.finished);
+        match batch.result {
+            Ok(mut reply) => {
+                for (n, key) in batch.numbers.into_iter().zip(&batch.keys) {
+                    outcome.answers[n] = Some(reply.agents.remove(key));
                 }
+            }
+            Err(err) => {
+                for n in batch.numbers {
+                    outcome.failed[n] = true;
+                }
+                outcome.errors.push((batch.call, err));
             }
         }
     }
-    out
 }
 
 /// How a batch of one kind is sent (status or info).
@@ -465,13 +517,6 @@ fn api_of(call: Call) -> ApiVersion {
     match call {
         Call::V1Status | Call::V1Info => ApiVersion::V1,
         Call::V2State | Call::V2Info => ApiVersion::V2,
-    }
-}
-
-fn note_finished(outcome: &mut CycleOutcome, api: ApiVersion, keys: &[String], finished: Duration) {
-    for key in keys {
-        let slot = outcome.finished.entry((api, key.clone())).or_default();
-        *slot = (*slot).max(finished);
     }
 }
 
