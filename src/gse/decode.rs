@@ -283,13 +283,47 @@ fn unix_seconds(raw: f64) -> Option<f64> {
     Some(if raw > 1e11 { raw / 1000.0 } else { raw })
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A scalar GSE may send as a number, a numeric string or a bool.
 enum Loose {
     Int(i64),
     Float(f64),
     Bool(bool),
     Text(String),
+}
+
+/// Reads a [`Loose`] directly (an untagged enum would buffer and retry).
+struct LooseVisitor;
+
+impl<'de> de::Visitor<'de> for LooseVisitor {
+    type Value = Loose;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a number, a string or a bool")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Loose, E> {
+        Ok(Loose::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Loose, E> {
+        Ok(Loose::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Loose, E> {
+        Ok(i64::try_from(v).map_or(Loose::Float(v as f64), Loose::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Loose, E> {
+        Ok(Loose::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Loose, E> {
+        Ok(Loose::Text(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Loose, E> {
+        Ok(Loose::Text(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Loose, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
 }
 
 impl Loose {
