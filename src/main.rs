@@ -13,6 +13,11 @@ use gse_exporter::config::Config;
 use gse_exporter::server::parse_listen_address;
 use gse_exporter::{demo, sim};
 
+/// mimalloc returns freed memory to the system far better than glibc's
+/// per-thread arenas do with the large per-cycle buffers this exporter makes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
