@@ -39,8 +39,14 @@ latency=200ms; rate=20; burst=10; wrk_time=10s
 for tool in curl wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench/fleet.sh needs $tool (apt-get install curl wrk nginx)" >&2; exit 2; }
 done
-cargo build --release --quiet
-bin="$PWD/target/release/gse_exporter"
+# The smoke run only proves the script works: the debug build the tests made will do.
+if ((smoke)); then
+  cargo build --quiet
+  bin="$PWD/target/debug/gse_exporter"
+else
+  cargo build --release --quiet
+  bin="$PWD/target/release/gse_exporter"
+fi
 work="$(mktemp -d)"
 pids=()
 cleanup() {

@@ -6,7 +6,7 @@
 //! It never renders text and never serves HTTP; the GSE wire format belongs to
 //! [`crate::gse`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -21,7 +21,9 @@ use crate::discovery::{Discovery, ResolvedGroup};
 use crate::gse::{ApiVersion, Call, GseClient, GseError, Info, Reply, Status};
 use crate::metrics::Telemetry;
 use crate::pacing::Pacers;
-use crate::state::{AgentRecord, AgentRow, GroupSnapshot, Snapshot, unix_seconds};
+use crate::state::{
+    AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot, StateCounts, unix_seconds,
+};
 use rustc_hash::FxHashMap;
 
 /// Share of the interval a cycle may use before unfinished batches count as failed.
@@ -385,36 +387,44 @@ impl Poller {
     ) -> GroupSnapshot {
         let stale_after = self.config.stale_after;
         let slot = api_slot(group.api);
-        let mut agents = Vec::with_capacity(resolved.hosts.len());
-        let mut unknown = 0;
+        let mut agents = Vec::new();
+        let mut counts = StateCounts::default();
+        let mut versions = BTreeMap::new();
         let mut up = true;
         let mut duration = Duration::ZERO;
         for (entry, &n) in resolved.hosts.iter().zip(numbers) {
             up &= !outcome.failed[n];
             duration = duration.max(outcome.finished[n]);
-            match self.records[slot].get(&entry.key) {
-                Some(record) if !record.is_stale(now, stale_after) => {
-                    let info = self.info[slot].get(&entry.key).map(|(info, _)| info);
-                    let mut row = AgentRow::new(&entry.host, info, record.clone());
-                    row.host_labels = entry.labels.clone();
-                    agents.push(row);
-                }
-                _ => unknown += 1,
+            let Some(record) = self.records[slot]
+                .get(&entry.key)
+                .filter(|r| !r.is_stale(now, stale_after))
+            else {
+                counts.add(AgentState::Unknown);
+                continue;
+            };
+            count(&mut counts, &mut versions, record);
+            // Groups without per-agent series keep only their counts, which
+            // keeps memory flat at a million agents.
+            if group.per_agent_metrics {
+                let info = self.info[slot].get(&entry.key).map(|(info, _)| info);
+                let mut row = AgentRow::new(&entry.host, info, record.clone());
+                row.host_labels = entry.labels.clone();
+                agents.push(row);
             }
         }
         if up {
             self.last_success
                 .insert(group.name.clone(), unix_seconds(now));
         }
-        let mut snapshot = GroupSnapshot {
+        GroupSnapshot {
             name: group.name.clone(),
             bk_biz_id: group.bk_biz_id.to_string(),
             labels: group.labels.clone(),
             host_label_names: group.host_label_names().to_vec(),
             per_agent_metrics: group.per_agent_metrics,
             agents,
-            counts: Default::default(),
-            versions: Default::default(),
+            counts,
+            versions,
             up,
             poll_duration: if resolved.hosts.is_empty() {
                 elapsed
@@ -426,9 +436,7 @@ impl Poller {
             last_success: self.last_success.get(&group.name).copied(),
             skipped: resolved.skipped.clone(),
             discovery: resolved.discovery,
-        };
-        snapshot.tally(unknown);
-        snapshot
+        }
     }
 
     fn log_cycle(&self, outcome: &CycleOutcome, elapsed: Duration) {
@@ -451,6 +459,19 @@ impl Poller {
             first_error = %first,
             "poll cycle could not ask GSE for every agent; their last known values are kept"
         );
+    }
+}
+
+/// Counts one agent's state, and its version when GSE knows it.
+fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
+    counts.add(record.state);
+    if matches!(record.state, AgentState::Online | AgentState::Offline) {
+        match versions.get_mut(&record.version) {
+            Some(n) => *n += 1,
+            None => {
+                versions.insert(record.version.clone(), 1);
+            }
+        }
     }
 }
 

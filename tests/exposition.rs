@@ -127,3 +127,65 @@ async fn openmetrics_and_gzip_are_negotiated_from_cached_bodies() {
     assert!(head.status().is_success());
     exporter.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_agent_metrics_off_and_metric_deny_cut_series_but_keep_counts() {
+    let sim = start_sim(SimOptions {
+        agents: 300,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let specs = [
+        GroupSpec {
+            name: "detailed",
+            bk_biz_id: 2,
+            api: "v2",
+            agents: &truth[..100],
+            labels: "",
+        },
+        GroupSpec {
+            name: "counted",
+            bk_biz_id: 3,
+            api: "v2",
+            agents: &truth[100..],
+            labels: "",
+        },
+    ];
+    let yaml = config_yaml(&sim, "", "interval: 30s\nmetric_deny: [gse_agent_heartbeat_age_seconds, \"gse_exporter_api_request_duration_.*\"]\n", &specs)
+        .replace("  - name: counted\n", "  - name: counted\n    per_agent_metrics: false\n");
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
+    let all = parse(&scrape(exporter.addr()).await);
+    let groups_with_series: std::collections::BTreeSet<&str> = samples(&all, "gse_agent_online")
+        .iter()
+        .map(|s| s.label("group"))
+        .collect();
+    assert_eq!(
+        groups_with_series.into_iter().collect::<Vec<_>>(),
+        vec!["detailed"]
+    );
+    let online = truth[100..].iter().filter(|a| a.known && a.online).count() as f64;
+    assert_eq!(
+        value(
+            &all,
+            "gse_agents",
+            &[("group", "counted"), ("state", "online")]
+        ),
+        Some(online)
+    );
+    assert!(
+        samples(&all, "gse_agent_heartbeat_age_seconds").is_empty(),
+        "denied by name"
+    );
+    assert!(
+        !all.iter()
+            .any(|s| s.name.starts_with("gse_exporter_api_request_duration_")),
+        "denied by regex"
+    );
+    assert!(
+        !samples(&all, "gse_agent_info").is_empty(),
+        "other families stay"
+    );
+    exporter.shutdown().await;
+}
