@@ -328,33 +328,10 @@ fn alertmanager_groups_by_alert_group_and_business() {
 
 // ----------------------------------------------------------- dashboards
 
-/// Parses a Prometheus duration such as `1h`, `90s` or `1h30m`.
+/// Whole seconds of a Prometheus duration such as `1h`, `90s` or `1h30m`.
 fn duration_seconds(text: &str) -> Option<u64> {
-    let mut total = 0;
-    let mut number = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            'm' if chars.peek() == Some(&'s') => {
-                chars.next();
-                0
-            }
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            'y' => 31_536_000,
-            _ => return None,
-        };
-        total += number.parse::<u64>().ok()? * unit;
-        number.clear();
-    }
-    (number.is_empty() && total > 0).then_some(total)
+    let d = humantime::parse_duration(text).ok()?;
+    (d.as_secs() > 0 && d.subsec_nanos() == 0).then_some(d.as_secs())
 }
 
 /// Problems with the range of each `rate`/`irate`/`increase`/`changes` call.

@@ -80,35 +80,8 @@ pub fn read_yaml(path: &Path) -> Yaml {
 
 /// Parses a Prometheus duration (`90s`, `5m`, `1h30m`, `1d`, `500ms`) in ms.
 pub fn duration_ms(text: &str) -> u64 {
-    let mut total = 0;
-    let mut number = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            'm' if chars.peek() == Some(&'s') => {
-                chars.next();
-                1
-            }
-            's' => 1_000,
-            'm' => 60_000,
-            'h' => 3_600_000,
-            'd' => 86_400_000,
-            'w' => 604_800_000,
-            'y' => 31_536_000_000,
-            _ => panic!("bad duration {text:?}"),
-        };
-        let n: u64 = number
-            .parse()
-            .unwrap_or_else(|_| panic!("bad duration {text:?}"));
-        total += n * unit;
-        number.clear();
-    }
-    assert!(number.is_empty(), "bad duration {text:?}");
-    total
+    let d = humantime::parse_duration(text).unwrap_or_else(|_| panic!("bad duration {text:?}"));
+    d.as_millis() as u64
 }
 
 /// `text` divided by [`TIME_SCALE`], as milliseconds (at least 1ms).
