@@ -189,7 +189,8 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<
 
 fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> GseError {
     let (code, message) = decode::error_code(body);
-    if status == 429 || code.is_some_and(|c| (1642900..1643000).contains(&c)) {
+    let gateway_limit = decode::GATEWAY_RATE_LIMITED_FIRST..=decode::GATEWAY_RATE_LIMITED_LAST;
+    if status == 429 || code.is_some_and(|c| gateway_limit.contains(&c)) {
         return GseError::RateLimited {
             code: code.unwrap_or(429),
             retry_after: retry_after(headers),

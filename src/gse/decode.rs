@@ -19,6 +19,10 @@ use super::{GseError, Info, Reply, Status};
 pub const V2_NONE_FOUND: i64 = 1011003;
 /// ESB rate-limit code.
 pub const ESB_RATE_LIMITED: i64 = 1306429;
+/// Gateway rate and concurrency limits: 16429xx (1642901-1642904 documented).
+pub const GATEWAY_RATE_LIMITED_FIRST: i64 = 1642900;
+/// Last code of the gateway's rate-limit range.
+pub const GATEWAY_RATE_LIMITED_LAST: i64 = 1642999;
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -64,10 +68,12 @@ fn error_envelope<'a>(code: i64, message: Option<serde_json::Value>) -> Result<B
     };
     match code {
         V2_NONE_FOUND => Ok(Body::NoneFound),
-        ESB_RATE_LIMITED | 1642901..=1642904 => Err(GseError::RateLimited {
-            code,
-            retry_after: None,
-        }),
+        ESB_RATE_LIMITED | GATEWAY_RATE_LIMITED_FIRST..=GATEWAY_RATE_LIMITED_LAST => {
+            Err(GseError::RateLimited {
+                code,
+                retry_after: None,
+            })
+        }
         _ => Err(GseError::Api { code, message }),
     }
 }
