@@ -12,7 +12,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{CmdbApi, CmdbConfig, GroupCmdb};
-use crate::gse::GseError;
+use crate::gse::{GseError, read_capped, transport_error};
+
+/// Largest CMDB page read (500 hosts are far below this).
+const MAX_PAGE_BYTES: usize = 16 << 20;
 
 /// Host fields asked for.
 const FIELDS: &[&str] = &[
@@ -116,18 +119,9 @@ impl CmdbClient {
             CmdbApi::Esb => self.http.post(url).json(&body),
             CmdbApi::Gateway => self.http.post(url).headers(self.auth_header()).json(&body),
         };
-        let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                GseError::Timeout
-            } else {
-                GseError::Transport(e.without_url().to_string())
-            }
-        })?;
+        let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| GseError::Transport(e.to_string()))?;
+        let bytes = read_capped(response, MAX_PAGE_BYTES).await?;
         if !status.is_success() {
             let (code, message) = crate::gse::decode::error_code(&bytes);
             return Err(GseError::HttpStatus {

@@ -1139,7 +1139,8 @@ fn parse_cloud(value: &serde_yaml_ng::Value) -> Result<i64, String> {
     }
 }
 
-fn parse_agent_id(text: &str) -> Result<String, String> {
+/// Checks a GSE 2.0 agent id: 1-64 ASCII letters and digits.
+pub fn parse_agent_id(text: &str) -> Result<String, String> {
     let ok =
         !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
     if ok {

@@ -289,11 +289,7 @@ pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'s
         .bk_host_innerip
         .split(',')
         .find_map(|ip| ip.trim().parse::<Ipv4Addr>().ok());
-    let agent_id = Some(cmdb.bk_agent_id.trim())
-        .filter(|id| {
-            !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
-        })
-        .map(String::from);
+    let agent_id = crate::config::parse_agent_id(cmdb.bk_agent_id.trim()).ok();
     match (group.api, ip, &agent_id) {
         (ApiVersion::V1, None, _) => return Err(SKIP_NO_IPV4_FOR_V1),
         (ApiVersion::V2, None, None) => return Err(SKIP_NO_ADDRESS),
@@ -430,9 +426,7 @@ mod tests {
         }
         assert!(per_shard.iter().all(|n| *n > 800), "{per_shard:?}");
         // Pinned: changing the hash would move every agent between shards.
-        assert_eq!(
-            shard_of("0100005254008ed86116666614661851", 16),
-            shard_of("0100005254008ed86116666614661851", 16)
-        );
+        assert_eq!(shard_of("0100005254008ed86116666614661851", 16), 7);
+        assert_eq!(shard_of("0100005254008ed86116666614661851", 3), 0);
     }
 }

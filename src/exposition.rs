@@ -32,11 +32,6 @@ impl Body {
     pub fn plain_len(&self) -> usize {
         self.plain.iter().map(Bytes::len).sum()
     }
-
-    /// The uncompressed body in one piece (tests and tools; copies).
-    pub fn plain_bytes(&self) -> Vec<u8> {
-        self.plain.concat()
-    }
 }
 
 /// The exposition of one snapshot.

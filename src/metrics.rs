@@ -374,13 +374,6 @@ impl Telemetry {
                 .set(crate::state::unix_seconds(std::time::SystemTime::now()));
         }
     }
-
-    /// Requests counted so far for a call and result (for tests and `query`).
-    pub fn requests(&self, call: Call, result: &'static str) -> u64 {
-        self.api_requests
-            .get_or_create(&[("api", call.label()), ("result", result)])
-            .get()
-    }
 }
 
 /// Text formats the exporter serves.

@@ -22,7 +22,7 @@ use crate::gse::{ApiVersion, Call, GseClient, GseError, Info, Reply, Status};
 use crate::metrics::Telemetry;
 use crate::pacing::Pacers;
 use crate::state::{
-    AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot, StateCounts, unix_seconds,
+    AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot, StateCounts, count, unix_seconds,
 };
 use rustc_hash::FxHashMap;
 
@@ -459,19 +459,6 @@ impl Poller {
             first_error = %first,
             "poll cycle could not ask GSE for every agent; their last known values are kept"
         );
-    }
-}
-
-/// Counts one agent's state, and its version when GSE knows it.
-fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
-    counts.add(record.state);
-    if matches!(record.state, AgentState::Online | AgentState::Offline) {
-        match versions.get_mut(&record.version) {
-            Some(n) => *n += 1,
-            None => {
-                versions.insert(record.version.clone(), 1);
-            }
-        }
     }
 }
 

@@ -236,14 +236,24 @@ impl GroupSnapshot {
         let mut counts = StateCounts::default();
         let mut versions = BTreeMap::new();
         for agent in &self.agents {
-            counts.add(agent.record.state);
-            if matches!(agent.record.state, AgentState::Online | AgentState::Offline) {
-                *versions.entry(agent.record.version.clone()).or_insert(0) += 1;
-            }
+            count(&mut counts, &mut versions, &agent.record);
         }
         counts.0[AgentState::Unknown.index()] = unknown;
         self.counts = counts;
         self.versions = versions;
+    }
+}
+
+/// Counts one agent's state, and its version when GSE knows it.
+pub fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
+    counts.add(record.state);
+    if matches!(record.state, AgentState::Online | AgentState::Offline) {
+        match versions.get_mut(&record.version) {
+            Some(n) => *n += 1,
+            None => {
+                versions.insert(record.version.clone(), 1);
+            }
+        }
     }
 }
 

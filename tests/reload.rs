@@ -141,8 +141,12 @@ fn two_group_yaml(
     config_yaml(sim, "", "interval: 1s\n", &specs)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_reload_rejects_a_broken_file_keeps_running_and_applies_a_fixed_one() {
+/// A simulator of 20 agents and a config file polling 10 of them as "stable".
+async fn reload_fixture() -> (
+    gse_exporter::sim::RunningSim,
+    Vec<AgentTruth>,
+    tempfile::TempDir,
+) {
     let sim = start_sim(SimOptions {
         agents: 20,
         ..SimOptions::default()
@@ -150,8 +154,18 @@ async fn post_reload_rejects_a_broken_file_keeps_running_and_applies_a_fixed_one
     .await;
     let truth = sim.truth();
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gse.yml"),
+        two_group_yaml(&sim, &truth, false),
+    )
+    .unwrap();
+    (sim, truth, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_rejects_a_broken_file_keeps_running_and_applies_a_fixed_one() {
+    let (sim, truth, dir) = reload_fixture().await;
     let path = dir.path().join("gse.yml");
-    std::fs::write(&path, two_group_yaml(&sim, &truth, false)).unwrap();
     let config = gse_exporter::config::Config::load(&path).unwrap();
     let options = ExporterOptions {
         config_file: Some(path.clone()),
@@ -256,15 +270,8 @@ async fn scrape_url(addr: &str) -> Vec<Sample> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_an_unchanged_group_has_no_gap() {
-    let sim = start_sim(SimOptions {
-        agents: 20,
-        ..SimOptions::default()
-    })
-    .await;
-    let truth = sim.truth();
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, truth, dir) = reload_fixture().await;
     let path = dir.path().join("gse.yml");
-    std::fs::write(&path, two_group_yaml(&sim, &truth, false)).unwrap();
     let (process, addr) = start_binary(&path).await;
     let hup = || {
         let pid = process.0.id().to_string();

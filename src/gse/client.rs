@@ -150,7 +150,8 @@ impl GseClient {
     }
 }
 
-fn transport_error(err: reqwest::Error) -> GseError {
+/// Maps a reqwest failure to a timeout or a transport error.
+pub(crate) fn transport_error(err: reqwest::Error) -> GseError {
     if err.is_timeout() {
         GseError::Timeout
     } else {
@@ -170,7 +171,11 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, GseError> {
+/// Reads a reply body, refusing more than `cap` bytes.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, GseError> {
     if response
         .content_length()
         .is_some_and(|len| len as usize > cap)
