@@ -7,6 +7,7 @@
 
 pub mod agent_text;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod cmdb;
 pub mod config;
@@ -20,3 +21,4 @@ pub mod poller;
 pub mod server;
 pub mod sim;
 pub mod state;
+pub mod web_config;
