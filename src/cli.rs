@@ -148,6 +148,7 @@ pub fn limits(cli: &Cli) -> crate::server::Limits {
         read_timeout: cli.read_timeout,
         max_connections: cli.max_connections as usize,
         max_scrapes: cli.max_requests,
+        ..crate::server::Limits::default()
     }
 }
 

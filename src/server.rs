@@ -13,7 +13,9 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -51,6 +53,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent `/metrics` requests at most (0: no limit); more get 503.
     pub max_scrapes: usize,
+    /// A client that accepts no response bytes for this long is disconnected,
+    /// so a reader that stalls cannot hold a scrape slot for ever.
+    pub write_stall: Duration,
 }
 
 impl Default for Limits {
@@ -59,6 +64,7 @@ impl Default for Limits {
             read_timeout: Duration::from_secs(10),
             max_connections: 512,
             max_scrapes: 40,
+            write_stall: Duration::from_secs(30),
         }
     }
 }
@@ -235,10 +241,95 @@ impl Connection {
             .timer(TokioTimer::new())
             .header_read_timeout(self.state.limits.read_timeout)
             .keep_alive(true);
+        let io = StallGuard::new(io, self.state.limits.write_stall);
         let conn = builder.serve_connection(TokioIo::new(io), self.service);
         if let Err(err) = self.watcher.watch(conn).await {
             tracing::debug!(error = %err, "HTTP connection ended with an error");
         }
+    }
+}
+
+/// Fails writes that make no progress for a while (a client that stopped
+/// reading); reads pass through.
+struct StallGuard<I> {
+    io: I,
+    limit: Duration,
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> StallGuard<I> {
+    fn new(io: I, limit: Duration) -> StallGuard<I> {
+        StallGuard {
+            io,
+            limit,
+            stalled_since: None,
+        }
+    }
+
+    /// Passes a write's result on, arming the stall timer while it is pending.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if result.is_ready() {
+            self.stalled_since = None;
+            return result;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading the response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for StallGuard<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
