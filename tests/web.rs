@@ -552,3 +552,21 @@ async fn metrics_answers_get_and_head_only_and_reload_bodies_are_bounded() {
         .status();
     assert_eq!(status, 413);
 }
+
+#[test]
+fn the_documented_example_has_the_shape_of_a_web_config() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/web.md")).unwrap();
+    let start = doc
+        .find("```yaml\ntls_server_config:")
+        .expect("example in docs/web.md")
+        + 8;
+    let end = start + doc[start..].find("```").unwrap();
+    let raw: gse_exporter::web_config::RawWebConfig =
+        gse_exporter::config::parse_yaml(&doc[start..end]).expect("the example parses");
+    let tls = raw.tls_server_config.expect("tls block");
+    assert_eq!(
+        tls.client_auth_type.as_deref(),
+        Some("RequireAndVerifyClientCert")
+    );
+    assert_eq!(raw.basic_auth_users.len(), 1);
+}
