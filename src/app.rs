@@ -80,6 +80,7 @@ impl Reloader {
             Ok(config) => {
                 telemetry.record_reload(true);
                 tracing::info!(groups = config.groups.len(), "configuration reloaded");
+                warn_unverified_tls(config);
                 self.config.send_replace(config.clone());
             }
             Err(err) => {
@@ -126,6 +127,7 @@ impl Exporter {
         if let Some(sharding) = options.sharding {
             config.sharding = sharding;
         }
+        warn_unverified_tls(&config);
         let config = Arc::new(config);
         let telemetry = Arc::new(Telemetry::default());
         let published = Arc::new(Published::new(telemetry.clone()));
@@ -200,6 +202,17 @@ impl Exporter {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// Says loudly, at start and on every reload, that a block trusts any certificate.
+fn warn_unverified_tls(config: &Config) {
+    for block in config.unverified_tls_blocks() {
+        tracing::warn!(
+            block,
+            "TLS certificate verification is off ({block}.tls.insecure_skip_verify): \
+             anyone on the network path can impersonate the upstream"
+        );
     }
 }
 

@@ -13,6 +13,7 @@ use gse_exporter::config::Config;
 use gse_exporter::sim::{self, AgentTruth, RunningSim, SimOptions};
 
 pub mod stack;
+pub mod tls;
 
 /// Loopback, any free port.
 pub fn loopback() -> SocketAddr {
