@@ -90,6 +90,7 @@ impl Reloader {
             Ok(config) => {
                 telemetry.record_reload(true);
                 tracing::info!(groups = config.groups.len(), "configuration reloaded");
+                warn_unverified_tls(config);
                 self.config.send_replace(config.clone());
             }
             Err(err) => {
@@ -136,6 +137,7 @@ impl Exporter {
         if let Some(sharding) = options.sharding {
             config.sharding = sharding;
         }
+        warn_unverified_tls(&config);
         let web = Arc::new(WebConfigFile::open(options.web_config_file.as_deref())?);
         if web.current().tls.is_some() {
             tracing::info!("TLS is enabled");
@@ -217,6 +219,17 @@ impl Exporter {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// Says loudly, at start and on every reload, that a block trusts any certificate.
+fn warn_unverified_tls(config: &Config) {
+    for block in config.unverified_tls_blocks() {
+        tracing::warn!(
+            block,
+            "TLS certificate verification is off ({block}.tls.insecure_skip_verify): \
+             anyone on the network path can impersonate the upstream"
+        );
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{CmdbApi, CmdbConfig, GroupCmdb};
-use crate::gse::{GseError, read_capped, transport_error};
+use crate::gse::{GseError, read_capped, transport_error, with_tls};
 
 /// Largest CMDB page read (500 hosts are far below this).
 const MAX_PAGE_BYTES: usize = 16 << 20;
@@ -86,7 +86,8 @@ impl CmdbClient {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("gse_exporter/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("gse_exporter/", env!("CARGO_PKG_VERSION")));
+        let http = with_tls(http, &config.tls)?
             .build()
             .map_err(|e| GseError::Transport(e.to_string()))?;
         Ok(CmdbClient {

@@ -18,6 +18,9 @@ use serde::Deserialize;
 
 use crate::gse::{ApiVersion, Host};
 
+mod tls;
+pub use tls::{ClientCert, RawTls, TlsConfig};
+
 /// Largest batch GSE 2.0's `list_agent_*` accepts.
 pub const V2_MAX_BATCH: usize = 1000;
 /// Largest batch we send to GSE 1.x's ESB (no documented cap; nodeman uses 2000).
@@ -160,6 +163,8 @@ pub struct RawCmdb {
     pub refresh_interval: Option<String>,
     /// A refresh shrinking a group by this share or more is held back once (default 0.5).
     pub max_shrink: Option<f64>,
+    /// Upstream TLS (default: the `gse:` block's).
+    pub tls: Option<RawTls>,
 }
 
 /// `sharding:` as written.
@@ -212,6 +217,8 @@ pub struct RawGse {
     pub max_backoff: Option<String>,
     /// Largest reply body read (default 64MiB; in bytes).
     pub max_response_bytes: Option<i64>,
+    /// Upstream TLS.
+    pub tls: Option<RawTls>,
 }
 
 /// `rate_limit:` as written.
@@ -337,6 +344,8 @@ pub struct CmdbConfig {
     pub refresh_interval: Duration,
     /// A refresh shrinking a group by this share or more is held back once.
     pub max_shrink: f64,
+    /// Upstream TLS.
+    pub tls: TlsConfig,
 }
 
 /// Largest CMDB page (the documented limit).
@@ -395,6 +404,8 @@ pub struct GseConfig {
     pub max_backoff: Duration,
     /// Reply body cap in bytes.
     pub max_response_bytes: usize,
+    /// Upstream TLS.
+    pub tls: TlsConfig,
 }
 
 impl GseConfig {
@@ -678,6 +689,10 @@ impl Validator<'_> {
                 "10m",
             ),
             max_shrink,
+            tls: match raw.tls {
+                Some(tls) => self.tls("cmdb", Some(tls)),
+                None => gse.tls.clone(),
+            },
         })
     }
 
@@ -803,6 +818,7 @@ impl Validator<'_> {
                 64 << 20,
                 1 << 32,
             ) as usize,
+            tls: self.tls("gse", raw.tls),
         }
     }
 

@@ -212,7 +212,7 @@ async fn web_passwords_hashes_and_keys_never_appear_in_anything_printed_or_serve
     let hash = bcrypt::hash(GOOD, 4).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let web = dir.path().join("web.yml");
-    let key_body = key_material(&server.key_pem);
+    let key_body = common::tls::key_material(&server.key_pem);
     std::fs::write(
         &web,
         format!(
@@ -289,11 +289,6 @@ async fn web_passwords_hashes_and_keys_never_appear_in_anything_printed_or_serve
             assert!(!text.contains(secret), "{secret:?} leaked into {what}");
         }
     }
-}
-
-/// The base64 body of a PEM block, without its armour lines.
-fn key_material(pem: &str) -> String {
-    pem.lines().filter(|l| !l.starts_with("-----")).collect()
 }
 
 fn indent(text: &str) -> String {

@@ -8,7 +8,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::json;
 
 use super::{Call, GseError, Info, Reply, Status, decode};
-use crate::config::GseConfig;
+use crate::config::{GseConfig, TlsConfig};
 
 /// A client for both GSE APIs. Cheap to clone.
 #[derive(Clone)]
@@ -39,9 +39,10 @@ impl GseClient {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("gse_exporter/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(cfg.max_in_flight.max(1))
+            .pool_max_idle_per_host(cfg.max_in_flight.max(1));
+        let http = with_tls(http, &cfg.tls)?
             .build()
-            .map_err(|e| GseError::Transport(e.to_string()))?;
+            .map_err(|e| GseError::Transport(error_chain(&e)))?;
         Ok(GseClient {
             http,
             app_code: cfg.app_code.clone(),
@@ -148,6 +149,33 @@ impl GseClient {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers
     }
+}
+
+/// Applies a `tls:` block: extra CA roots (added to the system roots), a
+/// client certificate, or no verification at all when the user asked so
+/// (the warning is logged where configurations are applied).
+pub(crate) fn with_tls(
+    builder: reqwest::ClientBuilder,
+    tls: &TlsConfig,
+) -> Result<reqwest::ClientBuilder, GseError> {
+    let tls_error =
+        |what: &str, e: reqwest::Error| GseError::Transport(format!("{what}: {}", error_chain(&e)));
+    let roots = tls
+        .ca_certs
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error("tls.ca_file", e))?;
+    let mut builder = builder
+        .tls_certs_merge(roots)
+        .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
+    if let Some(client) = &tls.client {
+        // reqwest's own message is fixed text: no key material in it.
+        let identity = reqwest::Identity::from_pem(client.identity_pem())
+            .map_err(|e| tls_error("tls.key_file", e))?;
+        builder = builder.identity(identity);
+    }
+    Ok(builder)
 }
 
 /// Maps a reqwest failure to a timeout or a transport error.

@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 pub use client::GseClient;
-pub(crate) use client::{read_capped, transport_error};
+pub(crate) use client::{read_capped, transport_error, with_tls};
 pub use error::{GseError, RESULT_LABELS};
 
 /// Which GSE API a group is polled through.

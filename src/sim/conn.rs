@@ -31,7 +31,7 @@ impl SimListener {
 }
 
 /// Per-connection info handed to handlers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ConnTag {
     kill: Arc<AtomicBool>,
 }

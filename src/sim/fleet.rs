@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::cmdb::BizSpec;
+use super::tls::SimTls;
 
 /// Heartbeat period of an online agent: its `report_time` is never older.
 const HEARTBEAT_MS: u64 = 20_000;
@@ -49,6 +50,8 @@ pub struct SimOptions {
     /// means [`BizSpec::default_split`]: biz 2, 3 and 5 with 40 %, 30 % and
     /// the rest of the fleet.
     pub businesses: Vec<BizSpec>,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<SimTls>,
 }
 
 impl Default for SimOptions {
@@ -72,6 +75,7 @@ impl Default for SimOptions {
             latency: Duration::ZERO,
             max_batch_v2: 1000,
             businesses: Vec::new(),
+            tls: None,
         }
     }
 }

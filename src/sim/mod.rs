@@ -48,7 +48,9 @@ mod fleet;
 mod log;
 mod reply;
 mod server;
+mod tls;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -62,10 +64,12 @@ pub use cmdb::{Addressing, BizSpec, CmdbHost};
 pub use faults::{BodyFault, Faults, RateLimit};
 pub use fleet::{AgentTruth, SimOptions};
 pub use log::{Api, Outcome, RequestRecord, Stats, max_in_window};
+pub use tls::SimTls;
 
 use cmdb_http::{CMDB_ESB_ROOT, CMDB_GATEWAY_ROOT};
 use conn::{ConnTag, SimListener};
 use server::{Shared, V1_ROOT, V2_ROOT};
+use tls::TlsListener;
 
 /// Errors of the control API.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +169,7 @@ impl SimHandle {
 pub struct RunningSim {
     handle: SimHandle,
     addr: SocketAddr,
+    scheme: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -175,24 +180,29 @@ impl RunningSim {
         self.addr
     }
 
+    /// `http`, or `https` when serving TLS.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
     /// The ESB v1 root: `http://ADDR/api/c/compapi/v2/gse`.
     pub fn v1_url(&self) -> String {
-        format!("http://{}{V1_ROOT}", self.addr)
+        format!("{}://{}{V1_ROOT}", self.scheme, self.addr)
     }
 
     /// The gateway v2 root: `http://ADDR/api/bk-gse/prod`.
     pub fn v2_url(&self) -> String {
-        format!("http://{}{V2_ROOT}", self.addr)
+        format!("{}://{}{V2_ROOT}", self.scheme, self.addr)
     }
 
     /// The CMDB root through ESB: `http://ADDR/api/c/compapi/v2/cc`.
     pub fn cmdb_esb_url(&self) -> String {
-        format!("http://{}{CMDB_ESB_ROOT}", self.addr)
+        format!("{}://{}{CMDB_ESB_ROOT}", self.scheme, self.addr)
     }
 
     /// The CMDB root through the gateway: `http://ADDR/api/bk-cmdb/prod`.
     pub fn cmdb_gateway_url(&self) -> String {
-        format!("http://{}{CMDB_GATEWAY_ROOT}", self.addr)
+        format!("{}://{}{CMDB_GATEWAY_ROOT}", self.scheme, self.addr)
     }
 
     /// A handle that outlives borrow scopes (e.g. to move into a task).
@@ -231,28 +241,44 @@ impl Drop for RunningSim {
     }
 }
 
-/// Bind `addr` (tests pass `127.0.0.1:0`) and serve the simulator in a task.
+/// Bind `addr` (tests pass `127.0.0.1:0`) and serve the simulator in a task,
+/// over HTTPS when `opts.tls` is set.
 pub async fn start(opts: SimOptions, addr: SocketAddr) -> std::io::Result<RunningSim> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    let acceptor = opts.tls.as_ref().map(tls::acceptor).transpose()?;
     let shared = Arc::new(Shared::new(opts));
     let app = server::router(shared.clone()).into_make_service_with_connect_info::<ConnTag>();
     let (stop, stopped) = oneshot::channel::<()>();
-    let serve = axum::serve(SimListener::new(listener), app).with_graceful_shutdown(async {
+    let stopped = async {
         let _ = stopped.await;
-    });
-    let task = tokio::spawn(async move {
-        if let Err(e) = serve.await {
-            tracing::warn!(error = %e, "GSE simulator stopped with an error");
+    };
+    let listener = SimListener::new(listener);
+    let (scheme, task) = match acceptor {
+        None => {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            ("http", tokio::spawn(log_end(serve.into_future())))
         }
-    });
-    tracing::info!(%addr, "GSE simulator listening");
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor);
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            ("https", tokio::spawn(log_end(serve.into_future())))
+        }
+    };
+    tracing::info!(%addr, scheme, "GSE simulator listening");
     Ok(RunningSim {
         handle: SimHandle { shared },
         addr,
+        scheme,
         stop: Some(stop),
         task: Some(task),
     })
+}
+
+async fn log_end(serve: impl Future<Output = std::io::Result<()>>) {
+    if let Err(e) = serve.await {
+        tracing::warn!(error = %e, "GSE simulator stopped with an error");
+    }
 }
 
 /// Serve the simulator on `addr` until SIGINT (Ctrl-C) or SIGTERM, then shut

@@ -1,10 +1,11 @@
-//! Test certificates made at test time: a CA and the server and client
-//! certificates it signs, written as PEM files into a temporary directory,
-//! and reqwest clients that trust them.
+//! Test certificates made at test time with rcgen: a CA and the server and
+//! client certificates it signs, written as PEM files into a temporary
+//! directory; reqwest clients that trust them; the simulator's TLS option.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
+use gse_exporter::sim::SimTls;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -100,4 +101,41 @@ impl TestCa {
         }
         builder.build().expect("client builds")
     }
+}
+
+/// A private CA with a server certificate for 127.0.0.1/localhost and a client certificate.
+pub struct TestPki {
+    pub ca: TestCa,
+    pub server: Pair,
+    pub client: Pair,
+}
+
+impl TestPki {
+    /// A fresh CA named `name`, with its server and client certificates.
+    pub fn new(name: &str) -> TestPki {
+        let ca = TestCa::new(name);
+        let server = ca.server(&["127.0.0.1", "localhost"]);
+        let client = ca.client(&[]);
+        TestPki { ca, server, client }
+    }
+
+    /// The simulator's TLS option: this CA's server certificate, and client
+    /// certificates of this CA required when `require_client_cert`.
+    pub fn sim_tls(&self, require_client_cert: bool) -> SimTls {
+        SimTls {
+            cert_pem: self.server.cert_pem.clone(),
+            key_pem: self.server.key_pem.clone(),
+            client_ca_pem: require_client_cert.then(|| self.ca.cert_pem.clone()),
+        }
+    }
+
+    /// A path in the PKI's folder (for extra files a test writes).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.ca.dir.path().join(name)
+    }
+}
+
+/// The base64 body of a PEM block, without its armour lines.
+pub fn key_material(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
 }

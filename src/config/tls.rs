@@ -1,0 +1,224 @@
+//! The `tls:` block of `gse:` and `cmdb:`: how the exporter verifies the
+//! upstream's certificate and which client certificate it presents.
+//!
+//! Owns the block's shape ([`RawTls`], [`TlsConfig`]) and its one validation
+//! function: files must exist and parse as PEM, a client certificate needs
+//! both halves and they must belong together. Files are read here, once per
+//! load, so a reload picks up rotated files and the client never re-reads
+//! them. Building the HTTP client from it belongs to [`crate::gse`].
+//!
+//! The private key is a secret: it is kept only inside [`Secret`], and no
+//! problem text or `Debug` output shows any of its content.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use tokio_rustls::rustls::crypto::aws_lc_rs;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::sign::CertifiedKey;
+
+use super::{Secret, Validator};
+
+/// A `tls:` block as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file of CA certificates trusted in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate (chain), for servers that ask for one.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate (default false). Logs a warning.
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// A validated `tls:` block, with its files already read.
+#[derive(Clone, Default, PartialEq)]
+pub struct TlsConfig {
+    /// The CA file, as resolved against the config file's folder.
+    pub ca_file: Option<PathBuf>,
+    /// Its certificates (DER), added to the system roots.
+    pub ca_certs: Vec<Vec<u8>>,
+    /// The client certificate, if any.
+    pub client: Option<ClientCert>,
+    /// Skip verifying the server's certificate.
+    pub insecure_skip_verify: bool,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_file", &self.ca_file)
+            .field("ca_certs", &self.ca_certs.len())
+            .field("client", &self.client)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+/// A client certificate and its key.
+#[derive(Clone, PartialEq)]
+pub struct ClientCert {
+    /// The certificate file.
+    pub cert_file: PathBuf,
+    /// The key file.
+    pub key_file: PathBuf,
+    /// Certificate chain then key, re-encoded as plain PEM blocks.
+    identity_pem: Secret,
+}
+
+impl ClientCert {
+    /// Certificate chain and key as PEM, for the one place that builds the client.
+    pub fn identity_pem(&self) -> &[u8] {
+        self.identity_pem.expose().as_bytes()
+    }
+}
+
+impl fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCert")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Validator<'_> {
+    /// Validates the `tls:` block of `block` (`gse` or `cmdb`).
+    pub(super) fn tls(&mut self, block: &str, raw: Option<RawTls>) -> TlsConfig {
+        let raw = raw.unwrap_or_default();
+        let key = |name: &str| format!("{block}.tls.{name}");
+        let ca_file = raw.ca_file.map(|f| self.base_dir.join(f));
+        let ca_certs = match &ca_file {
+            Some(file) => self.certificates(&key("ca_file"), file).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let client = match (raw.cert_file, raw.key_file) {
+            (Some(cert), Some(private)) => {
+                let cert = self.base_dir.join(cert);
+                let private = self.base_dir.join(private);
+                self.client_cert(block, cert, private)
+            }
+            (Some(_), None) => {
+                let rule = "is required with cert_file (a client certificate needs both)";
+                self.problem(key("key_file"), "", rule);
+                None
+            }
+            (None, Some(_)) => {
+                let rule = "is required with key_file (a client certificate needs both)";
+                self.problem(key("cert_file"), "", rule);
+                None
+            }
+            (None, None) => None,
+        };
+        TlsConfig {
+            ca_file,
+            ca_certs,
+            client,
+            insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        }
+    }
+
+    fn client_cert(&mut self, block: &str, cert: PathBuf, private: PathBuf) -> Option<ClientCert> {
+        let certs = self.certificates(&format!("{block}.tls.cert_file"), &cert);
+        let key = self.private_key(&format!("{block}.tls.key_file"), &private);
+        let (certs, key) = (certs?, key?);
+        let chain: Vec<CertificateDer<'static>> =
+            certs.iter().cloned().map(CertificateDer::from).collect();
+        let provider = aws_lc_rs::default_provider();
+        if CertifiedKey::from_der(chain, key.clone_key(), &provider).is_err() {
+            let rule = "does not match cert_file (or is of an unsupported type)";
+            self.problem(
+                format!("{block}.tls.key_file"),
+                private.display().to_string(),
+                rule,
+            );
+            return None;
+        }
+        let mut pem = String::new();
+        for der in &certs {
+            push_pem(&mut pem, "CERTIFICATE", der);
+        }
+        push_pem(&mut pem, key_label(&key), key.secret_der());
+        Some(ClientCert {
+            cert_file: cert,
+            key_file: private,
+            identity_pem: Secret::new(pem),
+        })
+    }
+
+    /// Every certificate of a PEM file (DER), or a problem.
+    fn certificates(&mut self, key: &str, file: &Path) -> Option<Vec<Vec<u8>>> {
+        let bytes = self.pem_file(key, file)?;
+        let parsed: Result<Vec<CertificateDer<'_>>, _> =
+            CertificateDer::pem_slice_iter(&bytes).collect();
+        match parsed {
+            Ok(certs) if !certs.is_empty() => Some(certs.iter().map(|c| c.to_vec()).collect()),
+            _ => {
+                let rule = "is not a PEM file of certificates (-----BEGIN CERTIFICATE-----)";
+                self.problem(key, file.display().to_string(), rule);
+                None
+            }
+        }
+    }
+
+    /// The first private key of a PEM file, or a problem that shows none of it.
+    fn private_key(&mut self, key: &str, file: &Path) -> Option<PrivateKeyDer<'static>> {
+        let bytes = self.pem_file(key, file)?;
+        match PrivateKeyDer::from_pem_slice(&bytes) {
+            Ok(private) => Some(private),
+            Err(_) => {
+                let rule = "is not a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC, unencrypted)";
+                self.problem(key, file.display().to_string(), rule);
+                None
+            }
+        }
+    }
+
+    fn pem_file(&mut self, key: &str, file: &Path) -> Option<Vec<u8>> {
+        match std::fs::read(file) {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                let rule = format!("cannot be read: {err}");
+                self.problem(key, file.display().to_string(), &rule);
+                None
+            }
+        }
+    }
+}
+
+/// The PEM label reqwest expects for each key encoding.
+fn key_label(key: &PrivateKeyDer<'_>) -> &'static str {
+    match key {
+        PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+        PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+        _ => "PRIVATE KEY",
+    }
+}
+
+fn push_pem(out: &mut String, label: &str, der: &[u8]) {
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    out.push_str(&format!("-----BEGIN {label}-----\n"));
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+}
+
+impl super::Config {
+    /// The blocks (`gse`, `cmdb`) whose `tls.insecure_skip_verify` is on.
+    pub fn unverified_tls_blocks(&self) -> Vec<&'static str> {
+        let gse = self.gse.tls.insecure_skip_verify.then_some("gse");
+        let cmdb = self
+            .cmdb
+            .as_ref()
+            .filter(|c| c.tls.insecure_skip_verify)
+            .map(|_| "cmdb");
+        gse.into_iter().chain(cmdb).collect()
+    }
+}
