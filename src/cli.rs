@@ -159,7 +159,7 @@ pub struct QueryArgs {
         value_delimiter = ','
     )]
     pub group: Vec<String>,
-    /// Ask only this host, `cloud:ip` or an agent id, in its one --group's business and API (repeat, or separate with commas).
+    /// Ask only this host, `cloud:ip` or an agent id, in its one --group's business and API (repeat, or separate with commas; default: the group's own hosts).
     #[arg(
         long,
         env = "GSE_EXPORTER_QUERY_HOST",

@@ -622,7 +622,9 @@ web, prod  2         10.0.0.3  0      -           not_found  -        -
         Report::new(&snapshot(vec![]), &[])
             .write(Output::Csv, &mut out)
             .unwrap();
-        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+        let empty = String::from_utf8(out).unwrap();
+        assert_eq!(empty, format!("{}\n", CSV_HEADER.join(",")));
+        assert!(text.starts_with(&empty), "one header with rows or without");
     }
 
     #[test]
@@ -652,6 +654,60 @@ web, prod  2         10.0.0.3  0      -           not_found  -        -
             "{:?}",
             report.failures
         );
+    }
+
+    fn config() -> Config {
+        let yaml = "gse:\n  api: v2\n  v1_url: http://127.0.0.1:1/v1\n  v2_url: http://127.0.0.1:1/v2\n  app_code: a\n  app_secret: s\nsharding: { shard: 1, total_shards: 2 }\ngroups:\n  - name: web\n    bk_biz_id: 2\n    per_agent_metrics: false\n    hosts: [\"0:10.0.0.1\"]\n  - name: db\n    bk_biz_id: 3\n    gse_api: v1\n    hosts: [\"0:10.0.0.2\"]\n";
+        Config::parse(yaml, std::path::Path::new(".")).unwrap()
+    }
+
+    fn selection(groups: &[&str], hosts: &[&str]) -> Selection {
+        Selection {
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn selecting_keeps_every_agent_row_and_drops_the_shard_filter() {
+        let all = select(config(), &Selection::default()).unwrap();
+        assert_eq!(all.groups.len(), 2);
+        assert!(all.groups.iter().all(|g| g.per_agent_metrics));
+        assert_eq!(all.sharding, Sharding::default());
+        let db = select(config(), &selection(&["db"], &[])).unwrap();
+        let names: Vec<&str> = db.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["db"]);
+    }
+
+    #[test]
+    fn given_hosts_replace_the_one_groups_hosts() {
+        let hosts = ["0:10.0.0.9", "1:10.0.0.9", "0:10.0.0.9"];
+        let picked = select(config(), &selection(&["db"], &hosts)).unwrap();
+        let keys: Vec<String> = picked.groups[0]
+            .hosts
+            .iter()
+            .filter_map(|h| h.cloud_ip())
+            .collect();
+        assert_eq!(keys, ["0:10.0.0.9", "1:10.0.0.9"]);
+        let web = select(config(), &selection(&["web"], &["0100abc"])).unwrap();
+        assert_eq!(web.groups[0].hosts[0].agent_id.as_deref(), Some("0100abc"));
+    }
+
+    #[test]
+    fn selection_errors_name_the_problem() {
+        let err = |groups: &[&str], hosts: &[&str]| {
+            select(config(), &selection(groups, hosts))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(&["nope"], &[]),
+            "no group named \"nope\" in the configuration (groups: web, db)"
+        );
+        assert!(err(&[], &["0:10.0.0.1"]).contains("exactly one --group"));
+        assert!(err(&["web", "db"], &["0:10.0.0.1"]).contains("exactly one --group"));
+        assert!(err(&["db"], &["0100abc"]).contains("GSE 1.x asks by cloud:ip"));
+        assert!(err(&["web"], &["10.0.0.1"]).contains("neither cloud:ip nor an agent id"));
     }
 
     #[test]

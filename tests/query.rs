@@ -13,7 +13,7 @@ use common::*;
 use gse_exporter::sim::{AgentTruth, RunningSim, SimOptions};
 
 /// A simulator and a config file with two groups: `web` (v2, the first 40
-/// agents) and `db` (v1, the next 20).
+/// agents) and `db` (v1, the next 20, without per-agent series).
 struct Fixture {
     sim: RunningSim,
     truth: Vec<AgentTruth>,
@@ -49,7 +49,12 @@ async fn fixture(online_share: f64, unknown_share: f64) -> Fixture {
             labels: "",
         },
     ];
-    let yaml = config_yaml(&sim, "  batch_size: 15\n", "", &groups);
+    // `db` keeps no per-agent series; the query lists its agents all the same.
+    let yaml = config_yaml(&sim, "  batch_size: 15\n", "", &groups).replace(
+        "  - name: db\n",
+        "  - name: db\n    per_agent_metrics: false\n",
+    );
+    assert!(yaml.contains("per_agent_metrics: false"));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gse.yml");
     std::fs::write(&config, yaml).unwrap();
@@ -386,13 +391,7 @@ fn completions_name_the_subcommands_and_the_man_page_is_roff() {
             .unwrap();
         assert!(out.status.success(), "{shell}");
         let script = text(&out.stdout);
-        for word in [
-            "query",
-            "simulate",
-            "completions",
-            "--config.file",
-            "--filter",
-        ] {
+        for word in ["query", "simulate", "completions", "config.file", "filter"] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
     }
