@@ -19,7 +19,8 @@ use crate::exposition::Published;
 use crate::gse::GseError;
 use crate::metrics::Telemetry;
 use crate::poller::Poller;
-use crate::server::{self, AppState};
+use crate::server::{self, AppState, Gate, Limits};
+use crate::web_config::WebConfigFile;
 
 /// Why an exporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum StartError {
     /// The GSE client could not be built.
     #[error("cannot build the GSE client: {0}")]
     Client(#[from] GseError),
+    /// The web configuration file is invalid.
+    #[error("web configuration: {}", .0.problems().join("; "))]
+    WebConfig(#[from] ConfigError),
 }
 
 /// How to run an exporter.
@@ -48,6 +52,10 @@ pub struct ExporterOptions {
     pub config_file: Option<PathBuf>,
     /// Sharding from the command line, which wins over the file's.
     pub sharding: Option<Sharding>,
+    /// The exporter-toolkit web configuration (TLS, basic auth), if any.
+    pub web_config_file: Option<PathBuf>,
+    /// HTTP server limits.
+    pub limits: Limits,
 }
 
 impl Default for ExporterOptions {
@@ -57,6 +65,8 @@ impl Default for ExporterOptions {
             telemetry_path: "/metrics".into(),
             config_file: None,
             sharding: None,
+            web_config_file: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -126,6 +136,10 @@ impl Exporter {
         if let Some(sharding) = options.sharding {
             config.sharding = sharding;
         }
+        let web = Arc::new(WebConfigFile::open(options.web_config_file.as_deref())?);
+        if web.current().tls.is_some() {
+            tracing::info!("TLS is enabled");
+        }
         let config = Arc::new(config);
         let telemetry = Arc::new(Telemetry::default());
         let published = Arc::new(Published::new(telemetry.clone()));
@@ -154,6 +168,9 @@ impl Exporter {
             published: published.clone(),
             telemetry_path: options.telemetry_path,
             reloader: reloader.clone(),
+            web,
+            limits: options.limits,
+            gate: Arc::new(Gate::new(&options.limits)),
         };
         let http = tokio::spawn(serve_until_stopped(listener, state, stopped.clone()));
         let poll = tokio::spawn(poll_loop(

@@ -49,6 +49,40 @@ pub struct Cli {
     )]
     pub telemetry_path: String,
 
+    /// Web configuration file (exporter-toolkit format): TLS, client certificates, basic auth (default: none, plain HTTP without auth).
+    #[arg(
+        long = "web.config.file",
+        env = "GSE_EXPORTER_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Most concurrent /metrics requests; more get 503 (0: no limit).
+    #[arg(
+        long = "web.max-requests",
+        env = "GSE_EXPORTER_WEB_MAX_REQUESTS",
+        default_value_t = 40
+    )]
+    pub max_requests: usize,
+
+    /// Most open HTTP connections; more are closed at once.
+    #[arg(
+        long = "web.max-connections",
+        env = "GSE_EXPORTER_WEB_MAX_CONNECTIONS",
+        default_value_t = 512,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+
+    /// Time a client has for the TLS handshake, each request's headers and a request body.
+    #[arg(
+        long = "web.read-timeout",
+        env = "GSE_EXPORTER_WEB_READ_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_timeout
+    )]
+    pub read_timeout: std::time::Duration,
+
     /// Log level.
     #[arg(long = "log.level", env = "GSE_EXPORTER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, global = true)]
     pub log_level: LogLevel,
@@ -122,6 +156,24 @@ pub fn sharding(
         ));
     }
     Ok(Some(crate::config::Sharding { shard, total }))
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
+        Ok(d) => Ok(d),
+        Err(_) => Err("not a duration (examples: 5s, 500ms)".into()),
+    }
+}
+
+/// The server limits named by the flags.
+pub fn limits(cli: &Cli) -> crate::server::Limits {
+    crate::server::Limits {
+        read_timeout: cli.read_timeout,
+        max_connections: cli.max_connections as usize,
+        max_scrapes: cli.max_requests,
+        ..crate::server::Limits::default()
+    }
 }
 
 /// The trailing `-N` of a StatefulSet pod name.

@@ -38,6 +38,12 @@ impl Secret {
     }
 }
 
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
@@ -481,6 +487,11 @@ impl Config {
 
 /// Parses YAML into [`RawConfig`], reporting the key path of the first shape error.
 pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
+    parse_yaml(text)
+}
+
+/// Parses YAML into any file shape, reporting the key path of the first shape error.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();

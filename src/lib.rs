@@ -7,6 +7,7 @@
 
 pub mod agent_text;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod cmdb;
 pub mod config;
@@ -21,3 +22,4 @@ pub mod query;
 pub mod server;
 pub mod sim;
 pub mod state;
+pub mod web_config;

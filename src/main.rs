@@ -76,6 +76,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         telemetry_path: cli.telemetry_path.clone(),
         config_file: cli.config_file.clone(),
         sharding: gse_exporter::cli::sharding(&cli, hostname).map_err(anyhow::Error::msg)?,
+        web_config_file: cli.web_config_file.clone(),
+        limits: gse_exporter::cli::limits(&cli),
     };
     if cli.demo {
         return run_demo(&cli, options).await;
@@ -131,6 +133,31 @@ fn check_config(cli: &Cli) -> ExitCode {
     let Some(path) = cli.config_file.as_deref() else {
         return ExitCode::from(2);
     };
+    let web_ok = cli.web_config_file.as_deref().is_none_or(check_web_config);
+    let config_ok = check_exporter_config(path);
+    if web_ok && config_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn check_web_config(path: &std::path::Path) -> bool {
+    match gse_exporter::web_config::WebAccess::load(path) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            true
+        }
+        Err(err) => {
+            for problem in err.problems() {
+                println!("{}: {problem}", path.display());
+            }
+            false
+        }
+    }
+}
+
+fn check_exporter_config(path: &std::path::Path) -> bool {
     match Config::load(path) {
         Ok(config) => {
             let hosts: usize = config.groups.iter().map(|g| g.hosts.len()).sum();
@@ -139,13 +166,13 @@ fn check_config(cli: &Cli) -> ExitCode {
                 path.display(),
                 config.groups.len()
             );
-            ExitCode::SUCCESS
+            true
         }
         Err(err) => {
             for problem in err.problems() {
                 println!("{}: {problem}", path.display());
             }
-            ExitCode::from(1)
+            false
         }
     }
 }

@@ -239,6 +239,13 @@ metric!(
     "Unix time of the last successful configuration load."
 );
 metric!(
+    HTTP_REJECTED,
+    "gse_exporter_http_requests_rejected_total",
+    Counter,
+    ["reason"],
+    "Connections and requests the HTTP server turned away, by reason: unauthorized, rate_limited, too_many_scrapes, too_many_connections, tls_handshake."
+);
+metric!(
     SHARD_ORDINAL,
     "gse_exporter_shard_ordinal",
     Gauge,
@@ -278,6 +285,7 @@ pub const TABLE: &[MetricDef] = &[
     DISCOVERY_SKIPPED,
     RELOAD_SUCCESS,
     RELOAD_TIMESTAMP,
+    HTTP_REJECTED,
     SHARD_ORDINAL,
     TOTAL_SHARDS,
 ];
@@ -298,6 +306,44 @@ pub struct Telemetry {
     body_bytes: Family<[(&'static str, &'static str); 1], Gauge>,
     reload_success: Gauge,
     reload_timestamp: Gauge<f64, AtomicU64>,
+    http_rejected: Family<[(&'static str, &'static str); 1], Counter>,
+}
+
+/// Why the HTTP server turned a client away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Missing or wrong basic-auth credentials.
+    Unauthorized,
+    /// Over the web configuration's `rate_limit`.
+    RateLimited,
+    /// Over `--web.max-requests` concurrent scrapes.
+    TooManyScrapes,
+    /// Over `--web.max-connections` open connections.
+    TooManyConnections,
+    /// A TLS handshake failed or timed out.
+    TlsHandshake,
+}
+
+impl Rejection {
+    /// Every reason, for pre-creating the series.
+    pub const ALL: [Rejection; 5] = [
+        Rejection::Unauthorized,
+        Rejection::RateLimited,
+        Rejection::TooManyScrapes,
+        Rejection::TooManyConnections,
+        Rejection::TlsHandshake,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Unauthorized => "unauthorized",
+            Rejection::RateLimited => "rate_limited",
+            Rejection::TooManyScrapes => "too_many_scrapes",
+            Rejection::TooManyConnections => "too_many_connections",
+            Rejection::TlsHandshake => "tls_handshake",
+        }
+    }
 }
 
 impl Default for Telemetry {
@@ -310,7 +356,13 @@ impl Default for Telemetry {
             body_bytes: Family::default(),
             reload_success: Gauge::default(),
             reload_timestamp: Gauge::default(),
+            http_rejected: Family::default(),
         };
+        for rejection in Rejection::ALL {
+            let _ = telemetry
+                .http_rejected
+                .get_or_create(&[("reason", rejection.label())]);
+        }
         telemetry.reload_success.set(1);
         telemetry
             .reload_timestamp
@@ -364,6 +416,13 @@ impl Telemetry {
         };
         set("identity", plain);
         set("gzip", gzip);
+    }
+
+    /// Counts a connection or request the HTTP server turned away.
+    pub fn record_rejection(&self, rejection: Rejection) {
+        self.http_rejected
+            .get_or_create(&[("reason", rejection.label())])
+            .inc();
     }
 
     /// Records the outcome of a configuration reload.
@@ -565,7 +624,7 @@ impl Exposed {
             ];
             m.encode_family(&labels)?.encode_gauge(&1i64)?;
         }
-        let families: [(&MetricDef, MetricType, &dyn EncodeMetric); 7] = [
+        let families: [(&MetricDef, MetricType, &dyn EncodeMetric); 8] = [
             (&API_REQUESTS, MetricType::Counter, &t.api_requests),
             (&API_DURATION, MetricType::Histogram, &t.api_duration),
             (&API_RETRIES, MetricType::Counter, &t.api_retries),
@@ -573,6 +632,7 @@ impl Exposed {
             (&BODY_BYTES, MetricType::Gauge, &t.body_bytes),
             (&RELOAD_SUCCESS, MetricType::Gauge, &t.reload_success),
             (&RELOAD_TIMESTAMP, MetricType::Gauge, &t.reload_timestamp),
+            (&HTTP_REJECTED, MetricType::Counter, &t.http_rejected),
         ];
         for (def, metric_type, metric) in families {
             if !self.denied(def) {

@@ -1,26 +1,73 @@
 //! The HTTP side: `/metrics` from cached bytes, the landing page, health and
-//! readiness, and graceful shutdown.
+//! readiness, access control, limits and graceful shutdown.
 //!
-//! Owns routing, content negotiation (Prometheus text or OpenMetrics, gzip or
-//! not) and the page. It never polls GSE and never waits on a poll: every
-//! handler reads the published exposition and returns.
+//! Owns the accept loop (TLS from the web configuration, a cap on open
+//! connections, a deadline for the TLS handshake and request headers),
+//! routing, basic authentication and rate limiting on every route, a cap on
+//! concurrent scrapes, content negotiation (Prometheus text or OpenMetrics,
+//! gzip or not) and the page. It never polls GSE and never waits on a poll:
+//! every handler reads the published exposition and returns. What the web
+//! configuration means is [`crate::web_config`]'s; checking a password is
+//! [`crate::auth`]'s.
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body as HttpBody;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::auth::{BasicAuth, Verdict};
 use crate::exposition::{Exposition, Published};
-use crate::metrics::Format;
+use crate::metrics::{Format, Rejection};
 use crate::state::GroupSnapshot;
+use crate::web_config::{WebAccess, WebConfigFile};
+
+/// Largest request body accepted (only `/-/reload` takes one, and ignores it).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long in-flight requests may finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Limits that keep slow or greedy clients from exhausting the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client has for the TLS handshake, each request's headers and a
+    /// request body (slowloris protection).
+    pub read_timeout: Duration,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Concurrent `/metrics` requests at most (0: no limit); more get 503.
+    pub max_scrapes: usize,
+    /// A client that accepts no response bytes for this long is disconnected,
+    /// so a reader that stalls cannot hold a scrape slot for ever.
+    pub write_stall: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            read_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            max_scrapes: 40,
+            write_stall: Duration::from_secs(30),
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -31,6 +78,61 @@ pub struct AppState {
     pub telemetry_path: String,
     /// Reloads the configuration file.
     pub reloader: Arc<crate::app::Reloader>,
+    /// TLS, users, headers and rate limit (`--web.config.file`).
+    pub web: Arc<WebConfigFile>,
+    /// Server limits.
+    pub limits: Limits,
+    /// Access checks with their caches and counters.
+    pub gate: Arc<Gate>,
+}
+
+/// Per-server access state: the password cache, the scrape slots, the rate limiter.
+#[derive(Debug)]
+pub struct Gate {
+    auth: BasicAuth,
+    /// bcrypt runs at most this many at a time, so a password-guessing flood
+    /// cannot take the CPU from polling; cached credentials skip it.
+    bcrypt_slots: Semaphore,
+    scrapes: Option<Arc<Semaphore>>,
+    rate: parking_lot::Mutex<Option<RateLimiter>>,
+}
+
+#[derive(Debug)]
+struct RateLimiter {
+    setting: (Duration, u32),
+    bucket: governor::DefaultDirectRateLimiter,
+}
+
+impl Gate {
+    /// Access state for `limits`.
+    pub fn new(limits: &Limits) -> Gate {
+        Gate {
+            auth: BasicAuth::default(),
+            bcrypt_slots: Semaphore::new(2),
+            scrapes: (limits.max_scrapes > 0).then(|| Arc::new(Semaphore::new(limits.max_scrapes))),
+            rate: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Whether the web configuration's token bucket has room for a request.
+    fn rate_allows(&self, setting: Option<(Duration, u32)>) -> bool {
+        let Some((interval, burst)) = setting else {
+            return true;
+        };
+        let mut rate = self.rate.lock();
+        if rate.as_ref().map(|r| r.setting) != setting {
+            *rate = quota(interval, burst).map(|q| RateLimiter {
+                setting: (interval, burst),
+                bucket: governor::RateLimiter::direct(q),
+            });
+        }
+        rate.as_ref().is_none_or(|r| r.bucket.check().is_ok())
+    }
+}
+
+fn quota(interval: Duration, burst: u32) -> Option<governor::Quota> {
+    let burst = std::num::NonZeroU32::new(burst)?;
+    Some(governor::Quota::with_period(interval)?.allow_burst(burst))
 }
 
 /// Builds the router.
@@ -41,19 +143,256 @@ pub fn router(state: AppState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access))
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// Serves until `shutdown` resolves, then gives in-flight requests a grace
+/// period to finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let service = TowerToHyperService::new(router(state.clone()));
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of descriptors and the like: let it pass, don't spin.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            state
+                .published
+                .telemetry()
+                .record_rejection(Rejection::TooManyConnections);
+            continue;
+        };
+        let connection = Connection {
+            state: state.clone(),
+            service: service.clone(),
+            watcher: graceful.watcher(),
+            _permit: permit,
+        };
+        tokio::spawn(connection.run(stream));
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+    Ok(())
+}
+
+type Service = TowerToHyperService<Router>;
+
+/// One accepted connection.
+struct Connection {
+    state: AppState,
+    service: Service,
+    watcher: hyper_util::server::graceful::Watcher,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = self.state.web.current().tls.clone() else {
+            return self.http(stream).await;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        match tokio::time::timeout(self.state.limits.read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.http(stream).await,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "TLS handshake failed");
+                self.state
+                    .published
+                    .telemetry()
+                    .record_rejection(Rejection::TlsHandshake);
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                self.state
+                    .published
+                    .telemetry()
+                    .record_rejection(Rejection::TlsHandshake);
+            }
+        }
+    }
+
+    async fn http<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.state.limits.read_timeout)
+            .keep_alive(true);
+        let io = StallGuard::new(io, self.state.limits.write_stall);
+        let conn = builder.serve_connection(TokioIo::new(io), self.service);
+        if let Err(err) = self.watcher.watch(conn).await {
+            tracing::debug!(error = %err, "HTTP connection ended with an error");
+        }
+    }
+}
+
+/// Fails writes that make no progress for a while (a client that stopped
+/// reading); reads pass through.
+struct StallGuard<I> {
+    io: I,
+    limit: Duration,
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> StallGuard<I> {
+    fn new(io: I, limit: Duration) -> StallGuard<I> {
+        StallGuard {
+            io,
+            limit,
+            stalled_since: None,
+        }
+    }
+
+    /// Passes a write's result on, arming the stall timer while it is pending.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if result.is_ready() {
+            self.stalled_since = None;
+            return result;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading the response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for StallGuard<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Rate limit and basic authentication for every route, and the configured
+/// security headers on every response.
+async fn access(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let web = state.web.current();
+    let mut response = match admit(&state, &web, request.headers()).await {
+        Ok(()) => next.run(request).await,
+        Err(rejection) => rejection,
+    };
+    for (name, value) in &web.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+async fn admit(
+    state: &AppState,
+    web: &Arc<WebAccess>,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let telemetry = state.published.telemetry();
+    if !state.gate.rate_allows(web.rate_limit) {
+        telemetry.record_rejection(Rejection::RateLimited);
+        return Err((StatusCode::TOO_MANY_REQUESTS, "Too many requests.\n").into_response());
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match check_password(&state.gate, web, authorization).await {
+        Verdict::Open | Verdict::Allowed => Ok(()),
+        Verdict::Denied => {
+            telemetry.record_rejection(Rejection::Unauthorized);
+            let mut response = (StatusCode::UNAUTHORIZED, "Unauthorized.\n").into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"gse_exporter\""),
+            );
+            Err(response)
+        }
+    }
+}
+
+async fn check_password(
+    gate: &Arc<Gate>,
+    web: &Arc<WebAccess>,
+    authorization: Option<String>,
+) -> Verdict {
+    if web.users.is_empty() {
+        return Verdict::Open;
+    }
+    if gate.auth.is_cached(&web.users, authorization.as_deref()) {
+        return Verdict::Allowed;
+    }
+    let Ok(_slot) = gate.bcrypt_slots.acquire().await else {
+        return Verdict::Denied;
+    };
+    let (gate, web) = (gate.clone(), web.clone());
+    tokio::task::spawn_blocking(move || gate.auth.check(&web.users, authorization.as_deref()))
+        .await
+        .unwrap_or(Verdict::Denied)
 }
 
 /// Parses a Prometheus-style listen address: `:10909`, `0.0.0.0:10909`, `[::1]:10909`.
@@ -69,6 +408,23 @@ pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let slot = match &state.gate.scrapes {
+        None => None,
+        Some(slots) => match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                state
+                    .published
+                    .telemetry()
+                    .record_rejection(Rejection::TooManyScrapes);
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many concurrent scrapes; see --web.max-requests.\n",
+                )
+                    .into_response();
+            }
+        },
+    };
     let format = negotiate_format(&headers);
     let gzip = accepts_gzip(&headers);
     let exposition = state.published.current();
@@ -80,11 +436,13 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         },
     };
-    let mut response = if gzip {
-        Response::new(HttpBody::from(body.gzip))
+    // The scrape slot is held until the body is sent (or the client leaves).
+    let chunks = if gzip {
+        Chunks::new(vec![body.gzip], slot)
     } else {
-        Response::new(HttpBody::new(Chunks::new(body.plain)))
+        Chunks::new(body.plain, slot)
     };
+    let mut response = Response::new(HttpBody::new(chunks));
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -104,14 +462,16 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 struct Chunks {
     chunks: std::collections::VecDeque<bytes::Bytes>,
     remaining: u64,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Chunks {
-    fn new(chunks: Vec<bytes::Bytes>) -> Chunks {
+    fn new(chunks: Vec<bytes::Bytes>, slot: Option<OwnedSemaphorePermit>) -> Chunks {
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
         Chunks {
             chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
             remaining,
+            _slot: slot,
         }
     }
 }
@@ -175,7 +535,17 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-async fn reload(State(state): State<AppState>) -> Response {
+async fn reload(State(state): State<AppState>, request: Request) -> Response {
+    // The body means nothing, but is read (bounded in size and time) so that
+    // a client cannot hold the connection with an endless one.
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES);
+    match tokio::time::timeout(state.limits.read_timeout, body).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.\n").into_response();
+        }
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "Request body too slow.\n").into_response(),
+    }
     let reloader = state.reloader.clone();
     match tokio::task::spawn_blocking(move || reloader.reload()).await {
         Ok(Ok(())) => (StatusCode::OK, "Configuration reloaded.\n").into_response(),

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::*;
 use gse_exporter::app::ExporterOptions;
 use gse_exporter::sim::{AgentTruth, Api, SimOptions};
@@ -217,44 +216,9 @@ async fn post_reload_rejects_a_broken_file_keeps_running_and_applies_a_fixed_one
     exporter.shutdown().await;
 }
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary on a config file and returns it with its address.
-async fn start_binary(config: &Path) -> (Process, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
-        .arg(format!("--config.file={}", config.display()))
-        .args(["--web.listen-address=127.0.0.1:0", "--log.format=logfmt"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("gse_exporter listening")
-                && let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = tokio::time::timeout(Duration::from_secs(20), rx)
-        .await
-        .unwrap()
-        .unwrap();
-    (Process(child), addr)
+/// Starts the binary on a config file.
+async fn start_binary(config: &Path) -> Binary {
+    Binary::start(&[format!("--config.file={}", config.display())], &[]).await
 }
 
 async fn scrape_url(addr: &str) -> Vec<Sample> {
@@ -272,17 +236,9 @@ async fn scrape_url(addr: &str) -> Vec<Sample> {
 async fn sighup_reloads_and_an_unchanged_group_has_no_gap() {
     let (sim, truth, dir) = reload_fixture().await;
     let path = dir.path().join("gse.yml");
-    let (process, addr) = start_binary(&path).await;
-    let hup = || {
-        let pid = process.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
+    let process = start_binary(&path).await;
+    let addr = process.addr.clone();
+    let hup = || process.signal("-HUP");
     wait_until("the first cycle", Duration::from_secs(20), || async {
         (online_keys(&scrape_url(&addr).await, "stable").len() == 10).then_some(())
     })

@@ -1,12 +1,14 @@
 //! The app secret never leaves the process: not in logs at any level, `Debug`
-//! output, `/metrics`, the landing page, error replies or `--config.check`.
+//! output, `/metrics`, the landing page, error replies or `--config.check`;
+//! nor do the web configuration's password hashes, TLS key or the passwords
+//! clients send.
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::*;
 use gse_exporter::sim::{Faults, SimOptions};
 
@@ -78,48 +80,16 @@ async fn a_canary_secret_never_appears_in_anything_printed_or_served() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gse.yml");
     std::fs::write(&path, config_text(&sim, "300ms")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
-        .arg(format!("--config.file={}", path.display()))
-        .args([
-            "--web.listen-address=127.0.0.1:0",
-            "--log.level=debug",
-            "--log.format=json",
-        ])
-        .env("BK_APP_SECRET", CANARY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match stderr.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    all.extend_from_slice(&buf[..n]);
-                    let _ = tx.send(String::from_utf8_lossy(&all).to_string());
-                }
-            }
-        }
-        String::from_utf8_lossy(&all).to_string()
-    });
-    let addr = wait_until(
-        "the listen address in the logs",
-        Duration::from_secs(20),
-        || {
-            let latest = rx.try_iter().last();
-            async move {
-                let text = latest?;
-                let start = text.find("\"addr\":\"")? + 8;
-                let end = text[start..].find('"')? + start;
-                Some(text[start..end].to_string())
-            }
-        },
+    let binary = Binary::start(
+        &[
+            format!("--config.file={}", path.display()),
+            "--log.level=debug".into(),
+            "--log.format=json".into(),
+        ],
+        &[("BK_APP_SECRET", CANARY)],
     )
     .await;
+    let addr = binary.addr.clone();
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let mut served = String::new();
@@ -209,22 +179,7 @@ async fn a_canary_secret_never_appears_in_anything_printed_or_served() {
         .await
         .unwrap();
     served.push_str(&openmetrics.text().await.unwrap());
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
-    let logs = reader.join().unwrap();
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
+    let (status, logs, stdout) = binary.stop();
     assert!(status.success());
     assert!(
         logs.contains("DEBUG") || logs.contains("\"level\":\"DEBUG\""),
@@ -241,4 +196,109 @@ async fn a_canary_secret_never_appears_in_anything_printed_or_served() {
     ] {
         assert!(!text.contains(CANARY), "the secret leaked into {what}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_passwords_hashes_and_keys_never_appear_in_anything_printed_or_served() {
+    const GOOD: &str = "canary-good-pw-51d2";
+    const WRONG: &str = "canary-wrong-pw-93ab";
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    let ca = common::tls::TestCa::new("secrets");
+    let server = ca.server(&["localhost"]);
+    let hash = bcrypt::hash(GOOD, 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    let key_body = key_material(&server.key_pem);
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key: |\n{}\nbasic_auth_users:\n  prometheus: {hash}\n",
+            server.cert_file.display(),
+            indent(&server.key_pem),
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("gse.yml");
+    std::fs::write(
+        &config,
+        config_text(&sim, "300ms").replace("${BK_APP_SECRET}", "sim-secret"),
+    )
+    .unwrap();
+    let binary = Binary::start(
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--web.config.file={}", web.display()),
+            "--log.level=debug".into(),
+        ],
+        &[],
+    )
+    .await;
+    let port = binary.addr.rsplit(':').next().unwrap().to_string();
+    let client = ca.https_client(None);
+    let mut served = String::new();
+    for (password, expected) in [(WRONG, 401), (GOOD, 200), (GOOD, 200)] {
+        for page in ["/metrics", "/", "/-/ready"] {
+            let response = client
+                .get(format!("https://localhost:{port}{page}"))
+                .basic_auth("prometheus", Some(password))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), expected, "{page} with {password}");
+            served.push_str(&format!("{:?}", response.headers()));
+            served.push_str(&response.text().await.unwrap());
+        }
+    }
+    // A broken web config (the key cut short) is refused at run time and by --config.check.
+    let broken = std::fs::read_to_string(&web)
+        .unwrap()
+        .replace(&key_body[..40], "");
+    std::fs::write(&web, &broken).unwrap();
+    let _ = client
+        .get(format!("https://localhost:{port}/"))
+        .send()
+        .await;
+    let check = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
+        .arg("--config.check")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.config.file={}", web.display()))
+        .output()
+        .unwrap();
+    assert!(
+        !check.status.success(),
+        "a broken web config fails the check"
+    );
+    let (_, logs, stdout) = binary.stop();
+    let checked = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(logs.contains("level=debug"), "debug logging was on: {logs}");
+    for (what, text) in [
+        ("logs", &logs),
+        ("stdout", &stdout),
+        ("served pages", &served),
+        ("--config.check", &checked),
+    ] {
+        for secret in [GOOD, WRONG, hash.as_str(), &key_body[40..100]] {
+            assert!(!text.contains(secret), "{secret:?} leaked into {what}");
+        }
+    }
+}
+
+/// The base64 body of a PEM block, without its armour lines.
+fn key_material(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

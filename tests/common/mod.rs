@@ -12,7 +12,9 @@ use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::Config;
 use gse_exporter::sim::{self, AgentTruth, RunningSim, SimOptions};
 
+pub mod binary;
 pub mod stack;
+pub mod tls;
 
 /// Loopback, any free port.
 pub fn loopback() -> SocketAddr {

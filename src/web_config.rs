@@ -1,0 +1,859 @@
+//! The web configuration file (`--web.config.file`) in the format of
+//! Prometheus' exporter-toolkit, so files written for node_exporter work here:
+//! TLS for the HTTP server (certificate, versions, cipher suites, curves),
+//! client certificates (`client_auth_type`, `client_ca_file`,
+//! `client_allowed_sans`), response headers, `basic_auth_users` (bcrypt) and a
+//! request `rate_limit`.
+//!
+//! Owns parsing and validating the file (every problem with its key path,
+//! value and rule, as in [`crate::config`]) and turning it into a rustls
+//! [`ServerConfig`] and a [`WebAccess`] the server consults. It never serves
+//! HTTP and never checks a password itself: that is [`crate::auth`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use serde::Deserialize;
+
+use crate::config::{ConfigError, Problem, Secret};
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebConfig {
+    /// TLS for the server.
+    pub tls_server_config: Option<RawTlsServer>,
+    /// HTTP options.
+    pub http_server_config: Option<RawHttpServer>,
+    /// User name → bcrypt hash.
+    #[serde(default)]
+    pub basic_auth_users: BTreeMap<String, Secret>,
+    /// Token bucket for all requests.
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `tls_server_config:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsServer {
+    /// Inline PEM certificate (chain).
+    pub cert: Option<String>,
+    /// Inline PEM key.
+    pub key: Option<Secret>,
+    /// Certificate (chain) file.
+    pub cert_file: Option<PathBuf>,
+    /// Key file.
+    pub key_file: Option<PathBuf>,
+    /// Inline PEM client CA.
+    pub client_ca: Option<String>,
+    /// Client CA file.
+    pub client_ca_file: Option<PathBuf>,
+    /// Go's `tls.ClientAuthType` names.
+    pub client_auth_type: Option<String>,
+    /// Client certificates must carry one of these subject alternative names.
+    #[serde(default)]
+    pub client_allowed_sans: Vec<String>,
+    /// `TLS10` … `TLS13`.
+    pub min_version: Option<String>,
+    /// `TLS10` … `TLS13`.
+    pub max_version: Option<String>,
+    /// Go cipher suite names (TLS 1.2).
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// Use the server's order of `cipher_suites` (default true).
+    pub prefer_server_cipher_suites: Option<bool>,
+    /// Go curve names.
+    #[serde(default)]
+    pub curve_preferences: Vec<String>,
+}
+
+/// `http_server_config:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpServer {
+    /// HTTP/2 (accepted for compatibility; this server speaks HTTP/1.1).
+    pub http2: Option<bool>,
+    /// Security headers added to every response.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `rate_limit:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Time between two requests (0 disables).
+    pub interval: Option<String>,
+    /// Burst size.
+    pub burst: Option<u32>,
+}
+
+/// The validated web configuration.
+#[derive(Clone, Default)]
+pub struct WebAccess {
+    /// TLS for the server, if configured.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// User name → bcrypt hash; empty means no basic auth.
+    pub users: BTreeMap<String, Secret>,
+    /// Headers added to every response.
+    pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+    /// One request per `interval`, bursts of `burst`.
+    pub rate_limit: Option<(Duration, u32)>,
+}
+
+impl fmt::Debug for WebAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebAccess")
+            .field("tls", &self.tls.is_some())
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("headers", &self.headers)
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
+const ALLOWED_HEADERS: [&str; 5] = [
+    "Content-Security-Policy",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "X-XSS-Protection",
+    "Strict-Transport-Security",
+];
+
+impl WebAccess {
+    /// Reads and validates a web configuration file; relative paths in it
+    /// resolve against its directory.
+    pub fn load(path: &Path) -> Result<WebAccess, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawWebConfig = crate::config::parse_yaml(&text)?;
+        WebAccess::from_raw(raw, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Validates a parsed file.
+    pub fn from_raw(raw: RawWebConfig, base_dir: &Path) -> Result<WebAccess, ConfigError> {
+        let mut v = Validator {
+            problems: Vec::new(),
+            base_dir,
+        };
+        let access = WebAccess {
+            tls: raw.tls_server_config.and_then(|t| v.tls(t)).map(Arc::new),
+            users: v.users(raw.basic_auth_users),
+            headers: v.headers(raw.http_server_config.unwrap_or_default()),
+            rate_limit: raw.rate_limit.and_then(|r| v.rate_limit(r)),
+        };
+        if v.problems.is_empty() {
+            Ok(access)
+        } else {
+            Err(ConfigError::Invalid(v.problems))
+        }
+    }
+}
+
+struct Validator<'a> {
+    problems: Vec<Problem>,
+    base_dir: &'a Path,
+}
+
+/// What the TLS block asks of client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    None,
+    Request,
+    RequireAny,
+    VerifyIfGiven,
+    RequireAndVerify,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, path: &str, value: impl fmt::Display, rule: &str) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            value: value.to_string(),
+            rule: rule.to_string(),
+        });
+    }
+
+    fn tls(&mut self, raw: RawTlsServer) -> Option<ServerConfig> {
+        const AT: &str = "tls_server_config";
+        let before = self.problems.len();
+        let certs = self.pem_certs(
+            &format!("{AT}.cert"),
+            raw.cert.as_deref(),
+            raw.cert_file.as_deref(),
+            true,
+        );
+        let key = self.pem_key(raw.key.as_ref(), raw.key_file.as_deref());
+        let client_auth = self.client_auth(raw.client_auth_type.as_deref());
+        let client_roots = self.pem_certs(
+            &format!("{AT}.client_ca"),
+            raw.client_ca.as_deref(),
+            raw.client_ca_file.as_deref(),
+            false,
+        );
+        let versions = self.versions(raw.min_version.as_deref(), raw.max_version.as_deref());
+        let provider = self.provider(&raw);
+        self.check_client_auth_rules(
+            client_auth,
+            !client_roots.is_empty(),
+            &raw.client_allowed_sans,
+        );
+        if self.problems.len() > before {
+            return None;
+        }
+        let provider = Arc::new(provider?);
+        let verifier = self.client_verifier(
+            client_auth,
+            client_roots,
+            raw.client_allowed_sans,
+            &provider,
+        )?;
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions?)
+            .map_err(|err| self.problem(AT, "", &format!("unusable TLS settings: {err}")))
+            .ok()?;
+        let mut config = builder
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key?)
+            .map_err(|err| {
+                self.problem(
+                    &format!("{AT}.key"),
+                    "",
+                    &format!("does not match the certificate: {err}"),
+                )
+            })
+            .ok()?;
+        config.ignore_client_order = raw.prefer_server_cipher_suites.unwrap_or(true);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(config)
+    }
+
+    /// Certificates from inline PEM or a file (one of them; `required` says
+    /// whether none at all is a problem).
+    fn pem_certs(
+        &mut self,
+        key: &str,
+        inline: Option<&str>,
+        file: Option<&Path>,
+        required: bool,
+    ) -> Vec<CertificateDer<'static>> {
+        let (bytes, where_) = match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, "", &format!("set {key} or {key}_file, not both"));
+                return Vec::new();
+            }
+            (Some(text), None) => (text.as_bytes().to_vec(), key.to_string()),
+            (None, Some(path)) => match self.read(&format!("{key}_file"), path) {
+                Some(bytes) => (bytes, format!("{key}_file")),
+                None => return Vec::new(),
+            },
+            (None, None) => {
+                if required {
+                    self.problem(
+                        key,
+                        "",
+                        &format!("{key}_file (or inline {key}) is required"),
+                    );
+                }
+                return Vec::new();
+            }
+        };
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            let shown = file.map(|p| p.display().to_string()).unwrap_or_default();
+            self.problem(&where_, shown, "holds no PEM certificate");
+        }
+        certs
+    }
+
+    fn pem_key(
+        &mut self,
+        inline: Option<&Secret>,
+        file: Option<&Path>,
+    ) -> Option<PrivateKeyDer<'static>> {
+        const KEY: &str = "tls_server_config.key";
+        let bytes = match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(KEY, "", "set key or key_file, not both");
+                return None;
+            }
+            (Some(secret), None) => secret.expose().as_bytes().to_vec(),
+            (None, Some(path)) => self.read("tls_server_config.key_file", path)?,
+            (None, None) => {
+                self.problem(KEY, "", "key_file (or inline key) is required");
+                return None;
+            }
+        };
+        match PrivateKeyDer::from_pem_slice(&bytes) {
+            Ok(key) => Some(key),
+            Err(_) => {
+                let shown = file.map(|p| p.display().to_string()).unwrap_or_default();
+                // The key itself is never shown.
+                self.problem(
+                    KEY,
+                    shown,
+                    "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                );
+                None
+            }
+        }
+    }
+
+    fn read(&mut self, key: &str, path: &Path) -> Option<Vec<u8>> {
+        let full = self.base_dir.join(path);
+        match std::fs::read(&full) {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                self.problem(key, full.display(), &format!("cannot be read: {err}"));
+                None
+            }
+        }
+    }
+
+    fn client_auth(&mut self, text: Option<&str>) -> ClientAuth {
+        match text.unwrap_or("NoClientCert") {
+            "" | "NoClientCert" => ClientAuth::None,
+            "RequestClientCert" => ClientAuth::Request,
+            "RequireAnyClientCert" => ClientAuth::RequireAny,
+            "VerifyClientCertIfGiven" => ClientAuth::VerifyIfGiven,
+            "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerify,
+            other => {
+                self.problem(
+                    "tls_server_config.client_auth_type",
+                    other,
+                    "must be NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert",
+                );
+                ClientAuth::None
+            }
+        }
+    }
+
+    fn check_client_auth_rules(&mut self, auth: ClientAuth, has_ca: bool, sans: &[String]) {
+        const AT: &str = "tls_server_config.client_auth_type";
+        let verifies = matches!(
+            auth,
+            ClientAuth::VerifyIfGiven | ClientAuth::RequireAndVerify
+        );
+        if verifies && !has_ca {
+            self.problem(
+                AT,
+                format!("{auth:?}"),
+                "needs client_ca_file (or inline client_ca) to verify client certificates",
+            );
+        }
+        if auth == ClientAuth::None && has_ca {
+            self.problem(AT, "NoClientCert", "a client CA is configured without a client auth policy: set RequireAndVerifyClientCert");
+        }
+        if !sans.is_empty()
+            && !matches!(auth, ClientAuth::RequireAny | ClientAuth::RequireAndVerify)
+        {
+            self.problem(
+                "tls_server_config.client_allowed_sans",
+                sans.join(","),
+                "needs client_auth_type RequireAnyClientCert or RequireAndVerifyClientCert",
+            );
+        }
+        for (i, san) in sans.iter().enumerate() {
+            if ServerName::try_from(san.as_str()).is_err() {
+                self.problem(
+                    &format!("tls_server_config.client_allowed_sans[{i}]"),
+                    san,
+                    "only DNS names and IP addresses can be matched",
+                );
+            }
+        }
+    }
+
+    fn versions(
+        &mut self,
+        min: Option<&str>,
+        max: Option<&str>,
+    ) -> Option<Vec<&'static rustls::SupportedProtocolVersion>> {
+        let min = self.version("tls_server_config.min_version", min.unwrap_or("TLS12"))?;
+        let max = self.version("tls_server_config.max_version", max.unwrap_or("TLS13"))?;
+        if max < 12 {
+            self.problem(
+                "tls_server_config.max_version",
+                format!("TLS{max}"),
+                "this server supports TLS12 and TLS13 only",
+            );
+            return None;
+        }
+        if min > max {
+            self.problem(
+                "tls_server_config.min_version",
+                format!("TLS{min}"),
+                "must not be above max_version",
+            );
+            return None;
+        }
+        let mut versions = Vec::new();
+        if min <= 12 {
+            versions.push(&rustls::version::TLS12);
+        }
+        if max >= 13 {
+            versions.push(&rustls::version::TLS13);
+        }
+        Some(versions)
+    }
+
+    fn version(&mut self, key: &str, text: &str) -> Option<u8> {
+        match text {
+            // TLS 1.0 and 1.1 are never offered; a minimum below 1.2 means 1.2.
+            "TLS10" => Some(10),
+            "TLS11" => Some(11),
+            "TLS12" => Some(12),
+            "TLS13" => Some(13),
+            other => {
+                self.problem(key, other, "must be TLS10, TLS11, TLS12 or TLS13");
+                None
+            }
+        }
+    }
+
+    /// The crypto provider narrowed to the configured suites and curves, in
+    /// their order.
+    fn provider(&mut self, raw: &RawTlsServer) -> Option<CryptoProvider> {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if !raw.cipher_suites.is_empty() {
+            let all = provider.cipher_suites.clone();
+            let mut chosen: Vec<_> = all
+                .iter()
+                .filter(|s| s.tls13().is_some())
+                .copied()
+                .collect();
+            for (i, name) in raw.cipher_suites.iter().enumerate() {
+                let found = all.iter().find(|s| {
+                    s.tls13().is_none() && go_suite_names(s.suite()).contains(&name.as_str())
+                });
+                match found {
+                    Some(suite) => chosen.push(*suite),
+                    None => self.problem(
+                        &format!("tls_server_config.cipher_suites[{i}]"),
+                        name,
+                        "is not a supported TLS 1.2 suite (supported: ECDHE with AES-GCM or ChaCha20-Poly1305)",
+                    ),
+                }
+            }
+            provider.cipher_suites = chosen;
+        }
+        if !raw.curve_preferences.is_empty() {
+            let all = provider.kx_groups.clone();
+            let mut chosen = Vec::new();
+            for (i, name) in raw.curve_preferences.iter().enumerate() {
+                let group = go_curve(name);
+                match all.iter().find(|g| Some(g.name()) == group) {
+                    Some(g) => chosen.push(*g),
+                    None => self.problem(
+                        &format!("tls_server_config.curve_preferences[{i}]"),
+                        name,
+                        "must be X25519, CurveP256 or CurveP384",
+                    ),
+                }
+            }
+            provider.kx_groups = chosen;
+        }
+        Some(provider)
+    }
+
+    fn client_verifier(
+        &mut self,
+        auth: ClientAuth,
+        roots: Vec<CertificateDer<'static>>,
+        allowed_sans: Vec<String>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Option<Arc<dyn ClientCertVerifier>> {
+        let inner: Arc<dyn ClientCertVerifier> = match auth {
+            ClientAuth::None => return Some(WebPkiClientVerifier::no_client_auth()),
+            ClientAuth::Request | ClientAuth::RequireAny => Arc::new(AnyClientCert {
+                mandatory: auth == ClientAuth::RequireAny,
+                provider: provider.clone(),
+            }),
+            ClientAuth::VerifyIfGiven | ClientAuth::RequireAndVerify => {
+                let mut store = rustls::RootCertStore::empty();
+                let (_, rejected) = store.add_parsable_certificates(roots);
+                if rejected > 0 || store.is_empty() {
+                    self.problem(
+                        "tls_server_config.client_ca_file",
+                        "",
+                        "holds a certificate that is not a usable CA",
+                    );
+                    return None;
+                }
+                let builder =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone());
+                let builder = if auth == ClientAuth::VerifyIfGiven {
+                    builder.allow_unauthenticated()
+                } else {
+                    builder
+                };
+                match builder.build() {
+                    Ok(verifier) => verifier,
+                    Err(err) => {
+                        self.problem(
+                            "tls_server_config.client_ca_file",
+                            "",
+                            &format!("unusable: {err}"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        if allowed_sans.is_empty() {
+            return Some(inner);
+        }
+        Some(Arc::new(AllowedSans {
+            inner,
+            allowed: allowed_sans,
+        }))
+    }
+
+    fn users(&mut self, users: BTreeMap<String, Secret>) -> BTreeMap<String, Secret> {
+        for (name, hash) in &users {
+            if bcrypt_cost(hash.expose()).is_none() {
+                // The hash is not a password, but is still not shown.
+                self.problem(&format!("basic_auth_users.{name}"), "", "is not a bcrypt hash ($2a$, $2b$ or $2y$); make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`");
+            }
+            if name.contains(':') {
+                self.problem("basic_auth_users", name, "a user name must not contain ':'");
+            }
+        }
+        users
+    }
+
+    fn headers(
+        &mut self,
+        raw: RawHttpServer,
+    ) -> Vec<(axum::http::HeaderName, axum::http::HeaderValue)> {
+        let _ = raw.http2; // HTTP/1.1 only; the key is accepted so toolkit files load.
+        let mut out = Vec::new();
+        for (name, value) in raw.headers {
+            let key = format!("http_server_config.headers.{name}");
+            let Some(canonical) = ALLOWED_HEADERS
+                .iter()
+                .find(|h| h.eq_ignore_ascii_case(&name))
+            else {
+                self.problem(
+                    &key,
+                    "",
+                    &format!("is not one of {}", ALLOWED_HEADERS.join(", ")),
+                );
+                continue;
+            };
+            if let Some(rule) = header_value_rule(canonical, &value) {
+                self.problem(&key, &value, rule);
+                continue;
+            }
+            if value.is_empty() {
+                continue;
+            }
+            match axum::http::HeaderValue::from_str(&value) {
+                Ok(v) => out.push((axum::http::HeaderName::from_static(lowercase(canonical)), v)),
+                Err(_) => self.problem(&key, &value, "is not a valid header value"),
+            }
+        }
+        out
+    }
+
+    fn rate_limit(&mut self, raw: RawRateLimit) -> Option<(Duration, u32)> {
+        let interval_text = raw.interval.unwrap_or_else(|| "0s".into());
+        let interval = match humantime::parse_duration(&interval_text) {
+            Ok(d) => d,
+            Err(_) => {
+                self.problem(
+                    "rate_limit.interval",
+                    &interval_text,
+                    "is not a duration (examples: 100ms, 1s)",
+                );
+                return None;
+            }
+        };
+        if interval.is_zero() {
+            return None;
+        }
+        match raw.burst {
+            Some(burst) if burst > 0 => Some((interval, burst)),
+            other => {
+                self.problem(
+                    "rate_limit.burst",
+                    other.map(|b| b.to_string()).unwrap_or_default(),
+                    "must be at least 1 when interval is set",
+                );
+                None
+            }
+        }
+    }
+}
+
+fn header_value_rule(name: &str, value: &str) -> Option<&'static str> {
+    match name {
+        "X-Frame-Options"
+            if !value.is_empty()
+                && !value.eq_ignore_ascii_case("deny")
+                && !value.eq_ignore_ascii_case("sameorigin") =>
+        {
+            Some("must be deny or sameorigin")
+        }
+        "X-Content-Type-Options" if !value.is_empty() && !value.eq_ignore_ascii_case("nosniff") => {
+            Some("must be nosniff")
+        }
+        _ => None,
+    }
+}
+
+fn lowercase(canonical: &'static str) -> &'static str {
+    match canonical {
+        "Content-Security-Policy" => "content-security-policy",
+        "X-Frame-Options" => "x-frame-options",
+        "X-Content-Type-Options" => "x-content-type-options",
+        "X-XSS-Protection" => "x-xss-protection",
+        _ => "strict-transport-security",
+    }
+}
+
+/// The cost of a bcrypt hash, if it is one.
+pub fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let rest = hash
+        .strip_prefix("$2a$")
+        .or_else(|| hash.strip_prefix("$2b$"))
+        .or_else(|| hash.strip_prefix("$2y$"))?;
+    let (cost, tail) = rest.split_once('$')?;
+    (tail.len() == 53).then_some(())?;
+    cost.parse().ok().filter(|c| (4..=31).contains(c))
+}
+
+/// Go's names for a TLS 1.2 suite (with and without the `_SHA256` suffix Go
+/// gives ChaCha20).
+fn go_suite_names(suite: rustls::CipherSuite) -> &'static [&'static str] {
+    use rustls::CipherSuite as S;
+    match suite {
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => &["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => &["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"],
+        S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => &["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+        S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => &["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"],
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => &[
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        ],
+        S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => &[
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        ],
+        _ => &[],
+    }
+}
+
+fn go_curve(name: &str) -> Option<rustls::NamedGroup> {
+    match name {
+        "X25519" => Some(rustls::NamedGroup::X25519),
+        "CurveP256" => Some(rustls::NamedGroup::secp256r1),
+        "CurveP384" => Some(rustls::NamedGroup::secp384r1),
+        _ => None,
+    }
+}
+
+/// `RequestClientCert` / `RequireAnyClientCert`: a certificate is asked for
+/// (and, if mandatory, required) but not checked against a CA.
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `client_allowed_sans`: after the policy's own check, the client
+/// certificate must name one of the allowed DNS names or IP addresses.
+#[derive(Debug)]
+struct AllowedSans {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        let matches = self.allowed.iter().any(|san| {
+            ServerName::try_from(san.as_str())
+                .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+        });
+        if matches {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The web configuration file, re-read when it changes (as exporter-toolkit
+/// does, so renewed certificates and changed users apply without a restart).
+/// A changed file that is invalid is rejected with an error log and the last
+/// good one stays.
+#[derive(Debug, Default)]
+pub struct WebConfigFile {
+    path: Option<PathBuf>,
+    current: arc_swap::ArcSwap<WebAccess>,
+    stamp: parking_lot::Mutex<Option<FileStamp>>,
+}
+
+type FileStamp = (std::time::SystemTime, u64);
+
+impl WebConfigFile {
+    /// Loads `path` (no file: plain HTTP, no authentication).
+    pub fn open(path: Option<&Path>) -> Result<WebConfigFile, ConfigError> {
+        let Some(path) = path else {
+            return Ok(WebConfigFile::default());
+        };
+        let stamp = stamp_of(path);
+        let access = WebAccess::load(path)?;
+        Ok(WebConfigFile {
+            path: Some(path.to_owned()),
+            current: arc_swap::ArcSwap::from_pointee(access),
+            stamp: parking_lot::Mutex::new(stamp),
+        })
+    }
+
+    /// The configuration in force, re-reading the file first if it changed.
+    pub fn current(&self) -> Arc<WebAccess> {
+        if let Some(path) = &self.path {
+            self.refresh(path);
+        }
+        self.current.load_full()
+    }
+
+    fn refresh(&self, path: &Path) {
+        let now = stamp_of(path);
+        let mut stamp = self.stamp.lock();
+        if now == *stamp || now.is_none() {
+            return;
+        }
+        *stamp = now;
+        match WebAccess::load(path) {
+            Ok(access) => {
+                tracing::info!(file = %path.display(), "web configuration reloaded");
+                self.current.store(Arc::new(access));
+            }
+            Err(err) => {
+                for problem in err.problems() {
+                    tracing::error!(file = %path.display(), problem = %problem, "web configuration invalid; the last good one stays");
+                }
+            }
+        }
+    }
+}
+
+fn stamp_of(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}

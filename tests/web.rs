@@ -1,0 +1,572 @@
+//! Access to the exporter's HTTP server: the exporter-toolkit web
+//! configuration (TLS, client certificates, basic auth) with real TLS
+//! clients, and the server's limits (slow headers, open connections,
+//! concurrent scrapes, request bodies, methods).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::tls::TestCa;
+use common::*;
+use gse_exporter::app::{Exporter, ExporterOptions};
+use gse_exporter::server::Limits;
+use gse_exporter::sim::{RunningSim, SimOptions};
+use gse_exporter::web_config::WebAccess;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A simulator, an exporter polling it (every second for small fleets, so
+/// counters show up soon; rarely for large ones, whose first cycle must be
+/// complete), and the web config file.
+struct Served {
+    _sim: RunningSim,
+    exporter: Exporter,
+    web_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(web_yaml: Option<&str>, limits: Limits, agents: usize) -> Served {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let web_file = dir.path().join("web.yml");
+    if let Some(yaml) = web_yaml {
+        std::fs::write(&web_file, yaml).expect("write web config");
+    }
+    let sim = start_sim(SimOptions {
+        agents,
+        online_share: 1.0,
+        unknown_share: 0.0,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let group = GroupSpec {
+        name: "web",
+        bk_biz_id: 2,
+        api: "v2",
+        agents: &truth,
+        labels: "",
+    };
+    let yaml = config_yaml(
+        &sim,
+        "  rate_limit: { requests_per_second: 500, burst: 100 }\n",
+        if agents > 1000 {
+            "interval: 60s\n"
+        } else {
+            "interval: 1s\n"
+        },
+        &[group],
+    );
+    let options = ExporterOptions {
+        web_config_file: web_yaml.map(|_| web_file.clone()),
+        limits,
+        ..ExporterOptions::default()
+    };
+    let exporter = Exporter::start(parse_config(&yaml), options)
+        .await
+        .expect("exporter starts");
+    wait_cycles(&exporter, 1, DEADLINE).await;
+    Served {
+        _sim: sim,
+        exporter,
+        web_file,
+        _dir: dir,
+    }
+}
+
+fn tls_yaml(server: &common::tls::Pair, extra: &str) -> String {
+    format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n{extra}",
+        server.cert_file.display(),
+        server.key_file.display()
+    )
+}
+
+fn https_url(served: &Served, path: &str) -> String {
+    format!("https://localhost:{}{path}", served.exporter.addr().port())
+}
+
+/// The value of one rejection counter, read over `client` at `url`.
+async fn rejected(client: &reqwest::Client, url: &str, reason: &str) -> f64 {
+    let text = client
+        .get(url)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    value(
+        &parse(&text),
+        "gse_exporter_http_requests_rejected_total",
+        &[("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_clients_that_trust_the_ca_and_refuses_others() {
+    let ca = TestCa::new("exporter");
+    let server = ca.server(&["localhost", "127.0.0.1"]);
+    let served = serve(Some(&tls_yaml(&server, "")), Limits::default(), 50).await;
+    let good = ca.https_client(None);
+    let response = good
+        .get(https_url(&served, "/metrics"))
+        .send()
+        .await
+        .expect("TLS scrape");
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("gse_agent_online{"));
+
+    let other = TestCa::new("stranger").https_client(None);
+    assert!(
+        other
+            .get(https_url(&served, "/metrics"))
+            .send()
+            .await
+            .is_err(),
+        "a client that does not trust the CA must fail the handshake"
+    );
+    let plain = reqwest::get(format!("http://{}/metrics", served.exporter.addr())).await;
+    assert!(
+        plain.map(|r| r.status() != 200).unwrap_or(true),
+        "plain HTTP must not get metrics from a TLS listener"
+    );
+    wait_until("the failed handshakes counted", DEADLINE, || async {
+        (rejected(&good, &https_url(&served, "/metrics"), "tls_handshake").await >= 2.0)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_admits_the_right_password_only() {
+    let ca = TestCa::new("auth");
+    let server = ca.server(&["localhost"]);
+    let hash = bcrypt::hash("correct horse", 4).unwrap();
+    let users = format!("basic_auth_users:\n  prometheus: {hash}\n");
+    let served = serve(Some(&tls_yaml(&server, &users)), Limits::default(), 50).await;
+    let client = ca.https_client(None);
+    let url = https_url(&served, "/metrics");
+
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let challenge = anonymous.headers().get("www-authenticate").unwrap();
+    assert!(challenge.to_str().unwrap().starts_with("Basic"));
+    for (user, password) in [
+        ("prometheus", "wrong"),
+        ("nobody", "correct horse"),
+        ("prometheus", ""),
+    ] {
+        let response = client
+            .get(&url)
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{user}:{password}");
+    }
+    let healthy = client
+        .get(https_url(&served, "/-/healthy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthy.status(), 401, "every route is protected");
+
+    let authed = || {
+        client
+            .get(&url)
+            .basic_auth("prometheus", Some("correct horse"))
+    };
+    assert_eq!(authed().send().await.unwrap().status(), 200);
+    // The second request is served from the cache of verified credentials.
+    let text = authed().send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("gse_agent_online{"));
+    wait_until("the refusals counted", DEADLINE, || async {
+        let text = authed().send().await.ok()?.text().await.ok()?;
+        let count = value(
+            &parse(&text),
+            "gse_exporter_http_requests_rejected_total",
+            &[("reason", "unauthorized")],
+        )?;
+        (count >= 5.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_and_verified() {
+    let ca = TestCa::new("mtls");
+    let server = ca.server(&["localhost"]);
+    let extra = format!(
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+        ca.cert_file.display()
+    );
+    let served = serve(Some(&tls_yaml(&server, &extra)), Limits::default(), 50).await;
+    let url = https_url(&served, "/metrics");
+
+    let scraper = ca.client(&["scraper.example"]);
+    let with_cert = ca.https_client(Some(&scraper)).get(&url).send().await;
+    assert_eq!(
+        with_cert.expect("client certificate accepted").status(),
+        200
+    );
+
+    assert!(
+        ca.https_client(None).get(&url).send().await.is_err(),
+        "no client certificate must fail"
+    );
+    let foreign = TestCa::new("foreign").client(&["scraper.example"]);
+    assert!(
+        ca.https_client(Some(&foreign))
+            .get(&url)
+            .send()
+            .await
+            .is_err(),
+        "a client certificate from another CA must fail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_allowed_sans_admit_only_named_clients() {
+    let ca = TestCa::new("sans");
+    let server = ca.server(&["localhost"]);
+    let extra = format!(
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n  client_allowed_sans: [scraper.example, 10.0.0.9]\n",
+        ca.cert_file.display()
+    );
+    let served = serve(Some(&tls_yaml(&server, &extra)), Limits::default(), 50).await;
+    let url = https_url(&served, "/metrics");
+    for (names, allowed) in [
+        (&["scraper.example"][..], true),
+        (&["10.0.0.9"][..], true),
+        (&["intruder.example"][..], false),
+    ] {
+        let cert = ca.client(names);
+        let result = ca.https_client(Some(&cert)).get(&url).send().await;
+        assert_eq!(
+            result.map(|r| r.status() == 200).unwrap_or(false),
+            allowed,
+            "client certificate for {names:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_version_refuses_older_clients() {
+    let ca = TestCa::new("versions");
+    let server = ca.server(&["localhost"]);
+    let served = serve(
+        Some(&tls_yaml(&server, "  min_version: TLS13\n")),
+        Limits::default(),
+        50,
+    )
+    .await;
+    let url = https_url(&served, "/metrics");
+    let tls12 = ca
+        .client_builder()
+        .tls_version_max(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    assert!(
+        tls12.get(&url).send().await.is_err(),
+        "TLS 1.2 client must be refused"
+    );
+    assert_eq!(
+        ca.https_client(None)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_config_changes_apply_and_a_bad_one_keeps_the_last_good() {
+    let users = |password: &str| {
+        format!(
+            "basic_auth_users:\n  prometheus: {}\n",
+            bcrypt::hash(password, 4).unwrap()
+        )
+    };
+    let served = serve(Some(&users("first")), Limits::default(), 50).await;
+    let url = format!("http://{}/metrics", served.exporter.addr());
+    let client = reqwest::Client::new();
+    let status = |password: &'static str| {
+        let request = client.get(&url).basic_auth("prometheus", Some(password));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("first").await, 200);
+
+    std::fs::write(&served.web_file, users("second")).unwrap();
+    wait_until("the new password to apply", DEADLINE, || async {
+        (status("second").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(status("first").await, 401);
+
+    std::fs::write(&served.web_file, "basic_auth_users: [not, a, map]\n").unwrap();
+    // Any request re-reads the changed file; the broken one must not apply.
+    assert_eq!(status("second").await, 200);
+    assert_eq!(status("second").await, 200);
+}
+
+#[test]
+fn invalid_web_configs_name_the_key_the_value_and_the_rule() {
+    let ca = TestCa::new("invalid");
+    let server = ca.server(&["localhost"]);
+    let tls = |extra: &str| tls_yaml(&server, extra);
+    let cases: Vec<(String, &[&str])> = vec![
+        ("tls_server_config:\n  cert_file: /nonexistent/cert.pem\n  key_file: /nonexistent/key.pem\n".into(), &["tls_server_config.cert_file", "/nonexistent/cert.pem", "cannot be read"]),
+        ("tls_server_config:\n  key_file: x.pem\n".into(), &["tls_server_config.cert", "required"]),
+        (tls("  client_auth_type: Sometimes\n"), &["tls_server_config.client_auth_type", "Sometimes", "must be NoClientCert"]),
+        (tls("  client_auth_type: RequireAndVerifyClientCert\n"), &["client_auth_type", "needs client_ca_file"]),
+        (tls(&format!("  client_ca_file: {}\n", ca.cert_file.display())), &["client_auth_type", "without a client auth policy"]),
+        (tls("  max_version: TLS11\n"), &["tls_server_config.max_version", "TLS11", "TLS12 and TLS13 only"]),
+        (tls("  min_version: SSL3\n"), &["tls_server_config.min_version", "SSL3", "must be TLS10"]),
+        (tls("  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n"), &["cipher_suites[0]", "TLS_RSA_WITH_RC4_128_SHA", "not a supported"]),
+        (tls("  curve_preferences: [CurveP999]\n"), &["curve_preferences[0]", "CurveP999"]),
+        (tls("  client_auth_type: RequestClientCert\n  client_allowed_sans: [a.example]\n"), &["client_allowed_sans", "RequireAnyClientCert"]),
+        ("basic_auth_users:\n  alice: plaintext-password\n".into(), &["basic_auth_users.alice", "not a bcrypt hash"]),
+        ("http_server_config:\n  headers:\n    X-Powered-By: rust\n".into(), &["http_server_config.headers.X-Powered-By", "is not one of"]),
+        ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n".into(), &["X-Frame-Options", "allow", "deny or sameorigin"]),
+        ("rate_limit:\n  interval: soon\n  burst: 1\n".into(), &["rate_limit.interval", "soon", "not a duration"]),
+        ("tls_server_confg: {}\n".into(), &["unknown field", "tls_server_confg"]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (yaml, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("web-{i}.yml"));
+        std::fs::write(&path, yaml).unwrap();
+        let err = WebAccess::load(&path).expect_err(yaml);
+        let message = err.problems().join("\n");
+        for part in *expected {
+            assert!(
+                message.contains(part),
+                "case {i}: {message:?} lacks {part:?}"
+            );
+        }
+        assert!(
+            !message.contains("PRIVATE KEY"),
+            "case {i} shows key material"
+        );
+    }
+    // A good file for comparison.
+    let good = dir.path().join("good.yml");
+    std::fs::write(&good, tls("  min_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n  curve_preferences: [X25519, CurveP256]\nhttp_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n")).unwrap();
+    WebAccess::load(&good).expect("a good toolkit file loads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_web_config_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("web.yml");
+    std::fs::write(&path, "basic_auth_users:\n  alice: not-a-hash\n").unwrap();
+    let sim = start_sim(SimOptions::default()).await;
+    let truth = sim.truth();
+    let group = GroupSpec {
+        name: "web",
+        bk_biz_id: 2,
+        api: "v2",
+        agents: &truth[..1],
+        labels: "",
+    };
+    let config = parse_config(&config_yaml(&sim, "", "", &[group]));
+    let options = ExporterOptions {
+        web_config_file: Some(path),
+        ..ExporterOptions::default()
+    };
+    let err = Exporter::start(config, options)
+        .await
+        .expect_err("must not start");
+    assert!(err.to_string().contains("basic_auth_users.alice"), "{err}");
+}
+
+async fn connect(served: &Served) -> TcpStream {
+    TcpStream::connect(served.exporter.addr())
+        .await
+        .expect("connect")
+}
+
+/// Reads until the server closes the connection; fails at the deadline.
+async fn closed_by_server(stream: &mut TcpStream, deadline: Duration) {
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(deadline, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server kept the connection open past {deadline:?}"
+    );
+}
+
+/// Sends a scrape and never reads the answer, with a small receive buffer so
+/// that the (large) body cannot fit in the socket buffers.
+async fn stalled_scrape(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+fn short_read_timeout() -> Limits {
+    Limits {
+        read_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_headers_are_cut_off() {
+    let served = serve(None, short_read_timeout(), 50).await;
+    let mut slow = connect(&served).await;
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_by_server(&mut slow, Duration::from_secs(10)).await;
+
+    let mut silent = connect(&served).await;
+    closed_by_server(&mut silent, Duration::from_secs(10)).await;
+    assert_eq!(get_status(served.exporter.addr(), "/metrics").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_tls_handshakes_are_cut_off() {
+    let ca = TestCa::new("slow");
+    let server = ca.server(&["localhost"]);
+    let served = serve(Some(&tls_yaml(&server, "")), short_read_timeout(), 50).await;
+    let mut silent = connect(&served).await;
+    closed_by_server(&mut silent, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_at_once() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let served = serve(None, limits, 50).await;
+    let first = connect(&served).await;
+    let second = connect(&served).await;
+    // Both are accepted and held (idle, well within the read timeout).
+    let mut third = connect(&served).await;
+    closed_by_server(&mut third, Duration::from_secs(10)).await;
+    drop((first, second));
+    wait_until("a free connection slot", DEADLINE, || async {
+        reqwest::get(format!("http://{}/-/healthy", served.exporter.addr()))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_over_the_limit_get_503_until_a_slot_frees() {
+    let limits = Limits {
+        max_scrapes: 1,
+        ..Limits::default()
+    };
+    // Enough agents that the body outgrows the socket buffers of a client
+    // that never reads, so its scrape holds the one slot.
+    let served = serve(None, limits, 20_000).await;
+    let addr = served.exporter.addr();
+    let stuck = stalled_scrape(addr).await;
+    wait_until("a second scrape to be refused", DEADLINE, || async {
+        (get_status(addr, "/metrics").await == 503).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get_status(addr, "/-/healthy").await,
+        200,
+        "other routes are not limited"
+    );
+    drop(stuck);
+    wait_until("the slot to free", DEADLINE, || async {
+        (get_status(addr, "/metrics").await == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stalls_loses_its_scrape_slot() {
+    let limits = Limits {
+        max_scrapes: 1,
+        write_stall: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let served = serve(None, limits, 20_000).await;
+    let addr = served.exporter.addr();
+    let mut stuck = stalled_scrape(addr).await;
+    // The stalled client is still connected, yet the slot comes back.
+    wait_until("the stalled scrape to be dropped", DEADLINE, || async {
+        (get_status(addr, "/metrics").await == 200).then_some(())
+    })
+    .await;
+    closed_by_server(&mut stuck, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answers_get_and_head_only_and_reload_bodies_are_bounded() {
+    let served = serve(None, Limits::default(), 50).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", served.exporter.addr());
+    assert_eq!(
+        client.head(url("/metrics")).send().await.unwrap().status(),
+        200
+    );
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let status = client
+            .request(method.clone(), url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 405, "{method} /metrics");
+    }
+    let huge = vec![b'x'; 200 * 1024];
+    let status = client
+        .post(url("/-/reload"))
+        .body(huge)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 413);
+}
+
+#[test]
+fn the_documented_example_has_the_shape_of_a_web_config() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/web.md")).unwrap();
+    let start = doc
+        .find("```yaml\ntls_server_config:")
+        .expect("example in docs/web.md")
+        + 8;
+    let end = start + doc[start..].find("```").unwrap();
+    let raw: gse_exporter::web_config::RawWebConfig =
+        gse_exporter::config::parse_yaml(&doc[start..end]).expect("the example parses");
+    let tls = raw.tls_server_config.expect("tls block");
+    assert_eq!(
+        tls.client_auth_type.as_deref(),
+        Some("RequireAndVerifyClientCert")
+    );
+    assert_eq!(raw.basic_auth_users.len(), 1);
+}
