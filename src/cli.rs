@@ -1,23 +1,36 @@
 //! The command line: flags in the Prometheus style, environment variables for
 //! everything that may be secret or deployment-specific, and subcommands.
 //!
-//! Owns only the definition and parsing of arguments; what each mode does is
-//! in `main.rs` and the library modules.
+//! Owns only the definition and parsing of arguments (every flag names its
+//! default and environment variable in `--help`; completions and the man page
+//! are generated from this definition); what each mode does is in `main.rs`
+//! and the library modules.
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Exports the liveness of BlueKing GSE agents to Prometheus.
 #[derive(Debug, Parser)]
 #[command(name = "gse_exporter", version, about, long_about = None)]
 pub struct Cli {
-    /// Configuration file (YAML).
-    #[arg(long = "config.file", env = "GSE_EXPORTER_CONFIG", value_name = "PATH")]
+    /// Configuration file (YAML; default: none, needed except with --demo).
+    #[arg(
+        long = "config.file",
+        env = "GSE_EXPORTER_CONFIG",
+        value_name = "PATH",
+        global = true
+    )]
     pub config_file: Option<PathBuf>,
 
     /// Validate the configuration file, print every problem, and exit (non-zero on problems).
-    #[arg(long = "config.check", requires = "config_file")]
+    #[arg(
+        long = "config.check",
+        env = "GSE_EXPORTER_CONFIG_CHECK",
+        value_parser = BoolishValueParser::new(),
+        requires = "config_file"
+    )]
     pub config_check: bool,
 
     /// Address to serve /metrics on (`:PORT` listens on every interface).
@@ -36,7 +49,7 @@ pub struct Cli {
     )]
     pub telemetry_path: String,
 
-    /// Web configuration file (exporter-toolkit format): TLS, client certificates, basic auth.
+    /// Web configuration file (exporter-toolkit format): TLS, client certificates, basic auth (default: none, plain HTTP without auth).
     #[arg(
         long = "web.config.file",
         env = "GSE_EXPORTER_WEB_CONFIG_FILE",
@@ -71,35 +84,46 @@ pub struct Cli {
     pub read_timeout: std::time::Duration,
 
     /// Log level.
-    #[arg(long = "log.level", env = "GSE_EXPORTER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    #[arg(long = "log.level", env = "GSE_EXPORTER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, global = true)]
     pub log_level: LogLevel,
 
     /// Log format.
-    #[arg(long = "log.format", env = "GSE_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt)]
+    #[arg(long = "log.format", env = "GSE_EXPORTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt, global = true)]
     pub log_format: LogFormat,
 
-    /// This process's shard of the agents, from 0 (overrides the config's `sharding`).
+    /// This process's shard of the agents, from 0 (default: the config's `sharding`, else 0).
     #[arg(long, env = "GSE_EXPORTER_SHARD", requires = "total_shards")]
     pub shard: Option<u32>,
 
-    /// Number of shards the agents are split into.
+    /// Number of shards the agents are split into (default: the config's `sharding`, else 1).
     #[arg(long = "total-shards", env = "GSE_EXPORTER_TOTAL_SHARDS")]
     pub total_shards: Option<u32>,
 
     /// Take the shard from the host name's trailing ordinal (StatefulSet pod `gse-exporter-3` is shard 3).
     #[arg(
         long = "shard.from-hostname",
+        env = "GSE_EXPORTER_SHARD_FROM_HOSTNAME",
+        value_parser = BoolishValueParser::new(),
         conflicts_with = "shard",
         requires = "total_shards"
     )]
     pub shard_from_hostname: bool,
 
     /// Run against the built-in GSE simulator (no GSE or config needed).
-    #[arg(long, conflicts_with = "config_file")]
+    #[arg(
+        long,
+        env = "GSE_EXPORTER_DEMO",
+        value_parser = BoolishValueParser::new(),
+        conflicts_with = "config_file"
+    )]
     pub demo: bool,
 
     /// Agents in the demo fleet.
-    #[arg(long = "demo.agents", default_value_t = 3000)]
+    #[arg(
+        long = "demo.agents",
+        env = "GSE_EXPORTER_DEMO_AGENTS",
+        default_value_t = 3000
+    )]
     pub demo_agents: usize,
 
     /// Mode other than exporting.
@@ -163,44 +187,125 @@ pub fn ordinal_of(hostname: &str) -> Option<u32> {
 pub enum Command {
     /// Run the built-in GSE simulator alone (ESB v1 and gateway v2 paths, with fault knobs).
     Simulate(SimulateArgs),
+    /// Poll the configured groups once and print every agent's state
+    /// (exit 0 all online, 1 some not, 2 on an error).
+    Query(QueryArgs),
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
+}
+
+/// Options of `query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Ask only this group (repeat, or separate with commas; default: every group).
+    #[arg(
+        long,
+        env = "GSE_EXPORTER_QUERY_GROUP",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub group: Vec<String>,
+    /// Ask only this host, `cloud:ip` or an agent id, in its one --group's business and API (repeat, or separate with commas; default: the group's own hosts).
+    #[arg(
+        long,
+        env = "GSE_EXPORTER_QUERY_HOST",
+        value_name = "HOST",
+        value_delimiter = ',',
+        requires = "group"
+    )]
+    pub host: Vec<String>,
+    /// Output format.
+    #[arg(
+        long,
+        short,
+        env = "GSE_EXPORTER_QUERY_OUTPUT",
+        value_enum,
+        default_value_t = crate::query::Output::Table
+    )]
+    pub output: crate::query::Output,
+    /// Show only agents in this state (repeat, or separate with commas; default: every agent).
+    #[arg(
+        long,
+        env = "GSE_EXPORTER_QUERY_FILTER",
+        value_enum,
+        value_delimiter = ','
+    )]
+    pub filter: Vec<crate::query::Filter>,
+}
+
+impl QueryArgs {
+    /// The groups and hosts asked for.
+    pub fn selection(&self) -> crate::query::Selection {
+        crate::query::Selection {
+            groups: self.group.clone(),
+            hosts: self.host.clone(),
+        }
+    }
 }
 
 /// Options of `simulate`.
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Address to listen on.
-    #[arg(long = "listen-address", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long = "listen-address",
+        env = "GSE_SIM_LISTEN_ADDRESS",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen_address: String,
     /// Agents in the fleet.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "GSE_SIM_AGENTS", default_value_t = 2000)]
     pub agents: usize,
     /// Seed of the fleet.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "GSE_SIM_SEED", default_value_t = 1)]
     pub seed: u64,
     /// Share of known agents online.
-    #[arg(long = "online-share", default_value_t = 0.95)]
+    #[arg(
+        long = "online-share",
+        env = "GSE_SIM_ONLINE_SHARE",
+        default_value_t = 0.95
+    )]
     pub online_share: f64,
     /// Share of the fleet GSE does not know.
-    #[arg(long = "unknown-share", default_value_t = 0.02)]
+    #[arg(
+        long = "unknown-share",
+        env = "GSE_SIM_UNKNOWN_SHARE",
+        default_value_t = 0.02
+    )]
     pub unknown_share: f64,
     /// Agents whose state flips per minute.
-    #[arg(long = "churn-per-minute", default_value_t = 6.0)]
+    #[arg(
+        long = "churn-per-minute",
+        env = "GSE_SIM_CHURN_PER_MINUTE",
+        default_value_t = 6.0
+    )]
     pub churn_per_minute: f64,
     /// Delay before every GSE reply (e.g. 200ms).
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GSE_SIM_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub latency: std::time::Duration,
-    /// Write every agent's GSE 2.0 query key (agent id, or cloud:ip) to this file, one per line, then serve.
-    #[arg(long = "hosts-out", value_name = "PATH")]
+    /// Write every agent's GSE 2.0 query key (agent id, or cloud:ip) to this file, one per line, then serve (default: no file).
+    #[arg(long = "hosts-out", env = "GSE_SIM_HOSTS_OUT", value_name = "PATH")]
     pub hosts_out: Option<PathBuf>,
     /// App code the simulator accepts.
-    #[arg(long = "app-code", default_value = "gse-exporter")]
+    #[arg(
+        long = "app-code",
+        env = "GSE_SIM_APP_CODE",
+        default_value = "gse-exporter"
+    )]
     pub app_code: String,
     /// App secret the simulator accepts.
     #[arg(
         long = "app-secret",
         env = "GSE_SIM_APP_SECRET",
         default_value = "sim-secret",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub app_secret: String,
 }

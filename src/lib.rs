@@ -18,6 +18,7 @@ pub mod gse;
 pub mod metrics;
 pub mod pacing;
 pub mod poller;
+pub mod query;
 pub mod server;
 pub mod sim;
 pub mod state;

@@ -1,17 +1,18 @@
 //! The `gse_exporter` binary: parses the command line, sets up logging, and
 //! dispatches to a mode. All behaviour lives in the library.
 
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use gse_exporter::app::{Exporter, ExporterOptions};
-use gse_exporter::cli::{Cli, Command, LogFormat, SimulateArgs};
+use gse_exporter::cli::{Cli, Command, LogFormat, QueryArgs, SimulateArgs};
 use gse_exporter::config::Config;
 use gse_exporter::server::parse_listen_address;
-use gse_exporter::{demo, sim};
+use gse_exporter::{demo, query, sim};
 
 /// mimalloc returns freed memory to the system far better than glibc's
 /// per-thread arenas do with the large per-cycle buffers this exporter makes.
@@ -35,14 +36,37 @@ fn main() -> ExitCode {
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {
+    // A reader that stopped early (`| head`) is not an error.
+    let broken_pipe = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
     eprintln!("gse_exporter: {err:#}");
     ExitCode::from(2)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Some(Command::Simulate(args)) = &cli.command {
-        simulate(args).await?;
-        return Ok(ExitCode::SUCCESS);
+    match &cli.command {
+        Some(Command::Simulate(args)) => {
+            simulate(args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Query(args)) => return run_query(&cli, args).await,
+        Some(Command::Completions { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "gse_exporter", &mut script);
+            std::io::stdout().write_all(&script)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
     if cli.config_check {
         return Ok(check_config(&cli));
@@ -151,6 +175,25 @@ fn check_exporter_config(path: &std::path::Path) -> bool {
             false
         }
     }
+}
+
+async fn run_query(cli: &Cli, args: &QueryArgs) -> Result<ExitCode> {
+    let path = cli
+        .config_file
+        .as_deref()
+        .context("query needs a configuration: pass --config.file=PATH")?;
+    let config = Config::load(path)?;
+    let code = query::run(
+        config,
+        &args.selection(),
+        args.output,
+        &args.filter,
+        std::io::stderr().is_terminal(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr(),
+    )
+    .await?;
+    Ok(ExitCode::from(code))
 }
 
 async fn simulate(args: &SimulateArgs) -> Result<()> {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -46,6 +47,27 @@ pub struct Poller {
     last_success: HashMap<String, f64>,
     discovery: Discovery,
     cycles: u64,
+    progress: Arc<Progress>,
+}
+
+/// GSE batches planned and finished so far, for a progress display (the
+/// counts only grow; the info phase adds its batches when it starts).
+#[derive(Debug, Default)]
+pub struct Progress {
+    planned: AtomicU64,
+    finished: AtomicU64,
+}
+
+impl Progress {
+    /// Batches planned so far.
+    pub fn planned(&self) -> u64 {
+        self.planned.load(Ordering::Relaxed)
+    }
+
+    /// Batches finished so far (answered or failed, after retries).
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
 }
 
 fn api_slot(api: ApiVersion) -> usize {
@@ -158,7 +180,13 @@ impl Poller {
             last_success: HashMap::new(),
             discovery: Discovery::default(),
             cycles: 0,
+            progress: Arc::default(),
         })
+    }
+
+    /// The batch counts of this poller's cycles, readable while one runs.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     /// The configuration being polled.
@@ -262,11 +290,16 @@ impl Poller {
         Self: Fetch<T>,
     {
         let started = Instant::now();
+        let progress = &self.progress;
+        progress
+            .planned
+            .fetch_add(batches.len() as u64, Ordering::Relaxed);
         let mut running: FuturesUnordered<_> = batches
             .into_iter()
             .map(|batch| async move {
                 let fetched = tokio::time::timeout_at(deadline, self.fetch(&batch, deadline));
                 let result = fetched.await.unwrap_or(Err(GseError::Timeout));
+                progress.finished.fetch_add(1, Ordering::Relaxed);
                 Done {
                     call: batch.call,
                     numbers: batch.numbers,

@@ -148,3 +148,80 @@ async fn the_readme_demo_command_fills_metrics_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
 }
+
+/// Every command, with the arguments that reach it (`[]`, `["query"]`, …).
+fn commands(root: &clap::Command) -> Vec<(Vec<String>, &clap::Command)> {
+    let mut out = vec![(Vec::new(), root)];
+    for sub in root.get_subcommands() {
+        for (mut path, command) in commands(sub) {
+            path.insert(0, sub.get_name().to_string());
+            out.push((path, command));
+        }
+    }
+    out
+}
+
+#[test]
+fn help_names_every_flags_environment_variable_and_default() {
+    use clap::CommandFactory;
+    let root = gse_exporter::cli::Cli::command();
+    let mut flags = 0;
+    for (path, command) in commands(&root) {
+        let out = binary().args(&path).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{path:?} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue; // positionals
+            };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let flag = format!("{path:?} --{long}");
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("{flag} has no environment variable"));
+            let env = env.to_string_lossy();
+            assert!(
+                help.contains(&format!("[env: {env}")),
+                "{flag}: [env: {env}] not in:\n{help}"
+            );
+            if arg.get_action().takes_values() {
+                let defaults: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                let doc = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if defaults.is_empty() {
+                    assert!(
+                        doc.contains("default:"),
+                        "{flag}: its help must say what happens without it: {doc}"
+                    );
+                } else if !arg.is_hide_default_value_set() {
+                    let shown = format!("[default: {}]", defaults.join(", "));
+                    assert!(help.contains(&shown), "{flag}: {shown} not in:\n{help}");
+                }
+            }
+            flags += 1;
+        }
+    }
+    assert!(flags >= 25, "only {flags} flags checked");
+}
+
+#[test]
+fn boolean_flags_read_their_environment_variable() {
+    let out = binary()
+        .arg("--config.file")
+        .arg(fixtures().join("good.yml"))
+        .env("GSE_EXPORTER_CONFIG_CHECK", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK (2 groups, 4 hosts)"), "{stdout}");
+}
