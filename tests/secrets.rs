@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::binary::Binary;
@@ -52,16 +51,7 @@ fn debug_output_and_config_check_never_show_the_secret() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
-            .args(["--config.check", "--config.file"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let printed = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (_, printed) = common::binary::config_check(&path, None);
         assert!(
             !printed.contains(CANARY),
             "--config.check on {name} printed the secret:\n{printed}"
@@ -262,22 +252,9 @@ async fn web_passwords_hashes_and_keys_never_appear_in_anything_printed_or_serve
         .get(format!("https://localhost:{port}/"))
         .send()
         .await;
-    let check = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
-        .arg("--config.check")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--web.config.file={}", web.display()))
-        .output()
-        .unwrap();
-    assert!(
-        !check.status.success(),
-        "a broken web config fails the check"
-    );
+    let (passed, checked) = common::binary::config_check(&config, Some(&web));
+    assert!(!passed, "a broken web config fails the check");
     let (_, logs, stdout) = binary.stop();
-    let checked = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
     assert!(logs.contains("level=debug"), "debug logging was on: {logs}");
     for (what, text) in [
         ("logs", &logs),

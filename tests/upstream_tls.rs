@@ -230,17 +230,7 @@ async fn cmdb_discovery_trusts_its_own_ca_file() {
 }
 
 fn check_config(path: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
-        .args(["--config.check", "--config.file"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), printed)
+    common::binary::config_check(path, None)
 }
 
 /// The middle line of a PEM body: key material that must never be shown.

@@ -122,3 +122,22 @@ fn listen_address(logs: &str) -> Option<String> {
         .find_map(|w| w.strip_prefix("addr="))
         .map(str::to_string)
 }
+
+/// Runs `gse_exporter --config.check` on a config (and a web config); returns
+/// whether it passed and everything it printed.
+pub fn config_check(config: &std::path::Path, web: Option<&std::path::Path>) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gse_exporter"));
+    command
+        .arg("--config.check")
+        .arg(format!("--config.file={}", config.display()));
+    if let Some(web) = web {
+        command.arg(format!("--web.config.file={}", web.display()));
+    }
+    let out = command.output().expect("the binary runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), printed)
+}
