@@ -1,0 +1,506 @@
+//! OTLP push: the same per-agent and per-group gauges as `/metrics`, sent to
+//! an OpenTelemetry collector on the pusher's own schedule.
+//!
+//! Owns the `otlp:` pipeline: turning one published snapshot into OTLP data
+//! points through the OpenTelemetry SDK (observable gauges whose callbacks read
+//! that snapshot, collected by a [`ManualReader`]), the `opentelemetry-otlp`
+//! exporter (HTTP/protobuf or gRPC), and the push loop. The loop runs in its
+//! own task: it reads the latest published snapshot, never calls GSE, and never
+//! holds anything the poll loop or a scrape waits on. Collection runs on a
+//! blocking thread; each push is bounded by `otlp.timeout`.
+//!
+//! Each push builds a fresh meter provider sized to the snapshot and drops it
+//! afterwards, so an agent that left the snapshot has no data point in the next
+//! push (the SDK's own rule, that an observable gauge reports only what its
+//! callback observed, gives the same result) and nothing is held between
+//! pushes. Retries with exponential backoff and jitter are the exporter's
+//! ([`RetryPolicy::recommended`]: HTTP 429/502/503/504 and retryable gRPC
+//! codes, within the push's deadline); each push counts once in
+//! `gse_exporter_otlp_exports_total{result}`.
+//!
+//! Metric names, label rules and values come from [`crate::metrics`] and
+//! [`crate::agent_text`]; `metric_deny` and `per_agent_metrics` apply here as
+//! they do to `/metrics`. Header values are secrets: never logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use opentelemetry::metrics::{AsyncInstrument, MeterProvider as _};
+use opentelemetry::{Key, KeyValue, StringValue, Value};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::tonic_types::transport::ClientTlsConfig;
+use opentelemetry_otlp::{
+    MetricExporter, Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Stream, Temporality,
+};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::agent_text::{AGENT_GAUGES, agent_labels};
+use crate::config::{Config, OtlpConfig, OtlpProtocol};
+use crate::exposition::{Exposition, Published};
+use crate::metrics::{
+    AGENT_INFO, AGENT_VERSIONS, AGENTS, DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef, SKIP_REASONS,
+    deny_set, is_denied,
+};
+use crate::state::{AgentState, GroupSnapshot, Snapshot};
+
+/// The instrumentation scope of every exported metric.
+pub const SCOPE: &str = "gse_exporter";
+
+/// Why OTLP data could not be built or sent.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    /// The exporter could not be built from the configuration.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Build(String),
+    /// Collecting the snapshot into data points failed.
+    #[error("cannot collect OTLP data points: {0}")]
+    Collect(String),
+    /// The collector did not accept the push (after retries).
+    #[error("OTLP push failed: {0}")]
+    Export(String),
+    /// The push did not finish within `otlp.timeout`.
+    #[error("OTLP push timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// The resource of this process: `service.name`, `service.version`,
+/// `service.instance.id`, then the configured attributes (which win).
+pub fn resource(config: &OtlpConfig, instance_id: &str) -> Resource {
+    let extra = config
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
+    Resource::builder_empty()
+        .with_service_name("gse_exporter")
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("service.instance.id", instance_id.to_string()),
+        ])
+        .with_attributes(extra)
+        .build()
+}
+
+/// The `service.instance.id` of a process: host name and listen port, stable
+/// across restarts of the same instance (so its series continue).
+pub fn instance_id(hostname: Option<String>, port: u16) -> String {
+    format!("{}:{port}", hostname.unwrap_or_else(|| "localhost".into()))
+}
+
+/// The HTTP endpoint: `/v1/metrics` is added to a URL without a path.
+pub fn http_endpoint(endpoint: &str) -> String {
+    match reqwest::Url::parse(endpoint) {
+        Ok(url) if url.path() == "/" || url.path().is_empty() => {
+            format!("{}/v1/metrics", endpoint.trim_end_matches('/'))
+        }
+        _ => endpoint.to_string(),
+    }
+}
+
+/// Builds the exporter for a configuration (gRPC needs a Tokio runtime).
+pub fn exporter(config: &OtlpConfig) -> Result<MetricExporter, OtlpError> {
+    let built = match config.protocol {
+        OtlpProtocol::HttpProtobuf => MetricExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(http_endpoint(&config.endpoint))
+            .with_timeout(config.timeout)
+            .with_headers(
+                config
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                    .collect(),
+            )
+            .with_retry_policy(RetryPolicy::recommended())
+            .build(),
+        OtlpProtocol::Grpc => {
+            let mut builder = MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(config.endpoint.clone())
+                .with_timeout(config.timeout)
+                .with_metadata(metadata(config)?)
+                .with_retry_policy(RetryPolicy::recommended());
+            if config.endpoint.starts_with("https://") {
+                builder = builder.with_tls_config(ClientTlsConfig::new().with_native_roots());
+            }
+            builder.build()
+        }
+    };
+    built.map_err(|e| OtlpError::Build(e.to_string()))
+}
+
+fn metadata(config: &OtlpConfig) -> Result<MetadataMap, OtlpError> {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+    let mut headers = HeaderMap::new();
+    for (name, value) in &config.headers {
+        // Validated with the config; the value itself is never shown.
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| OtlpError::Build(format!("invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(value.expose())
+            .map_err(|_| OtlpError::Build(format!("invalid value of header {name}")))?;
+        headers.insert(name, value);
+    }
+    Ok(MetadataMap::from_headers(headers))
+}
+
+/// Collects one snapshot into OTLP data points: every family `/metrics` has
+/// from the snapshot (per-agent ones only for groups with
+/// `per_agent_metrics`), minus `metric_deny`.
+pub fn collect<T: Send + Sync + 'static>(
+    source: Arc<T>,
+    snapshot_of: fn(&T) -> &Snapshot,
+    resource: Resource,
+) -> Result<ResourceMetrics, OtlpError> {
+    let plan = Plan::new(snapshot_of(&source));
+    let limits = plan.limits.clone();
+    let reader = Arc::new(ManualReader::builder().build());
+    let provider = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(SharedReader(reader.clone()))
+        .with_view(move |i| {
+            let limit = limits.get(i.name()).copied()?;
+            Stream::builder()
+                .with_cardinality_limit(limit.max(1))
+                .build()
+                .ok()
+        })
+        .build();
+    let meter = provider.meter(SCOPE);
+    let shared = Arc::new(Frame::new(source, snapshot_of));
+    let mut gauges = Vec::new();
+    for family in plan.families {
+        let frame = shared.clone();
+        let gauge = meter
+            .f64_observable_gauge(family.def.name)
+            .with_description(family.def.help)
+            .with_callback(move |out| frame.observe(family.kind, out))
+            .build();
+        gauges.push(gauge);
+    }
+    let mut metrics = ResourceMetrics::default();
+    let collected = reader.collect(&mut metrics);
+    drop(gauges);
+    let _ = provider.shutdown();
+    collected.map_err(|e| OtlpError::Collect(e.to_string()))?;
+    Ok(metrics)
+}
+
+/// The SDK takes readers by value; the pusher keeps a handle to collect.
+#[derive(Debug)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// What one gauge reads from the snapshot.
+#[derive(Debug, Clone, Copy)]
+enum FamilyKind {
+    /// `AGENT_GAUGES[i]`.
+    Agent(usize),
+    /// `gse_agent_info`.
+    AgentInfo,
+    /// `GROUP_GAUGES[i]`.
+    Group(usize),
+    /// `gse_agents` by state.
+    States,
+    /// `gse_agent_versions`.
+    Versions,
+    /// `gse_exporter_discovery_hosts_skipped`.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Family {
+    def: &'static MetricDef,
+    kind: FamilyKind,
+}
+
+/// The families to register and the series count of each (its cardinality limit).
+struct Plan {
+    families: Vec<Family>,
+    limits: Arc<HashMap<&'static str, usize>>,
+}
+
+impl Plan {
+    fn new(snapshot: &Snapshot) -> Plan {
+        let deny = deny_set(&snapshot.metric_deny);
+        let groups = &snapshot.groups;
+        let agents: usize = per_agent(snapshot).map(|g| g.agents.len()).sum();
+        let discovering = groups.iter().filter(|g| g.discovery.is_some()).count();
+        let mut all = Vec::new();
+        for (i, (def, _)) in AGENT_GAUGES.iter().enumerate() {
+            all.push((*def, FamilyKind::Agent(i), agents));
+        }
+        all.push((&AGENT_INFO, FamilyKind::AgentInfo, agents));
+        all.push((
+            &AGENTS,
+            FamilyKind::States,
+            groups.len() * AgentState::ALL.len(),
+        ));
+        let versions = groups.iter().map(|g| g.versions.len()).sum();
+        all.push((&AGENT_VERSIONS, FamilyKind::Versions, versions));
+        for (i, (def, _)) in GROUP_GAUGES.iter().enumerate() {
+            all.push((*def, FamilyKind::Group(i), groups.len()));
+        }
+        let skipped = discovering * SKIP_REASONS.len();
+        all.push((&DISCOVERY_SKIPPED, FamilyKind::Skipped, skipped));
+        let all: Vec<_> = all
+            .into_iter()
+            .filter(|(def, _, _)| !is_denied(&deny, def))
+            .collect();
+        Plan {
+            limits: Arc::new(all.iter().map(|(d, _, n)| (d.name, *n + 1)).collect()),
+            families: all
+                .into_iter()
+                .map(|(def, kind, _)| Family { def, kind })
+                .collect(),
+        }
+    }
+}
+
+fn per_agent(snapshot: &Snapshot) -> impl Iterator<Item = &GroupSnapshot> {
+    snapshot.groups.iter().filter(|g| g.per_agent_metrics)
+}
+
+/// One snapshot pinned for one collection, with each group's attributes and
+/// each exported agent's attributes built once and shared by the gauges.
+struct Frame<T> {
+    source: Arc<T>,
+    snapshot_of: fn(&T) -> &Snapshot,
+    groups: Vec<Vec<KeyValue>>,
+    agents: Vec<Vec<KeyValue>>,
+}
+
+impl<T> Frame<T> {
+    fn new(source: Arc<T>, snapshot_of: fn(&T) -> &Snapshot) -> Frame<T> {
+        let snapshot = snapshot_of(&source);
+        let groups = snapshot
+            .groups
+            .iter()
+            .map(|g| vec![kv("group", &g.name)])
+            .collect();
+        let agents = per_agent(snapshot)
+            .flat_map(|g| g.agents.iter().map(move |a| agent_labels(g, a)))
+            .map(|labels| sorted(labels.map(|(k, v)| kv(k, v)).collect()))
+            .collect();
+        Frame {
+            source,
+            snapshot_of,
+            groups,
+            agents,
+        }
+    }
+
+    fn observe(&self, kind: FamilyKind, out: &dyn AsyncInstrument<f64>) {
+        let snapshot = (self.snapshot_of)(&self.source);
+        match kind {
+            FamilyKind::Agent(i) => {
+                let value = AGENT_GAUGES[i].1;
+                let rows = per_agent(snapshot).flat_map(|g| g.agents.iter());
+                for (agent, attrs) in rows.zip(&self.agents) {
+                    if let Some(v) = value(agent) {
+                        out.observe(v as f64, attrs);
+                    }
+                }
+            }
+            FamilyKind::AgentInfo => {
+                let rows = per_agent(snapshot).flat_map(|g| g.agents.iter());
+                for (agent, attrs) in rows.zip(&self.agents) {
+                    let mut attrs = attrs.clone();
+                    attrs.push(kv("version", &agent.record.version));
+                    attrs.push(kv("parent_ip", &agent.record.parent_ip));
+                    out.observe(1.0, &sorted(attrs));
+                }
+            }
+            FamilyKind::Group(i) => {
+                let value = GROUP_GAUGES[i].1;
+                for (g, attrs) in snapshot.groups.iter().zip(&self.groups) {
+                    if let Some(v) = value(g) {
+                        out.observe(v, attrs);
+                    }
+                }
+            }
+            FamilyKind::States => group_pairs(snapshot, out, "state", |g| {
+                AgentState::ALL
+                    .iter()
+                    .map(|s| (s.label().to_string(), g.counts.get(*s) as f64))
+                    .collect()
+            }),
+            FamilyKind::Versions => group_pairs(snapshot, out, "version", |g| {
+                g.versions
+                    .iter()
+                    .map(|(v, n)| (v.to_string(), *n as f64))
+                    .collect()
+            }),
+            FamilyKind::Skipped => observe_skipped(snapshot, out),
+        }
+    }
+}
+
+/// Families labelled `group`, `bk_biz_id` and one more label.
+fn group_pairs(
+    snapshot: &Snapshot,
+    out: &dyn AsyncInstrument<f64>,
+    label: &'static str,
+    values: impl Fn(&GroupSnapshot) -> Vec<(String, f64)>,
+) {
+    for g in &snapshot.groups {
+        for (label_value, v) in values(g) {
+            let attrs = [
+                kv("bk_biz_id", &g.bk_biz_id),
+                kv("group", &g.name),
+                kv(label, &label_value),
+            ];
+            out.observe(v, &sorted(attrs.to_vec()));
+        }
+    }
+}
+
+fn observe_skipped(snapshot: &Snapshot, out: &dyn AsyncInstrument<f64>) {
+    for g in snapshot.groups.iter().filter(|g| g.discovery.is_some()) {
+        for reason in SKIP_REASONS {
+            let n = g.skipped.get(reason).copied().unwrap_or(0);
+            out.observe(n as f64, &[kv("group", &g.name), kv("reason", reason)]);
+        }
+    }
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue::new(
+        Key::new(key.to_string()),
+        Value::String(StringValue::from(value.to_string())),
+    )
+}
+
+/// Attributes sorted by key: the SDK stores an unsorted set twice.
+fn sorted(mut attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+    attrs.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+    attrs
+}
+
+/// The push loop: pushes the latest complete snapshot every `otlp.interval`
+/// while `otlp` is configured, follows reloads, and ends when `stopped` turns
+/// true. Never waits on GSE; a push never outlives its timeout.
+pub async fn run(
+    published: Arc<Published>,
+    mut configs: watch::Receiver<Arc<Config>>,
+    instance_id: String,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut current: Option<Pusher> = None;
+    let mut reloadable = true;
+    loop {
+        let wanted = configs.borrow_and_update().otlp.clone();
+        if current.as_ref().map(|p| &p.config) != wanted.as_ref() {
+            current = wanted.and_then(|c| Pusher::start(c, &instance_id, &published));
+        }
+        let tick = async {
+            match current.as_mut() {
+                Some(pusher) => pusher.ticker.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick => {}
+            changed = configs.changed(), if reloadable => {
+                // A closed channel: no more reloads; keep the pipeline as is.
+                reloadable = changed.is_ok();
+                continue;
+            }
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if let Some(pusher) = current.as_ref() {
+            tokio::select! {
+                _ = pusher.push(&published) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// A configured pipeline: the exporter, the resource and the schedule.
+struct Pusher {
+    config: OtlpConfig,
+    exporter: Arc<MetricExporter>,
+    resource: Resource,
+    ticker: tokio::time::Interval,
+}
+
+impl Pusher {
+    fn start(config: OtlpConfig, instance_id: &str, published: &Published) -> Option<Pusher> {
+        let exporter = match exporter(&config) {
+            Ok(exporter) => exporter,
+            Err(err) => {
+                tracing::error!(error = %err, "OTLP push disabled");
+                return None;
+            }
+        };
+        published.telemetry().enable_otlp();
+        let mut ticker = tokio::time::interval(config.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tracing::info!(endpoint = %config.endpoint, interval = ?config.interval, "OTLP push enabled");
+        Some(Pusher {
+            resource: resource(&config, instance_id),
+            exporter: Arc::new(exporter),
+            config,
+            ticker,
+        })
+    }
+
+    /// One push of the current snapshot, counted; skipped before the first
+    /// complete cycle (there is nothing true to say yet).
+    async fn push(&self, published: &Published) {
+        if !published.is_ready() {
+            return;
+        }
+        let result = self.try_push(published.current()).await;
+        published.telemetry().record_otlp_export(result.is_ok());
+        match result {
+            Ok(()) => tracing::debug!("OTLP push succeeded"),
+            Err(err) => tracing::warn!(error = %err, "OTLP push failed"),
+        }
+    }
+
+    async fn try_push(&self, exposition: Arc<Exposition>) -> Result<(), OtlpError> {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let resource = self.resource.clone();
+        let metrics = tokio::task::spawn_blocking(move || {
+            collect(exposition, Exposition::snapshot, resource)
+        })
+        .await
+        .map_err(|e| OtlpError::Collect(e.to_string()))??;
+        // The exporter's own deadline covers its retries; this one also covers
+        // a collector that never answers.
+        let export = self.exporter.export(&metrics);
+        match tokio::time::timeout_at(deadline, export).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(OtlpError::Export(err.to_string())),
+            Err(_) => Err(OtlpError::Timeout(self.config.timeout)),
+        }
+    }
+}
