@@ -504,3 +504,149 @@ impl Pusher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+
+    use super::*;
+    use crate::state::{AgentRecord, AgentRow, StateCounts};
+
+    fn group(name: &str, per_agent_metrics: bool, agents: usize) -> GroupSnapshot {
+        let agents: Vec<AgentRow> = (0..agents)
+            .map(|i| AgentRow {
+                bk_cloud_id: "0".into(),
+                ip: format!("10.0.0.{i}").as_str().into(),
+                bk_agent_id: format!("agent{i}").as_str().into(),
+                host_labels: Vec::new(),
+                record: AgentRecord::observe(None, None, None, SystemTime::now()),
+            })
+            .collect();
+        let mut g = GroupSnapshot {
+            name: name.into(),
+            bk_biz_id: "2".into(),
+            labels: vec![("team".into(), "sre".into())],
+            host_label_names: Vec::new(),
+            per_agent_metrics,
+            agents,
+            counts: StateCounts::default(),
+            versions: BTreeMap::new(),
+            up: true,
+            poll_duration: 0.5,
+            interval: 60.0,
+            last_success: None,
+            skipped: BTreeMap::new(),
+            discovery: None,
+        };
+        g.tally(0);
+        g
+    }
+
+    /// A data point as (name, sorted attributes, value).
+    type Point = (String, Vec<(String, String)>, f64);
+
+    fn points(metrics: &ResourceMetrics) -> Vec<Point> {
+        let mut out = Vec::new();
+        for sm in metrics.scope_metrics() {
+            assert_eq!(sm.scope().name(), SCOPE);
+            for m in sm.metrics() {
+                let AggregatedMetrics::F64(MetricData::Gauge(g)) = m.data() else {
+                    panic!("{} is not an f64 gauge", m.name());
+                };
+                for p in g.data_points() {
+                    let mut attrs: Vec<(String, String)> = p
+                        .attributes()
+                        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+                        .collect();
+                    attrs.sort();
+                    out.push((m.name().to_string(), attrs, p.value()));
+                }
+            }
+        }
+        out
+    }
+
+    fn collect_snapshot(snapshot: Snapshot) -> Vec<Point> {
+        let config = OtlpConfig {
+            endpoint: "http://localhost:4318".into(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            headers: Vec::new(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            resource_attributes: Vec::new(),
+        };
+        let metrics = collect(Arc::new(snapshot), |s| s, resource(&config, "h:1")).unwrap();
+        points(&metrics)
+    }
+
+    #[test]
+    fn per_agent_points_follow_per_agent_metrics_and_deny_removes_families() {
+        let snapshot = Snapshot {
+            groups: vec![group("web", true, 3), group("batch", false, 2)],
+            complete: true,
+            metric_deny: vec!["gse_up".into(), "gse_agent_heartbeat_.*".into()],
+            ..Snapshot::default()
+        };
+        let points = collect_snapshot(snapshot);
+        let named = |name: &str| points.iter().filter(|p| p.0 == name).count();
+        assert_eq!(named("gse_agent_online"), 3, "web agents only");
+        assert_eq!(named("gse_agent_info"), 3);
+        assert_eq!(named("gse_agent_status_code"), 3, "not found: -2");
+        assert_eq!(named("gse_agents"), 2 * 4);
+        assert_eq!(named("gse_up"), 0, "denied");
+        assert_eq!(named("gse_exporter_poll_duration_seconds"), 2);
+        let online = points.iter().find(|p| p.0 == "gse_agent_online").unwrap();
+        let keys: Vec<&str> = online.1.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "bk_agent_id",
+                "bk_biz_id",
+                "bk_cloud_id",
+                "group",
+                "ip",
+                "team"
+            ]
+        );
+        assert_eq!(online.2, 0.0);
+        let not_found = (
+            "gse_agents".to_string(),
+            vec![
+                ("bk_biz_id".to_string(), "2".to_string()),
+                ("group".to_string(), "web".to_string()),
+                ("state".to_string(), "not_found".to_string()),
+            ],
+            3.0,
+        );
+        assert!(points.contains(&not_found), "{points:?}");
+    }
+
+    #[test]
+    fn a_large_fleet_is_not_cut_at_the_sdk_default_cardinality_limit() {
+        let snapshot = Snapshot {
+            groups: vec![group("web", true, 2500)],
+            complete: true,
+            ..Snapshot::default()
+        };
+        let points = collect_snapshot(snapshot);
+        let online = points.iter().filter(|p| p.0 == "gse_agent_online");
+        assert_eq!(online.count(), 2500);
+        assert!(
+            !points
+                .iter()
+                .any(|p| p.1.iter().any(|(k, _)| k == "otel.metric.overflow"))
+        );
+    }
+
+    #[test]
+    fn a_bare_http_endpoint_gets_the_metrics_path() {
+        assert_eq!(http_endpoint("http://c:4318"), "http://c:4318/v1/metrics");
+        assert_eq!(
+            http_endpoint("https://c/otlp/v1/metrics"),
+            "https://c/otlp/v1/metrics"
+        );
+    }
+}
