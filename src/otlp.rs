@@ -9,7 +9,10 @@
 //! holds anything the poll loop or a scrape waits on. Collection runs on a
 //! blocking thread; each push is bounded by `otlp.timeout`.
 //!
-//! Each push builds a fresh meter provider sized to the snapshot and drops it
+//! A push is split into requests of [`AGENTS_PER_REQUEST`] agents (the first
+//! also carries the per-group families), which keeps each request under a
+//! collector's default gRPC message limit and the push's memory small. Each
+//! request builds a fresh meter provider sized to its part and drops it
 //! afterwards, so an agent that left the snapshot has no data point in the next
 //! push (the SDK's own rule, that an observable gauge reports only what its
 //! callback observed, gives the same result) and nothing is held between
@@ -23,6 +26,7 @@
 //! they do to `/metrics`. Header values are secrets: never logged.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -51,7 +55,7 @@ use crate::metrics::{
     AGENT_INFO, AGENT_VERSIONS, AGENTS, DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef, SKIP_REASONS,
     deny_set, is_denied,
 };
-use crate::state::{AgentState, GroupSnapshot, Snapshot};
+use crate::state::{AgentRow, AgentState, GroupSnapshot, Snapshot};
 
 /// The instrumentation scope of every exported metric.
 pub const SCOPE: &str = "gse_exporter";
@@ -153,15 +157,63 @@ fn metadata(config: &OtlpConfig) -> Result<MetadataMap, OtlpError> {
     Ok(MetadataMap::from_headers(headers))
 }
 
-/// Collects one snapshot into OTLP data points: every family `/metrics` has
-/// from the snapshot (per-agent ones only for groups with
+/// Agents per OTLP request: about 1.1 MB of protobuf at the usual label
+/// sizes, well under the 4 MiB a collector's gRPC receiver takes by default,
+/// and a bound on the memory one request costs.
+pub const AGENTS_PER_REQUEST: usize = 2000;
+
+/// One request of a push: the per-group families and/or a range of the
+/// exported agents (in snapshot order, groups with `per_agent_metrics` only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Whether the per-group families are in this request.
+    pub groups: bool,
+    /// Which exported agents are in this request.
+    pub agents: Range<usize>,
+}
+
+impl Part {
+    /// Everything in one request.
+    pub fn whole(snapshot: &Snapshot) -> Part {
+        Part {
+            groups: true,
+            agents: 0..exported_agents(snapshot),
+        }
+    }
+
+    /// The requests of one push: the first carries the per-group families,
+    /// each at most `per_request` agents.
+    pub fn split(snapshot: &Snapshot, per_request: usize) -> Vec<Part> {
+        let total = exported_agents(snapshot);
+        let per_request = per_request.max(1);
+        let mut parts: Vec<Part> = (0..total.div_ceil(per_request).max(1))
+            .map(|i| Part {
+                groups: i == 0,
+                agents: i * per_request..((i + 1) * per_request).min(total),
+            })
+            .collect();
+        if let Some(first) = parts.first_mut() {
+            first.groups = true;
+        }
+        parts
+    }
+}
+
+/// Agents with per-agent data points.
+pub fn exported_agents(snapshot: &Snapshot) -> usize {
+    per_agent(snapshot).map(|g| g.agents.len()).sum()
+}
+
+/// Collects one part of a snapshot into OTLP data points: every family
+/// `/metrics` has from the snapshot (per-agent ones only for groups with
 /// `per_agent_metrics`), minus `metric_deny`.
 pub fn collect<T: Send + Sync + 'static>(
     source: Arc<T>,
     snapshot_of: fn(&T) -> &Snapshot,
     resource: Resource,
+    part: Part,
 ) -> Result<ResourceMetrics, OtlpError> {
-    let plan = Plan::new(snapshot_of(&source));
+    let plan = Plan::new(snapshot_of(&source), &part);
     let limits = plan.limits.clone();
     let reader = Arc::new(ManualReader::builder().build());
     let provider = SdkMeterProvider::builder()
@@ -176,7 +228,7 @@ pub fn collect<T: Send + Sync + 'static>(
         })
         .build();
     let meter = provider.meter(SCOPE);
-    let shared = Arc::new(Frame::new(source, snapshot_of));
+    let shared = Arc::new(Frame::new(source, snapshot_of, part.agents));
     let mut gauges = Vec::new();
     for family in plan.families {
         let frame = shared.clone();
@@ -247,28 +299,19 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(snapshot: &Snapshot) -> Plan {
+    fn new(snapshot: &Snapshot, part: &Part) -> Plan {
         let deny = deny_set(&snapshot.metric_deny);
-        let groups = &snapshot.groups;
-        let agents: usize = per_agent(snapshot).map(|g| g.agents.len()).sum();
-        let discovering = groups.iter().filter(|g| g.discovery.is_some()).count();
         let mut all = Vec::new();
-        for (i, (def, _)) in AGENT_GAUGES.iter().enumerate() {
-            all.push((*def, FamilyKind::Agent(i), agents));
+        let agents = part.agents.len();
+        if agents > 0 {
+            for (i, (def, _)) in AGENT_GAUGES.iter().enumerate() {
+                all.push((*def, FamilyKind::Agent(i), agents));
+            }
+            all.push((&AGENT_INFO, FamilyKind::AgentInfo, agents));
         }
-        all.push((&AGENT_INFO, FamilyKind::AgentInfo, agents));
-        all.push((
-            &AGENTS,
-            FamilyKind::States,
-            groups.len() * AgentState::ALL.len(),
-        ));
-        let versions = groups.iter().map(|g| g.versions.len()).sum();
-        all.push((&AGENT_VERSIONS, FamilyKind::Versions, versions));
-        for (i, (def, _)) in GROUP_GAUGES.iter().enumerate() {
-            all.push((*def, FamilyKind::Group(i), groups.len()));
+        if part.groups {
+            group_families(snapshot, &mut all);
         }
-        let skipped = discovering * SKIP_REASONS.len();
-        all.push((&DISCOVERY_SKIPPED, FamilyKind::Skipped, skipped));
         let all: Vec<_> = all
             .into_iter()
             .filter(|(def, _, _)| !is_denied(&deny, def))
@@ -283,6 +326,21 @@ impl Plan {
     }
 }
 
+/// The per-group families with their series counts.
+fn group_families(snapshot: &Snapshot, all: &mut Vec<(&'static MetricDef, FamilyKind, usize)>) {
+    let groups = &snapshot.groups;
+    let discovering = groups.iter().filter(|g| g.discovery.is_some()).count();
+    let states = groups.len() * AgentState::ALL.len();
+    all.push((&AGENTS, FamilyKind::States, states));
+    let versions = groups.iter().map(|g| g.versions.len()).sum();
+    all.push((&AGENT_VERSIONS, FamilyKind::Versions, versions));
+    for (i, (def, _)) in GROUP_GAUGES.iter().enumerate() {
+        all.push((*def, FamilyKind::Group(i), groups.len()));
+    }
+    let skipped = discovering * SKIP_REASONS.len();
+    all.push((&DISCOVERY_SKIPPED, FamilyKind::Skipped, skipped));
+}
+
 fn per_agent(snapshot: &Snapshot) -> impl Iterator<Item = &GroupSnapshot> {
     snapshot.groups.iter().filter(|g| g.per_agent_metrics)
 }
@@ -292,28 +350,61 @@ fn per_agent(snapshot: &Snapshot) -> impl Iterator<Item = &GroupSnapshot> {
 struct Frame<T> {
     source: Arc<T>,
     snapshot_of: fn(&T) -> &Snapshot,
+    range: Range<usize>,
     groups: Vec<Vec<KeyValue>>,
     agents: Vec<Vec<KeyValue>>,
 }
 
 impl<T> Frame<T> {
-    fn new(source: Arc<T>, snapshot_of: fn(&T) -> &Snapshot) -> Frame<T> {
+    fn new(source: Arc<T>, snapshot_of: fn(&T) -> &Snapshot, range: Range<usize>) -> Frame<T> {
         let snapshot = snapshot_of(&source);
         let groups = snapshot
             .groups
             .iter()
             .map(|g| vec![kv("group", &g.name)])
             .collect();
+        // Every string is reference-counted (label names and group values
+        // once per frame), so the SDK's copies of an attribute set share
+        // them instead of copying them.
+        let mut interned: HashMap<&str, Arc<str>> = HashMap::new();
+        for g in per_agent(snapshot) {
+            let first = g.agents.first();
+            let names = first.into_iter().flat_map(|a| agent_labels(g, a));
+            for (k, _) in names {
+                interned.entry(k).or_insert_with(|| Arc::from(k));
+            }
+            for v in [g.name.as_ref(), g.bk_biz_id.as_ref()]
+                .into_iter()
+                .chain(g.labels.iter().map(|(_, v)| v.as_ref()))
+            {
+                interned.entry(v).or_insert_with(|| Arc::from(v));
+            }
+        }
+        let arc = |s: &str| interned.get(s).cloned().unwrap_or_else(|| Arc::from(s));
+        let shared_kv = |k: &str, v: &str| {
+            KeyValue::new(Key::from(arc(k)), Value::String(StringValue::from(arc(v))))
+        };
         let agents = per_agent(snapshot)
             .flat_map(|g| g.agents.iter().map(move |a| agent_labels(g, a)))
-            .map(|labels| sorted(labels.map(|(k, v)| kv(k, v)).collect()))
+            .skip(range.start)
+            .take(range.len())
+            .map(|labels| sorted(labels.map(|(k, v)| shared_kv(k, v)).collect()))
             .collect();
         Frame {
             source,
             snapshot_of,
+            range,
             groups,
             agents,
         }
+    }
+
+    /// The exported agents of this frame's range, in the order of `agents`.
+    fn rows<'a>(&self, snapshot: &'a Snapshot) -> impl Iterator<Item = &'a AgentRow> + use<'a, T> {
+        per_agent(snapshot)
+            .flat_map(|g| g.agents.iter())
+            .skip(self.range.start)
+            .take(self.range.len())
     }
 
     fn observe(&self, kind: FamilyKind, out: &dyn AsyncInstrument<f64>) {
@@ -321,16 +412,14 @@ impl<T> Frame<T> {
         match kind {
             FamilyKind::Agent(i) => {
                 let value = AGENT_GAUGES[i].1;
-                let rows = per_agent(snapshot).flat_map(|g| g.agents.iter());
-                for (agent, attrs) in rows.zip(&self.agents) {
+                for (agent, attrs) in self.rows(snapshot).zip(&self.agents) {
                     if let Some(v) = value(agent) {
                         out.observe(v as f64, attrs);
                     }
                 }
             }
             FamilyKind::AgentInfo => {
-                let rows = per_agent(snapshot).flat_map(|g| g.agents.iter());
-                for (agent, attrs) in rows.zip(&self.agents) {
+                for (agent, attrs) in self.rows(snapshot).zip(&self.agents) {
                     let mut attrs = attrs.clone();
                     attrs.push(kv("version", &agent.record.version));
                     attrs.push(kv("parent_ip", &agent.record.parent_ip));
@@ -486,22 +575,31 @@ impl Pusher {
         }
     }
 
+    /// One push within `otlp.timeout`: the exporter's own deadline covers
+    /// its retries of one request; this one covers the whole push, and a
+    /// collector that never answers.
     async fn try_push(&self, exposition: Arc<Exposition>) -> Result<(), OtlpError> {
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
-        let resource = self.resource.clone();
-        let metrics = tokio::task::spawn_blocking(move || {
-            collect(exposition, Exposition::snapshot, resource)
-        })
-        .await
-        .map_err(|e| OtlpError::Collect(e.to_string()))??;
-        // The exporter's own deadline covers its retries; this one also covers
-        // a collector that never answers.
-        let export = self.exporter.export(&metrics);
-        match tokio::time::timeout_at(deadline, export).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(OtlpError::Export(err.to_string())),
+        let push = self.push_parts(exposition);
+        match tokio::time::timeout(self.config.timeout, push).await {
+            Ok(result) => result,
             Err(_) => Err(OtlpError::Timeout(self.config.timeout)),
         }
+    }
+
+    /// The requests of one push, one after the other; the first failure ends it.
+    async fn push_parts(&self, exposition: Arc<Exposition>) -> Result<(), OtlpError> {
+        for part in Part::split(exposition.snapshot(), AGENTS_PER_REQUEST) {
+            let (source, resource) = (exposition.clone(), self.resource.clone());
+            // Collection is CPU work: keep it off the async workers.
+            let metrics = tokio::task::spawn_blocking(move || {
+                collect(source, Exposition::snapshot, resource, part)
+            })
+            .await
+            .map_err(|e| OtlpError::Collect(e.to_string()))??;
+            let exported = self.exporter.export(&metrics).await;
+            exported.map_err(|e| OtlpError::Export(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -569,7 +667,7 @@ mod tests {
         out
     }
 
-    fn collect_snapshot(snapshot: Snapshot) -> Vec<Point> {
+    fn collect_snapshot(snapshot: Snapshot, per_request: usize) -> Vec<Point> {
         let config = OtlpConfig {
             endpoint: "http://localhost:4318".into(),
             protocol: OtlpProtocol::HttpProtobuf,
@@ -578,8 +676,13 @@ mod tests {
             timeout: Duration::from_secs(10),
             resource_attributes: Vec::new(),
         };
-        let metrics = collect(Arc::new(snapshot), |s| s, resource(&config, "h:1")).unwrap();
-        points(&metrics)
+        let mut out = Vec::new();
+        for part in Part::split(&snapshot, per_request) {
+            let source = Arc::new(snapshot.clone());
+            let resource = resource(&config, "h:1");
+            out.extend(points(&collect(source, |s| s, resource, part).unwrap()));
+        }
+        out
     }
 
     #[test]
@@ -590,7 +693,7 @@ mod tests {
             metric_deny: vec!["gse_up".into(), "gse_agent_heartbeat_.*".into()],
             ..Snapshot::default()
         };
-        let points = collect_snapshot(snapshot);
+        let points = collect_snapshot(snapshot, 2);
         let named = |name: &str| points.iter().filter(|p| p.0 == name).count();
         assert_eq!(named("gse_agent_online"), 3, "web agents only");
         assert_eq!(named("gse_agent_info"), 3);
@@ -631,7 +734,7 @@ mod tests {
             complete: true,
             ..Snapshot::default()
         };
-        let points = collect_snapshot(snapshot);
+        let points = collect_snapshot(snapshot, usize::MAX);
         let online = points.iter().filter(|p| p.0 == "gse_agent_online");
         assert_eq!(online.count(), 2500);
         assert!(
@@ -639,6 +742,25 @@ mod tests {
                 .iter()
                 .any(|p| p.1.iter().any(|(k, _)| k == "otel.metric.overflow"))
         );
+    }
+
+    #[test]
+    fn a_push_is_split_into_requests_with_the_group_families_in_the_first() {
+        let snapshot = Snapshot {
+            groups: vec![group("web", true, 5), group("batch", false, 3)],
+            ..Snapshot::default()
+        };
+        let parts: Vec<(bool, Range<usize>)> = Part::split(&snapshot, 2)
+            .into_iter()
+            .map(|p| (p.groups, p.agents))
+            .collect();
+        assert_eq!(parts, [(true, 0..2), (false, 2..4), (false, 4..5)]);
+        let none = Snapshot {
+            groups: vec![group("batch", false, 3)],
+            ..Snapshot::default()
+        };
+        assert_eq!(Part::split(&none, 2), [Part::whole(&none)]);
+        assert_eq!(Part::whole(&none).agents, 0..0);
     }
 
     #[test]
