@@ -16,7 +16,19 @@ use crate::metrics::{AGENT_HEARTBEAT_AGE, AGENT_INFO, AGENT_ONLINE, AGENT_STATUS
 use crate::state::{AgentRow, AgentState, GroupSnapshot, Snapshot};
 
 /// The value of one per-agent family for an agent (None: no sample).
-type AgentValue = dyn Fn(&AgentRow) -> Option<i64>;
+pub type AgentValue = fn(&AgentRow) -> Option<i64>;
+
+/// The per-agent gauges other than `gse_agent_info` (whose value is always 1),
+/// with the rule that reads each from an agent (shared with the OTLP push).
+pub const AGENT_GAUGES: [(&MetricDef, AgentValue); 3] = [
+    (&AGENT_ONLINE, |a| {
+        Some(i64::from(a.record.state == AgentState::Online))
+    }),
+    (&AGENT_HEARTBEAT_AGE, |a| {
+        a.record.heartbeat_age.map(|age| age.round() as i64)
+    }),
+    (&AGENT_STATUS_CODE, |a| a.record.status_code),
+];
 
 /// Renders every per-agent family not denied by `denied`.
 pub fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u8> {
@@ -31,15 +43,7 @@ pub fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u
     }
     let labels: Vec<Vec<u8>> = agents.iter().map(|(g, a)| label_set(g, a)).collect();
     let mut out = Vec::with_capacity(labels.iter().map(|l| l.len() + 48).sum::<usize>() * 4);
-    let families: [(&MetricDef, &AgentValue); 3] = [
-        (&AGENT_ONLINE, &|a| {
-            Some(i64::from(a.record.state == AgentState::Online))
-        }),
-        (&AGENT_HEARTBEAT_AGE, &|a| {
-            a.record.heartbeat_age.map(|age| age.round() as i64)
-        }),
-        (&AGENT_STATUS_CODE, &|a| a.record.status_code),
-    ];
+    let families = &AGENT_GAUGES;
     for (def, value) in &families[..2] {
         if !denied(def) {
             family(&mut out, def, &agents, &labels, *value);
@@ -76,7 +80,7 @@ fn family(
     def: &MetricDef,
     agents: &[(&GroupSnapshot, &AgentRow)],
     labels: &[Vec<u8>],
-    value: &AgentValue,
+    value: AgentValue,
 ) {
     if !agents.iter().any(|(_, a)| value(a).is_some()) {
         return;
@@ -107,18 +111,34 @@ fn info_family(out: &mut Vec<u8>, agents: &[(&GroupSnapshot, &AgentRow)], labels
     }
 }
 
+/// An agent's labels (before `version` and `parent_ip` of the info family),
+/// in exposition order: the one rule for both `/metrics` and OTLP.
+pub fn agent_labels<'a>(
+    group: &'a GroupSnapshot,
+    agent: &'a AgentRow,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    [
+        ("group", group.name.as_ref()),
+        ("bk_biz_id", group.bk_biz_id.as_ref()),
+        ("bk_cloud_id", agent.bk_cloud_id.as_ref()),
+        ("ip", agent.ip.as_ref()),
+        ("bk_agent_id", agent.bk_agent_id.as_ref()),
+    ]
+    .into_iter()
+    .chain(group.labels.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+    .chain(
+        group
+            .host_label_names
+            .iter()
+            .zip(&agent.host_labels)
+            .map(|(n, v)| (n.as_ref(), v.as_ref())),
+    )
+}
+
 /// `group="..",bk_biz_id="..",...` without braces, each value escaped.
 fn label_set(group: &GroupSnapshot, agent: &AgentRow) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    label(&mut out, "group", &group.name);
-    label(&mut out, "bk_biz_id", &group.bk_biz_id);
-    label(&mut out, "bk_cloud_id", &agent.bk_cloud_id);
-    label(&mut out, "ip", &agent.ip);
-    label(&mut out, "bk_agent_id", &agent.bk_agent_id);
-    for (name, value) in &group.labels {
-        label(&mut out, name, value);
-    }
-    for (name, value) in group.host_label_names.iter().zip(&agent.host_labels) {
+    for (name, value) in agent_labels(group, agent) {
         label(&mut out, name, value);
     }
     out

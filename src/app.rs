@@ -1,5 +1,5 @@
-//! Wiring of one running exporter: the poll loop, the published exposition and
-//! the HTTP server, with a shutdown handle.
+//! Wiring of one running exporter: the poll loop, the published exposition,
+//! the HTTP server and the OTLP pusher, with a shutdown handle.
 //!
 //! Owns task lifetimes and the schedule of cycles. No GSE wire format, metric
 //! text or HTTP routing lives here; tests start exporters through this module
@@ -175,6 +175,13 @@ impl Exporter {
             gate: Arc::new(Gate::new(&options.limits)),
         };
         let http = tokio::spawn(serve_until_stopped(listener, state, stopped.clone()));
+        let instance_id = crate::otlp::instance_id(crate::cli::hostname(), addr.port());
+        let otlp = tokio::spawn(crate::otlp::run(
+            published.clone(),
+            config_rx.clone(),
+            instance_id,
+            stopped.clone(),
+        ));
         let poll = tokio::spawn(poll_loop(
             poller,
             published.clone(),
@@ -189,7 +196,7 @@ impl Exporter {
             cycles,
             stop,
             reloader,
-            tasks: vec![http, poll],
+            tasks: vec![http, poll, otlp],
         })
     }
 

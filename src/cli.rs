@@ -176,6 +176,15 @@ pub fn limits(cli: &Cli) -> crate::server::Limits {
     }
 }
 
+/// This host's name: `$HOSTNAME`, else the kernel's.
+pub fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+}
+
 /// The trailing `-N` of a StatefulSet pod name.
 pub fn ordinal_of(hostname: &str) -> Option<u32> {
     let short = hostname.split('.').next()?;

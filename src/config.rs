@@ -135,6 +135,28 @@ pub struct RawConfig {
     /// The host groups.
     #[serde(default)]
     pub groups: Vec<RawGroup>,
+    /// OTLP push of the same gauges (off when absent).
+    pub otlp: Option<RawOtlp>,
+}
+
+/// `otlp:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// Collector URL (http/protobuf: `/v1/metrics` is added to a bare host).
+    pub endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    pub protocol: Option<String>,
+    /// Request headers or gRPC metadata; values may be `${ENV}` and are secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time between pushes (default 30s).
+    pub interval: Option<String>,
+    /// Deadline of one push, retries included (default 10s; below `interval`).
+    pub timeout: Option<String>,
+    /// Extra resource attributes (values may be `${ENV}`).
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 /// `cmdb:` as written.
@@ -291,6 +313,34 @@ pub struct Config {
     pub metric_deny: Vec<String>,
     /// Groups in file order.
     pub groups: Vec<GroupConfig>,
+    /// OTLP push, when configured.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// How OTLP data is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP POST.
+    HttpProtobuf,
+    /// gRPC (tonic).
+    Grpc,
+}
+
+/// Validated `otlp:` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// Collector URL as written (trailing `/` removed).
+    pub endpoint: String,
+    /// Transport.
+    pub protocol: OtlpProtocol,
+    /// Header (metadata) names, lower-case, with their secret values.
+    pub headers: Vec<(String, Secret)>,
+    /// Time between pushes.
+    pub interval: Duration,
+    /// Deadline of one push, retries included.
+    pub timeout: Duration,
+    /// Extra resource attributes, sorted by key.
+    pub resource_attributes: Vec<(String, String)>,
 }
 
 /// Which shard of the agents this process exports.
@@ -548,6 +598,7 @@ impl Validator<'_> {
         let cmdb = self.cmdb(raw.cmdb, &gse, &groups);
         let sharding = self.sharding(raw.sharding.as_ref());
         self.metric_deny(&raw.metric_deny);
+        let otlp = raw.otlp.map(|o| self.otlp(o));
         Config {
             gse,
             interval,
@@ -557,7 +608,68 @@ impl Validator<'_> {
             sharding,
             metric_deny: raw.metric_deny,
             groups,
+            otlp,
         }
+    }
+
+    fn otlp(&mut self, raw: RawOtlp) -> OtlpConfig {
+        let endpoint = self.url("otlp.endpoint", raw.endpoint.as_deref());
+        if raw.endpoint.is_none() {
+            self.problem("otlp.endpoint", "", "is required");
+        }
+        let protocol = match raw.protocol.as_deref().unwrap_or("http/protobuf") {
+            "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            "grpc" => OtlpProtocol::Grpc,
+            other => {
+                self.problem("otlp.protocol", other, "must be http/protobuf or grpc");
+                OtlpProtocol::HttpProtobuf
+            }
+        };
+        let interval = self.duration("otlp.interval", raw.interval.as_deref(), "30s");
+        let timeout = self.duration("otlp.timeout", raw.timeout.as_deref(), "10s");
+        if timeout >= interval {
+            let shown = humantime::format_duration(timeout).to_string();
+            self.problem("otlp.timeout", shown, "must be shorter than otlp.interval");
+        }
+        let headers = raw
+            .headers
+            .iter()
+            .map(|(name, value)| self.otlp_header(name, value))
+            .collect();
+        let resource_attributes = raw
+            .resource_attributes
+            .iter()
+            .map(|(key, value)| {
+                let path = format!("otlp.resource_attributes.{key}");
+                if key.trim().is_empty() {
+                    self.problem(&path, key, "must not be empty");
+                }
+                (key.clone(), self.expand(&path, value, false))
+            })
+            .collect();
+        OtlpConfig {
+            endpoint: endpoint.unwrap_or_default(),
+            protocol,
+            headers,
+            interval,
+            timeout,
+            resource_attributes,
+        }
+    }
+
+    /// A header name and its secret value (never shown in a problem).
+    fn otlp_header(&mut self, name: &str, value: &str) -> (String, Secret) {
+        use reqwest::header::{HeaderName, HeaderValue};
+        let path = format!("otlp.headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        if HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            self.problem(&path, name, "is not a valid HTTP header name");
+        }
+        let value = self.expand(&path, value, true);
+        if HeaderValue::from_str(&value).is_err() {
+            self.problem(&path, "", "value must be visible ASCII (no line breaks)");
+        }
+        (lower, Secret::new(value))
     }
 
     fn sharding(&mut self, raw: Option<&RawSharding>) -> Sharding {

@@ -75,7 +75,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         listen: parse_listen_address(&cli.listen_address).map_err(anyhow::Error::msg)?,
         telemetry_path: cli.telemetry_path.clone(),
         config_file: cli.config_file.clone(),
-        sharding: gse_exporter::cli::sharding(&cli, hostname).map_err(anyhow::Error::msg)?,
+        sharding: gse_exporter::cli::sharding(&cli, gse_exporter::cli::hostname)
+            .map_err(anyhow::Error::msg)?,
         web_config_file: cli.web_config_file.clone(),
         limits: gse_exporter::cli::limits(&cli),
     };
@@ -237,14 +238,6 @@ async fn stop_signal() -> Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
-}
-
-fn hostname() -> Option<String> {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
 }
 
 fn init_logging(cli: &Cli) {

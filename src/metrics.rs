@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -253,6 +253,13 @@ metric!(
     "This process's shard, from 0."
 );
 metric!(
+    OTLP_EXPORTS,
+    "gse_exporter_otlp_exports_total",
+    Counter,
+    ["result"],
+    "OTLP pushes by result (success, failure), each one push with its retries."
+);
+metric!(
     TOTAL_SHARDS,
     "gse_exporter_total_shards",
     Gauge,
@@ -286,8 +293,42 @@ pub const TABLE: &[MetricDef] = &[
     RELOAD_SUCCESS,
     RELOAD_TIMESTAMP,
     HTTP_REJECTED,
+    OTLP_EXPORTS,
     SHARD_ORDINAL,
     TOTAL_SHARDS,
+];
+
+/// A per-group gauge whose only label is `group`: its value for a group (None: no sample).
+pub type GroupValue = fn(&GroupSnapshot) -> Option<f64>;
+
+fn flag(b: bool) -> f64 {
+    f64::from(u8::from(b))
+}
+
+/// The per-group gauges labelled by `group` alone, in exposition order, with
+/// the rule that reads each from a group (shared with the OTLP push).
+pub const GROUP_GAUGES: [(&MetricDef, GroupValue); 8] = [
+    (&UP, |g| Some(flag(g.up))),
+    (&POLL_DURATION, |g| Some(g.poll_duration)),
+    (&POLL_INTERVAL, |g| Some(g.interval)),
+    (&LAST_POLL_SUCCESS, |g| g.last_success),
+    (
+        &GROUP_HOSTS,
+        |g| Some(g.counts.0.iter().sum::<u64>() as f64),
+    ),
+    (&DISCOVERY_SUCCESS, |g| g.discovery.map(|d| flag(d.success))),
+    (&DISCOVERY_LAST_SUCCESS, |g| {
+        g.discovery.and_then(|d| d.last_success)
+    }),
+    (&DISCOVERY_HELD_BACK, |g| {
+        g.discovery.map(|d| flag(d.held_back))
+    }),
+];
+
+/// Reasons a discovered host is skipped, as `reason` label values.
+pub const SKIP_REASONS: [&str; 2] = [
+    crate::discovery::SKIP_NO_ADDRESS,
+    crate::discovery::SKIP_NO_IPV4_FOR_V1,
 ];
 
 /// Buckets of the API request histogram, in seconds.
@@ -307,6 +348,8 @@ pub struct Telemetry {
     reload_success: Gauge,
     reload_timestamp: Gauge<f64, AtomicU64>,
     http_rejected: Family<[(&'static str, &'static str); 1], Counter>,
+    otlp_exports: Family<[(&'static str, &'static str); 1], Counter>,
+    otlp_enabled: AtomicBool,
 }
 
 /// Why the HTTP server turned a client away.
@@ -357,6 +400,8 @@ impl Default for Telemetry {
             reload_success: Gauge::default(),
             reload_timestamp: Gauge::default(),
             http_rejected: Family::default(),
+            otlp_exports: Family::default(),
+            otlp_enabled: AtomicBool::new(false),
         };
         for rejection in Rejection::ALL {
             let _ = telemetry
@@ -423,6 +468,20 @@ impl Telemetry {
         self.http_rejected
             .get_or_create(&[("reason", rejection.label())])
             .inc();
+    }
+
+    /// Shows the OTLP push counter (both results from 0) from now on.
+    pub fn enable_otlp(&self) {
+        for result in ["success", "failure"] {
+            let _ = self.otlp_exports.get_or_create(&[("result", result)]);
+        }
+        self.otlp_enabled.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts one finished OTLP push.
+    pub fn record_otlp_export(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.otlp_exports.get_or_create(&[("result", result)]).inc();
     }
 
     /// Records the outcome of a configuration reload.
@@ -567,27 +626,13 @@ impl Exposed {
                 }
             }
         }
-        self.group_family(encoder, &UP, |g| Some(f64::from(u8::from(g.up))))?;
-        self.group_family(encoder, &POLL_DURATION, |g| Some(g.poll_duration))?;
-        self.group_family(encoder, &POLL_INTERVAL, |g| Some(g.interval))?;
-        self.group_family(encoder, &LAST_POLL_SUCCESS, |g| g.last_success)?;
-        self.group_family(encoder, &GROUP_HOSTS, |g| {
-            Some(g.counts.0.iter().sum::<u64>() as f64)
-        })?;
+        for (def, value) in GROUP_GAUGES {
+            self.group_family(encoder, def, value)?;
+        }
         self.encode_discovery(encoder)
     }
 
     fn encode_discovery(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
-        let flag = |b: bool| f64::from(u8::from(b));
-        self.group_family(encoder, &DISCOVERY_SUCCESS, |g| {
-            g.discovery.map(|d| flag(d.success))
-        })?;
-        self.group_family(encoder, &DISCOVERY_LAST_SUCCESS, |g| {
-            g.discovery.and_then(|d| d.last_success)
-        })?;
-        self.group_family(encoder, &DISCOVERY_HELD_BACK, |g| {
-            g.discovery.map(|d| flag(d.held_back))
-        })?;
         let groups = &self.snapshot.groups;
         let with_discovery = || groups.iter().filter(|g| g.discovery.is_some());
         if self.denied(&DISCOVERY_SKIPPED) || with_discovery().next().is_none() {
@@ -595,10 +640,7 @@ impl Exposed {
         }
         let mut m = descriptor(encoder, &DISCOVERY_SKIPPED, MetricType::Gauge)?;
         for g in with_discovery() {
-            for reason in [
-                crate::discovery::SKIP_NO_ADDRESS,
-                crate::discovery::SKIP_NO_IPV4_FOR_V1,
-            ] {
+            for reason in SKIP_REASONS {
                 let count = g.skipped.get(reason).copied().unwrap_or(0);
                 m.encode_family(&[("group", g.name.as_str()), ("reason", reason)])?
                     .encode_gauge(&(count as i64))?;
@@ -638,6 +680,10 @@ impl Exposed {
             if !self.denied(def) {
                 metric.encode(descriptor(encoder, def, metric_type)?)?;
             }
+        }
+        if t.otlp_enabled.load(Ordering::Relaxed) && !self.denied(&OTLP_EXPORTS) {
+            let m = descriptor(encoder, &OTLP_EXPORTS, MetricType::Counter)?;
+            t.otlp_exports.encode(m)?;
         }
         let sharding = self.snapshot.sharding;
         for (def, value) in [
