@@ -16,7 +16,8 @@
 //! `POST /sim/agents`, `GET|POST /sim/faults`, `GET /sim/truth`,
 //! `GET|DELETE /sim/stats`, `POST /sim/cmdb` (`{"bk_biz_id", "set_hosts",
 //! "remove", "add", "visible_share"}`, applied in that order) and
-//! `GET /sim/cmdb/{biz}` (the hosts CMDB serves). It must never be reached from the exporter's
+//! `GET /sim/cmdb/{biz}` (the hosts CMDB serves). With `SimOptions::tls` the
+//! same routes are served over HTTPS (`https://` roots). It must never be reached from the exporter's
 //! production path unless the user asks for it (`--demo`, `simulate`), and it
 //! must not depend on the exporter's own modules.
 //!
