@@ -81,7 +81,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         },
     };
     let mut response = if gzip {
-        Response::new(HttpBody::from(body.gzip))
+        Response::new(HttpBody::new(Chunks::new(body.gzip)))
     } else {
         Response::new(HttpBody::new(Chunks::new(body.plain)))
     };
