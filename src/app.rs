@@ -48,6 +48,9 @@ pub struct ExporterOptions {
     pub config_file: Option<PathBuf>,
     /// Sharding from the command line, which wins over the file's.
     pub sharding: Option<Sharding>,
+    /// Called after each publish, once the previous body is dropped: the
+    /// binary hands its allocator's memory back to the system here.
+    pub after_publish: Option<fn()>,
 }
 
 impl Default for ExporterOptions {
@@ -57,6 +60,7 @@ impl Default for ExporterOptions {
             telemetry_path: "/metrics".into(),
             config_file: None,
             sharding: None,
+            after_publish: None,
         }
     }
 }
@@ -162,6 +166,7 @@ impl Exporter {
             cycle_tx,
             config_rx,
             stopped,
+            options.after_publish,
         ));
         tracing::info!(%addr, "gse_exporter listening");
         Ok(Exporter {
@@ -222,6 +227,7 @@ async fn poll_loop(
     cycles: watch::Sender<u64>,
     mut configs: watch::Receiver<Arc<Config>>,
     mut stopped: watch::Receiver<bool>,
+    after_publish: Option<fn()>,
 ) {
     let mut ticker = tokio::time::interval(poller.config().interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -247,10 +253,13 @@ async fn poll_loop(
         };
         let target = published.clone();
         // Rendering and gzip are CPU work: keep them off the async workers.
-        if tokio::task::spawn_blocking(move || target.publish(snapshot))
-            .await
-            .is_err()
-        {
+        let published_one = move || {
+            target.publish(snapshot);
+            if let Some(release) = after_publish {
+                release();
+            }
+        };
+        if tokio::task::spawn_blocking(published_one).await.is_err() {
             tracing::error!("rendering the snapshot failed; the previous one stays published");
             continue;
         }
