@@ -17,7 +17,7 @@ use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::config::{Config, GroupConfig, V1_MAX_BATCH, V2_MAX_BATCH};
-use crate::discovery::{Discovery, ResolvedGroup};
+use crate::discovery::{Discovery, HostEntry, ResolvedGroup};
 use crate::gse::{ApiVersion, Call, GseClient, GseError, Info, Reply, Status};
 use crate::metrics::Telemetry;
 use crate::pacing::Pacers;
@@ -47,6 +47,9 @@ pub struct Poller {
     info: [ByKey<(AgentInfo, SystemTime)>; 2],
     /// Versions, parents and cloud ids, shared between agents.
     strings: Interner,
+    /// Last cycle's host lists: while they are the same lists, no record
+    /// can have been dropped from them, so forgetting is skipped.
+    lists: Vec<Arc<Vec<HostEntry>>>,
     last_success: HashMap<String, f64>,
     discovery: Discovery,
     cycles: u64,
@@ -159,6 +162,7 @@ impl Poller {
             records: Default::default(),
             info: Default::default(),
             strings: Interner::default(),
+            lists: Vec::new(),
             last_success: HashMap::new(),
             discovery: Discovery::default(),
             cycles: 0,
@@ -198,7 +202,14 @@ impl Poller {
                 self.info[slot].insert(key, (info, now));
             }
         }
-        self.update_records(&lookups, &mut outcome, now);
+        let lists: Vec<_> = groups.iter().map(|g| g.hosts.clone()).collect();
+        let changed = lists.len() != self.lists.len()
+            || lists
+                .iter()
+                .zip(&self.lists)
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        self.update_records(&lookups, &mut outcome, now, changed);
+        self.lists = lists;
         self.cycles += 1;
         self.log_cycle(&outcome, started.elapsed());
         let elapsed = started.elapsed();
@@ -347,7 +358,13 @@ impl Poller {
         }
     }
 
-    fn update_records(&mut self, lookups: &Lookups, outcome: &mut CycleOutcome, now: SystemTime) {
+    fn update_records(
+        &mut self,
+        lookups: &Lookups,
+        outcome: &mut CycleOutcome,
+        now: SystemTime,
+        lists_changed: bool,
+    ) {
         for (n, &(api, key)) in lookups.keys.iter().enumerate() {
             if outcome.failed[n] {
                 continue; // keeps its last known record
@@ -368,6 +385,9 @@ impl Poller {
                     self.records[slot].insert(key.clone(), record);
                 }
             }
+        }
+        if !lists_changed {
+            return;
         }
         for api in [ApiVersion::V1, ApiVersion::V2] {
             let wanted = |key: &Arc<str>| lookups.index.contains_key(&(api, &**key));
