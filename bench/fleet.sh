@@ -40,12 +40,13 @@ for tool in curl wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench/fleet.sh needs $tool (apt-get install curl wrk nginx)" >&2; exit 2; }
 done
 # The smoke run only proves the script works: the debug build the tests made will do.
+target="${CARGO_TARGET_DIR:-$PWD/target}"
 if ((smoke)); then
   cargo build --quiet
-  bin="$PWD/target/debug/gse_exporter"
+  bin="$target/debug/gse_exporter"
 else
   cargo build --release --quiet
-  bin="$PWD/target/release/gse_exporter"
+  bin="$target/release/gse_exporter"
 fi
 work="$(mktemp -d)"
 pids=()

@@ -19,10 +19,11 @@ fn snapshot(agents: usize) -> Snapshot {
                 .map(|i| {
                     let n = g * agents / 4 + i;
                     AgentRow {
-                        bk_cloud_id: (n % 3).to_string(),
-                        ip: format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255),
-                        bk_agent_id: format!("0100{:028x}", n as u128 * 0x9e37_79b9_7f4a_7c15),
-                        host_labels: vec![],
+                        bk_cloud_id: (n % 3).to_string().into(),
+                        ip: format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255).into(),
+                        bk_agent_id: format!("0100{:028x}", n as u128 * 0x9e37_79b9_7f4a_7c15)
+                            .into(),
+                        host_labels: Arc::from(Vec::new()),
                         record: AgentRecord {
                             state: if n.is_multiple_of(20) {
                                 AgentState::Offline
@@ -31,7 +32,7 @@ fn snapshot(agents: usize) -> Snapshot {
                             },
                             status_code: Some(if n.is_multiple_of(20) { 3 } else { 2 }),
                             version: ["2.1.3", "2.1.4-beta.12", "2.0.9"][n % 3].into(),
-                            parent_ip: format!("10.255.0.{}", n % 7),
+                            parent_ip: format!("10.255.0.{}", n % 7).into(),
                             heartbeat_age: Some((n % 20) as f64),
                             observed_at: now,
                             last_seen_alive: Some(now),
@@ -96,7 +97,7 @@ fn main() {
             let exposition = Exposition::new(snapshot.clone(), telemetry.clone());
             times.push(started.elapsed());
             let body = exposition.body(gse_exporter::metrics::Format::Prometheus);
-            sizes = (body.plain_len(), body.gzip.len());
+            sizes = (body.plain_len(), body.gzip_len());
         }
         let m = median(times);
         println!(

@@ -10,6 +10,7 @@
 
 use std::io::Write as _;
 
+use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use crate::metrics::{AGENT_HEARTBEAT_AGE, AGENT_INFO, AGENT_ONLINE, AGENT_STATUS_CODE, MetricDef};
@@ -41,8 +42,8 @@ pub fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u
     if agents.is_empty() {
         return Vec::new();
     }
-    let labels: Vec<Vec<u8>> = agents.iter().map(|(g, a)| label_set(g, a)).collect();
-    let mut out = Vec::with_capacity(labels.iter().map(|l| l.len() + 48).sum::<usize>() * 4);
+    let labels = LabelSets::new(&agents);
+    let mut out = Vec::with_capacity((labels.text.len() + 48 * agents.len()) * 4 + 4096);
     let families = &AGENT_GAUGES;
     for (def, value) in &families[..2] {
         if !denied(def) {
@@ -79,7 +80,7 @@ fn family(
     out: &mut Vec<u8>,
     def: &MetricDef,
     agents: &[(&GroupSnapshot, &AgentRow)],
-    labels: &[Vec<u8>],
+    labels: &LabelSets,
     value: AgentValue,
 ) {
     if !agents.iter().any(|(_, a)| value(a).is_some()) {
@@ -87,8 +88,9 @@ fn family(
     }
     header(out, def);
     let mut number = itoa::Buffer::new();
-    for ((_, agent), set) in agents.iter().zip(labels) {
+    for (i, (_, agent)) in agents.iter().enumerate() {
         if let Some(v) = value(agent) {
+            let set = labels.get(i);
             out.extend_from_slice(def.name.as_bytes());
             out.push(b'{');
             out.extend_from_slice(set);
@@ -99,9 +101,10 @@ fn family(
     }
 }
 
-fn info_family(out: &mut Vec<u8>, agents: &[(&GroupSnapshot, &AgentRow)], labels: &[Vec<u8>]) {
+fn info_family(out: &mut Vec<u8>, agents: &[(&GroupSnapshot, &AgentRow)], labels: &LabelSets) {
     header(out, &AGENT_INFO);
-    for ((_, agent), set) in agents.iter().zip(labels) {
+    for (i, (_, agent)) in agents.iter().enumerate() {
+        let set = labels.get(i);
         out.extend_from_slice(AGENT_INFO.name.as_bytes());
         out.push(b'{');
         out.extend_from_slice(set);
@@ -130,24 +133,54 @@ pub fn agent_labels<'a>(
         group
             .host_label_names
             .iter()
-            .zip(&agent.host_labels)
+            .zip(agent.host_labels.iter())
             .map(|(n, v)| (n.as_ref(), v.as_ref())),
     )
 }
 
-/// `group="..",bk_biz_id="..",...` without braces, each value escaped.
-fn label_set(group: &GroupSnapshot, agent: &AgentRow) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    for (name, value) in agent_labels(group, agent) {
-        label(&mut out, name, value);
-    }
-    out
+/// Every agent's label set, escaped once, in one buffer.
+struct LabelSets {
+    text: Vec<u8>,
+    ends: Vec<usize>,
 }
 
+impl LabelSets {
+    fn new(agents: &[(&GroupSnapshot, &AgentRow)]) -> LabelSets {
+        let mut text = Vec::with_capacity(agents.len() * 128);
+        let mut ends = Vec::with_capacity(agents.len());
+        for (group, agent) in agents {
+            label_set(&mut text, group, agent);
+            ends.push(text.len());
+        }
+        LabelSets { text, ends }
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+}
+
+/// Appends `group="..",bk_biz_id="..",...` without braces, each value escaped.
+fn label_set(out: &mut Vec<u8>, group: &GroupSnapshot, agent: &AgentRow) {
+    for (i, (name, value)) in agent_labels(group, agent).enumerate() {
+        if i == 0 {
+            pair(out, name, value);
+        } else {
+            label(out, name, value);
+        }
+    }
+}
+
+/// Appends `,name="value"` (no comma at the start of a set).
 fn label(out: &mut Vec<u8>, name: &str, value: &str) {
     if !out.is_empty() && out.last() != Some(&b'{') {
         out.push(b',');
     }
+    pair(out, name, value);
+}
+
+fn pair(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"=\"");
     for c in value.bytes() {
@@ -162,11 +195,11 @@ fn label(out: &mut Vec<u8>, name: &str, value: &str) {
 }
 
 /// A deflate stream cut at a byte boundary (sync flush, not final), so that
-/// the same compressed bytes can open several gzip bodies.
+/// the same compressed bytes (held once) can open several gzip bodies.
 #[derive(Debug, Clone, Default)]
 pub struct Deflated {
-    /// Raw deflate blocks.
-    pub bytes: Vec<u8>,
+    /// The gzip header and the raw deflate blocks.
+    pub bytes: Bytes,
     /// CRC-32 of the uncompressed input.
     pub crc: u32,
     /// Length of the uncompressed input.
@@ -176,43 +209,44 @@ pub struct Deflated {
 impl Deflated {
     /// Compresses `input` as the head of one or more gzip bodies.
     pub fn head(input: &[u8]) -> Deflated {
+        let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+        deflate(input, FlushCompress::Sync, &mut bytes);
         Deflated {
-            bytes: deflate(input, FlushCompress::Sync),
+            bytes: Bytes::from(bytes),
             crc: crc32fast::hash(input),
             len: input.len(),
         }
     }
 
-    /// A complete gzip member: this head followed by `tail`.
-    pub fn gzip_with(&self, tail: &[u8]) -> Vec<u8> {
-        let rest = deflate(tail, FlushCompress::Finish);
-        let mut out = Vec::with_capacity(18 + self.bytes.len() + rest.len());
-        out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
-        out.extend_from_slice(&self.bytes);
-        out.extend_from_slice(&rest);
+    /// A complete gzip member in two chunks: this head (shared, not copied)
+    /// followed by `tail`.
+    pub fn gzip_with(&self, tail: &[u8]) -> Vec<Bytes> {
+        let mut out = Vec::with_capacity(tail.len() / 4 + 64);
+        deflate(tail, FlushCompress::Finish, &mut out);
         let mut crc = crc32fast::Hasher::new_with_initial_len(self.crc, self.len as u64);
         crc.update(tail);
         let _ = out.write_all(&crc.finalize().to_le_bytes());
         let _ = out.write_all(&((self.len + tail.len()) as u32).to_le_bytes());
-        out
+        vec![self.bytes.clone(), Bytes::from(out)]
     }
 }
 
-fn deflate(input: &[u8], flush: FlushCompress) -> Vec<u8> {
+/// Appends the raw deflate stream of `input` to `out`.
+fn deflate(input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) {
     let mut compress = Compress::new(Compression::fast(), false);
-    let mut out = Vec::with_capacity(input.len() / 5 + 64);
+    out.reserve(input.len() / 5 + 64);
     loop {
         let consumed = compress.total_in() as usize;
         if out.capacity() - out.len() < 1024 {
             out.reserve(out.capacity().max(64 * 1024));
         }
-        let status = compress.compress_vec(&input[consumed..], &mut out, flush);
+        let status = compress.compress_vec(&input[consumed..], out, flush);
         let done = compress.total_in() as usize == input.len() && out.len() < out.capacity();
         match status {
-            Ok(Status::StreamEnd) => return out,
-            Ok(_) if done && flush != FlushCompress::Finish => return out,
+            Ok(Status::StreamEnd) => return,
+            Ok(_) if done && flush != FlushCompress::Finish => return,
             Ok(_) => {}
-            Err(_) => return out,
+            Err(_) => return,
         }
     }
 }
@@ -229,7 +263,7 @@ mod tests {
             .collect();
         let deflated = Deflated::head(&head);
         for tail in [&b""[..], b"# EOF\n", b"tail with more text\n"] {
-            let gz = deflated.gzip_with(tail);
+            let gz = deflated.gzip_with(tail).concat();
             let mut plain = Vec::new();
             flate2::read::GzDecoder::new(&gz[..])
                 .read_to_end(&mut plain)

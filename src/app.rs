@@ -56,6 +56,9 @@ pub struct ExporterOptions {
     pub web_config_file: Option<PathBuf>,
     /// HTTP server limits.
     pub limits: Limits,
+    /// Called after each publish, once the previous body is dropped: the
+    /// binary hands its allocator's memory back to the system here.
+    pub after_publish: Option<fn()>,
 }
 
 impl Default for ExporterOptions {
@@ -67,6 +70,7 @@ impl Default for ExporterOptions {
             sharding: None,
             web_config_file: None,
             limits: Limits::default(),
+            after_publish: None,
         }
     }
 }
@@ -188,6 +192,7 @@ impl Exporter {
             cycle_tx,
             config_rx,
             stopped,
+            options.after_publish,
         ));
         tracing::info!(%addr, "gse_exporter listening");
         Ok(Exporter {
@@ -259,6 +264,7 @@ async fn poll_loop(
     cycles: watch::Sender<u64>,
     mut configs: watch::Receiver<Arc<Config>>,
     mut stopped: watch::Receiver<bool>,
+    after_publish: Option<fn()>,
 ) {
     let mut ticker = tokio::time::interval(poller.config().interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -284,10 +290,13 @@ async fn poll_loop(
         };
         let target = published.clone();
         // Rendering and gzip are CPU work: keep them off the async workers.
-        if tokio::task::spawn_blocking(move || target.publish(snapshot))
-            .await
-            .is_err()
-        {
+        let published_one = move || {
+            target.publish(snapshot);
+            if let Some(release) = after_publish {
+                release();
+            }
+        };
+        if tokio::task::spawn_blocking(published_one).await.is_err() {
             tracing::error!("rendering the snapshot failed; the previous one stays published");
             continue;
         }

@@ -20,15 +20,21 @@ use crate::metrics::Telemetry;
 use crate::pacing::Pacer;
 use crate::state::unix_seconds;
 
-/// A host to poll, with the values of the group's CMDB labels.
+/// A host to poll, with the values of the group's CMDB labels. Built when
+/// its source is read and kept across cycles; its strings are shared with the
+/// poller's memory and the snapshot's rows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostEntry {
-    /// The host.
-    pub host: Host,
+    /// BlueKing cloud area id, when configured.
+    pub bk_cloud_id: Option<i64>,
+    /// Inner IPv4 address, when configured.
+    pub ip: Option<Ipv4Addr>,
+    /// GSE 2.0 agent id, when configured (the same string as `key` on v2).
+    pub agent_id: Option<Arc<str>>,
     /// The key GSE is asked with for this host in its group's API.
-    pub key: String,
+    pub key: Arc<str>,
     /// Values of `GroupConfig::host_label_names`, in order ("" where unknown).
-    pub labels: Vec<String>,
+    pub labels: Arc<[String]>,
 }
 
 /// The state of a group's CMDB discovery.
@@ -45,8 +51,9 @@ pub struct DiscoveryStatus {
 /// A group's hosts for this cycle.
 #[derive(Debug, Clone, Default)]
 pub struct ResolvedGroup {
-    /// Hosts of this shard, de-duplicated.
-    pub hosts: Vec<HostEntry>,
+    /// Hosts of this shard, de-duplicated (the same list as last cycle's
+    /// when no source changed).
+    pub hosts: Arc<Vec<HostEntry>>,
     /// Hosts that cannot be asked for, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
     /// CMDB discovery state, for groups that use it.
@@ -61,7 +68,22 @@ pub const SKIP_NO_IPV4_FOR_V1: &str = "no_ipv4_for_gse_v1";
 #[derive(Debug)]
 struct FileState {
     stamp: Option<(SystemTime, u64)>,
-    hosts: Arc<Vec<Host>>,
+    hosts: Arc<Vec<HostEntry>>,
+}
+
+/// A file is read into entries for one API and label count.
+type FileKey = (PathBuf, ApiVersion, usize);
+
+/// What a group's hosts were resolved from last cycle, to reuse the list
+/// while nothing changed.
+#[derive(Debug)]
+struct LastResolved {
+    group: GroupConfig,
+    sharding: Sharding,
+    file: Option<Arc<Vec<HostEntry>>>,
+    cmdb: Option<Arc<Vec<CmdbHost>>>,
+    hosts: Arc<Vec<HostEntry>>,
+    skipped: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -77,9 +99,10 @@ struct CmdbGroupState {
 /// Discovery across cycles.
 #[derive(Debug, Default)]
 pub struct Discovery {
-    files: HashMap<PathBuf, FileState>,
+    files: HashMap<FileKey, FileState>,
     cmdb: Option<(CmdbClient, Arc<Pacer>)>,
     groups: HashMap<String, CmdbGroupState>,
+    last: HashMap<String, LastResolved>,
 }
 
 impl Discovery {
@@ -92,12 +115,13 @@ impl Discovery {
         }
         let wanted: HashSet<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
         self.groups.retain(|name, _| wanted.contains(name.as_str()));
+        self.last.retain(|name, _| wanted.contains(name.as_str()));
         let files: HashSet<&PathBuf> = config
             .groups
             .iter()
             .filter_map(|g| g.hosts_file.as_ref())
             .collect();
-        self.files.retain(|path, _| files.contains(path));
+        self.files.retain(|(path, _, _), _| files.contains(path));
         resolved
     }
 
@@ -128,35 +152,46 @@ impl Discovery {
         config: &Config,
         telemetry: &Telemetry,
     ) -> ResolvedGroup {
-        let mut entries: Vec<HostEntry> = Vec::new();
-        let blank = vec![String::new(); group.host_label_names().len()];
-        let plain = |h: &Host| HostEntry::new(h.clone(), group.api, blank.clone());
-        entries.extend(group.hosts.iter().filter_map(plain));
-        if let Some(path) = &group.hosts_file {
-            let hosts = self.file_hosts(path, group.api);
-            entries.extend(hosts.iter().filter_map(plain));
-        }
-        let mut skipped = BTreeMap::new();
+        let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
+        let file = group
+            .hosts_file
+            .as_ref()
+            .map(|path| self.file_hosts(path, group.api, &blank));
         let mut discovery = None;
+        let mut cmdb = None;
         if let Some(selection) = &group.cmdb {
-            let status = self.refresh_cmdb(group, selection, config, telemetry).await;
-            let hosts = self
-                .groups
-                .get(&group.name)
-                .map(|s| s.hosts.clone())
-                .unwrap_or_default();
-            for cmdb_host in hosts.iter() {
-                match cmdb_entry(cmdb_host, group) {
-                    Ok(entry) => entries.push(entry),
-                    Err(reason) => *skipped.entry(reason).or_insert(0) += 1,
-                }
-            }
-            discovery = Some(status);
+            discovery = Some(self.refresh_cmdb(group, selection, config, telemetry).await);
+            cmdb = Some(
+                self.groups
+                    .get(&group.name)
+                    .map(|s| s.hosts.clone())
+                    .unwrap_or_default(),
+            );
         }
-        let hosts = dedupe(entries)
-            .into_iter()
-            .filter(|e| owns(config.sharding, &e.key))
-            .collect();
+        if let Some(last) = self.last.get(&group.name)
+            && last.group == *group
+            && last.sharding == config.sharding
+            && same(&last.file, &file)
+            && same(&last.cmdb, &cmdb)
+        {
+            return ResolvedGroup {
+                hosts: last.hosts.clone(),
+                skipped: last.skipped.clone(),
+                discovery,
+            };
+        }
+        let (hosts, skipped) = build_hosts(group, config.sharding, &blank, &file, &cmdb);
+        self.last.insert(
+            group.name.clone(),
+            LastResolved {
+                group: group.clone(),
+                sharding: config.sharding,
+                file,
+                cmdb,
+                hosts: hosts.clone(),
+                skipped: skipped.clone(),
+            },
+        );
         ResolvedGroup {
             hosts,
             skipped,
@@ -164,24 +199,35 @@ impl Discovery {
         }
     }
 
-    fn file_hosts(&mut self, path: &Path, api: ApiVersion) -> Arc<Vec<Host>> {
+    fn file_hosts(
+        &mut self,
+        path: &Path,
+        api: ApiVersion,
+        blank: &Arc<[String]>,
+    ) -> Arc<Vec<HostEntry>> {
         let stamp = std::fs::metadata(path)
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
-        if let Some(state) = self.files.get(path)
+        let key = (path.to_owned(), api, blank.len());
+        if let Some(state) = self.files.get(&key)
             && state.stamp == stamp
         {
             return state.hosts.clone();
         }
-        let previous = self.files.get(path).map(|s| s.hosts.clone());
+        let previous = self.files.get(&key).map(|s| s.hosts.clone());
         let hosts = match std::fs::read_to_string(path) {
             Ok(text) => {
                 let (hosts, problems) = parse_hosts_file(&text, api);
+                drop(text);
                 for problem in &problems {
                     tracing::warn!(file = %path.display(), problem = %problem, "skipping a bad line of a hosts file");
                 }
                 tracing::info!(file = %path.display(), hosts = hosts.len(), "hosts file read");
-                Arc::new(hosts)
+                let entries = hosts
+                    .iter()
+                    .filter_map(|h| HostEntry::new(h, api, blank.clone()))
+                    .collect();
+                Arc::new(entries)
             }
             Err(err) => {
                 tracing::warn!(file = %path.display(), error = %err, "cannot read the hosts file; keeping its last hosts");
@@ -189,7 +235,7 @@ impl Discovery {
             }
         };
         self.files.insert(
-            path.to_owned(),
+            key,
             FileState {
                 stamp,
                 hosts: hosts.clone(),
@@ -282,6 +328,53 @@ fn apply_listing(
     state.hosts = Arc::new(hosts);
 }
 
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// A group's hosts from its sources: inline hosts, then the file, then CMDB;
+/// de-duplicated by key and filtered to this shard. A group read from its
+/// file alone shares the file's list.
+fn build_hosts(
+    group: &GroupConfig,
+    sharding: Sharding,
+    blank: &Arc<[String]>,
+    file: &Option<Arc<Vec<HostEntry>>>,
+    cmdb: &Option<Arc<Vec<CmdbHost>>>,
+) -> (Arc<Vec<HostEntry>>, BTreeMap<&'static str, u64>) {
+    let mut skipped = BTreeMap::new();
+    if let Some(file) = file
+        && group.hosts.is_empty()
+        && cmdb.is_none()
+        && sharding.total <= 1
+    {
+        return (file.clone(), skipped);
+    }
+    let mut entries: Vec<HostEntry> = group
+        .hosts
+        .iter()
+        .filter_map(|h| HostEntry::new(h, group.api, blank.clone()))
+        .collect();
+    if let Some(file) = file {
+        entries.extend(file.iter().cloned());
+    }
+    for cmdb_host in cmdb.iter().flat_map(|hosts| hosts.iter()) {
+        match cmdb_entry(cmdb_host, group) {
+            Ok(entry) => entries.push(entry),
+            Err(reason) => *skipped.entry(reason).or_insert(0) += 1,
+        }
+    }
+    let hosts = dedupe(entries)
+        .into_iter()
+        .filter(|e| owns(sharding, &e.key))
+        .collect();
+    (Arc::new(hosts), skipped)
+}
+
 /// Turns a CMDB host into a host to poll, or the reason it cannot be asked for.
 /// A multi-IP `bk_host_innerip` ("a,b") uses its first IPv4 address.
 pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'static str> {
@@ -304,7 +397,7 @@ pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'s
             None
         },
     };
-    let labels = group
+    let labels: Vec<String> = group
         .host_label_names()
         .iter()
         .map(|name| match name.as_str() {
@@ -313,14 +406,36 @@ pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'s
             _ => String::new(),
         })
         .collect();
-    HostEntry::new(host, group.api, labels).ok_or(SKIP_NO_ADDRESS)
+    HostEntry::new(&host, group.api, labels.into()).ok_or(SKIP_NO_ADDRESS)
 }
 
 impl HostEntry {
     /// An entry for a host polled through `api`; None when it cannot be asked for.
-    pub fn new(host: Host, api: ApiVersion, labels: Vec<String>) -> Option<HostEntry> {
-        let key = host.query_key(api)?;
-        Some(HostEntry { host, key, labels })
+    pub fn new(host: &Host, api: ApiVersion, labels: Arc<[String]>) -> Option<HostEntry> {
+        let key: Arc<str> = host.query_key(api)?.into();
+        let agent_id = host.agent_id.as_deref().map(|id| {
+            if *id == *key {
+                key.clone()
+            } else {
+                Arc::from(id)
+            }
+        });
+        Some(HostEntry {
+            bk_cloud_id: host.bk_cloud_id,
+            ip: host.ip,
+            agent_id,
+            key,
+            labels,
+        })
+    }
+
+    /// The host as configured.
+    pub fn host(&self) -> Host {
+        Host {
+            bk_cloud_id: self.bk_cloud_id,
+            ip: self.ip,
+            agent_id: self.agent_id.as_deref().map(String::from),
+        }
     }
 }
 
@@ -377,8 +492,8 @@ mod tests {
             ..CmdbHost::default()
         };
         let entry = cmdb_entry(&multi, &v2).unwrap();
-        assert_eq!(entry.host.ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(entry.labels, vec!["web-1".to_string()]);
+        assert_eq!(entry.ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(&*entry.labels, ["web-1".to_string()]);
         let v6_only = CmdbHost {
             bk_host_innerip_v6: "::1".into(),
             ..CmdbHost::default()
@@ -391,7 +506,7 @@ mod tests {
         assert_eq!(
             cmdb_entry(&v6_with_id, &v2)
                 .unwrap()
-                .host
+                .host()
                 .query_key(ApiVersion::V2)
                 .as_deref(),
             Some("0100aa")

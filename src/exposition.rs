@@ -16,21 +16,26 @@ use crate::agent_text::{self, Deflated};
 use crate::metrics::{Format, Telemetry, deny_set, is_denied, render};
 use crate::state::Snapshot;
 
-/// One rendered body in both encodings. The plain body is a list of chunks
-/// (the per-agent block, shared by both formats, then the rest), so serving
-/// it copies nothing.
+/// One rendered body in both encodings. Each is a list of chunks (the
+/// per-agent block, shared by both formats, then the rest), so serving it
+/// copies nothing and the per-agent block is held once per encoding.
 #[derive(Debug, Clone)]
 pub struct Body {
     /// Uncompressed, in order.
     pub plain: Vec<Bytes>,
-    /// gzip-compressed, whole.
-    pub gzip: Bytes,
+    /// gzip-compressed, in order (one gzip member).
+    pub gzip: Vec<Bytes>,
 }
 
 impl Body {
     /// Bytes of the uncompressed body.
     pub fn plain_len(&self) -> usize {
         self.plain.iter().map(Bytes::len).sum()
+    }
+
+    /// Bytes of the gzip body.
+    pub fn gzip_len(&self) -> usize {
+        self.gzip.iter().map(Bytes::len).sum()
     }
 }
 
@@ -54,7 +59,7 @@ impl Exposition {
         let agents = Bytes::from(agents);
         let rest = render(snapshot.clone(), telemetry.clone(), Format::Prometheus);
         let prometheus = assemble(&agents, &agents_deflated, rest);
-        telemetry.set_body_bytes(prometheus.plain_len(), prometheus.gzip.len());
+        telemetry.set_body_bytes(prometheus.plain_len(), prometheus.gzip_len());
         Exposition {
             snapshot,
             telemetry,
@@ -89,7 +94,7 @@ impl Exposition {
 fn assemble(agents: &Bytes, deflated: &Deflated, rest: String) -> Body {
     let rest = Bytes::from(rest);
     Body {
-        gzip: Bytes::from(deflated.gzip_with(&rest)),
+        gzip: deflated.gzip_with(&rest),
         plain: vec![agents.clone(), rest],
     }
 }

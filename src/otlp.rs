@@ -619,8 +619,14 @@ mod tests {
                 bk_cloud_id: "0".into(),
                 ip: format!("10.0.0.{i}").as_str().into(),
                 bk_agent_id: format!("agent{i}").as_str().into(),
-                host_labels: Vec::new(),
-                record: AgentRecord::observe(None, None, None, SystemTime::now()),
+                host_labels: Vec::new().into(),
+                record: AgentRecord::observe(
+                    None,
+                    None,
+                    None,
+                    SystemTime::now(),
+                    &mut crate::state::Interner::default(),
+                ),
             })
             .collect();
         let mut g = GroupSnapshot {

@@ -18,20 +18,22 @@ use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::config::{Config, GroupConfig, V1_MAX_BATCH, V2_MAX_BATCH};
-use crate::discovery::{Discovery, ResolvedGroup};
+use crate::discovery::{Discovery, HostEntry, ResolvedGroup};
 use crate::gse::{ApiVersion, Call, GseClient, GseError, Info, Reply, Status};
 use crate::metrics::Telemetry;
 use crate::pacing::Pacers;
 use crate::state::{
-    AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot, StateCounts, count, unix_seconds,
+    AgentInfo, AgentRecord, AgentRow, AgentState, GroupSnapshot, Interner, Snapshot, StateCounts,
+    count, unix_seconds,
 };
 use rustc_hash::FxHashMap;
 
 /// Share of the interval a cycle may use before unfinished batches count as failed.
 const CYCLE_BUDGET: f64 = 0.9;
 
-/// Per-key knowledge of one API, keyed by the query key.
-type ByKey<T> = FxHashMap<String, T>;
+/// Per-key knowledge of one API, keyed by the query key (the same string as
+/// the host entry's key, shared).
+type ByKey<T> = FxHashMap<Arc<str>, T>;
 
 /// The poller: configuration, client, pacing, and what it remembers between cycles.
 #[derive(Debug)]
@@ -43,7 +45,12 @@ pub struct Poller {
     /// Last known record per agent, one map per API (`api_slot`).
     records: [ByKey<AgentRecord>; 2],
     /// Last info and when it was fetched, one map per API.
-    info: [ByKey<(Info, SystemTime)>; 2],
+    info: [ByKey<(AgentInfo, SystemTime)>; 2],
+    /// Versions, parents and cloud ids, shared between agents.
+    strings: Interner,
+    /// Last cycle's host lists: while they are the same lists, no record
+    /// can have been dropped from them, so forgetting is skipped.
+    lists: Vec<Arc<Vec<HostEntry>>>,
     last_success: HashMap<String, f64>,
     discovery: Discovery,
     cycles: u64,
@@ -79,7 +86,7 @@ fn api_slot(api: ApiVersion) -> usize {
 
 /// This cycle's distinct lookups, numbered, and each group's hosts by number.
 struct Lookups<'a> {
-    keys: Vec<(ApiVersion, &'a str)>,
+    keys: Vec<(ApiVersion, &'a Arc<str>)>,
     index: FxHashMap<(ApiVersion, &'a str), usize>,
     groups: Vec<Vec<usize>>,
 }
@@ -95,9 +102,8 @@ impl<'a> Lookups<'a> {
                 .hosts
                 .iter()
                 .map(|entry| {
-                    let key = (config.api, entry.key.as_str());
-                    *index.entry(key).or_insert_with(|| {
-                        keys.push(key);
+                    *index.entry((config.api, &*entry.key)).or_insert_with(|| {
+                        keys.push((config.api, &entry.key));
                         keys.len() - 1
                     })
                 })
@@ -116,14 +122,14 @@ impl<'a> Lookups<'a> {
 struct Batch {
     call: Call,
     numbers: Vec<usize>,
-    keys: Vec<String>,
+    keys: Vec<Arc<str>>,
 }
 
 /// The outcome of one batch, after retries.
 struct Done<T> {
     call: Call,
     numbers: Vec<usize>,
-    keys: Vec<String>,
+    keys: Vec<Arc<str>>,
     result: Result<Reply<T>, GseError>,
     finished: Duration,
 }
@@ -177,6 +183,8 @@ impl Poller {
             telemetry,
             records: Default::default(),
             info: Default::default(),
+            strings: Interner::default(),
+            lists: Vec::new(),
             last_success: HashMap::new(),
             discovery: Discovery::default(),
             cycles: 0,
@@ -204,16 +212,32 @@ impl Poller {
         let mut outcome = CycleOutcome::new(lookups.keys.len());
 
         let all = self.batches(&lookups.keys, 0..lookups.keys.len(), false);
-        let status = self.run_batches(all, deadline).await;
+        // Each reply is absorbed, and dropped, as soon as its batch is done.
+        self.run_batches(all, deadline, |done| absorb_status(done, &mut outcome))
+            .await;
         let now = SystemTime::now();
-        absorb_status(status, &mut outcome);
         let due = self.info_due(&lookups.keys, now);
         if !due.is_empty() {
             let batches = self.batches(&lookups.keys, due.into_iter(), true);
-            let info = self.run_batches(batches, deadline).await;
-            self.absorb_info(info, now, &mut outcome);
+            let mut strings = std::mem::take(&mut self.strings);
+            let mut fetched = Vec::new();
+            self.run_batches(batches, deadline, |done| {
+                absorb_info(done, &mut strings, &mut fetched, &mut outcome)
+            })
+            .await;
+            self.strings = strings;
+            for (slot, key, info) in fetched {
+                self.info[slot].insert(key, (info, now));
+            }
         }
-        self.update_records(&lookups, &mut outcome, now);
+        let lists: Vec<_> = groups.iter().map(|g| g.hosts.clone()).collect();
+        let changed = lists.len() != self.lists.len()
+            || lists
+                .iter()
+                .zip(&self.lists)
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        self.update_records(&lookups, &mut outcome, now, changed);
+        self.lists = lists;
         self.cycles += 1;
         self.log_cycle(&outcome, started.elapsed());
         let elapsed = started.elapsed();
@@ -226,6 +250,7 @@ impl Poller {
                 self.group_snapshot(group, resolved, numbers, &outcome, elapsed, now)
             })
             .collect();
+        self.strings.prune();
         Snapshot {
             groups,
             complete: true,
@@ -249,7 +274,7 @@ impl Poller {
 
     fn batches(
         &self,
-        keys: &[(ApiVersion, &str)],
+        keys: &[(ApiVersion, &Arc<str>)],
         numbers: impl Iterator<Item = usize> + Clone,
         info: bool,
     ) -> Vec<Batch> {
@@ -265,18 +290,18 @@ impl Poller {
             out.extend(mine.chunks(size).map(|chunk| Batch {
                 call: Call::of(api, info),
                 numbers: chunk.to_vec(),
-                keys: chunk.iter().map(|&n| keys[n].1.to_string()).collect(),
+                keys: chunk.iter().map(|&n| keys[n].1.clone()).collect(),
             }));
         }
         out
     }
 
-    fn info_due(&self, keys: &[(ApiVersion, &str)], now: SystemTime) -> Vec<usize> {
+    fn info_due(&self, keys: &[(ApiVersion, &Arc<str>)], now: SystemTime) -> Vec<usize> {
         let every = self.config.info_interval;
         (0..keys.len())
             .filter(|&n| {
                 let (api, key) = keys[n];
-                match self.info[api_slot(api)].get(key) {
+                match self.info[api_slot(api)].get(&**key) {
                     Some((_, fetched)) => now.duration_since(*fetched).unwrap_or_default() >= every,
                     None => true,
                 }
@@ -284,8 +309,12 @@ impl Poller {
             .collect()
     }
 
-    async fn run_batches<T>(&self, batches: Vec<Batch>, deadline: Instant) -> Vec<Done<T>>
-    where
+    async fn run_batches<T>(
+        &self,
+        batches: Vec<Batch>,
+        deadline: Instant,
+        mut absorb: impl FnMut(Done<T>),
+    ) where
         T: Send + 'static,
         Self: Fetch<T>,
     {
@@ -309,11 +338,9 @@ impl Poller {
                 }
             })
             .collect();
-        let mut done = Vec::new();
         while let Some(batch) = running.next().await {
-            done.push(batch);
+            absorb(batch);
         }
-        done
     }
 
     /// Sends one batch, retrying what may succeed on another attempt.
@@ -364,25 +391,13 @@ impl Poller {
         }
     }
 
-    fn absorb_info(&mut self, done: Vec<Done<Info>>, now: SystemTime, outcome: &mut CycleOutcome) {
-        for batch in done {
-            let slot = api_slot(api_of(batch.call));
-            outcome.batches += 1;
-            outcome.mark_finished(&batch.numbers, batch.finished);
-            match batch.result {
-                Ok(mut reply) => {
-                    for key in batch.keys {
-                        let info = reply.agents.remove(&key).unwrap_or_default();
-                        self.info[slot].insert(key, (info, now));
-                    }
-                }
-                // Info keeps its last value and is asked for again next cycle.
-                Err(err) => outcome.errors.push((batch.call, err)),
-            }
-        }
-    }
-
-    fn update_records(&mut self, lookups: &Lookups, outcome: &mut CycleOutcome, now: SystemTime) {
+    fn update_records(
+        &mut self,
+        lookups: &Lookups,
+        outcome: &mut CycleOutcome,
+        now: SystemTime,
+        lists_changed: bool,
+    ) {
         for (n, &(api, key)) in lookups.keys.iter().enumerate() {
             if outcome.failed[n] {
                 continue; // keeps its last known record
@@ -391,19 +406,24 @@ impl Poller {
                 continue;
             };
             let slot = api_slot(api);
-            let info = self.info[slot].get(key).map(|(info, _)| info);
-            match self.records[slot].get_mut(key) {
+            let info = self.info[slot].get(&**key).map(|(info, _)| info);
+            let strings = &mut self.strings;
+            match self.records[slot].get_mut(&**key) {
                 Some(record) => {
-                    *record = AgentRecord::observe(status.as_ref(), info, Some(record), now)
+                    *record =
+                        AgentRecord::observe(status.as_ref(), info, Some(record), now, strings)
                 }
                 None => {
-                    let record = AgentRecord::observe(status.as_ref(), info, None, now);
-                    self.records[slot].insert(key.to_string(), record);
+                    let record = AgentRecord::observe(status.as_ref(), info, None, now, strings);
+                    self.records[slot].insert(key.clone(), record);
                 }
             }
         }
+        if !lists_changed {
+            return;
+        }
         for api in [ApiVersion::V1, ApiVersion::V2] {
-            let wanted = |key: &String| lookups.index.contains_key(&(api, key.as_str()));
+            let wanted = |key: &Arc<str>| lookups.index.contains_key(&(api, &**key));
             self.records[api_slot(api)].retain(|key, _| wanted(key));
             self.info[api_slot(api)].retain(|key, _| wanted(key));
         }
@@ -420,7 +440,11 @@ impl Poller {
     ) -> GroupSnapshot {
         let stale_after = self.config.stale_after;
         let slot = api_slot(group.api);
-        let mut agents = Vec::new();
+        let mut agents = Vec::with_capacity(if group.per_agent_metrics {
+            numbers.len()
+        } else {
+            0
+        });
         let mut counts = StateCounts::default();
         let mut versions = BTreeMap::new();
         let mut up = true;
@@ -429,7 +453,7 @@ impl Poller {
             up &= !outcome.failed[n];
             duration = duration.max(outcome.finished[n]);
             let Some(record) = self.records[slot]
-                .get(&entry.key)
+                .get(&*entry.key)
                 .filter(|r| !r.is_stale(now, stale_after))
             else {
                 counts.add(AgentState::Unknown);
@@ -439,10 +463,13 @@ impl Poller {
             // Groups without per-agent series keep only their counts, which
             // keeps memory flat at a million agents.
             if group.per_agent_metrics {
-                let info = self.info[slot].get(&entry.key).map(|(info, _)| info);
-                let mut row = AgentRow::new(&entry.host, info, record.clone());
-                row.host_labels = entry.labels.clone();
-                agents.push(row);
+                let info = self.info[slot].get(&*entry.key).map(|(info, _)| info);
+                agents.push(AgentRow::new(
+                    entry,
+                    info,
+                    record.clone(),
+                    &mut self.strings,
+                ));
             }
         }
         if up {
@@ -495,23 +522,43 @@ impl Poller {
     }
 }
 
-fn absorb_status(done: Vec<Done<Status>>, outcome: &mut CycleOutcome) {
-    for batch in done {
-        outcome.batches += 1;
-        outcome.mark_finished(&batch.numbers, batch.finished);
-        match batch.result {
-            Ok(mut reply) => {
-                for (n, key) in batch.numbers.into_iter().zip(&batch.keys) {
-                    outcome.answers[n] = Some(reply.agents.remove(key));
-                }
-            }
-            Err(err) => {
-                for n in batch.numbers {
-                    outcome.failed[n] = true;
-                }
-                outcome.errors.push((batch.call, err));
+fn absorb_status(batch: Done<Status>, outcome: &mut CycleOutcome) {
+    outcome.batches += 1;
+    outcome.mark_finished(&batch.numbers, batch.finished);
+    match batch.result {
+        Ok(mut reply) => {
+            for (n, key) in batch.numbers.into_iter().zip(&batch.keys) {
+                outcome.answers[n] = Some(reply.agents.remove(&**key));
             }
         }
+        Err(err) => {
+            for n in batch.numbers {
+                outcome.failed[n] = true;
+            }
+            outcome.errors.push((batch.call, err));
+        }
+    }
+}
+
+/// Keeps a batch's info in compact form; a failed batch keeps its last info
+/// and is asked for again next cycle.
+fn absorb_info(
+    batch: Done<Info>,
+    strings: &mut Interner,
+    fetched: &mut Vec<(usize, Arc<str>, AgentInfo)>,
+    outcome: &mut CycleOutcome,
+) {
+    let slot = api_slot(api_of(batch.call));
+    outcome.batches += 1;
+    outcome.mark_finished(&batch.numbers, batch.finished);
+    match batch.result {
+        Ok(mut reply) => {
+            for key in batch.keys {
+                let info = reply.agents.remove(&*key).unwrap_or_default();
+                fetched.push((slot, key, AgentInfo::new(&info, strings)));
+            }
+        }
+        Err(err) => outcome.errors.push((batch.call, err)),
     }
 }
 

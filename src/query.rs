@@ -239,12 +239,12 @@ impl Row {
         Row {
             group: group.name.clone(),
             bk_biz_id: group.bk_biz_id.clone(),
-            ip: agent.ip.clone(),
-            bk_cloud_id: agent.bk_cloud_id.clone(),
-            bk_agent_id: agent.bk_agent_id.clone(),
+            ip: agent.ip.to_string(),
+            bk_cloud_id: agent.bk_cloud_id.to_string(),
+            bk_agent_id: agent.bk_agent_id.to_string(),
             state: record.state.label(),
             online: record.state == AgentState::Online,
-            version: record.version.clone(),
+            version: record.version.to_string(),
             heartbeat_age_seconds: record.heartbeat_age.map(|s| (s * 1000.0).round() / 1000.0),
         }
     }
@@ -510,11 +510,11 @@ mod tests {
             state,
             status_code: None,
             version: if state == AgentState::NotFound {
-                String::new()
+                "".into()
             } else {
                 "2.1.3".into()
             },
-            parent_ip: String::new(),
+            parent_ip: "".into(),
             heartbeat_age: age,
             observed_at: SystemTime::now(),
             last_seen_alive: None,
@@ -526,7 +526,7 @@ mod tests {
             bk_cloud_id: if ip.is_empty() { "" } else { "0" }.into(),
             ip: ip.into(),
             bk_agent_id: id.into(),
-            host_labels: Vec::new(),
+            host_labels: Vec::new().into(),
             record: record(state, age),
         }
     }

@@ -438,7 +438,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     };
     // The scrape slot is held until the body is sent (or the client leaves).
     let chunks = if gzip {
-        Chunks::new(vec![body.gzip], slot)
+        Chunks::new(body.gzip, slot)
     } else {
         Chunks::new(body.plain, slot)
     };

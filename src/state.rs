@@ -6,9 +6,13 @@
 //! failed batch. No I/O and no text formatting here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::gse::{Host, Info, Status};
+use rustc_hash::FxHashSet;
+
+use crate::discovery::HostEntry;
+use crate::gse::{Info, Status};
 
 /// Where an agent stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +54,56 @@ impl AgentState {
 /// GSE 2.0's own code for an agent it does not know; used for both APIs.
 pub const STATUS_NOT_FOUND: i64 = -2;
 
+/// Shared copies of strings that many agents have in common (versions,
+/// parent addresses, cloud ids), so a million agents hold a handful of them.
+#[derive(Debug, Default)]
+pub struct Interner(FxHashSet<Arc<str>>);
+
+impl Interner {
+    /// The shared copy of `text`.
+    pub fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(text) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.0.insert(shared.clone());
+        shared
+    }
+
+    /// Forgets strings nothing else holds any more.
+    pub fn prune(&mut self) {
+        self.0.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+/// What GSE's info call last said of an agent, with shared strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentInfo {
+    /// Agent version, cleaned ("" when unknown).
+    pub version: Arc<str>,
+    /// Upstream proxy or server ("" when unknown).
+    pub parent_ip: Arc<str>,
+    /// Host IP as GSE knows it.
+    pub host_ip: Option<Arc<str>>,
+    /// Cloud area as GSE knows it.
+    pub bk_cloud_id: Option<i64>,
+    /// Last report from the agent, unix seconds.
+    pub report_time: Option<f64>,
+}
+
+impl AgentInfo {
+    /// The compact form of a decoded info.
+    pub fn new(info: &Info, strings: &mut Interner) -> AgentInfo {
+        AgentInfo {
+            version: strings.intern(&info.version),
+            parent_ip: strings.intern(&info.parent_ip),
+            host_ip: info.host_ip.as_deref().map(Arc::from),
+            bk_cloud_id: info.bk_cloud_id,
+            report_time: info.report_time,
+        }
+    }
+}
+
 /// What the exporter last learned of one agent (shared by every group that has it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRecord {
@@ -57,10 +111,10 @@ pub struct AgentRecord {
     pub state: AgentState,
     /// GSE 2.0 status code, or -2 when not found; `None` for a known v1 agent.
     pub status_code: Option<i64>,
-    /// Agent version ("" when unknown).
-    pub version: String,
-    /// Upstream proxy or server ("" when unknown).
-    pub parent_ip: String,
+    /// Agent version ("" when unknown), shared between agents.
+    pub version: Arc<str>,
+    /// Upstream proxy or server ("" when unknown), shared between agents.
+    pub parent_ip: Arc<str>,
     /// Seconds since the last heartbeat, as of `observed_at`.
     pub heartbeat_age: Option<f64>,
     /// When GSE last answered for this agent.
@@ -73,12 +127,13 @@ impl AgentRecord {
     /// Builds the record for an agent GSE answered for (or left out: `status` None).
     pub fn observe(
         status: Option<&Status>,
-        info: Option<&Info>,
+        info: Option<&AgentInfo>,
         previous: Option<&AgentRecord>,
         now: SystemTime,
+        strings: &mut Interner,
     ) -> AgentRecord {
         let Some(status) = status else {
-            return AgentRecord::not_found(previous, now);
+            return AgentRecord::not_found(previous, now, strings);
         };
         let last_seen_alive = if status.alive {
             Some(now)
@@ -90,12 +145,13 @@ impl AgentRecord {
             Some(reported) => Some((unix_seconds(now) - reported).max(0.0)),
             None => last_seen_alive.map(|seen| seconds_between(seen, now)),
         };
-        let version = status
-            .version
-            .clone()
-            .filter(|v| !v.is_empty())
-            .or_else(|| info.map(|i| i.version.clone()))
-            .unwrap_or_default();
+        let version = match status.version.as_deref().filter(|v| !v.is_empty()) {
+            Some(version) => strings.intern(version),
+            None => match info {
+                Some(info) => info.version.clone(),
+                None => strings.intern(""),
+            },
+        };
         AgentRecord {
             state: if status.alive {
                 AgentState::Online
@@ -104,20 +160,28 @@ impl AgentRecord {
             },
             status_code: status.status_code,
             version,
-            parent_ip: info.map(|i| i.parent_ip.clone()).unwrap_or_default(),
+            parent_ip: match info {
+                Some(info) => info.parent_ip.clone(),
+                None => strings.intern(""),
+            },
             heartbeat_age,
             observed_at: now,
             last_seen_alive,
         }
     }
 
-    fn not_found(previous: Option<&AgentRecord>, now: SystemTime) -> AgentRecord {
+    fn not_found(
+        previous: Option<&AgentRecord>,
+        now: SystemTime,
+        strings: &mut Interner,
+    ) -> AgentRecord {
         let last_seen_alive = previous.and_then(|p| p.last_seen_alive);
+        let empty = strings.intern("");
         AgentRecord {
             state: AgentState::NotFound,
             status_code: Some(STATUS_NOT_FOUND),
-            version: String::new(),
-            parent_ip: String::new(),
+            version: empty.clone(),
+            parent_ip: empty,
             heartbeat_age: last_seen_alive.map(|seen| seconds_between(seen, now)),
             observed_at: now,
             last_seen_alive,
@@ -143,40 +207,46 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One agent as exported: its label values and its record.
+/// One agent as exported: its label values and its record. The strings are
+/// shared with the poller's memory (read them as `&str`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRow {
     /// `bk_cloud_id` label ("" when unknown).
-    pub bk_cloud_id: String,
+    pub bk_cloud_id: Arc<str>,
     /// `ip` label ("" when unknown).
-    pub ip: String,
+    pub ip: Arc<str>,
     /// `bk_agent_id` label ("" when unknown).
-    pub bk_agent_id: String,
+    pub bk_agent_id: Arc<str>,
     /// Values of the group's CMDB labels (`GroupSnapshot::host_label_names`).
-    pub host_labels: Vec<String>,
+    pub host_labels: Arc<[String]>,
     /// What is known of it.
     pub record: AgentRecord,
 }
 
 impl AgentRow {
-    /// Label values for a configured host, filled from GSE's info where the
+    /// Label values for a polled host, filled from GSE's info where the
     /// config left them out (an agent id given alone).
-    pub fn new(host: &Host, info: Option<&Info>, record: AgentRecord) -> AgentRow {
-        let info_ip = info.and_then(|i| i.host_ip.clone());
-        let info_cloud = info.and_then(|i| i.bk_cloud_id);
+    pub fn new(
+        entry: &HostEntry,
+        info: Option<&AgentInfo>,
+        record: AgentRecord,
+        strings: &mut Interner,
+    ) -> AgentRow {
+        let cloud = entry.bk_cloud_id.or(info.and_then(|i| i.bk_cloud_id));
+        let bk_cloud_id = match cloud {
+            Some(cloud) => strings.intern(itoa::Buffer::new().format(cloud)),
+            None => strings.intern(""),
+        };
+        let ip = match (entry.ip, info.and_then(|i| i.host_ip.as_ref())) {
+            (Some(ip), _) => Arc::from(ip.to_string()),
+            (None, Some(ip)) => ip.clone(),
+            (None, None) => strings.intern(""),
+        };
         AgentRow {
-            bk_cloud_id: host
-                .bk_cloud_id
-                .or(info_cloud)
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-            ip: host
-                .ip
-                .map(|ip| ip.to_string())
-                .or(info_ip)
-                .unwrap_or_default(),
-            bk_agent_id: host.agent_id.clone().unwrap_or_default(),
-            host_labels: Vec::new(),
+            bk_cloud_id,
+            ip,
+            bk_agent_id: entry.agent_id.clone().unwrap_or_else(|| strings.intern("")),
+            host_labels: entry.labels.clone(),
             record,
         }
     }
@@ -248,10 +318,10 @@ impl GroupSnapshot {
 pub fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
     counts.add(record.state);
     if matches!(record.state, AgentState::Online | AgentState::Offline) {
-        match versions.get_mut(&record.version) {
+        match versions.get_mut(&*record.version) {
             Some(n) => *n += 1,
             None => {
-                versions.insert(record.version.clone(), 1);
+                versions.insert(record.version.to_string(), 1);
             }
         }
     }
@@ -286,10 +356,22 @@ mod tests {
     #[test]
     fn v1_heartbeat_age_counts_from_last_seen_alive() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let online = AgentRecord::observe(Some(&status(true, None)), None, None, t0);
+        let online = AgentRecord::observe(
+            Some(&status(true, None)),
+            None,
+            None,
+            t0,
+            &mut Interner::default(),
+        );
         assert_eq!(online.heartbeat_age, Some(0.0));
         let t1 = t0 + Duration::from_secs(90);
-        let offline = AgentRecord::observe(Some(&status(false, None)), None, Some(&online), t1);
+        let offline = AgentRecord::observe(
+            Some(&status(false, None)),
+            None,
+            Some(&online),
+            t1,
+            &mut Interner::default(),
+        );
         assert_eq!(offline.state, AgentState::Offline);
         assert_eq!(offline.heartbeat_age, Some(90.0));
         assert_eq!(offline.status_code, None);
@@ -298,7 +380,7 @@ mod tests {
     #[test]
     fn missing_from_the_reply_is_not_found_with_code_minus_two() {
         let now = SystemTime::now();
-        let rec = AgentRecord::observe(None, None, None, now);
+        let rec = AgentRecord::observe(None, None, None, now, &mut Interner::default());
         assert_eq!(rec.state, AgentState::NotFound);
         assert_eq!(rec.status_code, Some(STATUS_NOT_FOUND));
         assert_eq!(rec.heartbeat_age, None);
@@ -309,14 +391,20 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(2_000_000);
         let mut s = status(true, Some(2));
         s.report_time = Some(1_999_970.0);
-        let rec = AgentRecord::observe(Some(&s), None, None, now);
+        let rec = AgentRecord::observe(Some(&s), None, None, now, &mut Interner::default());
         assert_eq!(rec.heartbeat_age, Some(30.0));
     }
 
     #[test]
     fn records_go_stale_after_the_limit() {
         let t0 = SystemTime::now();
-        let rec = AgentRecord::observe(Some(&status(true, None)), None, None, t0);
+        let rec = AgentRecord::observe(
+            Some(&status(true, None)),
+            None,
+            None,
+            t0,
+            &mut Interner::default(),
+        );
         let limit = Duration::from_secs(180);
         assert!(!rec.is_stale(t0 + Duration::from_secs(180), limit));
         assert!(rec.is_stale(t0 + Duration::from_secs(181), limit));

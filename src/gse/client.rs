@@ -2,9 +2,11 @@
 //! enforces the per-request timeout and the reply-size cap, and maps HTTP
 //! outcomes to [`GseError`]. One attempt per call: retries belong to the poller.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use serde::Serialize;
 use serde_json::json;
 
 use super::{Call, GseError, Info, Reply, Status, decode};
@@ -59,7 +61,7 @@ impl GseClient {
         &self,
         call: Call,
         base: &str,
-        keys: &[String],
+        keys: &[Arc<str>],
     ) -> Result<Reply<Status>, GseError> {
         let body = self.send(call, base, keys).await?;
         match call {
@@ -77,7 +79,7 @@ impl GseClient {
         &self,
         call: Call,
         base: &str,
-        keys: &[String],
+        keys: &[Arc<str>],
     ) -> Result<Reply<Info>, GseError> {
         let body = self.send(call, base, keys).await?;
         match call {
@@ -90,15 +92,18 @@ impl GseClient {
         }
     }
 
-    async fn send(&self, call: Call, base: &str, keys: &[String]) -> Result<Vec<u8>, GseError> {
+    async fn send(&self, call: Call, base: &str, keys: &[Arc<str>]) -> Result<Vec<u8>, GseError> {
         let url = format!("{}{}", base.trim_end_matches('/'), call.path());
         let request = match call {
             Call::V1Status | Call::V1Info => self.http.post(url).json(&self.v1_body(keys)),
-            Call::V2State | Call::V2Info => self
-                .http
-                .post(url)
-                .headers(self.v2_headers())
-                .json(&json!({ "agent_id_list": keys })),
+            Call::V2State | Call::V2Info => {
+                self.http
+                    .post(url)
+                    .headers(self.v2_headers())
+                    .json(&V2Body {
+                        agent_id_list: keys.iter().map(|k| &**k).collect(),
+                    })
+            }
         };
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
@@ -110,7 +115,7 @@ impl GseClient {
         Err(http_error(status.as_u16(), &headers, &body))
     }
 
-    fn v1_body(&self, keys: &[String]) -> serde_json::Value {
+    fn v1_body(&self, keys: &[Arc<str>]) -> serde_json::Value {
         let hosts: Vec<serde_json::Value> = keys
             .iter()
             .filter_map(|key| key.split_once(':'))
@@ -176,6 +181,12 @@ pub(crate) fn with_tls(
         builder = builder.identity(identity);
     }
     Ok(builder)
+}
+
+/// A GSE 2.0 request body.
+#[derive(Serialize)]
+struct V2Body<'a> {
+    agent_id_list: Vec<&'a str>,
 }
 
 /// Maps a reqwest failure to a timeout or a transport error.

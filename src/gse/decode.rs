@@ -5,10 +5,11 @@
 //! the wrong type, or an item without its key field is an error, never "all
 //! offline".
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::value::RawValue;
@@ -123,36 +124,41 @@ struct V1StatusItem {
     bk_agent_alive: i64,
 }
 
+// Strings borrow from the reply where they have no escapes, so an item costs
+// one allocation for its key and one for each cleaned value kept.
+
 #[derive(Deserialize)]
-struct V1InfoItem {
-    #[serde(default, deserialize_with = "lenient_string")]
-    version: String,
-    #[serde(default, deserialize_with = "lenient_string")]
-    parent_ip: String,
+struct V1InfoItem<'a> {
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
+    version: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
+    parent_ip: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
-struct V2StateItem {
-    bk_agent_id: String,
+struct V2StateItem<'a> {
+    #[serde(borrow)]
+    bk_agent_id: Cow<'a, str>,
     #[serde(deserialize_with = "lenient_i64")]
     status_code: i64,
-    #[serde(default, deserialize_with = "lenient_string")]
-    version: String,
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
+    version: Cow<'a, str>,
     #[serde(default, deserialize_with = "lenient_opt_f64")]
     report_time: Option<f64>,
 }
 
 #[derive(Deserialize)]
-struct V2InfoItem {
-    bk_agent_id: String,
+struct V2InfoItem<'a> {
+    #[serde(borrow)]
+    bk_agent_id: Cow<'a, str>,
     #[serde(default, deserialize_with = "lenient_opt_i64")]
     bk_cloud_id: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    bk_host_ip: String,
-    #[serde(default, deserialize_with = "lenient_string")]
-    version: String,
-    #[serde(default, deserialize_with = "lenient_string")]
-    parent_ip: String,
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
+    bk_host_ip: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
+    version: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "lenient_string")]
+    parent_ip: Cow<'a, str>,
     #[serde(default, deserialize_with = "lenient_opt_f64")]
     report_time: Option<f64>,
 }
@@ -214,7 +220,7 @@ pub fn v2_state(body: &[u8]) -> Result<Reply<Status>, GseError> {
                 version: Some(clean_version(&item.version)),
                 report_time: item.report_time.and_then(unix_seconds),
             };
-            (item.bk_agent_id, status)
+            (item.bk_agent_id.into_owned(), status)
         })
         .collect();
     Ok(found(agents))
@@ -236,7 +242,7 @@ pub fn v2_info(body: &[u8]) -> Result<Reply<Info>, GseError> {
                 bk_cloud_id: item.bk_cloud_id,
                 report_time: item.report_time.and_then(unix_seconds),
             };
-            (item.bk_agent_id, info)
+            (item.bk_agent_id.into_owned(), info)
         })
         .collect();
     Ok(found(agents))
@@ -251,7 +257,7 @@ fn found<T>(agents: HashMap<String, T>) -> Reply<T> {
 
 fn none_found<T>() -> Reply<T> {
     Reply {
-        agents: HashMap::new(),
+        agents: HashMap::default(),
         none_found: true,
     }
 }
@@ -290,49 +296,52 @@ fn unix_seconds(raw: f64) -> Option<f64> {
 }
 
 /// A scalar GSE may send as a number, a numeric string or a bool.
-enum Loose {
+enum Loose<'a> {
     Int(i64),
     Float(f64),
     Bool(bool),
-    Text(String),
+    Text(Cow<'a, str>),
 }
 
 /// Reads a [`Loose`] directly (an untagged enum would buffer and retry).
 struct LooseVisitor;
 
 impl<'de> de::Visitor<'de> for LooseVisitor {
-    type Value = Loose;
+    type Value = Loose<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a number, a string or a bool")
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Loose, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Loose<'de>, E> {
         Ok(Loose::Bool(v))
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Loose, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Loose<'de>, E> {
         Ok(Loose::Int(v))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Loose, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Loose<'de>, E> {
         Ok(i64::try_from(v).map_or(Loose::Float(v as f64), Loose::Int))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Loose, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Loose<'de>, E> {
         Ok(Loose::Float(v))
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Loose, E> {
-        Ok(Loose::Text(v.to_string()))
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Loose<'de>, E> {
+        Ok(Loose::Text(Cow::Borrowed(v)))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Loose, E> {
-        Ok(Loose::Text(v))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Loose<'de>, E> {
+        Ok(Loose::Text(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Loose<'de>, E> {
+        Ok(Loose::Text(Cow::Owned(v)))
     }
 }
 
-impl<'de> Deserialize<'de> for Loose {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Loose, D::Error> {
+impl<'de> Deserialize<'de> for Loose<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Loose<'de>, D::Error> {
         d.deserialize_any(LooseVisitor)
     }
 }
 
-impl Loose {
+impl Loose<'_> {
     fn as_f64(&self) -> Option<f64> {
         match self {
             Loose::Int(i) => Some(*i as f64),
@@ -367,12 +376,12 @@ fn lenient_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Er
     Ok(Option::<Loose>::deserialize(d)?.and_then(|l| l.as_f64()))
 }
 
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
     Ok(match Option::<Loose>::deserialize(d)? {
         Some(Loose::Text(t)) => t,
-        Some(Loose::Int(i)) => i.to_string(),
-        Some(Loose::Float(f)) => f.to_string(),
-        Some(Loose::Bool(_)) | None => String::new(),
+        Some(Loose::Int(i)) => Cow::Owned(i.to_string()),
+        Some(Loose::Float(f)) => Cow::Owned(f.to_string()),
+        Some(Loose::Bool(_)) | None => Cow::Borrowed(""),
     })
 }
 

@@ -152,7 +152,7 @@ pub struct Info {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply<T> {
     /// Observations by query key; keys absent are "not found".
-    pub agents: std::collections::HashMap<String, T>,
+    pub agents: rustc_hash::FxHashMap<String, T>,
     /// GSE answered 1011003: none of the batch is known.
     pub none_found: bool,
 }
