@@ -236,11 +236,11 @@ impl Exporter {
 
 /// Says loudly, at start and on every reload, that a block trusts any certificate.
 fn warn_unverified_tls(config: &Config) {
-    for block in config.unverified_tls_blocks() {
+    for (key, upstreams) in config.unverified_tls() {
         tracing::warn!(
-            block,
-            "TLS certificate verification is off ({block}.tls.insecure_skip_verify): \
-             anyone on the network path can impersonate the upstream"
+            key,
+            "TLS certificate verification is off for {upstreams} ({key}): \
+             anyone on the network path can impersonate them"
         );
     }
 }

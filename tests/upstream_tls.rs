@@ -175,7 +175,7 @@ async fn insecure_skip_verify_works_and_warns_at_start_and_on_reload() {
         .expect("exporter starts");
     wait_cycles(&exporter, 1, DEADLINE).await;
     assert_up(&parse(&scrape(exporter.addr()).await), agents);
-    let warning = "TLS certificate verification is off (gse.tls.insecure_skip_verify)";
+    let warning = "TLS certificate verification is off for GSE (gse.tls.insecure_skip_verify)";
     assert_eq!(logs.text().matches(warning).count(), 1, "{}", logs.text());
 
     exporter.reloader().reload().expect("reload");

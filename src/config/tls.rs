@@ -211,14 +211,53 @@ fn push_pem(out: &mut String, label: &str, der: &[u8]) {
 }
 
 impl super::Config {
-    /// The blocks (`gse`, `cmdb`) whose `tls.insecure_skip_verify` is on.
-    pub fn unverified_tls_blocks(&self) -> Vec<&'static str> {
-        let gse = self.gse.tls.insecure_skip_verify.then_some("gse");
-        let cmdb = self
-            .cmdb
-            .as_ref()
-            .filter(|c| c.tls.insecure_skip_verify)
-            .map(|_| "cmdb");
-        gse.into_iter().chain(cmdb).collect()
+    /// Each `insecure_skip_verify` key that is on, with the upstreams it
+    /// affects (`cmdb:` without a `tls:` block inherits `gse.tls`).
+    pub fn unverified_tls(&self) -> Vec<(&'static str, &'static str)> {
+        let cmdb = self.cmdb.as_ref().map(|c| &c.tls);
+        let inherited = cmdb.is_some_and(|tls| *tls == self.gse.tls);
+        let mut keys = Vec::new();
+        if self.gse.tls.insecure_skip_verify {
+            let upstreams = if inherited { "GSE and CMDB" } else { "GSE" };
+            keys.push(("gse.tls.insecure_skip_verify", upstreams));
+        }
+        if cmdb.is_some_and(|tls| tls.insecure_skip_verify) && !inherited {
+            keys.push(("cmdb.tls.insecure_skip_verify", "CMDB"));
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn config(gse_tls: &str, cmdb_tls: &str) -> Config {
+        let yaml = format!(
+            "gse:\n  url: https://gse.example\n  app_code: a\n  app_secret: s\n{gse_tls}\
+             cmdb:\n  url: https://cmdb.example\n{cmdb_tls}\
+             groups: [{{name: a, bk_biz_id: 1, hosts: [\"0:10.0.0.1\"]}}]\n"
+        );
+        Config::parse(&yaml, Path::new(".")).expect("valid config")
+    }
+
+    #[test]
+    fn an_inherited_insecure_block_is_named_once_for_both_upstreams() {
+        let insecure = "  tls: {insecure_skip_verify: true}\n";
+        assert_eq!(
+            config(insecure, "").unverified_tls(),
+            [("gse.tls.insecure_skip_verify", "GSE and CMDB")]
+        );
+        assert_eq!(
+            config(insecure, "  tls: {}\n").unverified_tls(),
+            [("gse.tls.insecure_skip_verify", "GSE")]
+        );
+        assert_eq!(
+            config("", insecure).unverified_tls(),
+            [("cmdb.tls.insecure_skip_verify", "CMDB")]
+        );
+        assert!(config("", "").unverified_tls().is_empty());
     }
 }
