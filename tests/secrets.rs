@@ -84,14 +84,7 @@ async fn a_canary_secret_never_appears_in_anything_printed_or_served() {
     let client = reqwest::Client::new();
     let mut served = String::new();
     wait_until("a successful poll", Duration::from_secs(20), || async {
-        let body = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let body = get_text(&client, &format!("{base}/metrics")).await?;
         body.contains("gse_up{group=\"web\"} 1").then_some(())
     })
     .await;
@@ -111,27 +104,15 @@ async fn a_canary_secret_never_appears_in_anything_printed_or_served() {
             "the fault in the metrics",
             Duration::from_secs(20),
             || async {
-                let body = client
-                    .get(format!("{base}/metrics"))
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
+                let body = get_text(&client, &format!("{base}/metrics")).await?;
                 body.contains("gse_up{group=\"web\"} 0").then_some(())
             },
         )
         .await;
         served.push_str(
-            &client
-                .get(format!("{base}/metrics"))
-                .send()
+            &get_text(&client, &format!("{base}/metrics"))
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
+                .expect("page"),
         );
     }
     sim.set_faults(Faults::default());
@@ -152,14 +133,9 @@ async fn a_canary_secret_never_appears_in_anything_printed_or_served() {
     );
     for page in ["/", "/metrics", "/-/ready", "/-/healthy"] {
         served.push_str(
-            &client
-                .get(format!("{base}{page}"))
-                .send()
+            &get_text(&client, &format!("{base}{page}"))
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
+                .expect("page"),
         );
     }
     let openmetrics = client
@@ -273,4 +249,9 @@ fn indent(text: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The body of a GET, or None if the request or the read failed.
+async fn get_text(client: &reqwest::Client, url: &str) -> Option<String> {
+    client.get(url).send().await.ok()?.text().await.ok()
 }
