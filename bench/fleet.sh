@@ -3,6 +3,7 @@
 #
 #   bench/fleet.sh                 # 10k, 100k and 1M agents (several minutes)
 #   bench/fleet.sh 100000          # chosen sizes
+#   bench/fleet.sh 100000:off      # a size with per-agent metrics off
 #   bench/fleet.sh --smoke         # a few seconds, as CI runs it
 #
 # For each size it starts `gse_exporter simulate` (GSE 2.0, 200 ms latency)
@@ -15,7 +16,8 @@
 #   p50 / p99  /metrics latency (wrk: 1 connection for the median, 10 for p99),
 #              plain and gzip, next to nginx serving the same bytes as a static file
 #   body, gz   body sizes; rss, hwm: resident and peak memory of the exporter
-# Per-agent metrics are on up to 100k agents and off at 1M.
+# Per-agent metrics are on up to 100k agents and off at 1M, unless the size
+# says (`N:on`, `N:off`); the default run adds 100k with them off.
 # Uses public tools only: curl, wrk, nginx (Debian packages), /proc.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,7 +33,7 @@ done
 if ((smoke)); then
   sizes=(2000)
 elif ((${#sizes[@]} == 0)); then
-  sizes=(10000 100000 1000000)
+  sizes=(10000 100000 100000:off 1000000)
 fi
 latency=200ms; rate=20; burst=10; wrk_time=10s
 ((smoke)) && { latency=20ms; rate=50; wrk_time=1s; }
@@ -97,14 +99,16 @@ EOF
 
 printf '%9s %8s %8s %7s | %9s %9s %9s %9s | %9s %9s %9s %9s | %8s %7s %8s %8s\n' \
   agents cycle_s bound_s cpu_s p50_ms ngx_p50 p99_ms ngx_p99 gz_p50 ngxgz_p50 gz_p99 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
-for n in "${sizes[@]}"; do
-  dir="$work/$n"; mkdir -p "$dir/www"
+for size in "${sizes[@]}"; do
+  n=${size%%:*}
+  per_agent=true; ((n >= 1000000)) && per_agent=false
+  case "$size" in *:off) per_agent=false ;; *:on) per_agent=true ;; esac
+  dir="$work/$size"; mkdir -p "$dir/www"
   sim_port=$(free_port); exp_port=$(free_port); ngx_port=$(free_port)
   "$bin" simulate --listen-address "127.0.0.1:$sim_port" --agents "$n" --latency "$latency" \
     --churn-per-minute 0 --hosts-out "$dir/hosts" >"$dir/sim.log" 2>&1 &
   pids+=($!)
   wait_for 120 test -s "$dir/hosts"
-  per_agent=true; ((n >= 1000000)) && per_agent=false
   requests=$(( (n + 999) / 1000 ))
   interval=$(( requests * 3 / rate + (smoke ? 2 : 10) ))
   cat >"$dir/gse.yml" <<EOF
@@ -154,7 +158,7 @@ EOF
   rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
   printf '%9s %8.2f %8s %7s | %9s %9s %9s %9s | %9s %9s %9s %9s | %8.1f %7.1f %8s %8s\n' \
-    "$n" "$cycle" "$bound" "$cpu" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
+    "$size" "$cycle" "$bound" "$cpu" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
     "$(awk -v b="$gzb" 'BEGIN{print b/1e6}')" "$rss" "$hwm"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true

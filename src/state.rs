@@ -6,6 +6,7 @@
 //! failed batch. No I/O and no text formatting here.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,22 +58,67 @@ pub const STATUS_NOT_FOUND: i64 = -2;
 /// Shared copies of strings that many agents have in common (versions,
 /// parent addresses, cloud ids), so a million agents hold a handful of them.
 #[derive(Debug, Default)]
-pub struct Interner(FxHashSet<Arc<str>>);
+pub struct Interner {
+    shared: FxHashSet<Arc<str>>,
+    empty: Arc<str>,
+}
 
 impl Interner {
     /// The shared copy of `text`.
     pub fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(shared) = self.0.get(text) {
+        if text.is_empty() {
+            return self.empty();
+        }
+        if let Some(shared) = self.shared.get(text) {
             return shared.clone();
         }
         let shared: Arc<str> = Arc::from(text);
-        self.0.insert(shared.clone());
+        self.shared.insert(shared.clone());
         shared
+    }
+
+    /// The shared empty string.
+    pub fn empty(&self) -> Arc<str> {
+        self.empty.clone()
     }
 
     /// Forgets strings nothing else holds any more.
     pub fn prune(&mut self) {
-        self.0.retain(|s| Arc::strong_count(s) > 1);
+        self.shared.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+/// The host address GSE's info call reported; an IPv4 address is kept
+/// without an allocation of its own.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum HostIp {
+    /// GSE did not say.
+    #[default]
+    Unknown,
+    /// An IPv4 address.
+    V4(Ipv4Addr),
+    /// Anything else GSE sent, as sent.
+    Text(Arc<str>),
+}
+
+impl HostIp {
+    fn new(text: Option<&str>) -> HostIp {
+        match text {
+            None | Some("") => HostIp::Unknown,
+            Some(text) => match text.parse() {
+                Ok(v4) => HostIp::V4(v4),
+                Err(_) => HostIp::Text(Arc::from(text)),
+            },
+        }
+    }
+
+    /// The address as a label value, `None` when unknown.
+    pub fn text(&self) -> Option<Arc<str>> {
+        match self {
+            HostIp::Unknown => None,
+            HostIp::V4(ip) => Some(Arc::from(ip.to_string())),
+            HostIp::Text(text) => Some(text.clone()),
+        }
     }
 }
 
@@ -84,7 +130,7 @@ pub struct AgentInfo {
     /// Upstream proxy or server ("" when unknown).
     pub parent_ip: Arc<str>,
     /// Host IP as GSE knows it.
-    pub host_ip: Option<Arc<str>>,
+    pub host_ip: HostIp,
     /// Cloud area as GSE knows it.
     pub bk_cloud_id: Option<i64>,
     /// Last report from the agent, unix seconds.
@@ -97,9 +143,111 @@ impl AgentInfo {
         AgentInfo {
             version: strings.intern(&info.version),
             parent_ip: strings.intern(&info.parent_ip),
-            host_ip: info.host_ip.as_deref().map(Arc::from),
+            host_ip: HostIp::new(info.host_ip.as_deref()),
             bk_cloud_id: info.bk_cloud_id,
             report_time: info.report_time,
+        }
+    }
+}
+
+/// What GSE's status call last said of an agent, as the poller remembers it
+/// between cycles; joined with the agent's info it becomes an [`AgentRecord`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Online, offline or not found.
+    pub state: AgentState,
+    /// GSE 2.0 status code, or -2 when not found; `None` for a known v1 agent.
+    pub status_code: Option<i64>,
+    /// The version the status call carried (GSE 2.0), when not empty.
+    pub version: Option<Arc<str>>,
+    /// Last report from the agent, unix seconds, when the status call said.
+    pub report_time: Option<f64>,
+    /// When GSE answered.
+    pub observed_at: SystemTime,
+    /// When the agent was last seen alive.
+    pub last_seen_alive: Option<SystemTime>,
+}
+
+impl Observation {
+    /// What an answer says: `status` None means GSE left the agent out (not found).
+    pub fn new(
+        status: Option<&Status>,
+        last_seen_alive: Option<SystemTime>,
+        now: SystemTime,
+        strings: &mut Interner,
+    ) -> Observation {
+        let Some(status) = status else {
+            return Observation {
+                state: AgentState::NotFound,
+                status_code: Some(STATUS_NOT_FOUND),
+                version: None,
+                report_time: None,
+                observed_at: now,
+                last_seen_alive,
+            };
+        };
+        Observation {
+            state: if status.alive {
+                AgentState::Online
+            } else {
+                AgentState::Offline
+            },
+            status_code: status.status_code,
+            version: status
+                .version
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| strings.intern(v)),
+            report_time: status.report_time,
+            observed_at: now,
+            last_seen_alive: if status.alive {
+                Some(now)
+            } else {
+                last_seen_alive
+            },
+        }
+    }
+
+    /// Whether this observation is too old to report (its batch kept failing).
+    pub fn is_stale(&self, now: SystemTime, stale_after: Duration) -> bool {
+        now.duration_since(self.observed_at).unwrap_or_default() > stale_after
+    }
+
+    /// The version to count and export: the status call's, else the info's.
+    pub fn version<'a>(&'a self, info: Option<&'a AgentInfo>) -> &'a str {
+        match (self.state, &self.version, info) {
+            (AgentState::NotFound, _, _) => "",
+            (_, Some(version), _) => version,
+            (_, None, Some(info)) => &info.version,
+            (_, None, None) => "",
+        }
+    }
+
+    /// The full record, with what info adds (version, parent, heartbeat).
+    pub fn record(&self, info: Option<&AgentInfo>, strings: &Interner) -> AgentRecord {
+        let found = self.state != AgentState::NotFound;
+        let info = info.filter(|_| found);
+        let since_alive = self
+            .last_seen_alive
+            .map(|seen| seconds_between(seen, self.observed_at));
+        let report_time = self.report_time.or(info.and_then(|i| i.report_time));
+        let heartbeat_age = match report_time.filter(|_| found) {
+            Some(reported) => Some((unix_seconds(self.observed_at) - reported).max(0.0)),
+            None => since_alive,
+        };
+        let version = match (&self.version, info) {
+            (Some(version), _) if found => version.clone(),
+            (_, Some(info)) => info.version.clone(),
+            _ => strings.empty(),
+        };
+        AgentRecord {
+            state: self.state,
+            status_code: self.status_code,
+            version,
+            parent_ip: info.map_or_else(|| strings.empty(), |i| i.parent_ip.clone()),
+            heartbeat_age,
+            observed_at: self.observed_at,
+            last_seen_alive: self.last_seen_alive,
         }
     }
 }
@@ -132,60 +280,8 @@ impl AgentRecord {
         now: SystemTime,
         strings: &mut Interner,
     ) -> AgentRecord {
-        let Some(status) = status else {
-            return AgentRecord::not_found(previous, now, strings);
-        };
-        let last_seen_alive = if status.alive {
-            Some(now)
-        } else {
-            previous.and_then(|p| p.last_seen_alive)
-        };
-        let report_time = status.report_time.or(info.and_then(|i| i.report_time));
-        let heartbeat_age = match report_time {
-            Some(reported) => Some((unix_seconds(now) - reported).max(0.0)),
-            None => last_seen_alive.map(|seen| seconds_between(seen, now)),
-        };
-        let version = match status.version.as_deref().filter(|v| !v.is_empty()) {
-            Some(version) => strings.intern(version),
-            None => match info {
-                Some(info) => info.version.clone(),
-                None => strings.intern(""),
-            },
-        };
-        AgentRecord {
-            state: if status.alive {
-                AgentState::Online
-            } else {
-                AgentState::Offline
-            },
-            status_code: status.status_code,
-            version,
-            parent_ip: match info {
-                Some(info) => info.parent_ip.clone(),
-                None => strings.intern(""),
-            },
-            heartbeat_age,
-            observed_at: now,
-            last_seen_alive,
-        }
-    }
-
-    fn not_found(
-        previous: Option<&AgentRecord>,
-        now: SystemTime,
-        strings: &mut Interner,
-    ) -> AgentRecord {
         let last_seen_alive = previous.and_then(|p| p.last_seen_alive);
-        let empty = strings.intern("");
-        AgentRecord {
-            state: AgentState::NotFound,
-            status_code: Some(STATUS_NOT_FOUND),
-            version: empty.clone(),
-            parent_ip: empty,
-            heartbeat_age: last_seen_alive.map(|seen| seconds_between(seen, now)),
-            observed_at: now,
-            last_seen_alive,
-        }
+        Observation::new(status, last_seen_alive, now, strings).record(info, strings)
     }
 
     /// Whether this record is too old to report (its batch kept failing).
@@ -235,17 +331,18 @@ impl AgentRow {
         let cloud = entry.bk_cloud_id.or(info.and_then(|i| i.bk_cloud_id));
         let bk_cloud_id = match cloud {
             Some(cloud) => strings.intern(itoa::Buffer::new().format(cloud)),
-            None => strings.intern(""),
+            None => strings.empty(),
         };
-        let ip = match (entry.ip, info.and_then(|i| i.host_ip.as_ref())) {
-            (Some(ip), _) => Arc::from(ip.to_string()),
-            (None, Some(ip)) => ip.clone(),
-            (None, None) => strings.intern(""),
+        let ip = match entry.ip {
+            Some(ip) => Arc::from(ip.to_string()),
+            None => info
+                .and_then(|i| i.host_ip.text())
+                .unwrap_or_else(|| strings.empty()),
         };
         AgentRow {
             bk_cloud_id,
             ip,
-            bk_agent_id: entry.agent_id.clone().unwrap_or_else(|| strings.intern("")),
+            bk_agent_id: entry.agent_id.clone().unwrap_or_else(|| strings.empty()),
             host_labels: entry.labels.clone(),
             record,
         }
@@ -316,12 +413,22 @@ impl GroupSnapshot {
 
 /// Counts one agent's state, and its version when GSE knows it.
 pub fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
-    counts.add(record.state);
-    if matches!(record.state, AgentState::Online | AgentState::Offline) {
-        match versions.get_mut(&*record.version) {
+    count_state(counts, versions, record.state, &record.version);
+}
+
+/// Counts an agent in `state`, and its `version` when the agent is known.
+pub fn count_state(
+    counts: &mut StateCounts,
+    versions: &mut BTreeMap<String, u64>,
+    state: AgentState,
+    version: &str,
+) {
+    counts.add(state);
+    if matches!(state, AgentState::Online | AgentState::Offline) {
+        match versions.get_mut(version) {
             Some(n) => *n += 1,
             None => {
-                versions.insert(record.version.to_string(), 1);
+                versions.insert(version.to_string(), 1);
             }
         }
     }

@@ -6,6 +6,8 @@
 //! It never renders text and never serves HTTP; the GSE wire format belongs to
 //! [`crate::gse`].
 
+mod memory;
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -23,17 +25,13 @@ use crate::gse::{ApiVersion, Call, GseClient, GseError, Info, Reply, Status};
 use crate::metrics::Telemetry;
 use crate::pacing::Pacers;
 use crate::state::{
-    AgentInfo, AgentRecord, AgentRow, AgentState, GroupSnapshot, Interner, Snapshot, StateCounts,
-    count, unix_seconds,
+    AgentInfo, AgentRow, AgentState, GroupSnapshot, Interner, Observation, Snapshot, StateCounts,
+    count_state, unix_seconds,
 };
-use rustc_hash::FxHashMap;
+use memory::{Fetched, Memory};
 
 /// Share of the interval a cycle may use before unfinished batches count as failed.
 const CYCLE_BUDGET: f64 = 0.9;
-
-/// Per-key knowledge of one API, keyed by the query key (the same string as
-/// the host entry's key, shared).
-type ByKey<T> = FxHashMap<Arc<str>, T>;
 
 /// The poller: configuration, client, pacing, and what it remembers between cycles.
 #[derive(Debug)]
@@ -42,19 +40,34 @@ pub struct Poller {
     client: GseClient,
     pacers: Pacers,
     telemetry: Arc<Telemetry>,
-    /// Last known record per agent, one map per API (`api_slot`).
-    records: [ByKey<AgentRecord>; 2],
-    /// Last info and when it was fetched, one map per API.
-    info: [ByKey<(AgentInfo, SystemTime)>; 2],
+    /// What is known of each listed agent, one table set per API (`api_slot`).
+    memory: [Memory; 2],
     /// Versions, parents and cloud ids, shared between agents.
     strings: Interner,
-    /// Last cycle's host lists: while they are the same lists, no record
-    /// can have been dropped from them, so forgetting is skipped.
-    lists: Vec<Arc<Vec<HostEntry>>>,
+    /// Last cycle's host lists and each group's slots in its API's memory.
+    plan: Plan,
     last_success: HashMap<String, f64>,
     discovery: Discovery,
     cycles: u64,
     progress: Arc<Progress>,
+}
+
+/// Each group's hosts as slots of its API's [`Memory`], kept while the host
+/// lists are the same lists.
+#[derive(Debug, Default)]
+struct Plan {
+    lists: Vec<(ApiVersion, Arc<Vec<HostEntry>>)>,
+    slots: Vec<Vec<u32>>,
+}
+
+impl Plan {
+    fn is_for(&self, lists: &[(ApiVersion, Arc<Vec<HostEntry>>)]) -> bool {
+        lists.len() == self.lists.len()
+            && lists
+                .iter()
+                .zip(&self.lists)
+                .all(|(a, b)| a.0 == b.0 && Arc::ptr_eq(&a.1, &b.1))
+    }
 }
 
 /// GSE batches planned and finished so far, for a progress display (the
@@ -77,6 +90,8 @@ impl Progress {
     }
 }
 
+const APIS: [ApiVersion; 2] = [ApiVersion::V1, ApiVersion::V2];
+
 fn api_slot(api: ApiVersion) -> usize {
     match api {
         ApiVersion::V1 => 0,
@@ -84,82 +99,47 @@ fn api_slot(api: ApiVersion) -> usize {
     }
 }
 
-/// This cycle's distinct lookups, numbered, and each group's hosts by number.
-struct Lookups<'a> {
-    keys: Vec<(ApiVersion, &'a Arc<str>)>,
-    index: FxHashMap<(ApiVersion, &'a str), usize>,
-    groups: Vec<Vec<usize>>,
-}
-
-impl<'a> Lookups<'a> {
-    /// A host in several groups is one lookup.
-    fn new(configs: &[GroupConfig], groups: &'a [ResolvedGroup]) -> Lookups<'a> {
-        let mut keys = Vec::new();
-        let mut index = FxHashMap::default();
-        let mut numbered = Vec::with_capacity(groups.len());
-        for (config, group) in configs.iter().zip(groups) {
-            let numbers = group
-                .hosts
-                .iter()
-                .map(|entry| {
-                    *index.entry((config.api, &*entry.key)).or_insert_with(|| {
-                        keys.push((config.api, &entry.key));
-                        keys.len() - 1
-                    })
-                })
-                .collect();
-            numbered.push(numbers);
-        }
-        Lookups {
-            keys,
-            index,
-            groups: numbered,
-        }
-    }
-}
-
-/// One batch of one call: lookup numbers and their keys.
+/// One batch of one call: slots of its API's memory and their keys.
 struct Batch {
     call: Call,
-    numbers: Vec<usize>,
+    slots: Vec<u32>,
     keys: Vec<Arc<str>>,
 }
 
 /// The outcome of one batch, after retries.
 struct Done<T> {
     call: Call,
-    numbers: Vec<usize>,
+    slots: Vec<u32>,
     keys: Vec<Arc<str>>,
     result: Result<Reply<T>, GseError>,
     finished: Duration,
 }
 
-/// What one cycle learned, by lookup number, before it becomes a snapshot.
+/// What one cycle learned besides the answers, by API and slot.
 struct CycleOutcome {
-    /// The status batch failed: the agent keeps its last record.
-    failed: Vec<bool>,
-    /// When the last batch holding the lookup finished.
-    finished: Vec<Duration>,
-    /// GSE answered for the lookup: `Some(status)`, or `None` = not found.
-    answers: Vec<Option<Option<Status>>>,
+    /// The status batch failed: the agent keeps its last observation.
+    failed: [Vec<bool>; 2],
+    /// When the last batch holding the slot finished.
+    finished: [Vec<Duration>; 2],
     errors: Vec<(Call, GseError)>,
     batches: usize,
 }
 
 impl CycleOutcome {
-    fn new(lookups: usize) -> CycleOutcome {
+    fn new(memory: &[Memory; 2]) -> CycleOutcome {
         CycleOutcome {
-            failed: vec![false; lookups],
-            finished: vec![Duration::ZERO; lookups],
-            answers: vec![None; lookups],
+            failed: memory.each_ref().map(|m| vec![false; m.len()]),
+            finished: memory.each_ref().map(|m| vec![Duration::ZERO; m.len()]),
             errors: Vec::new(),
             batches: 0,
         }
     }
 
-    fn mark_finished(&mut self, numbers: &[usize], finished: Duration) {
-        for &n in numbers {
-            self.finished[n] = self.finished[n].max(finished);
+    fn mark_finished(&mut self, call: Call, slots: &[u32], finished: Duration) {
+        let times = &mut self.finished[api_slot(api_of(call))];
+        for &slot in slots {
+            let time = &mut times[slot as usize];
+            *time = (*time).max(finished);
         }
     }
 }
@@ -181,10 +161,9 @@ impl Poller {
             client,
             pacers,
             telemetry,
-            records: Default::default(),
-            info: Default::default(),
+            memory: Default::default(),
             strings: Interner::default(),
-            lists: Vec::new(),
+            plan: Plan::default(),
             last_success: HashMap::new(),
             discovery: Discovery::default(),
             cycles: 0,
@@ -208,54 +187,122 @@ impl Poller {
         let deadline = started + self.config.interval.mul_f64(CYCLE_BUDGET);
         let config = self.config.clone();
         let groups = self.discovery.resolve(&config, &self.telemetry).await;
-        let lookups = Lookups::new(&config.groups, &groups);
-        let mut outcome = CycleOutcome::new(lookups.keys.len());
-
-        let all = self.batches(&lookups.keys, 0..lookups.keys.len(), false);
-        // Each reply is absorbed, and dropped, as soon as its batch is done.
-        self.run_batches(all, deadline, |done| absorb_status(done, &mut outcome))
-            .await;
+        self.update_plan(&config.groups, &groups);
+        let mut outcome = CycleOutcome::new(&self.memory);
+        self.ask_status(deadline, &mut outcome).await;
         let now = SystemTime::now();
-        let due = self.info_due(&lookups.keys, now);
-        if !due.is_empty() {
-            let batches = self.batches(&lookups.keys, due.into_iter(), true);
-            let mut strings = std::mem::take(&mut self.strings);
-            let mut fetched = Vec::new();
-            self.run_batches(batches, deadline, |done| {
-                absorb_info(done, &mut strings, &mut fetched, &mut outcome)
-            })
-            .await;
-            self.strings = strings;
-            for (slot, key, info) in fetched {
-                self.info[slot].insert(key, (info, now));
-            }
-        }
-        let lists: Vec<_> = groups.iter().map(|g| g.hosts.clone()).collect();
-        let changed = lists.len() != self.lists.len()
-            || lists
-                .iter()
-                .zip(&self.lists)
-                .any(|(a, b)| !Arc::ptr_eq(a, b));
-        self.update_records(&lookups, &mut outcome, now, changed);
-        self.lists = lists;
+        self.ask_info(deadline, now, &mut outcome).await;
         self.cycles += 1;
         self.log_cycle(&outcome, started.elapsed());
         let elapsed = started.elapsed();
+        let slots = std::mem::take(&mut self.plan.slots);
         let groups = config
             .groups
             .iter()
             .zip(&groups)
-            .zip(&lookups.groups)
-            .map(|((group, resolved), numbers)| {
-                self.group_snapshot(group, resolved, numbers, &outcome, elapsed, now)
+            .zip(&slots)
+            .map(|((group, resolved), slots)| {
+                self.group_snapshot(group, resolved, slots, &outcome, elapsed, now)
             })
             .collect();
+        self.plan.slots = slots;
         self.strings.prune();
         Snapshot {
             groups,
             complete: true,
             sharding: config.sharding,
             metric_deny: config.metric_deny.clone(),
+        }
+    }
+
+    /// Gives every listed host a slot in its API's memory and, when the lists
+    /// changed, forgets the agents no list has any more.
+    fn update_plan(&mut self, configs: &[GroupConfig], groups: &[ResolvedGroup]) {
+        let lists: Vec<_> = configs
+            .iter()
+            .zip(groups)
+            .map(|(config, group)| (config.api, group.hosts.clone()))
+            .collect();
+        if self.plan.is_for(&lists) {
+            return;
+        }
+        let mut listed = self.memory.each_ref().map(|m| vec![false; m.len()]);
+        let mut slots: Vec<Vec<u32>> = lists
+            .iter()
+            .map(|(api, hosts)| {
+                let memory = &mut self.memory[api_slot(*api)];
+                let listed = &mut listed[api_slot(*api)];
+                hosts
+                    .iter()
+                    .map(|entry| {
+                        let slot = memory.slot(&entry.key);
+                        listed.resize(memory.len(), false);
+                        listed[slot as usize] = true;
+                        slot
+                    })
+                    .collect()
+            })
+            .collect();
+        for api in APIS {
+            let listed = &listed[api_slot(api)];
+            if listed.iter().all(|&l| l) {
+                continue;
+            }
+            let renumbered = self.memory[api_slot(api)].retain(listed);
+            for (group, (group_api, _)) in slots.iter_mut().zip(&lists) {
+                if *group_api == api {
+                    for slot in group.iter_mut() {
+                        *slot = renumbered[*slot as usize].unwrap_or(u32::MAX);
+                    }
+                }
+            }
+        }
+        self.plan = Plan { lists, slots };
+    }
+
+    /// Asks every remembered agent's status; each reply is absorbed, and
+    /// dropped, as soon as its batch is done.
+    async fn ask_status(&mut self, deadline: Instant, outcome: &mut CycleOutcome) {
+        let batches = APIS
+            .into_iter()
+            .flat_map(|api| {
+                let all: Vec<u32> = (0..self.memory[api_slot(api)].len() as u32).collect();
+                self.batches(api, &all, false)
+            })
+            .collect();
+        let mut observed = self
+            .memory
+            .each_mut()
+            .map(|m| std::mem::take(&mut m.observed));
+        let mut strings = std::mem::take(&mut self.strings);
+        self.run_batches(batches, deadline, |done| {
+            absorb_status(done, &mut observed, &mut strings, outcome)
+        })
+        .await;
+        self.strings = strings;
+        for (memory, observed) in self.memory.iter_mut().zip(observed) {
+            memory.observed = observed;
+        }
+    }
+
+    /// Asks for the info of agents whose info is missing or older than `info_interval`.
+    async fn ask_info(&mut self, deadline: Instant, now: SystemTime, outcome: &mut CycleOutcome) {
+        let batches: Vec<Batch> = APIS
+            .into_iter()
+            .flat_map(|api| self.batches(api, &self.info_due(api, now), true))
+            .collect();
+        if batches.is_empty() {
+            return;
+        }
+        let mut info = self.memory.each_mut().map(|m| std::mem::take(&mut m.info));
+        let mut strings = std::mem::take(&mut self.strings);
+        self.run_batches(batches, deadline, |done| {
+            absorb_info(done, now, &mut info, &mut strings, outcome)
+        })
+        .await;
+        self.strings = strings;
+        for (memory, info) in self.memory.iter_mut().zip(info) {
+            memory.info = info;
         }
     }
 
@@ -272,39 +319,30 @@ impl Poller {
         Ok(())
     }
 
-    fn batches(
-        &self,
-        keys: &[(ApiVersion, &Arc<str>)],
-        numbers: impl Iterator<Item = usize> + Clone,
-        info: bool,
-    ) -> Vec<Batch> {
-        let mut out = Vec::new();
-        for api in [ApiVersion::V1, ApiVersion::V2] {
-            let cap = if api == ApiVersion::V1 {
-                V1_MAX_BATCH
-            } else {
-                V2_MAX_BATCH
-            };
-            let size = self.config.gse.batch_size.min(cap).max(1);
-            let mine: Vec<usize> = numbers.clone().filter(|&n| keys[n].0 == api).collect();
-            out.extend(mine.chunks(size).map(|chunk| Batch {
+    fn batches(&self, api: ApiVersion, slots: &[u32], info: bool) -> Vec<Batch> {
+        let cap = match api {
+            ApiVersion::V1 => V1_MAX_BATCH,
+            ApiVersion::V2 => V2_MAX_BATCH,
+        };
+        let size = self.config.gse.batch_size.min(cap).max(1);
+        let memory = &self.memory[api_slot(api)];
+        slots
+            .chunks(size)
+            .map(|chunk| Batch {
                 call: Call::of(api, info),
-                numbers: chunk.to_vec(),
-                keys: chunk.iter().map(|&n| keys[n].1.clone()).collect(),
-            }));
-        }
-        out
+                slots: chunk.to_vec(),
+                keys: chunk.iter().map(|&slot| memory.key(slot).clone()).collect(),
+            })
+            .collect()
     }
 
-    fn info_due(&self, keys: &[(ApiVersion, &Arc<str>)], now: SystemTime) -> Vec<usize> {
+    fn info_due(&self, api: ApiVersion, now: SystemTime) -> Vec<u32> {
         let every = self.config.info_interval;
-        (0..keys.len())
-            .filter(|&n| {
-                let (api, key) = keys[n];
-                match self.info[api_slot(api)].get(&**key) {
-                    Some((_, fetched)) => now.duration_since(*fetched).unwrap_or_default() >= every,
-                    None => true,
-                }
+        let info = &self.memory[api_slot(api)].info;
+        (0..info.len() as u32)
+            .filter(|&slot| match &info[slot as usize] {
+                Some((_, fetched)) => now.duration_since(*fetched).unwrap_or_default() >= every,
+                None => true,
             })
             .collect()
     }
@@ -331,7 +369,7 @@ impl Poller {
                 progress.finished.fetch_add(1, Ordering::Relaxed);
                 Done {
                     call: batch.call,
-                    numbers: batch.numbers,
+                    slots: batch.slots,
                     keys: batch.keys,
                     result,
                     finished: started.elapsed(),
@@ -391,57 +429,21 @@ impl Poller {
         }
     }
 
-    fn update_records(
-        &mut self,
-        lookups: &Lookups,
-        outcome: &mut CycleOutcome,
-        now: SystemTime,
-        lists_changed: bool,
-    ) {
-        for (n, &(api, key)) in lookups.keys.iter().enumerate() {
-            if outcome.failed[n] {
-                continue; // keeps its last known record
-            }
-            let Some(status) = outcome.answers[n].take() else {
-                continue;
-            };
-            let slot = api_slot(api);
-            let info = self.info[slot].get(&**key).map(|(info, _)| info);
-            let strings = &mut self.strings;
-            match self.records[slot].get_mut(&**key) {
-                Some(record) => {
-                    *record =
-                        AgentRecord::observe(status.as_ref(), info, Some(record), now, strings)
-                }
-                None => {
-                    let record = AgentRecord::observe(status.as_ref(), info, None, now, strings);
-                    self.records[slot].insert(key.clone(), record);
-                }
-            }
-        }
-        if !lists_changed {
-            return;
-        }
-        for api in [ApiVersion::V1, ApiVersion::V2] {
-            let wanted = |key: &Arc<str>| lookups.index.contains_key(&(api, &**key));
-            self.records[api_slot(api)].retain(|key, _| wanted(key));
-            self.info[api_slot(api)].retain(|key, _| wanted(key));
-        }
-    }
-
     fn group_snapshot(
         &mut self,
         group: &GroupConfig,
         resolved: &ResolvedGroup,
-        numbers: &[usize],
+        slots: &[u32],
         outcome: &CycleOutcome,
         elapsed: Duration,
         now: SystemTime,
     ) -> GroupSnapshot {
         let stale_after = self.config.stale_after;
-        let slot = api_slot(group.api);
+        let api = api_slot(group.api);
+        let memory = &self.memory[api];
+        let (failed, finished) = (&outcome.failed[api], &outcome.finished[api]);
         let mut agents = Vec::with_capacity(if group.per_agent_metrics {
-            numbers.len()
+            slots.len()
         } else {
             0
         });
@@ -449,27 +451,29 @@ impl Poller {
         let mut versions = BTreeMap::new();
         let mut up = true;
         let mut duration = Duration::ZERO;
-        for (entry, &n) in resolved.hosts.iter().zip(numbers) {
-            up &= !outcome.failed[n];
-            duration = duration.max(outcome.finished[n]);
-            let Some(record) = self.records[slot]
-                .get(&*entry.key)
-                .filter(|r| !r.is_stale(now, stale_after))
+        for (entry, &slot) in resolved.hosts.iter().zip(slots) {
+            let slot = slot as usize;
+            up &= !failed[slot];
+            duration = duration.max(finished[slot]);
+            let Some(observed) = memory.observed[slot]
+                .as_ref()
+                .filter(|o| !o.is_stale(now, stale_after))
             else {
                 counts.add(AgentState::Unknown);
                 continue;
             };
-            count(&mut counts, &mut versions, record);
+            let info = memory.info[slot].as_ref().map(|(info, _)| info);
+            count_state(
+                &mut counts,
+                &mut versions,
+                observed.state,
+                observed.version(info),
+            );
             // Groups without per-agent series keep only their counts, which
             // keeps memory flat at a million agents.
             if group.per_agent_metrics {
-                let info = self.info[slot].get(&*entry.key).map(|(info, _)| info);
-                agents.push(AgentRow::new(
-                    entry,
-                    info,
-                    record.clone(),
-                    &mut self.strings,
-                ));
+                let record = observed.record(info, &self.strings);
+                agents.push(AgentRow::new(entry, info, record, &mut self.strings));
             }
         }
         if up {
@@ -522,18 +526,29 @@ impl Poller {
     }
 }
 
-fn absorb_status(batch: Done<Status>, outcome: &mut CycleOutcome) {
+/// Keeps what a status batch says; a failed batch keeps the last observations.
+fn absorb_status(
+    batch: Done<Status>,
+    observed: &mut [Vec<Option<Observation>>; 2],
+    strings: &mut Interner,
+    outcome: &mut CycleOutcome,
+) {
     outcome.batches += 1;
-    outcome.mark_finished(&batch.numbers, batch.finished);
+    outcome.mark_finished(batch.call, &batch.slots, batch.finished);
+    let api = api_slot(api_of(batch.call));
     match batch.result {
         Ok(mut reply) => {
-            for (n, key) in batch.numbers.into_iter().zip(&batch.keys) {
-                outcome.answers[n] = Some(reply.agents.remove(&**key));
+            let now = SystemTime::now();
+            for (&slot, key) in batch.slots.iter().zip(&batch.keys) {
+                let status = reply.agents.remove(&**key);
+                let last = &mut observed[api][slot as usize];
+                let alive = last.as_ref().and_then(|o| o.last_seen_alive);
+                *last = Some(Observation::new(status.as_ref(), alive, now, strings));
             }
         }
         Err(err) => {
-            for n in batch.numbers {
-                outcome.failed[n] = true;
+            for &slot in &batch.slots {
+                outcome.failed[api][slot as usize] = true;
             }
             outcome.errors.push((batch.call, err));
         }
@@ -544,18 +559,19 @@ fn absorb_status(batch: Done<Status>, outcome: &mut CycleOutcome) {
 /// and is asked for again next cycle.
 fn absorb_info(
     batch: Done<Info>,
+    now: SystemTime,
+    info: &mut [Vec<Option<Fetched>>; 2],
     strings: &mut Interner,
-    fetched: &mut Vec<(usize, Arc<str>, AgentInfo)>,
     outcome: &mut CycleOutcome,
 ) {
-    let slot = api_slot(api_of(batch.call));
     outcome.batches += 1;
-    outcome.mark_finished(&batch.numbers, batch.finished);
+    outcome.mark_finished(batch.call, &batch.slots, batch.finished);
+    let api = api_slot(api_of(batch.call));
     match batch.result {
         Ok(mut reply) => {
-            for key in batch.keys {
-                let info = reply.agents.remove(&*key).unwrap_or_default();
-                fetched.push((slot, key, AgentInfo::new(&info, strings)));
+            for (&slot, key) in batch.slots.iter().zip(&batch.keys) {
+                let got = reply.agents.remove(&**key).unwrap_or_default();
+                info[api][slot as usize] = Some((AgentInfo::new(&got, strings), now));
             }
         }
         Err(err) => outcome.errors.push((batch.call, err)),

@@ -1,0 +1,144 @@
+//! What the poller remembers of each agent of one API between cycles: the
+//! agents of the current host lists in dense tables, found by query key.
+//!
+//! Owns the slot of each key, the last status observation and the last info
+//! of each agent, and forgetting agents that no group lists any more. It never
+//! talks to GSE and never builds snapshots: the poller does both.
+//!
+//! A slot costs a 4-byte entry in the index plus one element in each table,
+//! where a map per kind of knowledge cost a bucket of a key and a value in
+//! each (about 230 bytes an agent at a million agents).
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
+
+use crate::state::{AgentInfo, Observation};
+
+/// Info and when it was fetched.
+pub type Fetched = (AgentInfo, SystemTime);
+
+/// Dense tables of what is known per agent of one API.
+#[derive(Debug, Default)]
+pub(super) struct Memory {
+    /// Slot numbers, hashed by their key.
+    index: HashTable<u32>,
+    /// The query key of each slot (the host entry's string, shared).
+    keys: Vec<Arc<str>>,
+    /// The last answer of the status call per slot; `None` until GSE answered.
+    pub observed: Vec<Option<Observation>>,
+    /// The last info per slot; `None` until fetched.
+    pub info: Vec<Option<Fetched>>,
+}
+
+fn hash(key: &str) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+impl Memory {
+    /// Agents remembered.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The query key of a slot.
+    pub fn key(&self, slot: u32) -> &Arc<str> {
+        &self.keys[slot as usize]
+    }
+
+    /// The slot of a key, if it has one.
+    #[cfg(test)]
+    pub fn find(&self, key: &str) -> Option<u32> {
+        let keys = &self.keys;
+        self.index
+            .find(hash(key), |&slot| *keys[slot as usize] == *key)
+            .copied()
+    }
+
+    /// The slot of a key, given a new empty one when the key is new.
+    pub fn slot(&mut self, key: &Arc<str>) -> u32 {
+        let Memory {
+            index,
+            keys,
+            observed,
+            info,
+            ..
+        } = self;
+        let entry = index.entry(
+            hash(key),
+            |&slot| *keys[slot as usize] == **key,
+            |&slot| hash(&keys[slot as usize]),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => *found.get(),
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let slot = u32::try_from(keys.len()).expect("fewer than 2^32 agents");
+                vacant.insert(slot);
+                keys.push(key.clone());
+                observed.push(None);
+                info.push(None);
+                slot
+            }
+        }
+    }
+
+    /// Keeps the slots marked in `keep` (one flag per slot) and forgets the
+    /// rest; returns each old slot's new number (`None` for a forgotten one).
+    pub fn retain(&mut self, keep: &[bool]) -> Vec<Option<u32>> {
+        let mut renumbered = Vec::with_capacity(keep.len());
+        let mut next = 0u32;
+        for &kept in keep {
+            renumbered.push(kept.then(|| {
+                next += 1;
+                next - 1
+            }));
+        }
+        let mut flags = keep.iter();
+        self.keys.retain(|_| *flags.next().unwrap_or(&false));
+        let mut flags = keep.iter();
+        self.observed.retain(|_| *flags.next().unwrap_or(&false));
+        let mut flags = keep.iter();
+        self.info.retain(|_| *flags.next().unwrap_or(&false));
+        self.rebuild_index();
+        renumbered
+    }
+
+    fn rebuild_index(&mut self) {
+        let keys = &self.keys;
+        self.index = HashTable::with_capacity(keys.len());
+        for (slot, key) in keys.iter().enumerate() {
+            self.index
+                .insert_unique(hash(key), slot as u32, |&s| hash(&keys[s as usize]));
+        }
+        self.keys.shrink_to_fit();
+        self.observed.shrink_to_fit();
+        self.info.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_stable_until_forgotten_and_renumbered_in_order() {
+        let mut memory = Memory::default();
+        let keys: Vec<Arc<str>> = ["a", "b", "c", "d"].map(Arc::from).to_vec();
+        let slots: Vec<u32> = keys.iter().map(|k| memory.slot(k)).collect();
+        assert_eq!(slots, [0, 1, 2, 3]);
+        assert_eq!(memory.slot(&keys[2]), 2);
+        assert_eq!(memory.find("d"), Some(3));
+        assert_eq!(memory.find("e"), None);
+
+        let renumbered = memory.retain(&[true, false, true, false]);
+        assert_eq!(renumbered, [Some(0), None, Some(1), None]);
+        assert_eq!(memory.len(), 2);
+        assert_eq!(&**memory.key(1), "c");
+        assert_eq!(memory.find("c"), Some(1));
+        assert_eq!(memory.find("b"), None);
+        assert_eq!(memory.slot(&Arc::from("e")), 2);
+    }
+}
