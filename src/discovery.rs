@@ -223,10 +223,12 @@ impl Discovery {
                     tracing::warn!(file = %path.display(), problem = %problem, "skipping a bad line of a hosts file");
                 }
                 tracing::info!(file = %path.display(), hosts = hosts.len(), "hosts file read");
-                let entries = hosts
+                let mut entries: Vec<HostEntry> = hosts
                     .iter()
                     .filter_map(|h| HostEntry::new(h, api, blank.clone()))
                     .collect();
+                // Kept until the file changes: no room to spare.
+                entries.shrink_to_fit();
                 Arc::new(entries)
             }
             Err(err) => {
@@ -368,10 +370,11 @@ fn build_hosts(
             Err(reason) => *skipped.entry(reason).or_insert(0) += 1,
         }
     }
-    let hosts = dedupe(entries)
+    let mut hosts: Vec<HostEntry> = dedupe(entries)
         .into_iter()
         .filter(|e| owns(sharding, &e.key))
         .collect();
+    hosts.shrink_to_fit();
     (Arc::new(hosts), skipped)
 }
 

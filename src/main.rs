@@ -28,7 +28,23 @@ fn release_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
+/// mimalloc's `mi_option_purge_delay` (the same in its v2 and v3 headers).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Purges freed pages at once instead of 10 ms later: a cycle's buffers are
+/// freed on the runtime's worker threads, whose heaps see no later allocation
+/// until the next cycle, so a delayed purge never came and their pages stayed
+/// resident between cycles (about 20 MiB at 100k agents). `MIMALLOC_PURGE_DELAY`
+/// in the environment still wins.
+fn purge_freed_pages_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's integer options; no pointers involved.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+    }
+}
+
 fn main() -> ExitCode {
+    purge_freed_pages_at_once();
     let cli = Cli::parse();
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

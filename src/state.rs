@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,6 +89,40 @@ impl Interner {
     }
 }
 
+/// A wall-clock time to the millisecond in 8 bytes (a `SystemTime` takes 16),
+/// for what is kept per agent. Times before 1970 read as 1970.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(NonZeroU64);
+
+impl Stamp {
+    /// The stamp of a time.
+    pub fn new(time: SystemTime) -> Stamp {
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 1));
+        Stamp(NonZeroU64::MIN.saturating_add(millis))
+    }
+
+    /// The time it stands for.
+    pub fn time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0.get() - 1)
+    }
+}
+
+/// An optional float in 8 bytes: NaN stands for none (JSON has no NaN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OptF64(f64);
+
+impl OptF64 {
+    fn new(value: Option<f64>) -> OptF64 {
+        OptF64(value.filter(|v| !v.is_nan()).unwrap_or(f64::NAN))
+    }
+
+    fn get(self) -> Option<f64> {
+        (!self.0.is_nan()).then_some(self.0)
+    }
+}
+
 /// The host address GSE's info call reported; an IPv4 address is kept
 /// without an allocation of its own.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -98,7 +133,7 @@ pub enum HostIp {
     /// An IPv4 address.
     V4(Ipv4Addr),
     /// Anything else GSE sent, as sent.
-    Text(Arc<str>),
+    Text(Arc<String>),
 }
 
 impl HostIp {
@@ -107,7 +142,7 @@ impl HostIp {
             None | Some("") => HostIp::Unknown,
             Some(text) => match text.parse() {
                 Ok(v4) => HostIp::V4(v4),
-                Err(_) => HostIp::Text(Arc::from(text)),
+                Err(_) => HostIp::Text(Arc::new(text.to_string())),
             },
         }
     }
@@ -117,55 +152,81 @@ impl HostIp {
         match self {
             HostIp::Unknown => None,
             HostIp::V4(ip) => Some(Arc::from(ip.to_string())),
-            HostIp::Text(text) => Some(text.clone()),
+            HostIp::Text(text) => Some(Arc::from(text.as_str())),
         }
     }
 }
 
-/// What GSE's info call last said of an agent, with shared strings.
+/// What GSE's info call last said of an agent, and when: shared strings and
+/// no optional wider than it must be, as a million of them are kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentInfo {
-    /// Agent version, cleaned ("" when unknown).
-    pub version: Arc<str>,
-    /// Upstream proxy or server ("" when unknown).
-    pub parent_ip: Arc<str>,
-    /// Host IP as GSE knows it.
-    pub host_ip: HostIp,
-    /// Cloud area as GSE knows it.
-    pub bk_cloud_id: Option<i64>,
-    /// Last report from the agent, unix seconds.
-    pub report_time: Option<f64>,
+    version: Arc<str>,
+    parent_ip: Arc<str>,
+    host_ip: HostIp,
+    /// `i64::MIN` when GSE did not say.
+    bk_cloud_id: i64,
+    report_time: OptF64,
+    fetched: Stamp,
 }
 
 impl AgentInfo {
-    /// The compact form of a decoded info.
-    pub fn new(info: &Info, strings: &mut Interner) -> AgentInfo {
+    /// The compact form of a decoded info fetched at `fetched`.
+    pub fn new(info: &Info, fetched: SystemTime, strings: &mut Interner) -> AgentInfo {
         AgentInfo {
             version: strings.intern(&info.version),
             parent_ip: strings.intern(&info.parent_ip),
             host_ip: HostIp::new(info.host_ip.as_deref()),
-            bk_cloud_id: info.bk_cloud_id,
-            report_time: info.report_time,
+            bk_cloud_id: info.bk_cloud_id.unwrap_or(i64::MIN),
+            report_time: OptF64::new(info.report_time),
+            fetched: Stamp::new(fetched),
         }
+    }
+
+    /// Agent version, cleaned ("" when unknown).
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// Upstream proxy or server ("" when unknown).
+    pub fn parent_ip(&self) -> &Arc<str> {
+        &self.parent_ip
+    }
+
+    /// Host IP as GSE knows it.
+    pub fn host_ip(&self) -> &HostIp {
+        &self.host_ip
+    }
+
+    /// Cloud area as GSE knows it.
+    pub fn bk_cloud_id(&self) -> Option<i64> {
+        (self.bk_cloud_id != i64::MIN).then_some(self.bk_cloud_id)
+    }
+
+    /// Last report from the agent, unix seconds.
+    pub fn report_time(&self) -> Option<f64> {
+        self.report_time.get()
+    }
+
+    /// When this info was fetched.
+    pub fn fetched(&self) -> SystemTime {
+        self.fetched.time()
     }
 }
 
 /// What GSE's status call last said of an agent, as the poller remembers it
-/// between cycles; joined with the agent's info it becomes an [`AgentRecord`].
+/// between cycles (56 bytes); joined with the agent's info it becomes an
+/// [`AgentRecord`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
-    /// Online, offline or not found.
-    pub state: AgentState,
-    /// GSE 2.0 status code, or -2 when not found; `None` for a known v1 agent.
-    pub status_code: Option<i64>,
+    state: AgentState,
+    has_status_code: bool,
+    status_code: i64,
     /// The version the status call carried (GSE 2.0), when not empty.
-    pub version: Option<Arc<str>>,
-    /// Last report from the agent, unix seconds, when the status call said.
-    pub report_time: Option<f64>,
-    /// When GSE answered.
-    pub observed_at: SystemTime,
-    /// When the agent was last seen alive.
-    pub last_seen_alive: Option<SystemTime>,
+    version: Option<Arc<str>>,
+    report_time: OptF64,
+    observed_at: Stamp,
+    last_seen_alive: Option<Stamp>,
 }
 
 impl Observation {
@@ -176,13 +237,16 @@ impl Observation {
         now: SystemTime,
         strings: &mut Interner,
     ) -> Observation {
+        let observed_at = Stamp::new(now);
+        let last_seen_alive = last_seen_alive.map(Stamp::new);
         let Some(status) = status else {
             return Observation {
                 state: AgentState::NotFound,
-                status_code: Some(STATUS_NOT_FOUND),
+                has_status_code: true,
+                status_code: STATUS_NOT_FOUND,
                 version: None,
-                report_time: None,
-                observed_at: now,
+                report_time: OptF64::new(None),
+                observed_at,
                 last_seen_alive,
             };
         };
@@ -192,25 +256,38 @@ impl Observation {
             } else {
                 AgentState::Offline
             },
-            status_code: status.status_code,
+            has_status_code: status.status_code.is_some(),
+            status_code: status.status_code.unwrap_or_default(),
             version: status
                 .version
                 .as_deref()
                 .filter(|v| !v.is_empty())
                 .map(|v| strings.intern(v)),
-            report_time: status.report_time,
-            observed_at: now,
+            report_time: OptF64::new(status.report_time),
+            observed_at,
             last_seen_alive: if status.alive {
-                Some(now)
+                Some(observed_at)
             } else {
                 last_seen_alive
             },
         }
     }
 
+    /// Online, offline or not found.
+    pub fn state(&self) -> AgentState {
+        self.state
+    }
+
+    /// When the agent was last seen alive.
+    pub fn last_seen_alive(&self) -> Option<SystemTime> {
+        self.last_seen_alive.map(Stamp::time)
+    }
+
     /// Whether this observation is too old to report (its batch kept failing).
     pub fn is_stale(&self, now: SystemTime, stale_after: Duration) -> bool {
-        now.duration_since(self.observed_at).unwrap_or_default() > stale_after
+        now.duration_since(self.observed_at.time())
+            .unwrap_or_default()
+            > stale_after
     }
 
     /// The version to count and export: the status call's, else the info's.
@@ -227,12 +304,15 @@ impl Observation {
     pub fn record(&self, info: Option<&AgentInfo>, strings: &Interner) -> AgentRecord {
         let found = self.state != AgentState::NotFound;
         let info = info.filter(|_| found);
-        let since_alive = self
-            .last_seen_alive
-            .map(|seen| seconds_between(seen, self.observed_at));
-        let report_time = self.report_time.or(info.and_then(|i| i.report_time));
-        let heartbeat_age = match report_time.filter(|_| found) {
-            Some(reported) => Some((unix_seconds(self.observed_at) - reported).max(0.0)),
+        let observed_at = self.observed_at.time();
+        let last_seen_alive = self.last_seen_alive();
+        let since_alive = last_seen_alive.map(|seen| seconds_between(seen, observed_at));
+        let report_time = self
+            .report_time
+            .get()
+            .or(info.and_then(AgentInfo::report_time));
+        let heartbeat_age = match report_time {
+            Some(reported) => Some((unix_seconds(observed_at) - reported).max(0.0)),
             None => since_alive,
         };
         let version = match (&self.version, info) {
@@ -242,12 +322,12 @@ impl Observation {
         };
         AgentRecord {
             state: self.state,
-            status_code: self.status_code,
+            status_code: self.has_status_code.then_some(self.status_code),
             version,
             parent_ip: info.map_or_else(|| strings.empty(), |i| i.parent_ip.clone()),
             heartbeat_age,
-            observed_at: self.observed_at,
-            last_seen_alive: self.last_seen_alive,
+            observed_at,
+            last_seen_alive,
         }
     }
 }
@@ -328,7 +408,7 @@ impl AgentRow {
         record: AgentRecord,
         strings: &mut Interner,
     ) -> AgentRow {
-        let cloud = entry.bk_cloud_id.or(info.and_then(|i| i.bk_cloud_id));
+        let cloud = entry.bk_cloud_id.or(info.and_then(AgentInfo::bk_cloud_id));
         let bk_cloud_id = match cloud {
             Some(cloud) => strings.intern(itoa::Buffer::new().format(cloud)),
             None => strings.empty(),
@@ -451,6 +531,44 @@ pub struct Snapshot {
 mod tests {
     use super::*;
 
+    #[test]
+    fn stamps_keep_milliseconds_and_clamp_before_1970() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
+        assert_eq!(Stamp::new(t).time(), t);
+        assert_eq!(Stamp::new(t + Duration::from_micros(999)).time(), t);
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(Stamp::new(before).time(), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn info_keeps_what_gse_said_and_nothing_it_did_not() {
+        let mut strings = Interner::default();
+        let now = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let full = Info {
+            version: "2.1.5".into(),
+            parent_ip: "10.0.0.1".into(),
+            host_ip: Some("10.0.0.7".into()),
+            bk_cloud_id: Some(-3),
+            report_time: Some(1_763_999_990.5),
+        };
+        let info = AgentInfo::new(&full, now, &mut strings);
+        assert_eq!(&**info.version(), "2.1.5");
+        assert_eq!(info.host_ip().text().as_deref(), Some("10.0.0.7"));
+        assert_eq!(info.bk_cloud_id(), Some(-3));
+        assert_eq!(info.report_time(), Some(1_763_999_990.5));
+        assert_eq!(info.fetched(), now);
+        let odd = Info {
+            host_ip: Some("fe80::1".into()),
+            ..Info::default()
+        };
+        let info = AgentInfo::new(&odd, now, &mut strings);
+        assert_eq!(info.host_ip().text().as_deref(), Some("fe80::1"));
+        assert_eq!(info.bk_cloud_id(), None);
+        assert_eq!(info.report_time(), None);
+        let blank = AgentInfo::new(&Info::default(), now, &mut strings);
+        assert_eq!(blank.host_ip().text(), None);
+    }
+
     fn status(alive: bool, code: Option<i64>) -> Status {
         Status {
             alive,
@@ -504,7 +622,8 @@ mod tests {
 
     #[test]
     fn records_go_stale_after_the_limit() {
-        let t0 = SystemTime::now();
+        // Kept to the millisecond.
+        let t0 = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
         let rec = AgentRecord::observe(
             Some(&status(true, None)),
             None,

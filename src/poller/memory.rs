@@ -11,15 +11,11 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
 use crate::state::{AgentInfo, Observation};
-
-/// Info and when it was fetched.
-pub type Fetched = (AgentInfo, SystemTime);
 
 /// Dense tables of what is known per agent of one API.
 #[derive(Debug, Default)]
@@ -31,7 +27,7 @@ pub(super) struct Memory {
     /// The last answer of the status call per slot; `None` until GSE answered.
     pub observed: Vec<Option<Observation>>,
     /// The last info per slot; `None` until fetched.
-    pub info: Vec<Option<Fetched>>,
+    pub info: Vec<Option<AgentInfo>>,
 }
 
 fn hash(key: &str) -> u64 {
@@ -113,6 +109,14 @@ impl Memory {
             self.index
                 .insert_unique(hash(key), slot as u32, |&s| hash(&keys[s as usize]));
         }
+        self.shrink();
+    }
+
+    /// Gives back the room the tables grew into beyond their length (they
+    /// grow by doubling, which at a million agents is a lot of room).
+    pub fn shrink(&mut self) {
+        let keys = &self.keys;
+        self.index.shrink_to_fit(|&slot| hash(&keys[slot as usize]));
         self.keys.shrink_to_fit();
         self.observed.shrink_to_fit();
         self.info.shrink_to_fit();
@@ -140,5 +144,13 @@ mod tests {
         assert_eq!(memory.find("c"), Some(1));
         assert_eq!(memory.find("b"), None);
         assert_eq!(memory.slot(&Arc::from("e")), 2);
+    }
+
+    #[test]
+    fn what_is_kept_per_agent_stays_small() {
+        // A million agents keep one of each: every byte here is a megabyte.
+        assert!(size_of::<Option<Observation>>() <= 56);
+        assert!(size_of::<Option<AgentInfo>>() <= 72);
+        assert!(size_of::<u32>() + size_of::<Arc<str>>() <= 20);
     }
 }

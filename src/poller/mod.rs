@@ -28,7 +28,7 @@ use crate::state::{
     AgentInfo, AgentRow, AgentState, GroupSnapshot, Interner, Observation, Snapshot, StateCounts,
     count_state, unix_seconds,
 };
-use memory::{Fetched, Memory};
+use memory::Memory;
 
 /// Share of the interval a cycle may use before unfinished batches count as failed.
 const CYCLE_BUDGET: f64 = 0.9;
@@ -246,6 +246,7 @@ impl Poller {
         for api in APIS {
             let listed = &listed[api_slot(api)];
             if listed.iter().all(|&l| l) {
+                self.memory[api_slot(api)].shrink();
                 continue;
             }
             let renumbered = self.memory[api_slot(api)].retain(listed);
@@ -341,7 +342,7 @@ impl Poller {
         let info = &self.memory[api_slot(api)].info;
         (0..info.len() as u32)
             .filter(|&slot| match &info[slot as usize] {
-                Some((_, fetched)) => now.duration_since(*fetched).unwrap_or_default() >= every,
+                Some(info) => now.duration_since(info.fetched()).unwrap_or_default() >= every,
                 None => true,
             })
             .collect()
@@ -462,11 +463,11 @@ impl Poller {
                 counts.add(AgentState::Unknown);
                 continue;
             };
-            let info = memory.info[slot].as_ref().map(|(info, _)| info);
+            let info = memory.info[slot].as_ref();
             count_state(
                 &mut counts,
                 &mut versions,
-                observed.state,
+                observed.state(),
                 observed.version(info),
             );
             // Groups without per-agent series keep only their counts, which
@@ -542,7 +543,7 @@ fn absorb_status(
             for (&slot, key) in batch.slots.iter().zip(&batch.keys) {
                 let status = reply.agents.remove(&**key);
                 let last = &mut observed[api][slot as usize];
-                let alive = last.as_ref().and_then(|o| o.last_seen_alive);
+                let alive = last.as_ref().and_then(Observation::last_seen_alive);
                 *last = Some(Observation::new(status.as_ref(), alive, now, strings));
             }
         }
@@ -560,7 +561,7 @@ fn absorb_status(
 fn absorb_info(
     batch: Done<Info>,
     now: SystemTime,
-    info: &mut [Vec<Option<Fetched>>; 2],
+    info: &mut [Vec<Option<AgentInfo>>; 2],
     strings: &mut Interner,
     outcome: &mut CycleOutcome,
 ) {
@@ -571,7 +572,7 @@ fn absorb_info(
         Ok(mut reply) => {
             for (&slot, key) in batch.slots.iter().zip(&batch.keys) {
                 let got = reply.agents.remove(&**key).unwrap_or_default();
-                info[api][slot as usize] = Some((AgentInfo::new(&got, strings), now));
+                info[api][slot as usize] = Some(AgentInfo::new(&got, now, strings));
             }
         }
         Err(err) => outcome.errors.push((batch.call, err)),
