@@ -148,12 +148,86 @@ impl HostIp {
     }
 
     /// The address as a label value, `None` when unknown.
-    pub fn text(&self) -> Option<Arc<str>> {
+    pub fn label(&self) -> Option<IpLabel> {
         match self {
             HostIp::Unknown => None,
-            HostIp::V4(ip) => Some(Arc::from(ip.to_string())),
-            HostIp::Text(text) => Some(Arc::from(text.as_str())),
+            HostIp::V4(ip) => Some(IpLabel::v4(*ip)),
+            HostIp::Text(text) => Some(IpLabel::from(text.as_str())),
         }
+    }
+}
+
+/// An `ip` label value: an IPv4 address written inline, so a row costs no
+/// allocation for it each cycle, or any other text, shared. Reads as `&str`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpLabel {
+    /// An IPv4 address: the first `len` bytes of `text`.
+    V4 {
+        /// Dotted quad, at most 15 bytes.
+        text: [u8; 15],
+        /// Bytes used.
+        len: u8,
+    },
+    /// Anything else ("" when unknown).
+    Text(Arc<str>),
+}
+
+impl IpLabel {
+    /// The dotted-quad label of an address.
+    pub fn v4(ip: Ipv4Addr) -> IpLabel {
+        let mut text = [0u8; 15];
+        let mut len = 0;
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                text[len] = b'.';
+                len += 1;
+            }
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(octet).as_bytes();
+            text[len..len + digits.len()].copy_from_slice(digits);
+            len += digits.len();
+        }
+        IpLabel::V4 {
+            text,
+            len: len as u8,
+        }
+    }
+}
+
+impl std::ops::Deref for IpLabel {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            IpLabel::V4 { text, len } => {
+                std::str::from_utf8(&text[..usize::from(*len).min(15)]).unwrap_or_default()
+            }
+            IpLabel::Text(text) => text,
+        }
+    }
+}
+
+impl AsRef<str> for IpLabel {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl From<&str> for IpLabel {
+    fn from(text: &str) -> IpLabel {
+        IpLabel::Text(Arc::from(text))
+    }
+}
+
+impl From<String> for IpLabel {
+    fn from(text: String) -> IpLabel {
+        IpLabel::Text(Arc::from(text))
+    }
+}
+
+impl From<Arc<str>> for IpLabel {
+    fn from(text: Arc<str>) -> IpLabel {
+        IpLabel::Text(text)
     }
 }
 
@@ -390,7 +464,7 @@ pub struct AgentRow {
     /// `bk_cloud_id` label ("" when unknown).
     pub bk_cloud_id: Arc<str>,
     /// `ip` label ("" when unknown).
-    pub ip: Arc<str>,
+    pub ip: IpLabel,
     /// `bk_agent_id` label ("" when unknown).
     pub bk_agent_id: Arc<str>,
     /// Values of the group's CMDB labels (`GroupSnapshot::host_label_names`).
@@ -414,10 +488,10 @@ impl AgentRow {
             None => strings.empty(),
         };
         let ip = match entry.ip {
-            Some(ip) => Arc::from(ip.to_string()),
+            Some(ip) => IpLabel::v4(ip),
             None => info
-                .and_then(|i| i.host_ip.text())
-                .unwrap_or_else(|| strings.empty()),
+                .and_then(|i| i.host_ip.label())
+                .unwrap_or_else(|| IpLabel::Text(strings.empty())),
         };
         AgentRow {
             bk_cloud_id,
@@ -541,6 +615,15 @@ mod tests {
     }
 
     #[test]
+    fn ip_labels_read_as_dotted_quads() {
+        for ip in ["0.0.0.0", "10.0.0.7", "255.255.255.255", "192.168.100.1"] {
+            let label = IpLabel::v4(ip.parse().unwrap());
+            assert_eq!(&*label, ip);
+        }
+        assert_eq!(&*IpLabel::from("fe80::1"), "fe80::1");
+    }
+
+    #[test]
     fn info_keeps_what_gse_said_and_nothing_it_did_not() {
         let mut strings = Interner::default();
         let now = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
@@ -553,7 +636,7 @@ mod tests {
         };
         let info = AgentInfo::new(&full, now, &mut strings);
         assert_eq!(&**info.version(), "2.1.5");
-        assert_eq!(info.host_ip().text().as_deref(), Some("10.0.0.7"));
+        assert_eq!(info.host_ip().label().as_deref(), Some("10.0.0.7"));
         assert_eq!(info.bk_cloud_id(), Some(-3));
         assert_eq!(info.report_time(), Some(1_763_999_990.5));
         assert_eq!(info.fetched(), now);
@@ -562,11 +645,11 @@ mod tests {
             ..Info::default()
         };
         let info = AgentInfo::new(&odd, now, &mut strings);
-        assert_eq!(info.host_ip().text().as_deref(), Some("fe80::1"));
+        assert_eq!(info.host_ip().label().as_deref(), Some("fe80::1"));
         assert_eq!(info.bk_cloud_id(), None);
         assert_eq!(info.report_time(), None);
         let blank = AgentInfo::new(&Info::default(), now, &mut strings);
-        assert_eq!(blank.host_ip().text(), None);
+        assert_eq!(blank.host_ip().label(), None);
     }
 
     fn status(alive: bool, code: Option<i64>) -> Status {
