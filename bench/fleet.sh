@@ -8,13 +8,15 @@
 #
 # For each size it starts `gse_exporter simulate` (GSE 2.0, 200 ms latency)
 # and the exporter (batch 1000, 20 requests/s, burst 10, 8 in flight), waits
-# for the first full cycle (state + info), then measures one status-only
-# cycle and prints one row:
+# for the first full cycle (state + info), then measures status-only
+# cycles and prints one row:
 #   cycle      seconds of that cycle (gse_exporter_poll_duration_seconds)
 #   bound      requests / rate: the fastest the rate limit allows
-#   cpu        exporter CPU-seconds (user+sys) over that cycle: decode, snapshot, render, gzip
-#   p50 / p99  /metrics latency (wrk: 1 connection for the median, 10 for p99),
-#              plain and gzip, next to nginx serving the same bytes as a static file
+#   cpu        exporter CPU-seconds (user+sys) over the next cycle, read from /proc
+#              with no request to the exporter meanwhile: decode, snapshot, render, gzip
+#   p50 / p99  /metrics latency (wrk: 1 connection for the median; 10 for the
+#              median and p99 under load), plain and gzip, next to nginx serving
+#              the same bytes as a static file
 #   body, gz   body sizes; rss, hwm: resident and peak memory of the exporter
 # Per-agent metrics are on up to 100k agents and off at 1M, unless the size
 # says (`N:on`, `N:off`); the default run adds 100k with them off.
@@ -72,11 +74,15 @@ wait_for() { # wait_for SECONDS COMMAND...: retry until it succeeds or time runs
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 landing_success() { curl -sf "http://$1/" | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum; }
 metric() { curl -sf "http://$1/metrics" | awk -v m="$2" '$1 ~ "^"m {v=$2} END {print v}'; }
-wrk_pct() { # wrk_pct URL CONNECTIONS PERCENTILE [HEADER]: latency in ms at that percentile
+wrk_pct() { # wrk_pct URL CONNECTIONS PERCENTILES [HEADER]: latency in ms at each percentile ("50 99")
   local header=()
   [[ -n "${4:-}" ]] && header=(-H "$4")
   wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"$wrk_time" --latency "${header[@]}" "$1" |
-    awk -v p="$3%" '$1 == p {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.2f", v}'
+    awk -v want="$3" 'BEGIN {n = split(want, w, " ")}
+      {for (i = 1; i <= n; i++) if ($1 == w[i] "%") {v = $2
+        if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000}
+        got[i] = sprintf("%.2f", v)}}
+      END {for (i = 1; i <= n; i++) printf "%s%s", (i > 1 ? " " : ""), got[i]}'
 }
 
 start_nginx() { # start_nginx DIR PORT: serves DIR/metrics (and metrics.gz with gzip_static)
@@ -97,8 +103,8 @@ EOF
   wait_for 10 curl -sf -o /dev/null "http://127.0.0.1:$2/metrics"
 }
 
-printf '%9s %8s %8s %7s | %9s %9s %9s %9s | %9s %9s %9s %9s | %8s %7s %8s %8s\n' \
-  agents cycle_s bound_s cpu_s p50_ms ngx_p50 p99_ms ngx_p99 gz_p50 ngxgz_p50 gz_p99 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
+printf '%10s %8s %8s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8s %7s %8s %8s\n' \
+  agents cycle_s bound_s cpu_s p50_ms ngx_p50 p50@10 p99@10 ngx_p99 gz_p50 ngxgz_p50 gz_p50@10 gz_p99@10 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
 for size in "${sizes[@]}"; do
   n=${size%%:*}
   per_agent=true; ((n >= 1000000)) && per_agent=false
@@ -136,8 +142,11 @@ EOF
   # Cycle 1 asked for state and info; measure the next, status-only, cycle.
   first=$(landing_success "$addr")
   wait_for $((interval * 2)) bash -c "[[ \"\$(curl -sf http://$addr/ | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum)\" != '$first' ]]"
-  ticks0=$(cpu_ticks "$exp_pid"); second=$(landing_success "$addr")
-  wait_for $((interval * 2)) bash -c "[[ \"\$(curl -sf http://$addr/ | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum)\" != '$second' ]]"
+  # CPU over one and a half intervals from just after cycle 2 ended: exactly
+  # cycle 3 (it ends about one interval later; cycle 4 starts half an interval
+  # after that), with no request to the exporter in the window.
+  ticks0=$(cpu_ticks "$exp_pid")
+  sleep $((interval * 3 / 2))
   ticks1=$(cpu_ticks "$exp_pid")
   cycle=$(metric "$addr" gse_exporter_poll_duration_seconds)
   cpu=$(awk -v a="$ticks0" -v b="$ticks1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}')
@@ -148,16 +157,17 @@ EOF
   start_nginx "$dir" "$ngx_port"
   exp_url="http://$addr/metrics"; ngx_url="http://127.0.0.1:$ngx_port/metrics"
   gz='Accept-Encoding: gzip'
+  # shellcheck disable=SC2046 # "p50 p99" splits into two columns on purpose
   row=(
     "$(wrk_pct "$exp_url" 1 50)" "$(wrk_pct "$ngx_url" 1 50)"
-    "$(wrk_pct "$exp_url" 10 99)" "$(wrk_pct "$ngx_url" 10 99)"
+    $(wrk_pct "$exp_url" 10 "50 99") "$(wrk_pct "$ngx_url" 10 99)"
     "$(wrk_pct "$exp_url" 1 50 "$gz")" "$(wrk_pct "$ngx_url" 1 50 "$gz")"
-    "$(wrk_pct "$exp_url" 10 99 "$gz")" "$(wrk_pct "$ngx_url" 10 99 "$gz")"
+    $(wrk_pct "$exp_url" 10 "50 99" "$gz") "$(wrk_pct "$ngx_url" 10 99 "$gz")"
   )
   body=$(stat -c %s "$dir/www/metrics"); gzb=$(stat -c %s "$dir/www/metrics.gz")
   rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
-  printf '%9s %8.2f %8s %7s | %9s %9s %9s %9s | %9s %9s %9s %9s | %8.1f %7.1f %8s %8s\n' \
+  printf '%10s %8.2f %8s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8.1f %7.1f %8s %8s\n' \
     "$size" "$cycle" "$bound" "$cpu" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
     "$(awk -v b="$gzb" 'BEGIN{print b/1e6}')" "$rss" "$hwm"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
