@@ -81,6 +81,14 @@ impl Memory {
         }
     }
 
+    /// Gives the tables their length back after a cycle that had taken one
+    /// out was dropped half-way (what that table held is forgotten); a no-op
+    /// otherwise.
+    pub fn restore_tables(&mut self) {
+        self.observed.resize(self.keys.len(), None);
+        self.info.resize(self.keys.len(), None);
+    }
+
     /// Keeps the slots marked in `keep` (one flag per slot) and forgets the
     /// rest; returns each old slot's new number (`None` for a forgotten one).
     pub fn retain(&mut self, keep: &[bool]) -> Vec<Option<u32>> {
@@ -144,6 +152,17 @@ mod tests {
         assert_eq!(memory.find("c"), Some(1));
         assert_eq!(memory.find("b"), None);
         assert_eq!(memory.slot(&Arc::from("e")), 2);
+    }
+
+    #[test]
+    fn tables_taken_by_a_dropped_cycle_get_their_length_back() {
+        let mut memory = Memory::default();
+        memory.slot(&Arc::from("a"));
+        memory.slot(&Arc::from("b"));
+        drop(std::mem::take(&mut memory.observed));
+        memory.restore_tables();
+        assert_eq!(memory.observed.len(), 2);
+        assert_eq!(memory.info.len(), 2);
     }
 
     #[test]

@@ -187,6 +187,7 @@ impl Poller {
         let deadline = started + self.config.interval.mul_f64(CYCLE_BUDGET);
         let config = self.config.clone();
         let groups = self.discovery.resolve(&config, &self.telemetry).await;
+        self.memory.iter_mut().for_each(Memory::restore_tables);
         self.update_plan(&config.groups, &groups);
         let mut outcome = CycleOutcome::new(&self.memory);
         self.ask_status(deadline, &mut outcome).await;
