@@ -135,12 +135,16 @@ impl CycleOutcome {
         }
     }
 
-    fn mark_finished(&mut self, call: Call, slots: &[u32], finished: Duration) {
-        let times = &mut self.finished[api_slot(api_of(call))];
-        for &slot in slots {
-            let time = &mut times[slot as usize];
-            *time = (*time).max(finished);
+    /// Counts a finished batch, marks when its slots were done, and returns
+    /// its API's table index.
+    fn count<T>(&mut self, batch: &Done<T>) -> usize {
+        let api = api_slot(api_of(batch.call));
+        self.batches += 1;
+        for &slot in &batch.slots {
+            let time = &mut self.finished[api][slot as usize];
+            *time = (*time).max(batch.finished);
         }
+        api
     }
 }
 
@@ -535,9 +539,7 @@ fn absorb_status(
     strings: &mut Interner,
     outcome: &mut CycleOutcome,
 ) {
-    outcome.batches += 1;
-    outcome.mark_finished(batch.call, &batch.slots, batch.finished);
-    let api = api_slot(api_of(batch.call));
+    let api = outcome.count(&batch);
     match batch.result {
         Ok(mut reply) => {
             let now = SystemTime::now();
@@ -566,9 +568,7 @@ fn absorb_info(
     strings: &mut Interner,
     outcome: &mut CycleOutcome,
 ) {
-    outcome.batches += 1;
-    outcome.mark_finished(batch.call, &batch.slots, batch.finished);
-    let api = api_slot(api_of(batch.call));
+    let api = outcome.count(&batch);
     match batch.result {
         Ok(mut reply) => {
             for (&slot, key) in batch.slots.iter().zip(&batch.keys) {
