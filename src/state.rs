@@ -364,14 +364,19 @@ impl Observation {
             > stale_after
     }
 
-    /// The version to count and export: the status call's, else the info's.
-    pub fn version<'a>(&'a self, info: Option<&'a AgentInfo>) -> &'a str {
+    /// The version to count and export: the status call's, else the info's
+    /// (none for an agent GSE does not know).
+    fn shared_version<'a>(&'a self, info: Option<&'a AgentInfo>) -> Option<&'a Arc<str>> {
         match (self.state, &self.version, info) {
-            (AgentState::NotFound, _, _) => "",
-            (_, Some(version), _) => version,
-            (_, None, Some(info)) => &info.version,
-            (_, None, None) => "",
+            (AgentState::NotFound, _, _) => None,
+            (_, Some(version), _) => Some(version),
+            (_, None, info) => info.map(|info| &info.version),
         }
+    }
+
+    /// The version to count and export ("" when unknown).
+    pub fn version<'a>(&'a self, info: Option<&'a AgentInfo>) -> &'a str {
+        self.shared_version(info).map_or("", |v| v)
     }
 
     /// The full record, with what info adds (version, parent, heartbeat).
@@ -389,11 +394,9 @@ impl Observation {
             Some(reported) => Some((unix_seconds(observed_at) - reported).max(0.0)),
             None => since_alive,
         };
-        let version = match (&self.version, info) {
-            (Some(version), _) if found => version.clone(),
-            (_, Some(info)) => info.version.clone(),
-            _ => strings.empty(),
-        };
+        let version = self
+            .shared_version(info)
+            .map_or_else(|| strings.empty(), Arc::clone);
         AgentRecord {
             state: self.state,
             status_code: self.has_status_code.then_some(self.status_code),
@@ -436,11 +439,6 @@ impl AgentRecord {
     ) -> AgentRecord {
         let last_seen_alive = previous.and_then(|p| p.last_seen_alive);
         Observation::new(status, last_seen_alive, now, strings).record(info, strings)
-    }
-
-    /// Whether this record is too old to report (its batch kept failing).
-    pub fn is_stale(&self, now: SystemTime, stale_after: Duration) -> bool {
-        now.duration_since(self.observed_at).unwrap_or_default() > stale_after
     }
 }
 
@@ -707,9 +705,8 @@ mod tests {
     fn records_go_stale_after_the_limit() {
         // Kept to the millisecond.
         let t0 = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
-        let rec = AgentRecord::observe(
+        let rec = Observation::new(
             Some(&status(true, None)),
-            None,
             None,
             t0,
             &mut Interner::default(),

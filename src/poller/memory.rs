@@ -100,12 +100,9 @@ impl Memory {
                 next - 1
             }));
         }
-        let mut flags = keep.iter();
-        self.keys.retain(|_| *flags.next().unwrap_or(&false));
-        let mut flags = keep.iter();
-        self.observed.retain(|_| *flags.next().unwrap_or(&false));
-        let mut flags = keep.iter();
-        self.info.retain(|_| *flags.next().unwrap_or(&false));
+        retain_marked(&mut self.keys, keep);
+        retain_marked(&mut self.observed, keep);
+        retain_marked(&mut self.info, keep);
         self.rebuild_index();
         renumbered
     }
@@ -129,6 +126,12 @@ impl Memory {
         self.observed.shrink_to_fit();
         self.info.shrink_to_fit();
     }
+}
+
+/// Keeps the elements whose flag in `keep` is set (unflagged ones go).
+fn retain_marked<T>(table: &mut Vec<T>, keep: &[bool]) {
+    let mut flags = keep.iter();
+    table.retain(|_| flags.next().copied().unwrap_or(false));
 }
 
 #[cfg(test)]
