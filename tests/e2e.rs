@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::stack::*;
 use common::*;
 use gse_exporter::app::Exporter;
-use gse_exporter::sim::{AgentTruth, Faults, RunningSim, SimOptions};
+use gse_sim::{AgentTruth, Faults, RunningSim, SimOptions};
 use serde_json::Value as Json;
 
 /// The test fleet: three groups of `PER_GROUP` agents, one on GSE 1.x.

@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use gse_exporter::sim::SimOptions;
+use gse_sim::SimOptions;
 
-async fn polled_exporter() -> (gse_exporter::sim::RunningSim, gse_exporter::app::Exporter) {
+async fn polled_exporter() -> (gse_sim::RunningSim, gse_exporter::app::Exporter) {
     let sim = start_sim(SimOptions {
         agents: 400,
         junk_version_share: 0.1,

@@ -38,7 +38,7 @@ use common::*;
 use gse_exporter::app::Exporter;
 use gse_exporter::gse::GseError;
 use gse_exporter::gse::decode::{self, clean_version};
-use gse_exporter::sim::{self, AgentTruth, BodyFault, Faults, RateLimit, RunningSim, SimOptions};
+use gse_sim::{self as sim, AgentTruth, BodyFault, Faults, RateLimit, RunningSim, SimOptions};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const AGENTS: usize = 60;

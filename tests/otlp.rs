@@ -18,7 +18,7 @@ use axum::routing::post;
 use common::*;
 use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::{Config, parse_raw};
-use gse_exporter::sim::{AgentTruth, RunningSim, SimOptions};
+use gse_sim::{AgentTruth, RunningSim, SimOptions};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };

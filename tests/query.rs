@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::*;
-use gse_exporter::sim::{AgentTruth, RunningSim, SimOptions};
+use gse_sim::{AgentTruth, RunningSim, SimOptions};
 
 /// A simulator and a config file with two groups: `web` (v2, the first 40
 /// agents) and `db` (v1, the next 20, without per-agent series).

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use common::binary::Binary;
 use common::*;
-use gse_exporter::sim::{Faults, SimOptions};
+use gse_sim::{Faults, SimOptions};
 
 const CANARY: &str = "canary-7f3a9c2e-secret";
 
-fn config_text(sim: &gse_exporter::sim::RunningSim, interval: &str) -> String {
+fn config_text(sim: &gse_sim::RunningSim, interval: &str) -> String {
     let truth = sim.truth();
     let hosts: Vec<String> = truth
         .iter()

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::tls::TestPki;
 use common::*;
 use gse_exporter::app::{Exporter, ExporterOptions};
-use gse_exporter::sim::{RunningSim, SimOptions};
+use gse_sim::{RunningSim, SimOptions};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

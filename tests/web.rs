@@ -12,8 +12,8 @@ use common::tls::TestCa;
 use common::*;
 use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::server::Limits;
-use gse_exporter::sim::{RunningSim, SimOptions};
 use gse_exporter::web_config::WebAccess;
+use gse_sim::{RunningSim, SimOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

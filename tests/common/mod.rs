@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::Config;
-use gse_exporter::sim::{self, AgentTruth, RunningSim, SimOptions};
+use gse_sim::{self as sim, AgentTruth, RunningSim, SimOptions};
 
 pub mod binary;
 pub mod stack;

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use gse_exporter::sim::SimTls;
+use gse_sim::SimTls;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
