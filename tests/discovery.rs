@@ -2,12 +2,10 @@
 //! hosts counted by reason, last good list kept through CMDB outages, and a
 //! listing that halves a group held back once.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gse_sim::{BizSpec, CmdbHost, Faults, SimOptions};
 
 /// The `by_agent` key a CMDB host gets in a GSE 2.0 group, or None when it

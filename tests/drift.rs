@@ -5,13 +5,11 @@
 //! documented, and `gse_exporter::metrics::TABLE` and docs/metrics.md must
 //! agree on names, types and labels.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::stack::*;
-use common::*;
+use crate::common::stack::*;
+use crate::common::*;
 use gse_exporter::metrics::{Kind, TABLE};
 use gse_sim::{Faults, SimOptions};
 use serde_json::Value as Json;

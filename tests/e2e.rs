@@ -9,13 +9,11 @@
 //! holding any unexpected alert, and Alertmanager holds exactly the expected
 //! alerts (anything it could still notify would be among them).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::stack::*;
-use common::*;
+use crate::common::stack::*;
+use crate::common::*;
 use gse_exporter::app::Exporter;
 use gse_sim::{AgentTruth, Faults, RunningSim, SimOptions};
 use serde_json::Value as Json;

@@ -2,12 +2,10 @@
 //! truth after one cycle, pacing under the rate limit, outages, and scrapes
 //! that never wait on a poll.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use gse_exporter::gse::decode::clean_version;
 use gse_sim::{self as sim, AgentTruth, Api, Faults, Outcome, SimOptions};
 

@@ -1,13 +1,11 @@
 //! The `/metrics` body itself: it passes `promtool check metrics`, negotiates
 //! OpenMetrics and gzip, and serves the same content in every encoding.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gse_sim::SimOptions;
 
 async fn polled_exporter() -> (gse_sim::RunningSim, gse_exporter::app::Exporter) {

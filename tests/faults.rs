@@ -28,13 +28,11 @@
 //! Not failures: 1011003 (`none_found`), junk versions. Duplicate keys are
 //! tested on the decoder, as the simulator cannot produce them.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gse_exporter::app::Exporter;
 use gse_exporter::gse::GseError;
 use gse_exporter::gse::decode::{self, clean_version};

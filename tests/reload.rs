@@ -1,13 +1,11 @@
 //! Host lists that change under a running exporter: hosts files, reloads by
 //! SIGHUP and `POST /-/reload` (good and broken), hosts shared by groups.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::binary::Binary;
-use common::*;
+use crate::common::binary::Binary;
+use crate::common::*;
 use gse_exporter::app::ExporterOptions;
 use gse_sim::{AgentTruth, Api, SimOptions};
 

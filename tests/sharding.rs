@@ -1,12 +1,10 @@
 //! Three shards against one simulator export every agent exactly once, and
 //! their per-group counts add up to the fleet's.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::Sharding;
 use gse_sim::SimOptions;

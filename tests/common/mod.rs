@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests: a simulator, an exporter polling
 //! it, scraping, a small exposition parser, and waiting with deadlines.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
