@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::common::stack::*;
 use crate::common::*;
-use gse_exporter::app::Exporter;
+use gse_exporter::run::Exporter;
 use gse_sim::{AgentTruth, Faults, RunningSim, SimOptions};
 use serde_json::Value as Json;
 

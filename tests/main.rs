@@ -17,6 +17,7 @@ mod exporter;
 mod exposition;
 mod faults;
 mod fuzz;
+mod layers;
 mod otlp;
 mod query;
 mod reload;
