@@ -270,6 +270,18 @@ fn docs_names(docs: &str) -> BTreeSet<String> {
 struct DocRow {
     kind: String,
     labels: BTreeSet<String>,
+    /// The OTLP column: `pushed` or `no`.
+    otlp: String,
+}
+
+/// The families docs/metrics.md says an OTLP push carries.
+pub(crate) fn docs_pushed() -> BTreeSet<String> {
+    let docs = read(&repo_root().join("docs/metrics.md"));
+    docs_table(&docs)
+        .into_iter()
+        .filter(|(_, row)| row.otlp == "pushed")
+        .map(|(name, _)| name)
+        .collect()
 }
 
 fn backticked(text: &str) -> Vec<String> {
@@ -343,7 +355,8 @@ fn docs_table(docs: &str) -> BTreeMap<String, DocRow> {
             labels.extend(common_labels.iter().cloned());
             labels.extend(backticked(cell("extra labels")));
         }
-        let previous = rows.insert(name.clone(), DocRow { kind, labels });
+        let otlp = cell("OTLP").to_string();
+        let previous = rows.insert(name.clone(), DocRow { kind, labels, otlp });
         assert!(previous.is_none(), "{name} is documented twice");
     }
     rows
@@ -386,7 +399,14 @@ fn table_and_docs_agree() {
                 let want = DocRow {
                     kind: kind_name(def.kind).into(),
                     labels,
+                    otlp: row.otlp.clone(),
                 };
+                if !["pushed", "no"].contains(&row.otlp.as_str()) {
+                    problems.push(format!(
+                        "{}: its OTLP column says {:?}, not pushed or no",
+                        def.name, row.otlp
+                    ));
+                }
                 if *row != want {
                     problems.push(format!(
                         "{}: docs say {row:?}, TABLE says {want:?}",
