@@ -18,6 +18,7 @@ mod exporter;
 mod exposition;
 mod faults;
 mod fuzz;
+mod heartbeat;
 mod layers;
 mod otlp;
 mod query;

@@ -224,6 +224,39 @@ impl Observation {
         self.state
     }
 
+    /// Whether GSE's answer changed the agent's state or status code since
+    /// `earlier`.
+    pub(crate) fn changed_since(&self, earlier: &Observation) -> bool {
+        (self.state, self.has_status_code, self.status_code)
+            != (earlier.state, earlier.has_status_code, earlier.status_code)
+    }
+
+    /// Whether the agent's heartbeat comes from its info and that info should
+    /// be asked again this cycle: its state just `changed` (a returning agent
+    /// shows its new report time at once, a leaving one its last), or it is
+    /// online and its info was fetched `refresh` ago or more. GSE 2.0 keeps
+    /// `report_time` in `list_agent_info`; when the status call carries one
+    /// (some GSE builds) or the info has none (GSE 1.x), asking again would
+    /// tell nothing new.
+    pub(crate) fn wants_report_time(
+        &self,
+        info: &AgentInfo,
+        changed: bool,
+        now: SystemTime,
+        refresh: Duration,
+    ) -> bool {
+        if self.report_time.get().is_some() || info.report_time().is_none() {
+            return false;
+        }
+        let fetched_ago = now.duration_since(info.fetched()).unwrap_or_default();
+        match self.state {
+            AgentState::NotFound | AgentState::Unknown => false,
+            _ if changed => true,
+            AgentState::Online => fetched_ago >= refresh,
+            AgentState::Offline => false,
+        }
+    }
+
     /// When the agent was last seen alive.
     pub(crate) fn last_seen_alive(&self) -> Option<SystemTime> {
         self.last_seen_alive.map(Stamp::time)
@@ -257,15 +290,17 @@ impl Observation {
         let info = info.filter(|_| found);
         let observed_at = self.observed_at.time();
         let last_seen_alive = self.last_seen_alive();
-        let since_alive = last_seen_alive.map(|seen| seconds_between(seen, observed_at));
-        let report_time = self
-            .report_time
-            .get()
-            .or(info.and_then(AgentInfo::report_time));
-        let heartbeat_age = match report_time {
-            Some(reported) => Some((unix_seconds(observed_at) - reported).max(0.0)),
-            None => since_alive,
+        // The newest report time either call gave, else (GSE 1.x, or a GSE
+        // that reports none) when the exporter last saw the agent alive.
+        let report_time = match (
+            self.report_time.get(),
+            info.and_then(AgentInfo::report_time),
+        ) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         };
+        let heartbeat_at = report_time.or(last_seen_alive.map(unix_seconds));
+        let heartbeat_age = heartbeat_at.map(|at| (unix_seconds(observed_at) - at).max(0.0));
         let version = self
             .shared_version(info)
             .map_or_else(|| strings.empty(), Arc::clone);
@@ -274,18 +309,12 @@ impl Observation {
             status_code: self.has_status_code.then_some(self.status_code),
             version,
             parent_ip: info.map_or_else(|| strings.empty(), |i| i.parent_ip.clone()),
+            heartbeat_at,
             heartbeat_age,
             observed_at,
             last_seen_alive,
         }
     }
-}
-
-fn seconds_between(earlier: SystemTime, later: SystemTime) -> f64 {
-    later
-        .duration_since(earlier)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 impl AgentRow {
@@ -405,6 +434,7 @@ mod tests {
         );
         assert_eq!(offline.state, AgentState::Offline);
         assert_eq!(offline.heartbeat_age, Some(90.0));
+        assert_eq!(offline.heartbeat_at, Some(1_000_000.0), "last seen alive");
         assert_eq!(offline.status_code, None);
     }
 
@@ -424,6 +454,91 @@ mod tests {
         s.report_time = Some(1_999_970.0);
         let rec = AgentRecord::observe(Some(&s), None, None, now, &mut Interner::default());
         assert_eq!(rec.heartbeat_age, Some(30.0));
+    }
+
+    #[test]
+    fn the_newest_report_time_wins_and_the_timestamp_matches_the_age() {
+        let mut strings = Interner::default();
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000);
+        let info = Info {
+            report_time: Some(1_999_900.0),
+            ..Info::default()
+        };
+        let info = AgentInfo::new(&info, now, &mut strings);
+        let rec = AgentRecord::observe(
+            Some(&status(true, Some(2))),
+            Some(&info),
+            None,
+            now,
+            &mut strings,
+        );
+        assert_eq!(rec.heartbeat_at, Some(1_999_900.0));
+        assert_eq!(rec.heartbeat_age, Some(100.0));
+        let mut s = status(true, Some(2));
+        s.report_time = Some(1_999_990.0);
+        let rec = AgentRecord::observe(Some(&s), Some(&info), None, now, &mut strings);
+        assert_eq!(rec.heartbeat_at, Some(1_999_990.0));
+        s.report_time = Some(1_999_000.0);
+        let rec = AgentRecord::observe(Some(&s), Some(&info), None, now, &mut strings);
+        assert_eq!(
+            rec.heartbeat_at,
+            Some(1_999_900.0),
+            "an older state report time loses"
+        );
+    }
+
+    #[test]
+    fn info_is_asked_again_for_a_heartbeat_only_when_it_can_tell_something_new() {
+        let mut strings = Interner::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(2_000_000);
+        let refresh = Duration::from_secs(90);
+        let with_report = Info {
+            report_time: Some(1_999_990.0),
+            ..Info::default()
+        };
+        let info = AgentInfo::new(&with_report, t0, &mut strings);
+        let observe = |status: Option<&Status>, strings: &mut Interner| {
+            Observation::new(status, None, t0, strings)
+        };
+        let online = observe(Some(&status(true, Some(2))), &mut strings);
+        let offline = observe(Some(&status(false, Some(3))), &mut strings);
+        let missing = observe(None, &mut strings);
+        let one_cycle = t0 + Duration::from_secs(60);
+        let two_cycles = t0 + Duration::from_secs(120);
+        // Online: every other cycle (fetched 90 s ago or more), or at once on a change.
+        assert!(!online.wants_report_time(&info, false, one_cycle, refresh));
+        assert!(online.wants_report_time(&info, false, two_cycles, refresh));
+        assert!(online.wants_report_time(&info, true, one_cycle, refresh));
+        // Offline: only when it just went offline (its last report time).
+        assert!(!offline.wants_report_time(&info, false, two_cycles, refresh));
+        assert!(offline.wants_report_time(&info, true, one_cycle, refresh));
+        // Not found: nothing to learn.
+        assert!(!missing.wants_report_time(&info, true, two_cycles, refresh));
+        // The status call carries report_time (some GSE builds): no need.
+        let mut s = status(true, Some(2));
+        s.report_time = Some(1_999_999.0);
+        let carried = observe(Some(&s), &mut strings);
+        assert!(!carried.wants_report_time(&info, true, two_cycles, refresh));
+        // The info has none (GSE 1.x): asking again tells nothing.
+        let v1_info = AgentInfo::new(&Info::default(), t0, &mut strings);
+        let v1 = observe(Some(&status(true, None)), &mut strings);
+        assert!(!v1.wants_report_time(&v1_info, true, two_cycles, refresh));
+    }
+
+    #[test]
+    fn a_change_is_a_new_state_or_status_code() {
+        let mut strings = Interner::default();
+        let now = SystemTime::now();
+        let mut observe =
+            |status: Option<&Status>| Observation::new(status, None, now, &mut strings);
+        let running = observe(Some(&status(true, Some(2))));
+        let lossy = observe(Some(&status(false, Some(3))));
+        let stopping = observe(Some(&status(false, Some(6))));
+        let missing = observe(None);
+        assert!(!running.changed_since(&running.clone()));
+        assert!(lossy.changed_since(&running));
+        assert!(stopping.changed_since(&lossy));
+        assert!(missing.changed_since(&lossy));
     }
 
     #[test]
