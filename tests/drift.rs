@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::common::stack::*;
 use crate::common::*;
+use gse_exporter::config::{ConfigError, parse_raw};
 use gse_exporter::expose::table::{Kind, TABLE};
 use gse_sim::{Faults, SimOptions};
 use serde_json::Value as Json;
@@ -560,4 +561,118 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     exporter.shutdown().await;
     sim.shutdown().await;
+}
+
+// ------------------------------------------------------------ config keys
+
+/// A key no configuration block has: the parser rejects it and names every
+/// key the block expects.
+const PROBE: &str = "zz_not_a_key";
+
+/// One step from the top of the configuration file to a block.
+#[derive(Clone)]
+enum Step {
+    Key(String),
+    Item,
+}
+
+/// The keys of the block at `path`, as the parser lists them when the block
+/// holds only [`PROBE`]; `None` when the value at `path` is not a block of
+/// keys (a plain value, a list of them, or a map of free names).
+fn block_keys(path: &[Step]) -> Option<Vec<String>> {
+    let mut yaml = format!("{{{PROBE}: 1}}");
+    for step in path.iter().rev() {
+        yaml = match step {
+            Step::Key(key) => format!("{{{key}: {yaml}}}"),
+            Step::Item => format!("[{yaml}]"),
+        };
+    }
+    // The message reads `<where>: unknown field `<probe>`, expected one of
+    // `a`, `b` at line 1 column 8` (or `expected `a``).
+    let Err(ConfigError::Parse { path, message }) = parse_raw(&yaml) else {
+        return None;
+    };
+    let unknown = format!("unknown field `{PROBE}`, ");
+    let at = message.find(&unknown).filter(|_| path.ends_with(PROBE))?;
+    Some(backticked(&message[at + unknown.len()..]))
+}
+
+/// Every key the parser accepts, as `gse.rate_limit.burst` or `groups.name`
+/// (a list's items add no step), split into leaves and blocks.
+fn parser_keys() -> (BTreeSet<String>, BTreeSet<String>) {
+    fn walk(path: &mut Vec<Step>, leaves: &mut BTreeSet<String>, blocks: &mut BTreeSet<String>) {
+        let keys = block_keys(path).expect("the path is a block");
+        for key in keys {
+            path.push(Step::Key(key));
+            let name = path
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Key(k) => Some(k.as_str()),
+                    Step::Item => None,
+                })
+                .collect::<Vec<_>>()
+                .join(".");
+            if block_keys(path).is_some() {
+                blocks.insert(name);
+                walk(path, leaves, blocks);
+            } else {
+                path.push(Step::Item);
+                if block_keys(path).is_some() {
+                    blocks.insert(name);
+                    walk(path, leaves, blocks);
+                } else {
+                    leaves.insert(name);
+                }
+                path.pop();
+            }
+            path.pop();
+        }
+    }
+    let (mut leaves, mut blocks) = (BTreeSet::new(), BTreeSet::new());
+    walk(&mut Vec::new(), &mut leaves, &mut blocks);
+    (leaves, blocks)
+}
+
+/// The keys of the "Keys" table of docs/configuration.md (first column,
+/// every backticked key; `groups[].name` read as `groups.name`).
+fn documented_keys() -> BTreeSet<String> {
+    let docs = read(&repo_root().join("docs/configuration.md"));
+    let table = docs
+        .split("\n## Keys\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/configuration.md has a Keys section");
+    table
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|l| backticked(l.split('|').nth(1).unwrap_or("")))
+        .map(|key| key.replace("[]", ""))
+        .collect()
+}
+
+#[test]
+fn configuration_keys_table_lists_every_key_the_parser_accepts() {
+    let (leaves, blocks) = parser_keys();
+    for key in [
+        "interval",
+        "gse.rate_limit.burst",
+        "groups.cmdb.labels",
+        "cmdb.timeout",
+    ] {
+        assert!(leaves.contains(key), "the walk finds {key}: {leaves:?}");
+    }
+    assert!(
+        blocks.contains("groups") && blocks.contains("cmdb.tls"),
+        "{blocks:?}"
+    );
+    let documented = documented_keys();
+    let missing: Vec<&String> = leaves.difference(&documented).collect();
+    let unknown: Vec<&String> = documented
+        .iter()
+        .filter(|k| !leaves.contains(*k) && !blocks.contains(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/configuration.md's Keys table lacks {missing:?} and lists keys the parser rejects: {unknown:?}"
+    );
 }
