@@ -300,8 +300,8 @@ impl Poller {
     }
 
     /// Asks for the info of agents whose info is missing or older than
-    /// `info_interval`, and of those whose heartbeat it carries and is due
-    /// ([`Observation::wants_report_time`]).
+    /// `info_interval`, and of those whose state changed or whose heartbeat
+    /// it carries and is due ([`Observation::wants_info`]).
     async fn ask_info(&mut self, deadline: Instant, now: SystemTime, outcome: &mut CycleOutcome) {
         let batches: Vec<Batch> = APIS
             .into_iter()
@@ -366,7 +366,7 @@ impl Poller {
                 .filter(|_| !outcome.failed[api][slot]);
             now.duration_since(info.fetched()).unwrap_or_default() >= every
                 || answered.is_some_and(|observed| {
-                    observed.wants_report_time(info, outcome.changed[api][slot], now, refresh)
+                    observed.wants_info(info, outcome.changed[api][slot], now, refresh)
                 })
         };
         (0..memory.len() as u32)

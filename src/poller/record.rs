@@ -231,28 +231,27 @@ impl Observation {
             != (earlier.state, earlier.has_status_code, earlier.status_code)
     }
 
-    /// Whether the agent's heartbeat comes from its info and that info should
-    /// be asked again this cycle: its state just `changed` (a returning agent
-    /// shows its new report time at once, a leaving one its last), or it is
-    /// online and its info was fetched `refresh` ago or more. GSE 2.0 keeps
-    /// `report_time` in `list_agent_info`; when the status call carries one
-    /// (some GSE builds) or the info has none (GSE 1.x), asking again would
-    /// tell nothing new.
-    pub(crate) fn wants_report_time(
+    /// Whether the agent's info should be asked again this cycle, before
+    /// `info_interval` is up: its state or status code just `changed` (an
+    /// agent that comes back shows its new report time at once, one that
+    /// leaves its last, one GSE just learned of its version and parent), or
+    /// it is online, its heartbeat comes from its info, and that info was
+    /// fetched `refresh` ago or more. GSE 2.0 keeps `report_time` in
+    /// `list_agent_info`; when the status call carries one (some GSE builds)
+    /// or the info has none (GSE 1.x), asking again tells nothing new.
+    pub(crate) fn wants_info(
         &self,
         info: &AgentInfo,
         changed: bool,
         now: SystemTime,
         refresh: Duration,
     ) -> bool {
-        if self.report_time.get().is_some() || info.report_time().is_none() {
-            return false;
-        }
+        let heartbeat_from_info = self.report_time.get().is_none() && info.report_time().is_some();
         let fetched_ago = now.duration_since(info.fetched()).unwrap_or_default();
         match self.state {
             AgentState::NotFound | AgentState::Unknown => false,
             _ if changed => true,
-            AgentState::Online => fetched_ago >= refresh,
+            AgentState::Online => heartbeat_from_info && fetched_ago >= refresh,
             AgentState::Offline => false,
         }
     }
@@ -488,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn info_is_asked_again_for_a_heartbeat_only_when_it_can_tell_something_new() {
+    fn info_is_asked_again_on_a_change_and_for_a_heartbeat_it_carries() {
         let mut strings = Interner::default();
         let t0 = UNIX_EPOCH + Duration::from_secs(2_000_000);
         let refresh = Duration::from_secs(90);
@@ -506,23 +505,30 @@ mod tests {
         let one_cycle = t0 + Duration::from_secs(60);
         let two_cycles = t0 + Duration::from_secs(120);
         // Online: every other cycle (fetched 90 s ago or more), or at once on a change.
-        assert!(!online.wants_report_time(&info, false, one_cycle, refresh));
-        assert!(online.wants_report_time(&info, false, two_cycles, refresh));
-        assert!(online.wants_report_time(&info, true, one_cycle, refresh));
+        assert!(!online.wants_info(&info, false, one_cycle, refresh));
+        assert!(online.wants_info(&info, false, two_cycles, refresh));
+        assert!(online.wants_info(&info, true, one_cycle, refresh));
         // Offline: only when it just went offline (its last report time).
-        assert!(!offline.wants_report_time(&info, false, two_cycles, refresh));
-        assert!(offline.wants_report_time(&info, true, one_cycle, refresh));
+        assert!(!offline.wants_info(&info, false, two_cycles, refresh));
+        assert!(offline.wants_info(&info, true, one_cycle, refresh));
         // Not found: nothing to learn.
-        assert!(!missing.wants_report_time(&info, true, two_cycles, refresh));
-        // The status call carries report_time (some GSE builds): no need.
+        assert!(!missing.wants_info(&info, true, two_cycles, refresh));
+        // The status call carries report_time (some GSE builds), or the info
+        // has none (GSE 1.x, or GSE did not know the agent when asked): only
+        // a change asks again.
         let mut s = status(true, Some(2));
         s.report_time = Some(1_999_999.0);
         let carried = observe(Some(&s), &mut strings);
-        assert!(!carried.wants_report_time(&info, true, two_cycles, refresh));
-        // The info has none (GSE 1.x): asking again tells nothing.
-        let v1_info = AgentInfo::new(&Info::default(), t0, &mut strings);
+        assert!(!carried.wants_info(&info, false, two_cycles, refresh));
+        assert!(carried.wants_info(&info, true, one_cycle, refresh));
+        let bare = AgentInfo::new(&Info::default(), t0, &mut strings);
         let v1 = observe(Some(&status(true, None)), &mut strings);
-        assert!(!v1.wants_report_time(&v1_info, true, two_cycles, refresh));
+        assert!(!v1.wants_info(&bare, false, two_cycles, refresh));
+        assert!(v1.wants_info(&bare, true, one_cycle, refresh));
+        assert!(
+            online.wants_info(&bare, true, one_cycle, refresh),
+            "GSE just learned of it"
+        );
     }
 
     #[test]
