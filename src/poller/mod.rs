@@ -118,24 +118,28 @@ struct Done<T> {
     slots: Vec<u32>,
     keys: Vec<Arc<str>>,
     result: Result<Reply<T>, GseError>,
-    finished: Duration,
+    finished: Instant,
 }
 
 /// What one cycle learned besides the answers, by API and slot.
 struct CycleOutcome {
+    /// When the cycle started.
+    started: Instant,
     /// The status batch failed: the agent keeps its last observation.
     failed: [Vec<bool>; 2],
     /// The status answer changed the agent's state or status code.
     changed: [Vec<bool>; 2],
-    /// When the last batch holding the slot finished.
+    /// When the last batch holding the slot finished, from the cycle's start
+    /// (status and info batches alike).
     finished: [Vec<Duration>; 2],
     errors: Vec<(Call, GseError)>,
     batches: usize,
 }
 
 impl CycleOutcome {
-    fn new(memory: &[Memory; 2]) -> CycleOutcome {
+    fn new(memory: &[Memory; 2], started: Instant) -> CycleOutcome {
         CycleOutcome {
+            started,
             failed: memory.each_ref().map(|m| vec![false; m.len()]),
             changed: memory.each_ref().map(|m| vec![false; m.len()]),
             finished: memory.each_ref().map(|m| vec![Duration::ZERO; m.len()]),
@@ -151,7 +155,7 @@ impl CycleOutcome {
         self.batches += 1;
         for &slot in &batch.slots {
             let time = &mut self.finished[api][slot as usize];
-            *time = (*time).max(batch.finished);
+            *time = (*time).max(batch.finished.duration_since(self.started));
         }
         api
     }
@@ -201,7 +205,7 @@ impl Poller {
         let groups = self.discovery.resolve(&config, &self.telemetry).await;
         self.memory.iter_mut().for_each(Memory::restore_tables);
         self.update_plan(&config.groups, &groups);
-        let mut outcome = CycleOutcome::new(&self.memory);
+        let mut outcome = CycleOutcome::new(&self.memory, started);
         self.ask_status(deadline, &mut outcome).await;
         let now = SystemTime::now();
         self.ask_info(deadline, now, &mut outcome).await;
@@ -383,7 +387,6 @@ impl Poller {
         T: Send + 'static,
         Self: Fetch<T>,
     {
-        let started = Instant::now();
         let progress = &self.progress;
         progress
             .planned
@@ -399,7 +402,7 @@ impl Poller {
                     slots: batch.slots,
                     keys: batch.keys,
                     result,
-                    finished: started.elapsed(),
+                    finished: Instant::now(),
                 }
             })
             .collect();
