@@ -9,15 +9,15 @@
 # For each size it starts `gse_exporter simulate` (GSE 2.0, 200 ms latency,
 # agents reporting every third of the interval, as 20 s is of the default
 # 60 s) and the exporter (batch 1000, 20 requests/s, burst 10, 8 in flight),
-# waits for the first full cycle (state + info), then measures cycles 2
-# (state only) and 3 (state, and info of the online agents for their
-# heartbeat, which the exporter re-reads every other cycle) and prints one row:
-#   req2, req3 GSE requests of cycles 2 and 3, as state+info
-#              (gse_exporter_api_requests_total)
-#   cycle      seconds of cycle 3 (gse_exporter_poll_duration_seconds)
+# waits for the first full cycle (state + info), then measures cycle 3
+# (state, and the info of the online agents for their heartbeat, which the
+# exporter re-reads every other cycle) and cycle 4 (state only), and prints
+# one row:
+#   req2, req3 GSE requests of cycles 2 and 3, as state+info (the simulator's count)
+#   cycle      seconds of cycle 3 (gse_exporter_poll_duration_seconds, from the landing page)
 #   bound      cycle 3's requests / rate: the fastest the rate limit allows
-#   cpu        exporter CPU-seconds (user+sys) over cycle 3, read from /proc
-#              with no request to the exporter meanwhile: decode, snapshot, render, gzip
+#   cpu3, cpu4 exporter CPU-seconds (user+sys) over cycles 3 and 4, read from /proc
+#              with no /metrics request meanwhile: decode, snapshot, render, gzip
 #   p50 / p99  /metrics latency (wrk: 1 connection for the median; 10 for the
 #              median and p99 under load), plain and gzip, next to nginx serving
 #              the same bytes as a static file
@@ -76,15 +76,15 @@ wait_for() { # wait_for SECONDS COMMAND...: retry until it succeeds or time runs
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-requests() { # requests ADDR API: GSE requests of one call so far
-  curl -sf "http://$1/metrics" | awk -v api="$2" '$1 ~ "^gse_exporter_api_requests_total\\{" && index($1, "api=\"" api "\"") {n += $2} END {print n + 0}'
+gse_requests() { # gse_requests SIM_PORT: "STATE INFO" requests the simulator has had
+  curl -sf "http://127.0.0.1:$1/sim/stats" |
+    python3 -c 'import json, sys; a = json.load(sys.stdin)["by_api"]; print(a.get("v2_state", 0), a.get("v2_info", 0))'
 }
 per_cycle() { # per_cycle "STATE INFO" "STATE INFO": the requests between two readings, as state+info
   local a=($1) b=($2); echo "$((b[0] - a[0]))+$((b[1] - a[1]))"
 }
-gse_requests() { echo "$(requests "$1" v2_list_agent_state) $(requests "$1" v2_list_agent_info)"; }
+poll_took() { curl -sf "http://$1/" | grep -o '<td>[0-9.]*s</td>' | head -1 | tr -dc '0-9.'; }
 landing_success() { curl -sf "http://$1/" | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum; }
-metric() { curl -sf "http://$1/metrics" | awk -v m="$2" '$1 ~ "^"m {v=$2} END {print v}'; }
 wrk_pct() { # wrk_pct URL CONNECTIONS PERCENTILES [HEADER]: latency in ms at each percentile ("50 99")
   local header=()
   [[ -n "${4:-}" ]] && header=(-H "$4")
@@ -114,8 +114,8 @@ EOF
   wait_for 10 curl -sf -o /dev/null "http://127.0.0.1:$2/metrics"
 }
 
-printf '%10s %9s %9s %8s %8s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8s %7s %8s %8s\n' \
-  agents req2 req3 cycle_s bound_s cpu_s p50_ms ngx_p50 p50@10 p99@10 ngx_p99 gz_p50 ngxgz_p50 gz_p50@10 gz_p99@10 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
+printf '%10s %9s %9s %8s %8s %7s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8s %7s %8s %8s\n' \
+  agents req2 req3 cycle_s bound_s cpu3_s cpu4_s p50_ms ngx_p50 p50@10 p99@10 ngx_p99 gz_p50 ngxgz_p50 gz_p50@10 gz_p99@10 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
 for size in "${sizes[@]}"; do
   n=${size%%:*}
   per_agent=true; ((n >= 1000000)) && per_agent=false
@@ -152,20 +152,24 @@ EOF
   wait_for $((interval * 3)) curl -sf "http://$addr/-/ready"
   # Cycle 1 asked for state and info; cycle 2 for state; cycle 3 for state
   # and, for the heartbeat, the info of the online agents.
-  after1=$(gse_requests "$addr")
+  after1=$(gse_requests "$sim_port")
   first=$(landing_success "$addr")
   wait_for $((interval * 2)) bash -c "[[ \"\$(curl -sf http://$addr/ | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum)\" != '$first' ]]"
-  after2=$(gse_requests "$addr")
+  after2=$(gse_requests "$sim_port")
   # CPU over one and a half intervals from just after cycle 2 ended: exactly
-  # cycle 3 (it ends well within one interval; cycle 4 starts half an
-  # interval after the window), with no request to the exporter in the window.
+  # cycle 3 (it ends well within the window; cycle 4 starts half an interval
+  # after it), then over one interval: exactly cycle 4. Only the small
+  # landing page and the simulator are asked in between.
   ticks0=$(cpu_ticks "$exp_pid")
   sleep $((interval * 3 / 2))
   ticks1=$(cpu_ticks "$exp_pid")
-  after3=$(gse_requests "$addr")
+  after3=$(gse_requests "$sim_port")
+  cycle=$(poll_took "$addr")
+  sleep "$interval"
+  ticks2=$(cpu_ticks "$exp_pid")
   req2=$(per_cycle "$after1" "$after2"); req3=$(per_cycle "$after2" "$after3")
-  cycle=$(metric "$addr" gse_exporter_poll_duration_seconds)
-  cpu=$(awk -v a="$ticks0" -v b="$ticks1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}')
+  cpu_s() { awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}'; }
+  cpu3=$(cpu_s "$ticks0" "$ticks1"); cpu4=$(cpu_s "$ticks1" "$ticks2")
   bound=$(awk -v r="$((req3))" -v q="$rate" 'BEGIN {printf "%.2f", r / q}')
 
   curl -sf -o "$dir/www/metrics" "http://$addr/metrics"
@@ -183,8 +187,8 @@ EOF
   body=$(stat -c %s "$dir/www/metrics"); gzb=$(stat -c %s "$dir/www/metrics.gz")
   rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
-  printf '%10s %9s %9s %8.2f %8s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8.1f %7.1f %8s %8s\n' \
-    "$size" "$req2" "$req3" "$cycle" "$bound" "$cpu" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
+  printf '%10s %9s %9s %8.2f %8s %7s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8.1f %7.1f %8s %8s\n' \
+    "$size" "$req2" "$req3" "$cycle" "$bound" "$cpu3" "$cpu4" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
     "$(awk -v b="$gzb" 'BEGIN{print b/1e6}')" "$rss" "$hwm"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
