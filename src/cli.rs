@@ -207,8 +207,13 @@ pub enum Command {
     Man {
         /// The subcommand whose page to print (default: the program's).
         subcommand: Option<String>,
-        /// Write every page into this directory instead.
-        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        /// Write every page into this directory instead (default: print one page to stdout).
+        #[arg(
+            long,
+            env = "GSE_EXPORTER_MAN_DIR",
+            value_name = "DIR",
+            conflicts_with = "subcommand"
+        )]
         dir: Option<PathBuf>,
     },
 }
