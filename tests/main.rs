@@ -20,6 +20,7 @@ mod faults;
 mod fuzz;
 mod layers;
 mod otlp;
+mod placement;
 mod query;
 mod reload;
 mod secrets;
