@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod exposition;
 pub mod gse;
 pub mod metrics;
+pub mod node;
 pub mod otlp;
 pub mod pacing;
 pub mod poller;
