@@ -402,6 +402,15 @@ async fn each_check_healthy_then_broken_each_way() {
     );
     has("gse_node_procinfo", &[("state", "ok")], 1.0);
     has("gse_node_agent_restarts_total", &[], 0.0);
+    // Every declared family has samples on a healthy host, and nothing else
+    // is exposed (tests/drift.rs relies on this for the rules and dashboards).
+    let exposed: std::collections::BTreeSet<&str> =
+        samples.iter().map(|s| s.name.as_str()).collect();
+    let declared: std::collections::BTreeSet<&str> = gse_exporter::node::metrics::TABLE
+        .iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(exposed, declared);
     assert!(value_of(&samples, "gse_node_agent_resident_memory_bytes", &[]).unwrap() > 1e6);
 
     // ---- IPC: a collector writes, the agent never reads: the queue fills.
