@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
-use crate::sim::{self, AgentTruth, RunningSim, SimOptions};
+use gse_sim::{self as sim, AgentTruth, RunningSim, SimOptions};
 
 /// Options of the demo fleet.
 #[derive(Debug, Clone)]

@@ -22,6 +22,5 @@ pub mod pacing;
 pub mod poller;
 pub mod query;
 pub mod server;
-pub mod sim;
 pub mod state;
 pub mod web_config;

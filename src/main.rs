@@ -12,7 +12,8 @@ use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::cli::{Cli, Command, LogFormat, QueryArgs, SimulateArgs};
 use gse_exporter::config::Config;
 use gse_exporter::server::parse_listen_address;
-use gse_exporter::{demo, node, query, sim};
+use gse_exporter::{demo, node, query};
+use gse_sim as sim;
 
 /// mimalloc returns freed memory to the system far better than glibc's
 /// per-thread arenas do with the large per-cycle buffers this exporter makes

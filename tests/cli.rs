@@ -1,14 +1,12 @@
 //! The binary as users run it: the README's demo command, `--config.check`
 //! on good and broken files, and graceful shutdown on SIGTERM.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gse_exporter"));

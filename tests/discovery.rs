@@ -2,13 +2,11 @@
 //! hosts counted by reason, last good list kept through CMDB outages, and a
 //! listing that halves a group held back once.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
-use gse_exporter::sim::{BizSpec, CmdbHost, Faults, SimOptions};
+use crate::common::*;
+use gse_sim::{BizSpec, CmdbHost, Faults, SimOptions};
 
 /// The `by_agent` key a CMDB host gets in a GSE 2.0 group, or None when it
 /// cannot be asked for (no IPv4 and no agent id).

@@ -9,15 +9,13 @@
 //! holding any unexpected alert, and Alertmanager holds exactly the expected
 //! alerts (anything it could still notify would be among them).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::stack::*;
-use common::*;
+use crate::common::stack::*;
+use crate::common::*;
 use gse_exporter::app::Exporter;
-use gse_exporter::sim::{AgentTruth, Faults, RunningSim, SimOptions};
+use gse_sim::{AgentTruth, Faults, RunningSim, SimOptions};
 use serde_json::Value as Json;
 
 /// The test fleet: three groups of `PER_GROUP` agents, one on GSE 1.x.

@@ -2,14 +2,12 @@
 //! truth after one cycle, pacing under the rate limit, outages, and scrapes
 //! that never wait on a poll.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use gse_exporter::gse::decode::clean_version;
-use gse_exporter::sim::{self, AgentTruth, Api, Faults, Outcome, SimOptions};
+use gse_sim::{self as sim, AgentTruth, Api, Faults, Outcome, SimOptions};
 
 const GROUPS: [(&str, i64, &str); 3] = [("web", 2, "v2"), ("legacy", 3, "v1"), ("batch", 5, "v2")];
 

@@ -1,16 +1,14 @@
 //! The `/metrics` body itself: it passes `promtool check metrics`, negotiates
 //! OpenMetrics and gzip, and serves the same content in every encoding.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use gse_exporter::sim::SimOptions;
+use crate::common::*;
+use gse_sim::SimOptions;
 
-async fn polled_exporter() -> (gse_exporter::sim::RunningSim, gse_exporter::app::Exporter) {
+async fn polled_exporter() -> (gse_sim::RunningSim, gse_exporter::app::Exporter) {
     let sim = start_sim(SimOptions {
         agents: 400,
         junk_version_share: 0.1,

@@ -28,17 +28,15 @@
 //! Not failures: 1011003 (`none_found`), junk versions. Duplicate keys are
 //! tested on the decoder, as the simulator cannot produce them.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gse_exporter::app::Exporter;
 use gse_exporter::gse::GseError;
 use gse_exporter::gse::decode::{self, clean_version};
-use gse_exporter::sim::{self, AgentTruth, BodyFault, Faults, RateLimit, RunningSim, SimOptions};
+use gse_sim::{self as sim, AgentTruth, BodyFault, Faults, RateLimit, RunningSim, SimOptions};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const AGENTS: usize = 60;

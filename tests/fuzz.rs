@@ -7,7 +7,7 @@
 //! The default run is quick (2,000 cases per property). A long pass:
 //!
 //! ```sh
-//! GSE_FUZZ_CASES=100000 cargo test --release --test fuzz
+//! GSE_FUZZ_CASES=100000 cargo test --release --test integration fuzz::
 //! ```
 
 use std::collections::BTreeSet;

@@ -8,8 +8,6 @@
 //! and the metric on `/metrics` of a running node mode. Every wait has a
 //! deadline; nothing sleeps a fixed time.
 
-mod common;
-
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -19,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::binary::Binary;
-use common::{Sample, parse, wait_until};
+use crate::common::binary::Binary;
+use crate::common::{Sample, parse, wait_until};
 use serde_json::Value as Json;
 
 const DEADLINE: Duration = Duration::from_secs(15);

@@ -4,21 +4,19 @@
 //! an agent going offline and an agent leaving the configuration, and a failing
 //! or hanging collector is counted without touching polling or scraping.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use common::*;
 use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::{Config, parse_raw};
-use gse_exporter::sim::{AgentTruth, RunningSim, SimOptions};
+use gse_sim::{AgentTruth, RunningSim, SimOptions};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };

@@ -2,15 +2,13 @@
 //! simulator, each output format parsed, each filter, one group, given hosts,
 //! and the exit codes 0 (all online), 1 (some not) and 2 (GSE unreachable).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::*;
-use gse_exporter::sim::{AgentTruth, RunningSim, SimOptions};
+use crate::common::*;
+use gse_sim::{AgentTruth, RunningSim, SimOptions};
 
 /// A simulator and a config file with two groups: `web` (v2, the first 40
 /// agents) and `db` (v1, the next 20, without per-agent series).

@@ -1,15 +1,13 @@
 //! Host lists that change under a running exporter: hosts files, reloads by
 //! SIGHUP and `POST /-/reload` (good and broken), hosts shared by groups.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::binary::Binary;
-use common::*;
+use crate::common::binary::Binary;
+use crate::common::*;
 use gse_exporter::app::ExporterOptions;
-use gse_exporter::sim::{AgentTruth, Api, SimOptions};
+use gse_sim::{AgentTruth, Api, SimOptions};
 
 fn lines(agents: &[AgentTruth]) -> String {
     agents
@@ -116,11 +114,7 @@ fn reload_status(all: &[Sample]) -> (Option<f64>, Option<f64>) {
     )
 }
 
-fn two_group_yaml(
-    sim: &gse_exporter::sim::RunningSim,
-    truth: &[AgentTruth],
-    second: bool,
-) -> String {
+fn two_group_yaml(sim: &gse_sim::RunningSim, truth: &[AgentTruth], second: bool) -> String {
     let mut specs = vec![GroupSpec {
         name: "stable",
         bk_biz_id: 2,
@@ -141,11 +135,7 @@ fn two_group_yaml(
 }
 
 /// A simulator of 20 agents and a config file polling 10 of them as "stable".
-async fn reload_fixture() -> (
-    gse_exporter::sim::RunningSim,
-    Vec<AgentTruth>,
-    tempfile::TempDir,
-) {
+async fn reload_fixture() -> (gse_sim::RunningSim, Vec<AgentTruth>, tempfile::TempDir) {
     let sim = start_sim(SimOptions {
         agents: 20,
         ..SimOptions::default()

@@ -3,17 +3,15 @@
 //! nor do the web configuration's password hashes, TLS key or the passwords
 //! clients send.
 
-mod common;
-
 use std::time::Duration;
 
-use common::binary::Binary;
-use common::*;
-use gse_exporter::sim::{Faults, SimOptions};
+use crate::common::binary::Binary;
+use crate::common::*;
+use gse_sim::{Faults, SimOptions};
 
 const CANARY: &str = "canary-7f3a9c2e-secret";
 
-fn config_text(sim: &gse_exporter::sim::RunningSim, interval: &str) -> String {
+fn config_text(sim: &gse_sim::RunningSim, interval: &str) -> String {
     let truth = sim.truth();
     let hosts: Vec<String> = truth
         .iter()
@@ -51,7 +49,7 @@ fn debug_output_and_config_check_never_show_the_secret() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let (_, printed) = common::binary::config_check(&path, None);
+        let (_, printed) = crate::common::binary::config_check(&path, None);
         assert!(
             !printed.contains(CANARY),
             "--config.check on {name} printed the secret:\n{printed}"
@@ -173,12 +171,12 @@ async fn web_passwords_hashes_and_keys_never_appear_in_anything_printed_or_serve
         ..SimOptions::default()
     })
     .await;
-    let ca = common::tls::TestCa::new("secrets");
+    let ca = crate::common::tls::TestCa::new("secrets");
     let server = ca.server(&["localhost"]);
     let hash = bcrypt::hash(GOOD, 4).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let web = dir.path().join("web.yml");
-    let key_body = common::tls::key_material(&server.key_pem);
+    let key_body = crate::common::tls::key_material(&server.key_pem);
     std::fs::write(
         &web,
         format!(
@@ -228,7 +226,7 @@ async fn web_passwords_hashes_and_keys_never_appear_in_anything_printed_or_serve
         .get(format!("https://localhost:{port}/"))
         .send()
         .await;
-    let (passed, checked) = common::binary::config_check(&config, Some(&web));
+    let (passed, checked) = crate::common::binary::config_check(&config, Some(&web));
     assert!(!passed, "a broken web config fails the check");
     let (_, logs, stdout) = binary.stop();
     assert!(logs.contains("level=debug"), "debug logging was on: {logs}");

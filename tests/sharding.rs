@@ -1,15 +1,13 @@
 //! Three shards against one simulator export every agent exactly once, and
 //! their per-group counts add up to the fleet's.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::Sharding;
-use gse_exporter::sim::SimOptions;
+use gse_sim::SimOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_export_the_fleet_exactly_once() {

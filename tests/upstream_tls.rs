@@ -4,17 +4,15 @@
 //! requires one, skips verification only when told to (and warns each time a
 //! configuration is applied), and never shows the private key.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::tls::TestPki;
-use common::*;
+use crate::common::tls::TestPki;
+use crate::common::*;
 use gse_exporter::app::{Exporter, ExporterOptions};
-use gse_exporter::sim::{RunningSim, SimOptions};
+use gse_sim::{RunningSim, SimOptions};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -230,7 +228,7 @@ async fn cmdb_discovery_trusts_its_own_ca_file() {
 }
 
 fn check_config(path: &Path) -> (bool, String) {
-    common::binary::config_check(path, None)
+    crate::common::binary::config_check(path, None)
 }
 
 /// The middle line of a PEM body: key material that must never be shown.

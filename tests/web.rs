@@ -3,17 +3,15 @@
 //! clients, and the server's limits (slow headers, open connections,
 //! concurrent scrapes, request bodies, methods).
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::tls::TestCa;
-use common::*;
+use crate::common::tls::TestCa;
+use crate::common::*;
 use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::server::Limits;
-use gse_exporter::sim::{RunningSim, SimOptions};
 use gse_exporter::web_config::WebAccess;
+use gse_sim::{RunningSim, SimOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -77,7 +75,7 @@ async fn serve(web_yaml: Option<&str>, limits: Limits, agents: usize) -> Served 
     }
 }
 
-fn tls_yaml(server: &common::tls::Pair, extra: &str) -> String {
+fn tls_yaml(server: &crate::common::tls::Pair, extra: &str) -> String {
     format!(
         "tls_server_config:\n  cert_file: {}\n  key_file: {}\n{extra}",
         server.cert_file.display(),

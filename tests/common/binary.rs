@@ -1,8 +1,6 @@
 //! The exporter binary as a child process: started with arguments and
 //! environment, its address taken from its "listening" log line, its stderr
 //! collected for the test to search, and killed when dropped.
-#![allow(dead_code)]
-
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -53,11 +51,6 @@ impl Binary {
     /// Everything written to stderr so far.
     pub fn logs(&self) -> String {
         self.logs.lock().expect("log buffer").clone()
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Sends a signal (`-TERM`, `-HUP`, …).

@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests: a simulator, an exporter polling
 //! it, scraping, a small exposition parser, and waiting with deadlines.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +8,7 @@ use std::time::Duration;
 
 use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::Config;
-use gse_exporter::sim::{self, AgentTruth, RunningSim, SimOptions};
+use gse_sim::{self as sim, AgentTruth, RunningSim, SimOptions};
 
 pub mod binary;
 pub mod stack;

@@ -349,11 +349,6 @@ impl Webhook {
         format!("http://{}", self.addr)
     }
 
-    /// Number of payloads received.
-    pub fn payloads(&self) -> usize {
-        self.received.lock().unwrap().len()
-    }
-
     /// Every alert of every payload so far, deduplicated by receiver,
     /// status and fingerprint (repeats and group re-sends collapse).
     pub fn notified(&self) -> BTreeSet<Notified> {

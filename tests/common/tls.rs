@@ -1,11 +1,9 @@
 //! Test certificates made at test time with rcgen: a CA and the server and
 //! client certificates it signs, written as PEM files into a temporary
 //! directory; reqwest clients that trust them; the simulator's TLS option.
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 
-use gse_exporter::sim::SimTls;
+use gse_sim::SimTls;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,

@@ -40,6 +40,7 @@
 //!   `bk_host_innerip(_v6)` match the whole value or any one address.
 //!   `page.sort` takes any known field, `-` for descending, ties by id.
 //!   `set_cond`/`module_cond` are rejected with 1199006.
+#![forbid(unsafe_code)]
 
 mod cmdb;
 mod cmdb_http;
