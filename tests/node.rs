@@ -58,12 +58,12 @@ while True:
 "#;
 
 /// A GSE home in a temporary directory (GSE 2.0 layout).
-struct FakeHome {
+pub(crate) struct FakeHome {
     dir: tempfile::TempDir,
 }
 
 impl FakeHome {
-    fn new() -> FakeHome {
+    pub(crate) fn new() -> FakeHome {
         // Short path: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
             .prefix("gse-node-")
@@ -128,6 +128,11 @@ impl FakeHome {
 
     /// Flags pointing `node` at this home, expecting `port` as the data port.
     fn args(&self, port: u16) -> Vec<String> {
+        self.args_for(port, "10.0.0.7", 3)
+    }
+
+    /// Like `args`, for the host `ip` in cloud area `cloud`.
+    pub(crate) fn args_for(&self, port: u16, ip: &str, cloud: i64) -> Vec<String> {
         vec![
             "node".into(),
             format!("--gse.home={}", self.path("gse").display()),
@@ -135,21 +140,21 @@ impl FakeHome {
             format!("--gse.data-dir={}", self.path("data").display()),
             format!("--ipc.path={}", self.ipc().display()),
             format!("--upstream.port=data:{port}"),
-            "--host.ip=10.0.0.7".into(),
-            "--host.cloud-id=3".into(),
+            format!("--host.ip={ip}"),
+            format!("--host.cloud-id={cloud}"),
         ]
     }
 }
 
 /// A child process killed on drop.
-struct Running(Child);
+pub(crate) struct Running(Child);
 
 impl Running {
     fn pid(&self) -> u32 {
         self.0.id()
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -163,7 +168,7 @@ impl Drop for Running {
 }
 
 /// Starts the fake agent and waits for its `ready` line.
-fn start_agent(home: &FakeHome, upstream: Option<SocketAddr>, accept: bool) -> Running {
+pub(crate) fn start_agent(home: &FakeHome, upstream: Option<SocketAddr>, accept: bool) -> Running {
     let mut command = Command::new(home.agent_binary());
     command
         .arg(home.path("fake_agent.py"))
@@ -194,7 +199,7 @@ fn start_agent(home: &FakeHome, upstream: Option<SocketAddr>, accept: bool) -> R
 }
 
 /// Starts a plugin (a copy of `sleep`) and writes its pid file.
-fn start_plugin(home: &FakeHome, name: &str) -> Running {
+pub(crate) fn start_plugin(home: &FakeHome, name: &str) -> Running {
     let child = Command::new(home.path(&format!("gse/plugins/bin/{name}")))
         .arg("3600")
         .stdin(Stdio::null())
@@ -209,13 +214,13 @@ fn start_plugin(home: &FakeHome, name: &str) -> Running {
 }
 
 /// A TCP listener standing in for the GSE data server; keeps what it accepts.
-struct DataServer {
-    addr: SocketAddr,
+pub(crate) struct DataServer {
+    pub(crate) addr: SocketAddr,
     accepted: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl DataServer {
-    fn start() -> DataServer {
+    pub(crate) fn start() -> DataServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(Mutex::new(Vec::new()));
