@@ -304,6 +304,7 @@ mod tests {
         ProcStat {
             pid,
             comm: AGENT_COMM.into(),
+            state: 'S',
             ppid,
             utime: 0,
             stime: 0,

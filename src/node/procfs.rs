@@ -31,6 +31,8 @@ pub(crate) struct ProcStat {
     pub pid: u32,
     /// `comm`: the first 15 bytes of the executable's file name.
     pub comm: String,
+    /// State letter (`R`, `S`, `Z` zombie, ...).
+    pub state: char,
     /// Parent process id.
     pub ppid: u32,
     /// User CPU time in clock ticks.
@@ -171,8 +173,8 @@ impl Procfs {
         (ticks, page)
     }
 
-    /// Every process visible now. Processes that exit while being read are
-    /// left out.
+    /// Every live process visible now. Processes that exit while being
+    /// read, and zombies, are left out.
     pub fn processes(&self) -> Result<Vec<ProcStat>, ProcError> {
         let entries = fs::read_dir(&self.root).map_err(|source| ProcError::List {
             path: self.root.clone(),
@@ -198,11 +200,12 @@ impl Procfs {
         Ok(out)
     }
 
-    /// One process, or `None` when it is gone or unreadable.
+    /// One live process, or `None` when it is gone, a zombie (exited, not
+    /// yet reaped by its parent) or unreadable.
     pub fn process(&self, pid: u32) -> Option<ProcStat> {
         let uid = fs::metadata(self.root.join(pid.to_string())).ok()?.uid();
         let text = read_bounded(&self.pid_path(pid, "stat")).ok()?;
-        parse_stat(&text, uid)
+        parse_stat(&text, uid).filter(|p| !matches!(p.state, 'Z' | 'X' | 'x'))
     }
 
     /// Whether other users' processes show up here. Root sees everything;
@@ -240,6 +243,7 @@ pub(crate) fn parse_stat(text: &str, uid: u32) -> Option<ProcStat> {
     Some(ProcStat {
         pid,
         comm,
+        state: fields.first()?.chars().next()?,
         ppid: u32::try_from(field(4)?).ok()?,
         utime: field(14)?,
         stime: field(15)?,
@@ -268,6 +272,7 @@ mod tests {
         let stat = parse_stat(line, 0).expect("parses");
         assert_eq!(stat.pid, 4242);
         assert_eq!(stat.comm, "gse agent) (x)");
+        assert_eq!(stat.state, 'S');
         assert_eq!(stat.ppid, 1);
         assert_eq!((stat.utime, stat.stime), (250, 75));
         assert_eq!(stat.starttime, 1234567);
