@@ -840,3 +840,130 @@ fn careless_flags_are_clear_errors() {
         );
     }
 }
+
+/// The `gse_exporter node` command lines of the `sh` blocks of a Markdown
+/// file, without the program name, a trailing comment or a pipe.
+fn documented_commands(file: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .expect("the documentation file");
+    let mut in_sh = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        let Some(rest) = line.trim().strip_prefix("gse_exporter node") else {
+            continue;
+        };
+        if !in_sh {
+            continue;
+        }
+        let mut args = vec!["node".to_string()];
+        args.extend(
+            rest.split_whitespace()
+                .take_while(|w| !w.starts_with('#') && *w != "|")
+                .map(str::to_string),
+        );
+        out.push(args);
+    }
+    out
+}
+
+/// The check names of a `--once` table.
+fn table_checks(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with("CHECK"))
+        .skip(1)
+        .filter_map(|l| l.split("  ").next())
+        .filter(|c| !c.is_empty() && !c.contains(' ') || c.starts_with("plugin "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_commands_run() {
+    let home = FakeHome::new();
+    let server = DataServer::start();
+    let _agent = start_agent(&home, Some(server.addr), true);
+    let _plugins = [
+        start_plugin(&home, "bkmonitorbeat"),
+        start_plugin(&home, "bkunifylogbeat"),
+    ];
+    let gse = home.path("gse").display().to_string();
+    let run_dir = home.path("run").display().to_string();
+    let data_dir = home.path("data").display().to_string();
+    let ipc = home.ipc().display().to_string();
+    let port = format!("data:{}", server.addr.port());
+    let textfile_dir = home.path("textfile");
+    std::fs::create_dir_all(&textfile_dir).unwrap();
+    let envs = [
+        ("GSE_NODE_HOME", gse.as_str()),
+        ("GSE_NODE_RUN_DIR", run_dir.as_str()),
+        ("GSE_NODE_DATA_DIR", data_dir.as_str()),
+        ("GSE_NODE_IPC_PATH", ipc.as_str()),
+        ("GSE_NODE_UPSTREAM_PORT", port.as_str()),
+        ("GSE_NODE_HOST_IP", "10.0.0.7"),
+    ];
+    let mut commands = documented_commands("README.md");
+    commands.extend(documented_commands("docs/node.md"));
+    assert!(commands.len() >= 6, "documented commands: {commands:?}");
+    for args in commands {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace(
+                    "/var/lib/node_exporter/textfile_collector",
+                    &textfile_dir.display().to_string(),
+                )
+            })
+            .collect();
+        if args.iter().any(|a| a == "--once") {
+            let out = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
+                .args(&args)
+                .envs(envs)
+                .output()
+                .expect("the binary runs");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{args:?} on a healthy host:\n{stdout}"
+            );
+            if args.iter().any(|a| a.contains("json")) {
+                let doc: Json = serde_json::from_str(&stdout).expect("JSON");
+                assert_eq!(doc["verdict"], "healthy");
+            } else {
+                assert!(stdout.ends_with("healthy\n"), "{stdout}");
+                // The sample in docs/node.md has the rows a real run has.
+                let doc = std::fs::read_to_string(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/node.md"),
+                )
+                .unwrap();
+                let sample = doc.split("```text\n").nth(1).expect("a sample table");
+                let sample = &sample[..sample.find("```").unwrap()];
+                assert_eq!(table_checks(sample), table_checks(&stdout));
+            }
+            continue;
+        }
+        // A daemon: the test's own listen address replaces the documented one.
+        let args: Vec<String> = args
+            .into_iter()
+            .filter(|a| !a.starts_with("--web.listen-address"))
+            .collect();
+        let node = Binary::start(&args, &envs).await;
+        wait_state(&node, "gse_node_agent_process", "running").await;
+        wait_state(&node, "gse_node_upstream", "connected").await;
+        if let Some(path) = args.iter().find_map(|a| a.strip_prefix("--textfile.path=")) {
+            let path = PathBuf::from(path);
+            wait_until("the textfile", DEADLINE, || {
+                let exists = path.exists();
+                async move { exists.then_some(()) }
+            })
+            .await;
+        }
+        let (status, _, _) = node.stop();
+        assert!(status.success(), "{args:?} stops cleanly: {status}");
+    }
+}
