@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use gse_exporter::exposition::Exposition;
-use gse_exporter::metrics::Telemetry;
-use gse_exporter::state::{AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot};
+use gse_exporter::expose::Exposition;
+use gse_exporter::snapshot::{AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot};
+use gse_exporter::telemetry::Telemetry;
 
 fn snapshot(agents: usize) -> Snapshot {
     let now = SystemTime::now();
@@ -96,7 +96,7 @@ fn main() {
             let started = Instant::now();
             let exposition = Exposition::new(snapshot.clone(), telemetry.clone());
             times.push(started.elapsed());
-            let body = exposition.body(gse_exporter::metrics::Format::Prometheus);
+            let body = exposition.body(gse_exporter::expose::Format::Prometheus);
             sizes = (body.plain_len(), body.gzip_len());
         }
         let m = median(times);

@@ -135,7 +135,7 @@ pub struct Cli {
 pub fn sharding(
     cli: &Cli,
     hostname: impl FnOnce() -> Option<String>,
-) -> Result<Option<crate::config::Sharding>, String> {
+) -> Result<Option<crate::model::Sharding>, String> {
     let Some(total) = cli.total_shards else {
         return Ok(None);
     };
@@ -155,7 +155,7 @@ pub fn sharding(
             "shard {shard} must be below --total-shards {total}"
         ));
     }
-    Ok(Some(crate::config::Sharding { shard, total }))
+    Ok(Some(crate::model::Sharding { shard, total }))
 }
 
 fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
@@ -167,22 +167,13 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The server limits named by the flags.
-pub fn limits(cli: &Cli) -> crate::server::Limits {
-    crate::server::Limits {
+pub fn limits(cli: &Cli) -> crate::http::Limits {
+    crate::http::Limits {
         read_timeout: cli.read_timeout,
         max_connections: cli.max_connections as usize,
         max_scrapes: cli.max_requests,
-        ..crate::server::Limits::default()
+        ..crate::http::Limits::default()
     }
-}
-
-/// This host's name: `$HOSTNAME`, else the kernel's.
-pub fn hostname() -> Option<String> {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
 }
 
 /// The trailing `-N` of a StatefulSet pod name.

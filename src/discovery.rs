@@ -13,40 +13,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::cmdb::{CmdbClient, CmdbHost};
-use crate::config::{CmdbConfig, Config, GroupCmdb, GroupConfig, Sharding, parse_hosts_file};
-use crate::gse::{ApiVersion, GseError, Host};
-use crate::metrics::Telemetry;
+use crate::config::hosts::{parse_agent_id, parse_hosts_file};
+use crate::config::watch::FileWatch;
+use crate::config::{CmdbConfig, Config, GroupCmdb, GroupConfig};
+use crate::model::{
+    ApiVersion, DiscoveryStatus, Host, HostEntry, SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1, Sharding,
+    unix_seconds,
+};
 use crate::pacing::Pacer;
-use crate::state::unix_seconds;
-
-/// A host to poll, with the values of the group's CMDB labels. Built when
-/// its source is read and kept across cycles; its strings are shared with the
-/// poller's memory and the snapshot's rows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HostEntry {
-    /// BlueKing cloud area id, when configured.
-    pub bk_cloud_id: Option<i64>,
-    /// Inner IPv4 address, when configured.
-    pub ip: Option<Ipv4Addr>,
-    /// GSE 2.0 agent id, when configured (the same string as `key` on v2).
-    pub agent_id: Option<Arc<str>>,
-    /// The key GSE is asked with for this host in its group's API.
-    pub key: Arc<str>,
-    /// Values of `GroupConfig::host_label_names`, in order ("" where unknown).
-    pub labels: Arc<[String]>,
-}
-
-/// The state of a group's CMDB discovery.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DiscoveryStatus {
-    /// The last refresh succeeded.
-    pub success: bool,
-    /// Unix time of the last successful refresh.
-    pub last_success: Option<f64>,
-    /// A shrinking refresh is being held back.
-    pub held_back: bool,
-}
+use crate::telemetry::Telemetry;
+use crate::upstream::GseError;
+use crate::upstream::cmdb::{CmdbClient, CmdbHost};
 
 /// A group's hosts for this cycle.
 #[derive(Debug, Clone, Default)]
@@ -60,14 +37,9 @@ pub struct ResolvedGroup {
     pub discovery: Option<DiscoveryStatus>,
 }
 
-/// Reasons a discovered host is not polled.
-pub const SKIP_NO_ADDRESS: &str = "no_ipv4_and_no_agent_id";
-/// A GSE 1.x group's host without IPv4 (v1 asks by cloud:ip only).
-pub const SKIP_NO_IPV4_FOR_V1: &str = "no_ipv4_for_gse_v1";
-
 #[derive(Debug)]
 struct FileState {
-    stamp: Option<(SystemTime, u64)>,
+    watch: FileWatch,
     hosts: Arc<Vec<HostEntry>>,
 }
 
@@ -139,7 +111,7 @@ impl Discovery {
         }
         match CmdbClient::new(config) {
             Ok(client) => {
-                let pacer = Arc::new(Pacer::new(config.requests_per_second, config.burst, 4));
+                let pacer = Arc::new(Pacer::new(config.rate_limit, 4));
                 self.cmdb = Some((client, pacer));
             }
             Err(err) => tracing::error!(error = %err, "cannot build the CMDB client"),
@@ -205,16 +177,22 @@ impl Discovery {
         api: ApiVersion,
         blank: &Arc<[String]>,
     ) -> Arc<Vec<HostEntry>> {
-        let stamp = std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
         let key = (path.to_owned(), api, blank.len());
-        if let Some(state) = self.files.get(&key)
-            && state.stamp == stamp
+        let (mut watch, previous) = match self.files.remove(&key) {
+            Some(state) => (state.watch, Some(state.hosts)),
+            None => (FileWatch::default(), None),
+        };
+        if !watch.changed(path)
+            && let Some(hosts) = &previous
         {
-            return state.hosts.clone();
+            let hosts = hosts.clone();
+            let state = FileState {
+                watch,
+                hosts: hosts.clone(),
+            };
+            self.files.insert(key, state);
+            return hosts;
         }
-        let previous = self.files.get(&key).map(|s| s.hosts.clone());
         let hosts = match std::fs::read_to_string(path) {
             Ok(text) => {
                 let (hosts, problems) = parse_hosts_file(&text, api);
@@ -239,7 +217,7 @@ impl Discovery {
         self.files.insert(
             key,
             FileState {
-                stamp,
+                watch,
                 hosts: hosts.clone(),
             },
         );
@@ -290,7 +268,8 @@ async fn list_all(
     let mut hosts = Vec::new();
     let mut start = 0;
     loop {
-        let permit = pacer.acquire(telemetry).await;
+        let (permit, waited) = pacer.acquire().await;
+        telemetry.add_rate_limit_wait(waited);
         let (count, page) = client.page(biz, selection, start).await?;
         drop(permit);
         let got = page.len();
@@ -385,7 +364,7 @@ pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'s
         .bk_host_innerip
         .split(',')
         .find_map(|ip| ip.trim().parse::<Ipv4Addr>().ok());
-    let agent_id = crate::config::parse_agent_id(cmdb.bk_agent_id.trim()).ok();
+    let agent_id = parse_agent_id(cmdb.bk_agent_id.trim()).ok();
     match (group.api, ip, &agent_id) {
         (ApiVersion::V1, None, _) => return Err(SKIP_NO_IPV4_FOR_V1),
         (ApiVersion::V2, None, None) => return Err(SKIP_NO_ADDRESS),
@@ -410,36 +389,6 @@ pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'s
         })
         .collect();
     HostEntry::new(&host, group.api, labels.into()).ok_or(SKIP_NO_ADDRESS)
-}
-
-impl HostEntry {
-    /// An entry for a host polled through `api`; None when it cannot be asked for.
-    pub fn new(host: &Host, api: ApiVersion, labels: Arc<[String]>) -> Option<HostEntry> {
-        let key: Arc<str> = host.query_key(api)?.into();
-        let agent_id = host.agent_id.as_deref().map(|id| {
-            if *id == *key {
-                key.clone()
-            } else {
-                Arc::from(id)
-            }
-        });
-        Some(HostEntry {
-            bk_cloud_id: host.bk_cloud_id,
-            ip: host.ip,
-            agent_id,
-            key,
-            labels,
-        })
-    }
-
-    /// The host as configured.
-    pub fn host(&self) -> Host {
-        Host {
-            bk_cloud_id: self.bk_cloud_id,
-            ip: self.ip,
-            agent_id: self.agent_id.as_deref().map(String::from),
-        }
-    }
 }
 
 fn dedupe(entries: Vec<HostEntry>) -> Vec<HostEntry> {

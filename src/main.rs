@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
-use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::cli::{Cli, Command, LogFormat, QueryArgs, SimulateArgs};
 use gse_exporter::config::Config;
-use gse_exporter::server::parse_listen_address;
+use gse_exporter::http::{Reload, parse_listen_address};
+use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_exporter::{demo, node, query};
 use gse_sim as sim;
 
@@ -110,7 +110,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         listen: parse_listen_address(&cli.listen_address).map_err(anyhow::Error::msg)?,
         telemetry_path: cli.telemetry_path.clone(),
         config_file: cli.config_file.clone(),
-        sharding: gse_exporter::cli::sharding(&cli, gse_exporter::cli::hostname)
+        sharding: gse_exporter::cli::sharding(&cli, gse_exporter::run::hostname)
             .map_err(anyhow::Error::msg)?,
         web_config_file: cli.web_config_file.clone(),
         limits: gse_exporter::cli::limits(&cli),
@@ -180,7 +180,7 @@ fn check_config(cli: &Cli) -> ExitCode {
 }
 
 fn check_web_config(path: &std::path::Path) -> bool {
-    match gse_exporter::web_config::WebAccess::load(path) {
+    match gse_exporter::config::web::WebAccess::load(path) {
         Ok(_) => {
             println!("{}: OK", path.display());
             true

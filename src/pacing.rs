@@ -1,7 +1,10 @@
 //! Pacing of GSE requests: one token bucket and one in-flight cap per GSE
 //! endpoint, shared by every group, every retry and both APIs on that endpoint.
 //!
-//! Owns only the waiting. It does not send requests or decide retries.
+//! Owns only the waiting, and the one way a [`RateLimit`] becomes a token
+//! bucket (the HTTP server's request limit uses it too). It does not send
+//! requests, decide retries or record metrics: [`Pacer::acquire`] returns the
+//! time waited and the caller records it.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::metrics::Telemetry;
+use crate::model::RateLimit;
 
 /// The pacing of one endpoint.
 #[derive(Debug)]
@@ -21,14 +24,11 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// A bucket of `burst` tokens refilled at `requests_per_second`, and at most
-    /// `max_in_flight` requests at once.
-    pub fn new(requests_per_second: f64, burst: u32, max_in_flight: usize) -> Pacer {
-        let period = Duration::from_secs_f64(1.0 / requests_per_second.max(1e-6));
-        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
+    /// A bucket for `limit`, and at most `max_in_flight` requests at once.
+    pub fn new(limit: RateLimit, max_in_flight: usize) -> Pacer {
+        let burst = limit.burst.max(1);
+        let quota = quota(RateLimit { burst, ..limit })
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
         Pacer {
             limiter: RateLimiter::direct(quota),
             in_flight: Semaphore::new(max_in_flight.max(1)),
@@ -39,7 +39,8 @@ impl Pacer {
     ///
     /// The slot comes first so that tokens are never hoarded by requests that
     /// then wait for a slot and leave together, which would break the rate.
-    pub async fn acquire(&self, telemetry: &Telemetry) -> SemaphorePermit<'_> {
+    /// Returns the permit and the time spent waiting for the token.
+    pub async fn acquire(&self) -> (SemaphorePermit<'_>, Duration) {
         let permit = self
             .in_flight
             .acquire()
@@ -47,8 +48,7 @@ impl Pacer {
             .expect("the pacing semaphore is never closed");
         let started = Instant::now();
         self.limiter.until_ready().await;
-        telemetry.add_rate_limit_wait(started.elapsed());
-        permit
+        (permit, started.elapsed())
     }
 }
 
@@ -62,15 +62,14 @@ impl Pacers {
     /// Builds pacers for every URL given; URLs on one origin share one.
     pub fn new<'a>(
         urls: impl IntoIterator<Item = &'a str>,
-        rps: f64,
-        burst: u32,
+        limit: RateLimit,
         max_in_flight: usize,
     ) -> Pacers {
         let mut by_origin = HashMap::new();
         for url in urls {
             by_origin
                 .entry(origin(url))
-                .or_insert_with(|| Arc::new(Pacer::new(rps, burst, max_in_flight)));
+                .or_insert_with(|| Arc::new(Pacer::new(limit, max_in_flight)));
         }
         Pacers { by_origin }
     }
@@ -79,6 +78,13 @@ impl Pacers {
     pub fn for_url(&self, url: &str) -> Option<Arc<Pacer>> {
         self.by_origin.get(&origin(url)).cloned()
     }
+}
+
+/// The token bucket of a rate limit; `None` when it allows nothing to pass
+/// the bucket (a zero period or burst: no limit).
+pub fn quota(limit: RateLimit) -> Option<Quota> {
+    let burst = NonZeroU32::new(limit.burst)?;
+    Some(Quota::with_period(limit.period)?.allow_burst(burst))
 }
 
 /// `scheme://host:port` of a URL (the whole string when it does not parse).
@@ -101,8 +107,7 @@ mod tests {
                 "http://127.0.0.1/api/bk-gse/prod",
                 "http://other:1/x",
             ],
-            1.0,
-            1,
+            RateLimit::per_second(1.0, 1),
             1,
         );
         let a = pacers
@@ -118,11 +123,11 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_beyond_the_burst_wait_for_the_rate() {
-        let pacer = Pacer::new(20.0, 2, 8);
-        let telemetry = Telemetry::default();
+        let pacer = Pacer::new(RateLimit::per_second(20.0, 2), 8);
         let started = Instant::now();
+        let mut waited = Duration::ZERO;
         for _ in 0..6 {
-            drop(pacer.acquire(&telemetry).await);
+            waited += pacer.acquire().await.1;
         }
         // 2 free, then 4 at 50 ms each.
         assert!(
@@ -130,5 +135,6 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
     }
 }

@@ -23,11 +23,13 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::config::{Config, Sharding, parse_host_text};
-use crate::gse::{ApiVersion, GseError};
-use crate::metrics::Telemetry;
+use crate::config::Config;
+use crate::config::hosts::parse_host_text;
+use crate::model::{ApiVersion, Host, Sharding};
 use crate::poller::{Poller, Progress};
-use crate::state::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+use crate::telemetry::Telemetry;
+use crate::upstream::GseError;
 
 /// Output formats of `query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,7 +136,7 @@ pub fn select(mut config: Config, selection: &Selection) -> Result<Config, Query
     Ok(config)
 }
 
-fn parse_hosts(texts: &[String], api: ApiVersion) -> Result<Vec<crate::gse::Host>, QueryError> {
+fn parse_hosts(texts: &[String], api: ApiVersion) -> Result<Vec<Host>, QueryError> {
     let mut hosts = Vec::with_capacity(texts.len());
     for text in texts {
         let bad = |rule: String| QueryError::BadHost {
@@ -502,7 +504,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{AgentRecord, StateCounts};
+    use crate::snapshot::{AgentRecord, StateCounts};
     use std::time::SystemTime;
 
     fn record(state: AgentState, age: Option<f64>) -> AgentRecord {

@@ -2,7 +2,7 @@
 //! every metric a dashboard, a rule or docs/metrics.md names must be exposed
 //! on `/metrics` (recorded series are defined by the rules themselves;
 //! Prometheus' own `up` is Prometheus'), every exposed family must be
-//! documented, and `gse_exporter::metrics::TABLE` and docs/metrics.md must
+//! documented, and `gse_exporter::expose::table::TABLE` and docs/metrics.md must
 //! agree on names, types and labels. The node mode's `gse_node_*` families
 //! (`gse_exporter::node::metrics::TABLE`) count as exposed here; tests/node.rs
 //! shows each of them on a node's `/metrics`.
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::common::stack::*;
 use crate::common::*;
-use gse_exporter::metrics::{Kind, TABLE};
+use gse_exporter::expose::table::{Kind, TABLE};
 use gse_exporter::node::metrics as node_metrics;
 use gse_sim::{Faults, SimOptions};
 use serde_json::Value as Json;

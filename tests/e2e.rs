@@ -16,7 +16,7 @@ use crate::common::binary::Binary;
 use crate::common::stack::*;
 use crate::common::*;
 use crate::node::{DataServer, FakeHome, Running, start_agent, start_plugin};
-use gse_exporter::app::Exporter;
+use gse_exporter::run::Exporter;
 use gse_sim::{AgentTruth, Faults, RunningSim, SimOptions};
 use serde_json::Value as Json;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
-use gse_exporter::gse::decode::clean_version;
+use gse_exporter::upstream::gse::decode::clean_version;
 use gse_sim::{self as sim, AgentTruth, Api, Faults, Outcome, SimOptions};
 
 const GROUPS: [(&str, i64, &str); 3] = [("web", 2, "v2"), ("legacy", 3, "v1"), ("batch", 5, "v2")];

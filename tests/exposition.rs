@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::common::*;
 use gse_sim::SimOptions;
 
-async fn polled_exporter() -> (gse_sim::RunningSim, gse_exporter::app::Exporter) {
+async fn polled_exporter() -> (gse_sim::RunningSim, gse_exporter::run::Exporter) {
     let sim = start_sim(SimOptions {
         agents: 400,
         junk_version_share: 0.1,

@@ -33,9 +33,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::common::*;
-use gse_exporter::app::Exporter;
-use gse_exporter::gse::GseError;
-use gse_exporter::gse::decode::{self, clean_version};
+use gse_exporter::run::Exporter;
+use gse_exporter::upstream::GseError;
+use gse_exporter::upstream::gse::decode::{self, clean_version};
 use gse_sim::{self as sim, AgentTruth, BodyFault, Faults, RateLimit, RunningSim, SimOptions};
 
 const DEADLINE: Duration = Duration::from_secs(20);

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use gse_exporter::config::Config;
-use gse_exporter::gse::decode;
+use gse_exporter::upstream::gse::decode;
 use proptest::prelude::*;
 use proptest::test_runner::Config as Runner;
 use serde_json::{Map, Value, json};
@@ -557,7 +557,10 @@ fn check_config(text: &str) {
     assert!(config.gse.batch_size >= 1);
     assert!(config.gse.max_attempts >= 1);
     assert!(config.gse.max_response_bytes >= 1);
-    assert!(config.gse.requests_per_second > 0.0 && config.gse.requests_per_second.is_finite());
+    assert!(
+        config.gse.rate_limit.requests_per_second() > 0.0
+            && config.gse.rate_limit.requests_per_second().is_finite()
+    );
     assert!(!config.groups.is_empty());
     for group in &config.groups {
         assert!(!group.name.is_empty());

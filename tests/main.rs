@@ -17,6 +17,7 @@ mod exporter;
 mod exposition;
 mod faults;
 mod fuzz;
+mod layers;
 mod node;
 mod otlp;
 mod query;

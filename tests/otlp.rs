@@ -14,8 +14,9 @@ use crate::common::*;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::{Config, parse_raw};
+use gse_exporter::http::Reload;
+use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_sim::{AgentTruth, RunningSim, SimOptions};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -517,6 +518,6 @@ async fn grpc_and_http_configurations_build_exporters() {
         );
         let config = parse_config(&yaml);
         let otlp = config.otlp.as_ref().unwrap();
-        gse_exporter::otlp::exporter(otlp).unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        gse_exporter::expose::otlp::exporter(otlp).unwrap_or_else(|e| panic!("{protocol}: {e}"));
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::binary::Binary;
 use crate::common::*;
-use gse_exporter::app::ExporterOptions;
+use gse_exporter::run::ExporterOptions;
 use gse_sim::{AgentTruth, Api, SimOptions};
 
 fn lines(agents: &[AgentTruth]) -> String {
@@ -160,7 +160,7 @@ async fn post_reload_rejects_a_broken_file_keeps_running_and_applies_a_fixed_one
         config_file: Some(path.clone()),
         ..ExporterOptions::default()
     };
-    let exporter = gse_exporter::app::Exporter::start(config, options)
+    let exporter = gse_exporter::run::Exporter::start(config, options)
         .await
         .unwrap();
     wait_cycles(&exporter, 1, Duration::from_secs(20)).await;

@@ -34,7 +34,7 @@ fn debug_output_and_config_check_never_show_the_secret() {
         !format!("{config:?}").contains(CANARY),
         "Config's Debug shows the secret"
     );
-    let client = gse_exporter::gse::GseClient::new(&config.gse).unwrap();
+    let client = gse_exporter::upstream::gse::GseClient::new(&config.gse).unwrap();
     assert!(!format!("{client:?}").contains(CANARY));
 
     let dir = tempfile::tempdir().unwrap();

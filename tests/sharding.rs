@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use gse_exporter::app::{Exporter, ExporterOptions};
-use gse_exporter::config::Sharding;
+use gse_exporter::model::Sharding;
+use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_sim::SimOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::common::tls::TestPki;
 use crate::common::*;
-use gse_exporter::app::{Exporter, ExporterOptions};
+use gse_exporter::http::Reload;
+use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_sim::{RunningSim, SimOptions};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -250,7 +251,7 @@ async fn the_private_key_never_shows_and_a_mismatched_key_is_rejected() {
         "the key file is named: {shown}"
     );
     assert!(!shown.contains(&client_key), "Debug shows the key");
-    let client = gse_exporter::gse::GseClient::new(&config.gse).unwrap();
+    let client = gse_exporter::upstream::gse::GseClient::new(&config.gse).unwrap();
     assert!(!format!("{client:?}").contains(&client_key));
 
     let path = pki.path("good.yml");

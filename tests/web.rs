@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::common::tls::TestCa;
 use crate::common::*;
-use gse_exporter::app::{Exporter, ExporterOptions};
-use gse_exporter::server::Limits;
-use gse_exporter::web_config::WebAccess;
+use gse_exporter::config::web::WebAccess;
+use gse_exporter::http::Limits;
+use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_sim::{RunningSim, SimOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -559,7 +559,7 @@ fn the_documented_example_has_the_shape_of_a_web_config() {
         .expect("example in docs/web.md")
         + 8;
     let end = start + doc[start..].find("```").unwrap();
-    let raw: gse_exporter::web_config::RawWebConfig =
+    let raw: gse_exporter::config::web::RawWebConfig =
         gse_exporter::config::parse_yaml(&doc[start..end]).expect("the example parses");
     let tls = raw.tls_server_config.expect("tls block");
     assert_eq!(

@@ -5,22 +5,22 @@
 //! function: files must exist and parse as PEM, a client certificate needs
 //! both halves and they must belong together. Files are read here, once per
 //! load, so a reload picks up rotated files and the client never re-reads
-//! them. Building the HTTP client from it belongs to [`crate::gse`].
+//! them. Building the HTTP client from it belongs to [`crate::upstream`].
 //!
 //! The private key is a secret: it is kept only inside [`Secret`], and no
 //! problem text or `Debug` output shows any of its content.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde::Deserialize;
 use tokio_rustls::rustls::crypto::aws_lc_rs;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::PrivateKeyDer;
 use tokio_rustls::rustls::sign::CertifiedKey;
 
-use super::{Secret, Validator};
+use super::Validator;
+use crate::model::Secret;
 
 /// A `tls:` block as written.
 #[derive(Debug, Default, Deserialize)]
@@ -89,12 +89,15 @@ impl fmt::Debug for ClientCert {
 
 impl Validator<'_> {
     /// Validates the `tls:` block of `block` (`gse` or `cmdb`).
-    pub(super) fn tls(&mut self, block: &str, raw: Option<RawTls>) -> TlsConfig {
+    pub(super) fn upstream_tls(&mut self, block: &str, raw: Option<RawTls>) -> TlsConfig {
         let raw = raw.unwrap_or_default();
         let key = |name: &str| format!("{block}.tls.{name}");
         let ca_file = raw.ca_file.map(|f| self.base_dir.join(f));
         let ca_certs = match &ca_file {
-            Some(file) => self.certificates(&key("ca_file"), file).unwrap_or_default(),
+            Some(file) => self
+                .certificates_file(&key("ca_file"), file)
+                .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
+                .unwrap_or_default(),
             None => Vec::new(),
         };
         let client = match (raw.cert_file, raw.key_file) {
@@ -124,11 +127,10 @@ impl Validator<'_> {
     }
 
     fn client_cert(&mut self, block: &str, cert: PathBuf, private: PathBuf) -> Option<ClientCert> {
-        let certs = self.certificates(&format!("{block}.tls.cert_file"), &cert);
-        let key = self.private_key(&format!("{block}.tls.key_file"), &private);
+        let certs = self.certificates_file(&format!("{block}.tls.cert_file"), &cert);
+        let key = self.private_key_file(&format!("{block}.tls.key_file"), &private);
         let (certs, key) = (certs?, key?);
-        let chain: Vec<CertificateDer<'static>> =
-            certs.iter().cloned().map(CertificateDer::from).collect();
+        let chain = certs.clone();
         let provider = aws_lc_rs::default_provider();
         if CertifiedKey::from_der(chain, key.clone_key(), &provider).is_err() {
             let rule = "does not match cert_file (or is of an unsupported type)";
@@ -141,7 +143,7 @@ impl Validator<'_> {
         }
         let mut pem = String::new();
         for der in &certs {
-            push_pem(&mut pem, "CERTIFICATE", der);
+            push_pem(&mut pem, "CERTIFICATE", der.as_ref());
         }
         push_pem(&mut pem, key_label(&key), key.secret_der());
         Some(ClientCert {
@@ -149,45 +151,6 @@ impl Validator<'_> {
             key_file: private,
             identity_pem: Secret::new(pem),
         })
-    }
-
-    /// Every certificate of a PEM file (DER), or a problem.
-    fn certificates(&mut self, key: &str, file: &Path) -> Option<Vec<Vec<u8>>> {
-        let bytes = self.pem_file(key, file)?;
-        let parsed: Result<Vec<CertificateDer<'_>>, _> =
-            CertificateDer::pem_slice_iter(&bytes).collect();
-        match parsed {
-            Ok(certs) if !certs.is_empty() => Some(certs.iter().map(|c| c.to_vec()).collect()),
-            _ => {
-                let rule = "is not a PEM file of certificates (-----BEGIN CERTIFICATE-----)";
-                self.problem(key, file.display().to_string(), rule);
-                None
-            }
-        }
-    }
-
-    /// The first private key of a PEM file, or a problem that shows none of it.
-    fn private_key(&mut self, key: &str, file: &Path) -> Option<PrivateKeyDer<'static>> {
-        let bytes = self.pem_file(key, file)?;
-        match PrivateKeyDer::from_pem_slice(&bytes) {
-            Ok(private) => Some(private),
-            Err(_) => {
-                let rule = "is not a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC, unencrypted)";
-                self.problem(key, file.display().to_string(), rule);
-                None
-            }
-        }
-    }
-
-    fn pem_file(&mut self, key: &str, file: &Path) -> Option<Vec<u8>> {
-        match std::fs::read(file) {
-            Ok(bytes) => Some(bytes),
-            Err(err) => {
-                let rule = format!("cannot be read: {err}");
-                self.problem(key, file.display().to_string(), &rule);
-                None
-            }
-        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
-use crate::state::{AgentInfo, Observation};
+use super::record::{AgentInfo, Observation};
 
 /// Dense tables of what is known per agent of one API.
 #[derive(Debug, Default)]

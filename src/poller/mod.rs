@@ -4,9 +4,10 @@
 //! Owns batching, the cycle deadline, retries with backoff and jitter, the
 //! memory of last known agent records and info, and building [`Snapshot`]s.
 //! It never renders text and never serves HTTP; the GSE wire format belongs to
-//! [`crate::gse`].
+//! [`crate::upstream::gse`], what is kept per agent to [`record`].
 
 mod memory;
+pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -20,15 +21,15 @@ use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::config::{Config, GroupConfig, V1_MAX_BATCH, V2_MAX_BATCH};
-use crate::discovery::{Discovery, HostEntry, ResolvedGroup};
-use crate::gse::{ApiVersion, Call, GseClient, GseError, Info, Reply, Status};
-use crate::metrics::Telemetry;
+use crate::discovery::{Discovery, ResolvedGroup};
+use crate::model::{ApiVersion, HostEntry, unix_seconds};
 use crate::pacing::Pacers;
-use crate::state::{
-    AgentInfo, AgentRow, AgentState, GroupSnapshot, Interner, Observation, Snapshot, StateCounts,
-    count_state, unix_seconds,
-};
+use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot, StateCounts, count_state};
+use crate::telemetry::Telemetry;
+use crate::upstream::GseError;
+use crate::upstream::gse::{Call, GseClient, Info, Reply, Status};
 use memory::Memory;
+use record::{AgentInfo, Interner, Observation};
 
 /// Share of the interval a cycle may use before unfinished batches count as failed.
 const CYCLE_BUDGET: f64 = 0.9;
@@ -156,8 +157,7 @@ impl Poller {
         let urls = [gse.v1_url.as_deref(), gse.v2_url.as_deref()];
         let pacers = Pacers::new(
             urls.into_iter().flatten(),
-            gse.requests_per_second,
-            gse.burst,
+            gse.rate_limit,
             gse.max_in_flight,
         );
         Ok(Poller {
@@ -406,7 +406,8 @@ impl Poller {
             .ok_or_else(|| GseError::Transport(format!("no pacer for {base}")))?;
         let mut attempt = 0;
         loop {
-            let permit = pacer.acquire(&self.telemetry).await;
+            let (permit, waited) = pacer.acquire().await;
+            self.telemetry.add_rate_limit_wait(waited);
             let sent = Instant::now();
             let result = send().await;
             drop(permit);

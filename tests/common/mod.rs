@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use gse_exporter::app::{Exporter, ExporterOptions};
 use gse_exporter::config::Config;
+use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_sim::{self as sim, AgentTruth, RunningSim, SimOptions};
 
 pub mod binary;

@@ -4,17 +4,14 @@
 //! written here once per snapshot (each agent's label set escaped once and
 //! reused by the four families), not through the generic encoder. Gauges read
 //! the same in the Prometheus text format and OpenMetrics, so this block is
-//! shared by both formats and compressed once (see [`Deflated`]).
-//! Owns text layout and escaping; names and help texts come from
-//! [`crate::metrics`]' table, values from the snapshot.
+//! shared by both formats and compressed once (see [`super::gzip`]).
+//! Owns text layout and escaping; names, help texts and label names come
+//! from [`super::table`], values from the snapshot.
 
-use std::io::Write as _;
-
-use bytes::Bytes;
-use flate2::{Compress, Compression, FlushCompress, Status};
-
-use crate::metrics::{AGENT_HEARTBEAT_AGE, AGENT_INFO, AGENT_ONLINE, AGENT_STATUS_CODE, MetricDef};
-use crate::state::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+use super::table::{
+    AGENT_HEARTBEAT_AGE, AGENT_INFO, AGENT_LABELS, AGENT_ONLINE, AGENT_STATUS_CODE, MetricDef,
+};
+use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
 
 /// The value of one per-agent family for an agent (None: no sample).
 pub type AgentValue = fn(&AgentRow) -> Option<i64>;
@@ -108,11 +105,15 @@ fn info_family(out: &mut Vec<u8>, agents: &[(&GroupSnapshot, &AgentRow)], labels
         out.extend_from_slice(AGENT_INFO.name.as_bytes());
         out.push(b'{');
         out.extend_from_slice(set);
-        label(out, "version", &agent.record.version);
-        label(out, "parent_ip", &agent.record.parent_ip);
+        let [version, parent_ip] = INFO_LABELS;
+        label(out, version, &agent.record.version);
+        label(out, parent_ip, &agent.record.parent_ip);
         out.extend_from_slice(b"} 1\n");
     }
 }
+
+/// The labels `gse_agent_info` adds after an agent's own, as the table names them.
+pub(super) const INFO_LABELS: [&str; 2] = [AGENT_INFO.labels[6], AGENT_INFO.labels[7]];
 
 /// An agent's labels (before `version` and `parent_ip` of the info family),
 /// in exposition order: the one rule for both `/metrics` and OTLP.
@@ -120,22 +121,25 @@ pub fn agent_labels<'a>(
     group: &'a GroupSnapshot,
     agent: &'a AgentRow,
 ) -> impl Iterator<Item = (&'a str, &'a str)> {
-    [
-        ("group", group.name.as_ref()),
-        ("bk_biz_id", group.bk_biz_id.as_ref()),
-        ("bk_cloud_id", agent.bk_cloud_id.as_ref()),
-        ("ip", agent.ip.as_ref()),
-        ("bk_agent_id", agent.bk_agent_id.as_ref()),
-    ]
-    .into_iter()
-    .chain(group.labels.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
-    .chain(
-        group
-            .host_label_names
-            .iter()
-            .zip(agent.host_labels.iter())
-            .map(|(n, v)| (n.as_ref(), v.as_ref())),
-    )
+    let values: [&str; 5] = [
+        &group.name,
+        &group.bk_biz_id,
+        &agent.bk_cloud_id,
+        &agent.ip,
+        &agent.bk_agent_id,
+    ];
+    AGENT_LABELS
+        .iter()
+        .copied()
+        .zip(values)
+        .chain(group.labels.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+        .chain(
+            group
+                .host_label_names
+                .iter()
+                .zip(agent.host_labels.iter())
+                .map(|(n, v)| (n.as_ref(), v.as_ref())),
+        )
 }
 
 /// Every agent's label set, escaped once, in one buffer.
@@ -194,84 +198,9 @@ fn pair(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'"');
 }
 
-/// A deflate stream cut at a byte boundary (sync flush, not final), so that
-/// the same compressed bytes (held once) can open several gzip bodies.
-#[derive(Debug, Clone, Default)]
-pub struct Deflated {
-    /// The gzip header and the raw deflate blocks.
-    pub bytes: Bytes,
-    /// CRC-32 of the uncompressed input.
-    pub crc: u32,
-    /// Length of the uncompressed input.
-    pub len: usize,
-}
-
-impl Deflated {
-    /// Compresses `input` as the head of one or more gzip bodies.
-    pub fn head(input: &[u8]) -> Deflated {
-        let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-        deflate(input, FlushCompress::Sync, &mut bytes);
-        Deflated {
-            bytes: Bytes::from(bytes),
-            crc: crc32fast::hash(input),
-            len: input.len(),
-        }
-    }
-
-    /// A complete gzip member in two chunks: this head (shared, not copied)
-    /// followed by `tail`.
-    pub fn gzip_with(&self, tail: &[u8]) -> Vec<Bytes> {
-        let mut out = Vec::with_capacity(tail.len() / 4 + 64);
-        deflate(tail, FlushCompress::Finish, &mut out);
-        let mut crc = crc32fast::Hasher::new_with_initial_len(self.crc, self.len as u64);
-        crc.update(tail);
-        let _ = out.write_all(&crc.finalize().to_le_bytes());
-        let _ = out.write_all(&((self.len + tail.len()) as u32).to_le_bytes());
-        vec![self.bytes.clone(), Bytes::from(out)]
-    }
-}
-
-/// Appends the raw deflate stream of `input` to `out`.
-fn deflate(input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) {
-    let mut compress = Compress::new(Compression::fast(), false);
-    out.reserve(input.len() / 5 + 64);
-    loop {
-        let consumed = compress.total_in() as usize;
-        if out.capacity() - out.len() < 1024 {
-            out.reserve(out.capacity().max(64 * 1024));
-        }
-        let status = compress.compress_vec(&input[consumed..], out, flush);
-        let done = compress.total_in() as usize == input.len() && out.len() < out.capacity();
-        match status {
-            Ok(Status::StreamEnd) => return,
-            Ok(_) if done && flush != FlushCompress::Finish => return,
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    #[test]
-    fn a_shared_head_makes_valid_gzip_bodies_with_different_tails() {
-        let head: Vec<u8> = (0..200_000)
-            .flat_map(|i: u32| format!("line {i}\n").into_bytes())
-            .collect();
-        let deflated = Deflated::head(&head);
-        for tail in [&b""[..], b"# EOF\n", b"tail with more text\n"] {
-            let gz = deflated.gzip_with(tail).concat();
-            let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_end(&mut plain)
-                .unwrap();
-            assert_eq!(plain.len(), head.len() + tail.len());
-            assert!(plain.starts_with(&head) && plain.ends_with(tail));
-        }
-    }
 
     #[test]
     fn label_values_are_escaped() {

@@ -21,8 +21,8 @@
 //! codes, within the push's deadline); each push counts once in
 //! `gse_exporter_otlp_exports_total{result}`.
 //!
-//! Metric names, label rules and values come from [`crate::metrics`] and
-//! [`crate::agent_text`]; `metric_deny` and `per_agent_metrics` apply here as
+//! Metric names, label rules and values come from [`super::table`] and
+//! [`super::agents`]; `metric_deny` and `per_agent_metrics` apply here as
 //! they do to `/metrics`. Header values are secrets: never logged.
 
 use std::collections::HashMap;
@@ -48,14 +48,17 @@ use opentelemetry_sdk::metrics::{
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::agent_text::{AGENT_GAUGES, agent_labels};
-use crate::config::{Config, OtlpConfig, OtlpProtocol};
-use crate::exposition::{Exposition, Published};
-use crate::metrics::{
-    AGENT_INFO, AGENT_VERSIONS, AGENTS, DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef, SKIP_REASONS,
-    deny_set, is_denied,
+use super::agents::{AGENT_GAUGES, INFO_LABELS, agent_labels};
+use super::table::{
+    AGENT_INFO, AGENT_LABELS, AGENT_VERSIONS, AGENTS, DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef,
 };
-use crate::state::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+use super::{Exposition, Published, deny_set, is_denied};
+use crate::config::{Config, OtlpConfig, OtlpProtocol};
+use crate::model::SKIP_REASONS;
+use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+
+/// The `group` label of the per-group gauges, as the table names it.
+const GROUP_LABEL: &str = AGENT_LABELS[0];
 
 /// The instrumentation scope of every exported metric.
 pub const SCOPE: &str = "gse_exporter";
@@ -361,7 +364,7 @@ impl<T> Frame<T> {
         let groups = snapshot
             .groups
             .iter()
-            .map(|g| vec![kv("group", &g.name)])
+            .map(|g| vec![kv(GROUP_LABEL, &g.name)])
             .collect();
         // Every string is reference-counted (label names and group values
         // once per frame), so the SDK's copies of an attribute set share
@@ -421,8 +424,9 @@ impl<T> Frame<T> {
             FamilyKind::AgentInfo => {
                 for (agent, attrs) in self.rows(snapshot).zip(&self.agents) {
                     let mut attrs = attrs.clone();
-                    attrs.push(kv("version", &agent.record.version));
-                    attrs.push(kv("parent_ip", &agent.record.parent_ip));
+                    let [version, parent_ip] = INFO_LABELS;
+                    attrs.push(kv(version, &agent.record.version));
+                    attrs.push(kv(parent_ip, &agent.record.parent_ip));
                     out.observe(1.0, &sorted(attrs));
                 }
             }
@@ -434,13 +438,13 @@ impl<T> Frame<T> {
                     }
                 }
             }
-            FamilyKind::States => group_pairs(snapshot, out, "state", |g| {
+            FamilyKind::States => group_pairs(snapshot, out, &AGENTS, |g| {
                 AgentState::ALL
                     .iter()
                     .map(|s| (s.label().to_string(), g.counts.get(*s) as f64))
                     .collect()
             }),
-            FamilyKind::Versions => group_pairs(snapshot, out, "version", |g| {
+            FamilyKind::Versions => group_pairs(snapshot, out, &AGENT_VERSIONS, |g| {
                 g.versions
                     .iter()
                     .map(|(v, n)| (v.to_string(), *n as f64))
@@ -451,21 +455,18 @@ impl<T> Frame<T> {
     }
 }
 
-/// Families labelled `group`, `bk_biz_id` and one more label.
+/// Families labelled `group`, `bk_biz_id` and one more label (as `def` names them).
 fn group_pairs(
     snapshot: &Snapshot,
     out: &dyn AsyncInstrument<f64>,
-    label: &'static str,
+    def: &MetricDef,
     values: impl Fn(&GroupSnapshot) -> Vec<(String, f64)>,
 ) {
     for g in &snapshot.groups {
         for (label_value, v) in values(g) {
-            let attrs = [
-                kv("bk_biz_id", &g.bk_biz_id),
-                kv("group", &g.name),
-                kv(label, &label_value),
-            ];
-            out.observe(v, &sorted(attrs.to_vec()));
+            let labels = def.labels([&g.name, &g.bk_biz_id, &label_value]);
+            let attrs = labels.iter().map(|(k, v)| kv(k, v)).collect();
+            out.observe(v, &sorted(attrs));
         }
     }
 }
@@ -474,7 +475,8 @@ fn observe_skipped(snapshot: &Snapshot, out: &dyn AsyncInstrument<f64>) {
     for g in snapshot.groups.iter().filter(|g| g.discovery.is_some()) {
         for reason in SKIP_REASONS {
             let n = g.skipped.get(reason).copied().unwrap_or(0);
-            out.observe(n as f64, &[kv("group", &g.name), kv("reason", reason)]);
+            let labels = DISCOVERY_SKIPPED.labels([&g.name, reason]);
+            out.observe(n as f64, &labels.map(|(k, v)| kv(k, v)));
         }
     }
 }
@@ -611,7 +613,8 @@ mod tests {
     use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 
     use super::*;
-    use crate::state::{AgentRecord, AgentRow, StateCounts};
+    use crate::poller::record::Interner;
+    use crate::snapshot::{AgentRecord, AgentRow, StateCounts};
 
     fn group(name: &str, per_agent_metrics: bool, agents: usize) -> GroupSnapshot {
         let agents: Vec<AgentRow> = (0..agents)
@@ -625,7 +628,7 @@ mod tests {
                     None,
                     None,
                     SystemTime::now(),
-                    &mut crate::state::Interner::default(),
+                    &mut Interner::default(),
                 ),
             })
             .collect();

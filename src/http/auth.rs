@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, Hasher};
 use base64::Engine as _;
 use parking_lot::Mutex;
 
-use crate::config::Secret;
+use crate::model::Secret;
 
 /// A bcrypt hash of a random password, checked for unknown user names.
 const DUMMY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn dummy_hash_is_a_valid_bcrypt_hash() {
-        assert!(crate::web_config::bcrypt_cost(DUMMY_HASH).is_some());
+        assert!(crate::config::web::bcrypt_cost(DUMMY_HASH).is_some());
         assert!(!bcrypt::verify("", DUMMY_HASH).unwrap());
     }
 }

@@ -11,8 +11,8 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{GseError, read_capped, status_error, transport_error, with_tls};
 use crate::config::{CmdbApi, CmdbConfig, GroupCmdb};
-use crate::gse::{GseError, read_capped, transport_error, with_tls};
 
 /// Largest CMDB page read (500 hosts are far below this).
 const MAX_PAGE_BYTES: usize = 16 << 20;
@@ -124,12 +124,7 @@ impl CmdbClient {
         let status = response.status();
         let bytes = read_capped(response, MAX_PAGE_BYTES).await?;
         if !status.is_success() {
-            let (code, message) = crate::gse::decode::error_code(&bytes);
-            return Err(GseError::HttpStatus {
-                status: status.as_u16(),
-                code,
-                message,
-            });
+            return Err(status_error(status.as_u16(), &bytes));
         }
         decode_page(&bytes)
     }

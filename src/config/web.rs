@@ -6,25 +6,26 @@
 //! request `rate_limit`.
 //!
 //! Owns parsing and validating the file (every problem with its key path,
-//! value and rule, as in [`crate::config`]) and turning it into a rustls
+//! value and rule, with the same validator as the exporter's file) and turning it into a rustls
 //! [`ServerConfig`] and a [`WebAccess`] the server consults. It never serves
-//! HTTP and never checks a password itself: that is [`crate::auth`].
+//! HTTP and never checks a password itself: that is the HTTP layer's.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Problem, Secret};
+use super::ConfigError;
+use super::validate::Validator;
+use super::watch::FileWatch;
+use crate::model::{RateLimit, Secret};
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -38,7 +39,7 @@ pub struct RawWebConfig {
     #[serde(default)]
     pub basic_auth_users: BTreeMap<String, Secret>,
     /// Token bucket for all requests.
-    pub rate_limit: Option<RawRateLimit>,
+    pub rate_limit: Option<RawIntervalLimit>,
 }
 
 /// `tls_server_config:` as written.
@@ -87,10 +88,11 @@ pub struct RawHttpServer {
     pub headers: BTreeMap<String, String>,
 }
 
-/// `rate_limit:` as written.
+/// `rate_limit:` as written, in the exporter-toolkit form (one request per
+/// `interval`); it becomes the same [`RateLimit`] as `gse.rate_limit`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRateLimit {
+pub struct RawIntervalLimit {
     /// Time between two requests (0 disables).
     pub interval: Option<String>,
     /// Burst size.
@@ -106,8 +108,8 @@ pub struct WebAccess {
     pub users: BTreeMap<String, Secret>,
     /// Headers added to every response.
     pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
-    /// One request per `interval`, bursts of `burst`.
-    pub rate_limit: Option<(Duration, u32)>,
+    /// The token bucket for all requests, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl fmt::Debug for WebAccess {
@@ -137,33 +139,25 @@ impl WebAccess {
             path: path.to_owned(),
             source,
         })?;
-        let raw: RawWebConfig = crate::config::parse_yaml(&text)?;
+        let raw: RawWebConfig = super::parse_yaml(&text)?;
         WebAccess::from_raw(raw, path.parent().unwrap_or(Path::new(".")))
     }
 
     /// Validates a parsed file.
     pub fn from_raw(raw: RawWebConfig, base_dir: &Path) -> Result<WebAccess, ConfigError> {
-        let mut v = Validator {
-            problems: Vec::new(),
-            base_dir,
-        };
+        let no_env = |_: &str| None;
+        let mut v = Validator::new(&no_env, base_dir);
         let access = WebAccess {
-            tls: raw.tls_server_config.and_then(|t| v.tls(t)).map(Arc::new),
+            tls: raw
+                .tls_server_config
+                .and_then(|t| v.tls_server(t))
+                .map(Arc::new),
             users: v.users(raw.basic_auth_users),
             headers: v.headers(raw.http_server_config.unwrap_or_default()),
-            rate_limit: raw.rate_limit.and_then(|r| v.rate_limit(r)),
+            rate_limit: raw.rate_limit.and_then(|r| v.web_rate_limit(r)),
         };
-        if v.problems.is_empty() {
-            Ok(access)
-        } else {
-            Err(ConfigError::Invalid(v.problems))
-        }
+        v.finish(access)
     }
-}
-
-struct Validator<'a> {
-    problems: Vec<Problem>,
-    base_dir: &'a Path,
 }
 
 /// What the TLS block asks of client certificates.
@@ -177,15 +171,7 @@ enum ClientAuth {
 }
 
 impl Validator<'_> {
-    fn problem(&mut self, path: &str, value: impl fmt::Display, rule: &str) {
-        self.problems.push(Problem {
-            path: path.to_string(),
-            value: value.to_string(),
-            rule: rule.to_string(),
-        });
-    }
-
-    fn tls(&mut self, raw: RawTlsServer) -> Option<ServerConfig> {
+    fn tls_server(&mut self, raw: RawTlsServer) -> Option<ServerConfig> {
         const AT: &str = "tls_server_config";
         let before = self.problems.len();
         let certs = self.pem_certs(
@@ -228,7 +214,7 @@ impl Validator<'_> {
             .with_single_cert(certs, key?)
             .map_err(|err| {
                 self.problem(
-                    &format!("{AT}.key"),
+                    format!("{AT}.key"),
                     "",
                     &format!("does not match the certificate: {err}"),
                 )
@@ -248,35 +234,25 @@ impl Validator<'_> {
         file: Option<&Path>,
         required: bool,
     ) -> Vec<CertificateDer<'static>> {
-        let (bytes, where_) = match (inline, file) {
+        let certs = match (inline, file) {
             (Some(_), Some(_)) => {
                 self.problem(key, "", &format!("set {key} or {key}_file, not both"));
-                return Vec::new();
+                None
             }
-            (Some(text), None) => (text.as_bytes().to_vec(), key.to_string()),
-            (None, Some(path)) => match self.read(&format!("{key}_file"), path) {
-                Some(bytes) => (bytes, format!("{key}_file")),
-                None => return Vec::new(),
-            },
+            (Some(text), None) => self.certificates(key, "", text.as_bytes()),
+            (None, Some(path)) => {
+                let full = self.base_dir.join(path);
+                self.certificates_file(&format!("{key}_file"), &full)
+            }
             (None, None) => {
                 if required {
-                    self.problem(
-                        key,
-                        "",
-                        &format!("{key}_file (or inline {key}) is required"),
-                    );
+                    let rule = format!("{key}_file (or inline {key}) is required");
+                    self.problem(key, "", &rule);
                 }
-                return Vec::new();
+                None
             }
         };
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
-            .filter_map(Result::ok)
-            .collect();
-        if certs.is_empty() {
-            let shown = file.map(|p| p.display().to_string()).unwrap_or_default();
-            self.problem(&where_, shown, "holds no PEM certificate");
-        }
-        certs
+        certs.unwrap_or_default()
     }
 
     fn pem_key(
@@ -285,39 +261,18 @@ impl Validator<'_> {
         file: Option<&Path>,
     ) -> Option<PrivateKeyDer<'static>> {
         const KEY: &str = "tls_server_config.key";
-        let bytes = match (inline, file) {
+        match (inline, file) {
             (Some(_), Some(_)) => {
                 self.problem(KEY, "", "set key or key_file, not both");
-                return None;
-            }
-            (Some(secret), None) => secret.expose().as_bytes().to_vec(),
-            (None, Some(path)) => self.read("tls_server_config.key_file", path)?,
-            (None, None) => {
-                self.problem(KEY, "", "key_file (or inline key) is required");
-                return None;
-            }
-        };
-        match PrivateKeyDer::from_pem_slice(&bytes) {
-            Ok(key) => Some(key),
-            Err(_) => {
-                let shown = file.map(|p| p.display().to_string()).unwrap_or_default();
-                // The key itself is never shown.
-                self.problem(
-                    KEY,
-                    shown,
-                    "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
-                );
                 None
             }
-        }
-    }
-
-    fn read(&mut self, key: &str, path: &Path) -> Option<Vec<u8>> {
-        let full = self.base_dir.join(path);
-        match std::fs::read(&full) {
-            Ok(bytes) => Some(bytes),
-            Err(err) => {
-                self.problem(key, full.display(), &format!("cannot be read: {err}"));
+            (Some(secret), None) => self.private_key(KEY, "", secret.expose().as_bytes()),
+            (None, Some(path)) => {
+                let full = self.base_dir.join(path);
+                self.private_key_file("tls_server_config.key_file", &full)
+            }
+            (None, None) => {
+                self.problem(KEY, "", "key_file (or inline key) is required");
                 None
             }
         }
@@ -369,7 +324,7 @@ impl Validator<'_> {
         for (i, san) in sans.iter().enumerate() {
             if ServerName::try_from(san.as_str()).is_err() {
                 self.problem(
-                    &format!("tls_server_config.client_allowed_sans[{i}]"),
+                    format!("tls_server_config.client_allowed_sans[{i}]"),
                     san,
                     "only DNS names and IP addresses can be matched",
                 );
@@ -442,7 +397,7 @@ impl Validator<'_> {
                 match found {
                     Some(suite) => chosen.push(*suite),
                     None => self.problem(
-                        &format!("tls_server_config.cipher_suites[{i}]"),
+                        format!("tls_server_config.cipher_suites[{i}]"),
                         name,
                         "is not a supported TLS 1.2 suite (supported: ECDHE with AES-GCM or ChaCha20-Poly1305)",
                     ),
@@ -458,7 +413,7 @@ impl Validator<'_> {
                 match all.iter().find(|g| Some(g.name()) == group) {
                     Some(g) => chosen.push(*g),
                     None => self.problem(
-                        &format!("tls_server_config.curve_preferences[{i}]"),
+                        format!("tls_server_config.curve_preferences[{i}]"),
                         name,
                         "must be X25519, CurveP256 or CurveP384",
                     ),
@@ -526,7 +481,7 @@ impl Validator<'_> {
         for (name, hash) in &users {
             if bcrypt_cost(hash.expose()).is_none() {
                 // The hash is not a password, but is still not shown.
-                self.problem(&format!("basic_auth_users.{name}"), "", "is not a bcrypt hash ($2a$, $2b$ or $2y$); make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`");
+                self.problem(format!("basic_auth_users.{name}"), "", "is not a bcrypt hash ($2a$, $2b$ or $2y$); make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`");
             }
             if name.contains(':') {
                 self.problem("basic_auth_users", name, "a user name must not contain ':'");
@@ -569,7 +524,7 @@ impl Validator<'_> {
         out
     }
 
-    fn rate_limit(&mut self, raw: RawRateLimit) -> Option<(Duration, u32)> {
+    fn web_rate_limit(&mut self, raw: RawIntervalLimit) -> Option<RateLimit> {
         let interval_text = raw.interval.unwrap_or_else(|| "0s".into());
         let interval = match humantime::parse_duration(&interval_text) {
             Ok(d) => d,
@@ -586,7 +541,10 @@ impl Validator<'_> {
             return None;
         }
         match raw.burst {
-            Some(burst) if burst > 0 => Some((interval, burst)),
+            Some(burst) if burst > 0 => Some(RateLimit {
+                period: interval,
+                burst,
+            }),
             other => {
                 self.problem(
                     "rate_limit.burst",
@@ -804,10 +762,8 @@ impl ClientCertVerifier for AllowedSans {
 pub struct WebConfigFile {
     path: Option<PathBuf>,
     current: arc_swap::ArcSwap<WebAccess>,
-    stamp: parking_lot::Mutex<Option<FileStamp>>,
+    watch: parking_lot::Mutex<FileWatch>,
 }
-
-type FileStamp = (std::time::SystemTime, u64);
 
 impl WebConfigFile {
     /// Loads `path` (no file: plain HTTP, no authentication).
@@ -815,12 +771,12 @@ impl WebConfigFile {
         let Some(path) = path else {
             return Ok(WebConfigFile::default());
         };
-        let stamp = stamp_of(path);
+        let watch = FileWatch::seen_now(path);
         let access = WebAccess::load(path)?;
         Ok(WebConfigFile {
             path: Some(path.to_owned()),
             current: arc_swap::ArcSwap::from_pointee(access),
-            stamp: parking_lot::Mutex::new(stamp),
+            watch: parking_lot::Mutex::new(watch),
         })
     }
 
@@ -833,12 +789,10 @@ impl WebConfigFile {
     }
 
     fn refresh(&self, path: &Path) {
-        let now = stamp_of(path);
-        let mut stamp = self.stamp.lock();
-        if now == *stamp || now.is_none() {
+        let mut watch = self.watch.lock();
+        if !watch.changed(path) || !path.exists() {
             return;
         }
-        *stamp = now;
         match WebAccess::load(path) {
             Ok(access) => {
                 tracing::info!(file = %path.display(), "web configuration reloaded");
@@ -851,9 +805,4 @@ impl WebConfigFile {
             }
         }
     }
-}
-
-fn stamp_of(path: &Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }

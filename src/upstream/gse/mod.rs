@@ -7,32 +7,10 @@
 
 mod client;
 pub mod decode;
-mod error;
-
-use std::fmt;
-use std::net::Ipv4Addr;
 
 pub use client::GseClient;
-pub(crate) use client::{read_capped, transport_error, with_tls};
-pub use error::{GseError, RESULT_LABELS};
 
-/// Which GSE API a group is polled through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ApiVersion {
-    /// GSE 1.x through ESB: `get_agent_status` + `get_agent_info`.
-    V1,
-    /// GSE 2.0 through the API gateway: `list_agent_state` + `list_agent_info`.
-    V2,
-}
-
-impl fmt::Display for ApiVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ApiVersion::V1 => "v1",
-            ApiVersion::V2 => "v2",
-        })
-    }
-}
+use crate::model::ApiVersion;
 
 /// One GSE call, as named in `gse_exporter_api_requests_total{api}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,44 +55,6 @@ impl Call {
             Call::V1Info => "/get_agent_info/",
             Call::V2State => "/api/v2/cluster/list_agent_state",
             Call::V2Info => "/api/v2/cluster/list_agent_info",
-        }
-    }
-}
-
-/// A host as configured: a `cloud:ip`, a GSE 2.0 agent id, or both.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Host {
-    /// BlueKing cloud area id.
-    pub bk_cloud_id: Option<i64>,
-    /// Inner IPv4 address.
-    pub ip: Option<Ipv4Addr>,
-    /// GSE 2.0 agent id.
-    pub agent_id: Option<String>,
-}
-
-impl Host {
-    /// `"cloud:ip"`, when the host has an ip.
-    pub fn cloud_ip(&self) -> Option<String> {
-        self.ip
-            .map(|ip| format!("{}:{}", self.bk_cloud_id.unwrap_or(0), ip))
-    }
-
-    /// The key GSE is asked with and answers by: `cloud:ip` on v1; the agent
-    /// id, else `cloud:ip`, on v2.
-    pub fn query_key(&self, api: ApiVersion) -> Option<String> {
-        match api {
-            ApiVersion::V1 => self.cloud_ip(),
-            ApiVersion::V2 => self.agent_id.clone().or_else(|| self.cloud_ip()),
-        }
-    }
-
-    /// A short human form for messages.
-    pub fn display(&self) -> String {
-        match (&self.agent_id, self.cloud_ip()) {
-            (Some(id), Some(ci)) => format!("{ci} ({id})"),
-            (Some(id), None) => id.clone(),
-            (None, Some(ci)) => ci,
-            (None, None) => String::from("<no address>"),
         }
     }
 }

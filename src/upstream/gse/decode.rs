@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::value::RawValue;
 
-use super::{GseError, Info, Reply, Status};
+use super::{Info, Reply, Status};
+use crate::upstream::GseError;
 
 /// GSE 2.0: none of the asked ids is known.
 pub const V2_NONE_FOUND: i64 = 1011003;

@@ -1,11 +1,11 @@
-//! The exporter's picture of the fleet: immutable snapshots built once per cycle.
+//! What the poller remembers of each agent between cycles, and how a
+//! remembered answer becomes a row of the snapshot.
 //!
-//! Owns the data types of a snapshot (groups, agents, counts) and the pure
-//! rules that turn observations into agent records: what "online", "offline",
-//! "not found" and "unknown" mean and how long a last known value survives a
-//! failed batch. No I/O and no text formatting here.
+//! Owns the compact per-agent values (an [`Observation`] of the status call,
+//! an [`AgentInfo`] of the info call, shared strings, millisecond stamps) and
+//! the rules that join them into an [`AgentRecord`]: what "online", "offline"
+//! and "not found" mean and how a heartbeat age is read. No I/O here.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -13,48 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashSet;
 
-use crate::discovery::HostEntry;
-use crate::gse::{Info, Status};
-
-/// Where an agent stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AgentState {
-    /// GSE says it is alive.
-    Online,
-    /// GSE knows it and says it is not alive.
-    Offline,
-    /// GSE does not know it.
-    NotFound,
-    /// GSE could not be asked for longer than `stale_after`.
-    Unknown,
-}
-
-impl AgentState {
-    /// Every state in label order.
-    pub const ALL: [AgentState; 4] = [
-        AgentState::Online,
-        AgentState::Offline,
-        AgentState::NotFound,
-        AgentState::Unknown,
-    ];
-
-    /// The `state` label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            AgentState::Online => "online",
-            AgentState::Offline => "offline",
-            AgentState::NotFound => "not_found",
-            AgentState::Unknown => "unknown",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// GSE 2.0's own code for an agent it does not know; used for both APIs.
-pub const STATUS_NOT_FOUND: i64 = -2;
+use crate::model::{HostEntry, unix_seconds};
+use crate::snapshot::{AgentRecord, AgentRow, AgentState, IpLabel, STATUS_NOT_FOUND};
+use crate::upstream::gse::{Info, Status};
 
 /// Shared copies of strings that many agents have in common (versions,
 /// parent addresses, cloud ids), so a million agents hold a handful of them.
@@ -154,80 +115,6 @@ impl HostIp {
             HostIp::V4(ip) => Some(IpLabel::v4(*ip)),
             HostIp::Text(text) => Some(IpLabel::from(text.as_str())),
         }
-    }
-}
-
-/// An `ip` label value: an IPv4 address written inline, so a row costs no
-/// allocation for it each cycle, or any other text, shared. Reads as `&str`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpLabel {
-    /// An IPv4 address: the first `len` bytes of `text`.
-    V4 {
-        /// Dotted quad, at most 15 bytes.
-        text: [u8; 15],
-        /// Bytes used.
-        len: u8,
-    },
-    /// Anything else ("" when unknown).
-    Text(Arc<str>),
-}
-
-impl IpLabel {
-    /// The dotted-quad label of an address.
-    pub fn v4(ip: Ipv4Addr) -> IpLabel {
-        let mut text = [0u8; 15];
-        let mut len = 0;
-        for (i, octet) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                text[len] = b'.';
-                len += 1;
-            }
-            let mut digits = itoa::Buffer::new();
-            let digits = digits.format(octet).as_bytes();
-            text[len..len + digits.len()].copy_from_slice(digits);
-            len += digits.len();
-        }
-        IpLabel::V4 {
-            text,
-            len: len as u8,
-        }
-    }
-}
-
-impl std::ops::Deref for IpLabel {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        match self {
-            IpLabel::V4 { text, len } => {
-                std::str::from_utf8(&text[..usize::from(*len).min(15)]).unwrap_or_default()
-            }
-            IpLabel::Text(text) => text,
-        }
-    }
-}
-
-impl AsRef<str> for IpLabel {
-    fn as_ref(&self) -> &str {
-        self
-    }
-}
-
-impl From<&str> for IpLabel {
-    fn from(text: &str) -> IpLabel {
-        IpLabel::Text(Arc::from(text))
-    }
-}
-
-impl From<String> for IpLabel {
-    fn from(text: String) -> IpLabel {
-        IpLabel::Text(Arc::from(text))
-    }
-}
-
-impl From<Arc<str>> for IpLabel {
-    fn from(text: Arc<str>) -> IpLabel {
-        IpLabel::Text(text)
     }
 }
 
@@ -409,25 +296,6 @@ impl Observation {
     }
 }
 
-/// What the exporter last learned of one agent (shared by every group that has it).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentRecord {
-    /// Online, offline or not found (never unknown: that is derived from age).
-    pub state: AgentState,
-    /// GSE 2.0 status code, or -2 when not found; `None` for a known v1 agent.
-    pub status_code: Option<i64>,
-    /// Agent version ("" when unknown), shared between agents.
-    pub version: Arc<str>,
-    /// Upstream proxy or server ("" when unknown), shared between agents.
-    pub parent_ip: Arc<str>,
-    /// Seconds since the last heartbeat, as of `observed_at`.
-    pub heartbeat_age: Option<f64>,
-    /// When GSE last answered for this agent.
-    pub observed_at: SystemTime,
-    /// When the agent was last seen alive.
-    pub last_seen_alive: Option<SystemTime>,
-}
-
 impl AgentRecord {
     /// Builds the record for an agent GSE answered for (or left out: `status` None).
     pub fn observe(
@@ -447,28 +315,6 @@ fn seconds_between(earlier: SystemTime, later: SystemTime) -> f64 {
         .duration_since(earlier)
         .unwrap_or_default()
         .as_secs_f64()
-}
-
-/// Unix time in seconds.
-pub fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// One agent as exported: its label values and its record. The strings are
-/// shared with the poller's memory (read them as `&str`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentRow {
-    /// `bk_cloud_id` label ("" when unknown).
-    pub bk_cloud_id: Arc<str>,
-    /// `ip` label ("" when unknown).
-    pub ip: IpLabel,
-    /// `bk_agent_id` label ("" when unknown).
-    pub bk_agent_id: Arc<str>,
-    /// Values of the group's CMDB labels (`GroupSnapshot::host_label_names`).
-    pub host_labels: Arc<[String]>,
-    /// What is known of it.
-    pub record: AgentRecord,
 }
 
 impl AgentRow {
@@ -501,104 +347,6 @@ impl AgentRow {
     }
 }
 
-/// Agents per state, in [`AgentState::ALL`] order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StateCounts(pub [u64; 4]);
-
-impl StateCounts {
-    /// Counts one more agent in a state.
-    pub fn add(&mut self, state: AgentState) {
-        self.0[state.index()] += 1;
-    }
-    /// Agents in a state.
-    pub fn get(&self, state: AgentState) -> u64 {
-        self.0[state.index()]
-    }
-}
-
-/// One group after a cycle.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupSnapshot {
-    /// The `group` label.
-    pub name: String,
-    /// The `bk_biz_id` label.
-    pub bk_biz_id: String,
-    /// Extra labels, sorted.
-    pub labels: Vec<(String, String)>,
-    /// Names of per-host CMDB labels (values in `AgentRow::host_labels`).
-    pub host_label_names: Vec<String>,
-    /// Whether per-agent series are exported for this group.
-    pub per_agent_metrics: bool,
-    /// Exported agents (online, offline, not found; unknown ones are left out).
-    pub agents: Vec<AgentRow>,
-    /// Agents per state, unknown included.
-    pub counts: StateCounts,
-    /// Known agents (online or offline) per version.
-    pub versions: BTreeMap<String, u64>,
-    /// Every status batch of the group succeeded in the last cycle.
-    pub up: bool,
-    /// Seconds the group's part of the last cycle took.
-    pub poll_duration: f64,
-    /// Configured interval in seconds.
-    pub interval: f64,
-    /// Unix time of the last cycle in which every batch succeeded.
-    pub last_success: Option<f64>,
-    /// Discovered hosts that cannot be asked for, by reason.
-    pub skipped: BTreeMap<&'static str, u64>,
-    /// CMDB discovery state, for groups that use it.
-    pub discovery: Option<crate::discovery::DiscoveryStatus>,
-}
-
-impl GroupSnapshot {
-    /// Counts states and versions over the exported agents plus `unknown` more.
-    pub fn tally(&mut self, unknown: u64) {
-        let mut counts = StateCounts::default();
-        let mut versions = BTreeMap::new();
-        for agent in &self.agents {
-            count(&mut counts, &mut versions, &agent.record);
-        }
-        counts.0[AgentState::Unknown.index()] = unknown;
-        self.counts = counts;
-        self.versions = versions;
-    }
-}
-
-/// Counts one agent's state, and its version when GSE knows it.
-pub fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
-    count_state(counts, versions, record.state, &record.version);
-}
-
-/// Counts an agent in `state`, and its `version` when the agent is known.
-pub fn count_state(
-    counts: &mut StateCounts,
-    versions: &mut BTreeMap<String, u64>,
-    state: AgentState,
-    version: &str,
-) {
-    counts.add(state);
-    if matches!(state, AgentState::Online | AgentState::Offline) {
-        match versions.get_mut(version) {
-            Some(n) => *n += 1,
-            None => {
-                versions.insert(version.to_string(), 1);
-            }
-        }
-    }
-}
-
-/// The whole picture after one cycle.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Snapshot {
-    /// Groups in configuration order.
-    pub groups: Vec<GroupSnapshot>,
-    /// Whether at least one complete cycle is behind this snapshot.
-    pub complete: bool,
-    /// This process's shard.
-    pub sharding: crate::config::Sharding,
-    /// Metric families never exposed (patterns, anchored).
-    pub metric_deny: Vec<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,15 +358,6 @@ mod tests {
         assert_eq!(Stamp::new(t + Duration::from_micros(999)).time(), t);
         let before = UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(Stamp::new(before).time(), UNIX_EPOCH);
-    }
-
-    #[test]
-    fn ip_labels_read_as_dotted_quads() {
-        for ip in ["0.0.0.0", "10.0.0.7", "255.255.255.255", "192.168.100.1"] {
-            let label = IpLabel::v4(ip.parse().unwrap());
-            assert_eq!(&*label, ip);
-        }
-        assert_eq!(&*IpLabel::from("fe80::1"), "fe80::1");
     }
 
     #[test]

@@ -7,10 +7,10 @@
 //! concurrent scrapes, content negotiation (Prometheus text or OpenMetrics,
 //! gzip or not) and the page. It never polls GSE and never waits on a poll:
 //! every handler reads the published exposition and returns. What the web
-//! configuration means is [`crate::web_config`]'s; checking a password is
-//! [`crate::auth`]'s.
+//! configuration means is [`crate::config::web`]'s; checking a password is
+//! [`auth`]'s, the page is [`landing`]'s. A reload is asked of whatever the
+//! runner hands in as a [`Reload`]; this layer never loads a config itself.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,7 +23,7 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,11 +32,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::auth::{BasicAuth, Verdict};
-use crate::exposition::{Exposition, Published};
-use crate::metrics::{Format, Rejection};
-use crate::state::GroupSnapshot;
-use crate::web_config::{WebAccess, WebConfigFile};
+pub mod auth;
+mod landing;
+
+use auth::{BasicAuth, Verdict};
+use landing::landing;
+
+use crate::config::ConfigError;
+use crate::config::web::{WebAccess, WebConfigFile};
+use crate::expose::{Body, Exposition, Format, Published};
+use crate::model::RateLimit;
+use crate::pacing::quota;
+use crate::telemetry::Rejection;
 
 /// Largest request body accepted (only `/-/reload` takes one, and ignores it).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -69,6 +76,12 @@ impl Default for Limits {
     }
 }
 
+/// Re-reads the configuration on `POST /-/reload` (implemented by the runner).
+pub trait Reload: std::fmt::Debug + Send + Sync {
+    /// Reloads now; a bad file is refused and the running configuration stays.
+    fn reload(&self) -> Result<(), ConfigError>;
+}
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -77,7 +90,7 @@ pub struct AppState {
     /// The configured telemetry path (for the landing page).
     pub telemetry_path: String,
     /// Reloads the configuration file.
-    pub reloader: Arc<crate::app::Reloader>,
+    pub reloader: Arc<dyn Reload>,
     /// TLS, users, headers and rate limit (`--web.config.file`).
     pub web: Arc<WebConfigFile>,
     /// Server limits.
@@ -99,7 +112,7 @@ pub struct Gate {
 
 #[derive(Debug)]
 struct RateLimiter {
-    setting: (Duration, u32),
+    setting: RateLimit,
     bucket: governor::DefaultDirectRateLimiter,
 }
 
@@ -115,24 +128,19 @@ impl Gate {
     }
 
     /// Whether the web configuration's token bucket has room for a request.
-    fn rate_allows(&self, setting: Option<(Duration, u32)>) -> bool {
-        let Some((interval, burst)) = setting else {
+    fn rate_allows(&self, setting: Option<RateLimit>) -> bool {
+        let Some(limit) = setting else {
             return true;
         };
         let mut rate = self.rate.lock();
         if rate.as_ref().map(|r| r.setting) != setting {
-            *rate = quota(interval, burst).map(|q| RateLimiter {
-                setting: (interval, burst),
+            *rate = quota(limit).map(|q| RateLimiter {
+                setting: limit,
                 bucket: governor::RateLimiter::direct(q),
             });
         }
         rate.as_ref().is_none_or(|r| r.bucket.check().is_ok())
     }
-}
-
-fn quota(interval: Duration, burst: u32) -> Option<governor::Quota> {
-    let burst = std::num::NonZeroU32::new(burst)?;
-    Some(governor::Quota::with_period(interval)?.allow_burst(burst))
 }
 
 /// Builds the router.
@@ -500,7 +508,7 @@ impl http_body::Body for Chunks {
     }
 }
 
-async fn render_off_thread(exposition: Arc<Exposition>) -> Option<crate::exposition::Body> {
+async fn render_off_thread(exposition: Arc<Exposition>) -> Option<Body> {
     tokio::task::spawn_blocking(move || exposition.body(Format::OpenMetrics).clone())
         .await
         .ok()
@@ -576,56 +584,6 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn landing(State(state): State<AppState>) -> Html<String> {
-    let exposition = state.published.current();
-    Html(landing_page(
-        &state.telemetry_path,
-        &exposition.snapshot().groups,
-    ))
-}
-
-fn landing_page(telemetry_path: &str, groups: &[GroupSnapshot]) -> String {
-    let mut rows = String::new();
-    for g in groups {
-        let _ = write!(
-            rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}s</td><td>{}</td></tr>",
-            escape(&g.name),
-            escape(&g.bk_biz_id),
-            if g.up { "up" } else { "<b>blind</b>" },
-            g.counts.get(crate::state::AgentState::Online),
-            g.counts.get(crate::state::AgentState::Offline),
-            g.counts.get(crate::state::AgentState::NotFound)
-                + g.counts.get(crate::state::AgentState::Unknown),
-            g.poll_duration,
-            g.last_success.map_or("never".into(), format_unix),
-        );
-    }
-    format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>GSE Exporter</title></head><body>\
-         <h1>GSE Exporter</h1><p>Version {version}. Reports whether BlueKing GSE agents are alive.</p>\
-         <ul><li><a href=\"{path}\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li>\
-         <li><a href=\"/-/ready\">Readiness</a></li></ul>\
-         <h2>Groups</h2><table border=\"1\" cellpadding=\"4\"><tr><th>group</th><th>bk_biz_id</th><th>GSE</th>\
-         <th>online</th><th>offline</th><th>not found / unknown</th><th>last poll took</th><th>last full success (UTC)</th></tr>\
-         {rows}</table></body></html>",
-        version = env!("CARGO_PKG_VERSION"),
-        path = escape(telemetry_path),
-    )
-}
-
-fn format_unix(seconds: f64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(seconds.max(0.0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,12 +625,5 @@ mod tests {
         assert_eq!(parse_listen_address(":10909").unwrap().port(), 10909);
         assert!(parse_listen_address("127.0.0.1:0").is_ok());
         assert!(parse_listen_address("nonsense").is_err());
-    }
-
-    #[test]
-    fn landing_page_escapes_group_names() {
-        let page = landing_page("/metrics", &[]);
-        assert!(page.contains("href=\"/metrics\""));
-        assert_eq!(escape("<b>&"), "&lt;b&gt;&amp;");
     }
 }

@@ -12,9 +12,11 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::agent_text::{self, Deflated};
-use crate::metrics::{Format, Telemetry, deny_set, is_denied, render};
-use crate::state::Snapshot;
+use super::agents;
+use super::gzip::Deflated;
+use super::text::{Format, deny_set, is_denied, render};
+use crate::snapshot::Snapshot;
+use crate::telemetry::Telemetry;
 
 /// One rendered body in both encodings. Each is a list of chunks (the
 /// per-agent block, shared by both formats, then the rest), so serving it
@@ -54,7 +56,7 @@ impl Exposition {
     /// Renders a snapshot (Prometheus text now; OpenMetrics on first demand).
     pub fn new(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>) -> Exposition {
         let deny = deny_set(&snapshot.metric_deny);
-        let agents = agent_text::render(&snapshot, &|def| is_denied(&deny, def));
+        let agents = agents::render(&snapshot, &|def| is_denied(&deny, def));
         let agents_deflated = Deflated::head(&agents);
         let agents = Bytes::from(agents);
         let rest = render(snapshot.clone(), telemetry.clone(), Format::Prometheus);

@@ -1,23 +1,26 @@
-//! HTTP transport for both GSE APIs: builds requests with authentication,
-//! enforces the per-request timeout and the reply-size cap, and maps HTTP
-//! outcomes to [`GseError`]. One attempt per call: retries belong to the poller.
+//! The client of both GSE APIs: builds requests with authentication and the
+//! per-request timeout, and hands replies to [`super::decode`]. The HTTP layer
+//! under it (TLS, capped reads, error mapping) is [`crate::upstream`]'s. One
+//! attempt per call: retries belong to the poller.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Call, GseError, Info, Reply, Status, decode};
-use crate::config::{GseConfig, TlsConfig};
+use super::{Call, Info, Reply, Status, decode};
+use crate::config::GseConfig;
+use crate::model::Secret;
+use crate::upstream::{GseError, error_chain, http_error, read_capped, transport_error, with_tls};
 
 /// A client for both GSE APIs. Cheap to clone.
 #[derive(Clone)]
 pub struct GseClient {
     http: reqwest::Client,
     app_code: String,
-    app_secret: crate::config::Secret,
+    app_secret: Secret,
     username: String,
     supplier_account: String,
     tenant_id: Option<String>,
@@ -156,110 +159,8 @@ impl GseClient {
     }
 }
 
-/// Applies a `tls:` block: extra CA roots (added to the system roots), a
-/// client certificate, or no verification at all when the user asked so
-/// (the warning is logged where configurations are applied).
-pub(crate) fn with_tls(
-    builder: reqwest::ClientBuilder,
-    tls: &TlsConfig,
-) -> Result<reqwest::ClientBuilder, GseError> {
-    let tls_error =
-        |what: &str, e: reqwest::Error| GseError::Transport(format!("{what}: {}", error_chain(&e)));
-    let roots = tls
-        .ca_certs
-        .iter()
-        .map(|der| reqwest::Certificate::from_der(der))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error("tls.ca_file", e))?;
-    let mut builder = builder
-        .tls_certs_merge(roots)
-        .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
-    if let Some(client) = &tls.client {
-        // reqwest's own message is fixed text: no key material in it.
-        let identity = reqwest::Identity::from_pem(client.identity_pem())
-            .map_err(|e| tls_error("tls.key_file", e))?;
-        builder = builder.identity(identity);
-    }
-    Ok(builder)
-}
-
 /// A GSE 2.0 request body.
 #[derive(Serialize)]
 struct V2Body<'a> {
     agent_id_list: Vec<&'a str>,
-}
-
-/// Maps a reqwest failure to a timeout or a transport error.
-pub(crate) fn transport_error(err: reqwest::Error) -> GseError {
-    if err.is_timeout() {
-        GseError::Timeout
-    } else {
-        // `without_url` keeps hosts out of logs only by choice; no secret is in a URL.
-        GseError::Transport(error_chain(&err.without_url()))
-    }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Reads a reply body, refusing more than `cap` bytes.
-pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, GseError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len as usize > cap)
-    {
-        return Err(GseError::TooLarge(cap));
-    }
-    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > cap {
-            return Err(GseError::TooLarge(cap));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> GseError {
-    let (code, message) = decode::error_code(body);
-    let gateway_limit = decode::GATEWAY_RATE_LIMITED_FIRST..=decode::GATEWAY_RATE_LIMITED_LAST;
-    if status == 429 || code.is_some_and(|c| gateway_limit.contains(&c)) {
-        return GseError::RateLimited {
-            code: code.unwrap_or(429),
-            retry_after: retry_after(headers),
-        };
-    }
-    GseError::HttpStatus {
-        status,
-        code,
-        message,
-    }
-}
-
-/// `Retry-After` (seconds) or the gateway's `X-Bkapi-RateLimit-Reset` (seconds).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds = |name: &str| -> Option<f64> {
-        let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-        (value.is_finite() && value >= 0.0).then_some(value)
-    };
-    let mut wait = seconds(RETRY_AFTER.as_str()).or_else(|| seconds("X-Bkapi-RateLimit-Reset"))?;
-    if wait > 1e9 {
-        // An absolute unix time rather than a delay.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        wait = (wait - now).max(0.0);
-    }
-    Some(Duration::from_secs_f64(wait.min(300.0)))
 }

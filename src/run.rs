@@ -14,13 +14,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::config::{Config, ConfigError, Sharding};
-use crate::exposition::Published;
-use crate::gse::GseError;
-use crate::metrics::Telemetry;
+use crate::config::web::WebConfigFile;
+use crate::config::{Config, ConfigError};
+use crate::expose::{Published, otlp};
+use crate::http::{self as server, AppState, Gate, Limits, Reload};
+use crate::model::Sharding;
 use crate::poller::Poller;
-use crate::server::{self, AppState, Gate, Limits};
-use crate::web_config::WebConfigFile;
+use crate::telemetry::Telemetry;
+use crate::upstream::GseError;
 
 /// Why an exporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,15 @@ impl Default for ExporterOptions {
     }
 }
 
+/// This host's name: `$HOSTNAME`, else the kernel's.
+pub fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+}
+
 /// Re-reads the configuration file and hands a valid one to the poller; a bad
 /// file is rejected and the running configuration stays.
 #[derive(Debug)]
@@ -85,9 +95,9 @@ pub struct Reloader {
     published: Arc<Published>,
 }
 
-impl Reloader {
+impl Reload for Reloader {
     /// Reloads now. Unchanged groups keep their state (no gap in their series).
-    pub fn reload(&self) -> Result<(), ConfigError> {
+    fn reload(&self) -> Result<(), ConfigError> {
         let result = self.load();
         let telemetry = self.published.telemetry();
         match &result {
@@ -107,7 +117,9 @@ impl Reloader {
         self.published.refresh();
         result.map(|_| ())
     }
+}
 
+impl Reloader {
     fn load(&self) -> Result<Arc<Config>, ConfigError> {
         let path = self.path.as_deref().ok_or_else(|| ConfigError::Parse {
             path: "--config.file".into(),
@@ -179,8 +191,8 @@ impl Exporter {
             gate: Arc::new(Gate::new(&options.limits)),
         };
         let http = tokio::spawn(serve_until_stopped(listener, state, stopped.clone()));
-        let instance_id = crate::otlp::instance_id(crate::cli::hostname(), addr.port());
-        let otlp = tokio::spawn(crate::otlp::run(
+        let instance_id = otlp::instance_id(hostname(), addr.port());
+        let otlp = tokio::spawn(otlp::run(
             published.clone(),
             config_rx.clone(),
             instance_id,

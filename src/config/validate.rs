@@ -1,0 +1,616 @@
+//! The one validator of both configuration files: collects every problem
+//! with its key path, value and rule, and holds the rules of the exporter's
+//! own file (`config.yml`). The web configuration's rules are in
+//! [`super::web`], PEM rules in [`super::pem`], host rules in [`super::hosts`]
+//! and upstream TLS rules in [`super::tls`], each as more methods of
+//! [`Validator`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use super::schema::*;
+use super::*;
+
+/// Collects every problem of one file, with the key path, the value and the rule.
+pub(super) struct Validator<'a> {
+    pub(super) problems: Vec<Problem>,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) base_dir: &'a Path,
+}
+
+impl<'a> Validator<'a> {
+    /// A validator for a file in `base_dir`, expanding `${VAR}` through `env`.
+    pub(super) fn new(
+        env: &'a dyn Fn(&str) -> Option<String>,
+        base_dir: &'a Path,
+    ) -> Validator<'a> {
+        Validator {
+            problems: Vec::new(),
+            env,
+            base_dir,
+        }
+    }
+
+    /// The problems found, or `value` when there are none.
+    pub(super) fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid(self.problems))
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// Records a problem: the key, the value as written (never a secret) and the rule.
+    pub(super) fn problem(&mut self, path: impl Into<String>, value: impl ToString, rule: &str) {
+        self.problems.push(Problem {
+            path: path.into(),
+            value: value.to_string(),
+            rule: rule.into(),
+        });
+    }
+
+    /// The bytes of a file the configuration names, or a problem at `key`.
+    pub(super) fn read_file(&mut self, key: &str, file: &Path) -> Option<Vec<u8>> {
+        match std::fs::read(file) {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                self.problem(key, file.display(), &format!("cannot be read: {err}"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn config(&mut self, raw: RawConfig) -> Config {
+        let interval = self.duration("interval", raw.interval.as_deref(), "60s");
+        let info_interval = self.duration("info_interval", raw.info_interval.as_deref(), "10m");
+        let stale_after = match raw.stale_after.as_deref() {
+            Some(text) => self.duration("stale_after", Some(text), "3m"),
+            None => interval.saturating_mul(3),
+        };
+        if stale_after < interval {
+            self.problem(
+                "stale_after",
+                humantime::format_duration(stale_after).to_string(),
+                "must be at least one interval",
+            );
+        }
+        let gse = self.gse(raw.gse);
+        let groups = self.groups(raw.groups, &gse);
+        self.batch_cap(&gse, &groups);
+        let cmdb = self.cmdb(raw.cmdb, &gse, &groups);
+        let sharding = self.sharding(raw.sharding.as_ref());
+        self.metric_deny(&raw.metric_deny);
+        let otlp = raw.otlp.map(|o| self.otlp(o));
+        Config {
+            gse,
+            interval,
+            info_interval,
+            stale_after,
+            cmdb,
+            sharding,
+            metric_deny: raw.metric_deny,
+            groups,
+            otlp,
+        }
+    }
+
+    fn otlp(&mut self, raw: RawOtlp) -> OtlpConfig {
+        let endpoint = self.url("otlp.endpoint", raw.endpoint.as_deref());
+        if raw.endpoint.is_none() {
+            self.problem("otlp.endpoint", "", "is required");
+        }
+        let protocol = match raw.protocol.as_deref().unwrap_or("http/protobuf") {
+            "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            "grpc" => OtlpProtocol::Grpc,
+            other => {
+                self.problem("otlp.protocol", other, "must be http/protobuf or grpc");
+                OtlpProtocol::HttpProtobuf
+            }
+        };
+        let interval = self.duration("otlp.interval", raw.interval.as_deref(), "30s");
+        let timeout = self.duration("otlp.timeout", raw.timeout.as_deref(), "10s");
+        if timeout >= interval {
+            let shown = humantime::format_duration(timeout).to_string();
+            self.problem("otlp.timeout", shown, "must be shorter than otlp.interval");
+        }
+        let headers = raw
+            .headers
+            .iter()
+            .map(|(name, value)| self.otlp_header(name, value))
+            .collect();
+        let resource_attributes = raw
+            .resource_attributes
+            .iter()
+            .map(|(key, value)| {
+                let path = format!("otlp.resource_attributes.{key}");
+                if key.trim().is_empty() {
+                    self.problem(&path, key, "must not be empty");
+                }
+                (key.clone(), self.expand(&path, value, false))
+            })
+            .collect();
+        OtlpConfig {
+            endpoint: endpoint.unwrap_or_default(),
+            protocol,
+            headers,
+            interval,
+            timeout,
+            resource_attributes,
+        }
+    }
+
+    /// A header name and its secret value (never shown in a problem).
+    fn otlp_header(&mut self, name: &str, value: &str) -> (String, Secret) {
+        use reqwest::header::{HeaderName, HeaderValue};
+        let path = format!("otlp.headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        if HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            self.problem(&path, name, "is not a valid HTTP header name");
+        }
+        let value = self.expand(&path, value, true);
+        if HeaderValue::from_str(&value).is_err() {
+            self.problem(&path, "", "value must be visible ASCII (no line breaks)");
+        }
+        (lower, Secret::new(value))
+    }
+
+    fn sharding(&mut self, raw: Option<&RawSharding>) -> Sharding {
+        let Some(raw) = raw else {
+            return Sharding::default();
+        };
+        if raw.total_shards < 1 || raw.total_shards > 10_000 {
+            let value = raw.total_shards.to_string();
+            self.problem(
+                "sharding.total_shards",
+                value,
+                "must be between 1 and 10000",
+            );
+            return Sharding::default();
+        }
+        if raw.shard < 0 || raw.shard >= raw.total_shards {
+            let rule = format!(
+                "must be between 0 and total_shards - 1 ({})",
+                raw.total_shards - 1
+            );
+            self.problem("sharding.shard", raw.shard.to_string(), &rule);
+            return Sharding::default();
+        }
+        Sharding {
+            shard: raw.shard as u32,
+            total: raw.total_shards as u32,
+        }
+    }
+
+    fn metric_deny(&mut self, patterns: &[String]) {
+        for (i, pattern) in patterns.iter().enumerate() {
+            if let Err(err) = regex::Regex::new(&format!("^(?:{pattern})$")) {
+                let rule = format!("is not a valid regular expression: {err}");
+                self.problem(format!("metric_deny[{i}]"), pattern, &rule);
+            }
+        }
+    }
+
+    fn cmdb(
+        &mut self,
+        raw: Option<RawCmdb>,
+        gse: &GseConfig,
+        groups: &[GroupConfig],
+    ) -> Option<CmdbConfig> {
+        let used = groups.iter().any(|g| g.cmdb.is_some());
+        let Some(raw) = raw else {
+            if used {
+                self.problem(
+                    "cmdb",
+                    "",
+                    "groups use cmdb discovery, so a top-level cmdb block with its url is required",
+                );
+            }
+            return None;
+        };
+        let api = match raw.api.as_deref().unwrap_or("gateway") {
+            "esb" => CmdbApi::Esb,
+            "gateway" => CmdbApi::Gateway,
+            other => {
+                self.problem(
+                    "cmdb.api",
+                    other,
+                    "must be esb (list_biz_hosts) or gateway (list_hosts)",
+                );
+                CmdbApi::Gateway
+            }
+        };
+        let url = match self.url("cmdb.url", raw.url.as_deref()) {
+            Some(url) => url,
+            None => {
+                if raw.url.is_none() {
+                    self.problem("cmdb.url", "", "is required");
+                }
+                String::new()
+            }
+        };
+        let default_path = match api {
+            CmdbApi::Esb => "/list_biz_hosts/",
+            CmdbApi::Gateway => "/api/v3/hosts/app/{bk_biz_id}/list_hosts",
+        };
+        let path = raw.path.unwrap_or_else(|| default_path.to_string());
+        if !path.starts_with('/') {
+            self.problem("cmdb.path", &path, "must start with /");
+        }
+        let app_secret = if raw.app_secret.is_some() || raw.app_secret_file.is_some() {
+            self.secret_at(
+                "cmdb",
+                raw.app_secret.as_deref(),
+                raw.app_secret_file.as_deref(),
+            )
+        } else {
+            gse.app_secret.clone()
+        };
+        let app_code = match raw.app_code.as_deref() {
+            Some(code) => self.expand("cmdb.app_code", code, false),
+            None => gse.app_code.clone(),
+        };
+        let rate_limit = match raw.rate_limit.as_ref() {
+            Some(limit) => self.rate_limit_at("cmdb.rate_limit", limit),
+            None => RateLimit::per_second(10.0, 5),
+        };
+        let max_shrink = raw.max_shrink.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&max_shrink) {
+            self.problem(
+                "cmdb.max_shrink",
+                max_shrink.to_string(),
+                "must be between 0 and 1",
+            );
+        }
+        Some(CmdbConfig {
+            api,
+            url,
+            path,
+            app_code,
+            app_secret,
+            username: gse.username.clone(),
+            timeout: self.duration("cmdb.timeout", raw.timeout.as_deref(), "10s"),
+            rate_limit,
+            page_size: self.positive(
+                "cmdb.page_size",
+                raw.page_size,
+                CMDB_MAX_PAGE as i64,
+                CMDB_MAX_PAGE as i64,
+            ) as usize,
+            refresh_interval: self.duration(
+                "cmdb.refresh_interval",
+                raw.refresh_interval.as_deref(),
+                "10m",
+            ),
+            max_shrink,
+            tls: match raw.tls {
+                Some(tls) => self.upstream_tls("cmdb", Some(tls)),
+                None => gse.tls.clone(),
+            },
+        })
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
+        const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
+        let text = value.unwrap_or(default);
+        match humantime::parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.problem(path, text, "must be greater than zero");
+                Duration::from_secs(1)
+            }
+            Ok(d) if d > LONGEST => {
+                self.problem(path, text, "must be at most 30d");
+                Duration::from_secs(1)
+            }
+            Ok(d) => d,
+            Err(_) => {
+                self.problem(
+                    path,
+                    text,
+                    "is not a duration (examples: 500ms, 10s, 5m, 1h)",
+                );
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn api(&mut self, path: &str, value: &str) -> ApiVersion {
+        match value {
+            "v1" => ApiVersion::V1,
+            "v2" => ApiVersion::V2,
+            other => {
+                self.problem(path, other, "must be v1 (ESB) or v2 (API gateway)");
+                ApiVersion::V2
+            }
+        }
+    }
+
+    fn expand(&mut self, path: &str, value: &str, secret: bool) -> String {
+        match expand_env(value, self.env) {
+            Ok(expanded) => expanded,
+            Err(var) => {
+                let shown = if secret { "" } else { value };
+                self.problem(
+                    path,
+                    shown,
+                    &format!("environment variable {var} is not set"),
+                );
+                String::new()
+            }
+        }
+    }
+
+    fn url(&mut self, path: &str, value: Option<&str>) -> Option<String> {
+        let value = self.expand(path, value?, false);
+        let trimmed = value.trim_end_matches('/').to_string();
+        match reqwest::Url::parse(&trimmed) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(trimmed)
+            }
+            _ => {
+                self.problem(path, value, "must be an absolute http:// or https:// URL");
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, path: &str, value: Option<i64>, default: i64, max: i64) -> i64 {
+        let v = value.unwrap_or(default);
+        if v <= 0 || v > max {
+            self.problem(path, v.to_string(), &format!("must be between 1 and {max}"));
+            return default;
+        }
+        v
+    }
+
+    fn gse(&mut self, raw: RawGse) -> GseConfig {
+        let api = self.api("gse.api", raw.api.as_deref().unwrap_or("v2"));
+        let url = self.url("gse.url", raw.url.as_deref());
+        let mut v1_url = self.url("gse.v1_url", raw.v1_url.as_deref());
+        let mut v2_url = self.url("gse.v2_url", raw.v2_url.as_deref());
+        match api {
+            ApiVersion::V1 => v1_url = v1_url.or(url),
+            ApiVersion::V2 => v2_url = v2_url.or(url),
+        }
+        let app_code = match raw.app_code.as_deref() {
+            Some(code) => self.expand("gse.app_code", code, false),
+            None => {
+                self.problem("gse.app_code", "", "is required");
+                String::new()
+            }
+        };
+        let app_secret = self.secret(raw.app_secret.as_deref(), raw.app_secret_file.as_deref());
+        let username = raw.username.as_deref().unwrap_or("admin");
+        let username = self.expand("gse.username", username, false);
+        let timeout = self.duration("gse.timeout", raw.timeout.as_deref(), "10s");
+        let rate_limit = self.rate_limit(raw.rate_limit.as_ref());
+        let batch_size = self.positive("gse.batch_size", raw.batch_size, 1000, V1_MAX_BATCH as i64);
+        GseConfig {
+            api,
+            v1_url,
+            v2_url,
+            app_code,
+            app_secret,
+            username,
+            supplier_account: raw.supplier_account.unwrap_or_else(|| "0".into()),
+            tenant_id: raw.tenant_id,
+            timeout,
+            batch_size: batch_size as usize,
+            rate_limit,
+            max_in_flight: self.positive("gse.max_in_flight", raw.max_in_flight, 4, 256) as usize,
+            max_attempts: self.positive("gse.max_attempts", raw.max_attempts, 4, 20) as u32,
+            initial_backoff: self.duration(
+                "gse.initial_backoff",
+                raw.initial_backoff.as_deref(),
+                "500ms",
+            ),
+            max_backoff: self.duration("gse.max_backoff", raw.max_backoff.as_deref(), "10s"),
+            max_response_bytes: self.positive(
+                "gse.max_response_bytes",
+                raw.max_response_bytes,
+                64 << 20,
+                1 << 32,
+            ) as usize,
+            tls: self.upstream_tls("gse", raw.tls),
+        }
+    }
+
+    fn batch_cap(&mut self, gse: &GseConfig, groups: &[GroupConfig]) {
+        let uses_v2 = groups.iter().any(|g| g.api == ApiVersion::V2);
+        if uses_v2 && gse.batch_size > V2_MAX_BATCH {
+            let rule = format!("exceeds GSE 2.0's cap of {V2_MAX_BATCH} agent ids per request");
+            self.problem("gse.batch_size", gse.batch_size.to_string(), &rule);
+        }
+    }
+
+    fn secret(&mut self, inline: Option<&str>, file: Option<&Path>) -> Secret {
+        self.secret_at("gse", inline, file)
+    }
+
+    fn secret_at(&mut self, block: &str, inline: Option<&str>, file: Option<&Path>) -> Secret {
+        let key = format!("{block}.app_secret");
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, "", "set app_secret or app_secret_file, not both");
+                Secret::default()
+            }
+            (Some(value), None) => Secret::new(self.expand(&key, value, true)),
+            (None, Some(path)) => self.secret_file(&format!("{block}.app_secret_file"), path),
+            (None, None) => {
+                self.problem(key, "", "is required (or app_secret_file)");
+                Secret::default()
+            }
+        }
+    }
+
+    fn secret_file(&mut self, key: &str, path: &Path) -> Secret {
+        let path_text = path.to_string_lossy().to_string();
+        let expanded = self.expand(key, &path_text, false);
+        let full = self.base_dir.join(expanded);
+        match std::fs::read_to_string(&full) {
+            Ok(text) if !text.trim().is_empty() => Secret::new(text.trim()),
+            Ok(_) => {
+                self.problem(key, full.display().to_string(), "file is empty");
+                Secret::default()
+            }
+            Err(err) => {
+                let rule = format!("cannot be read: {err}");
+                self.problem(key, full.display().to_string(), &rule);
+                Secret::default()
+            }
+        }
+    }
+
+    fn rate_limit(&mut self, raw: Option<&RawRateLimit>) -> RateLimit {
+        match raw {
+            Some(raw) => self.rate_limit_at("gse.rate_limit", raw),
+            None => RateLimit::per_second(20.0, 10),
+        }
+    }
+
+    fn rate_limit_at(&mut self, key: &str, raw: &RawRateLimit) -> RateLimit {
+        let rps = raw.requests_per_second;
+        let rps = if rps.is_finite() && rps > 0.0 && rps <= 100_000.0 {
+            rps
+        } else {
+            let rule = "must be greater than 0 and at most 100000";
+            self.problem(format!("{key}.requests_per_second"), rps.to_string(), rule);
+            20.0
+        };
+        let burst = self.positive(&format!("{key}.burst"), raw.burst, 10, 10_000);
+        RateLimit::per_second(rps, burst as u32)
+    }
+
+    fn groups(&mut self, raw: Vec<RawGroup>, gse: &GseConfig) -> Vec<GroupConfig> {
+        if raw.is_empty() {
+            self.problem("groups", "", "at least one group is required");
+        }
+        let mut seen = HashSet::new();
+        let mut groups = Vec::with_capacity(raw.len());
+        for (i, group) in raw.into_iter().enumerate() {
+            let path = format!("groups[{i}]");
+            if !seen.insert(group.name.clone()) {
+                self.problem(format!("{path}.name"), &group.name, "duplicate group name");
+            }
+            groups.push(self.group(&path, group, gse));
+        }
+        groups
+    }
+
+    fn group(&mut self, path: &str, raw: RawGroup, gse: &GseConfig) -> GroupConfig {
+        if raw.name.trim().is_empty() {
+            self.problem(format!("{path}.name"), &raw.name, "must not be empty");
+        }
+        if raw.bk_biz_id <= 0 {
+            self.problem(
+                format!("{path}.bk_biz_id"),
+                raw.bk_biz_id.to_string(),
+                "must be a positive business id",
+            );
+        }
+        let api = match raw.gse_api.as_deref() {
+            Some(value) => self.api(&format!("{path}.gse_api"), value),
+            None => gse.api,
+        };
+        if gse.url_for(api).is_none() {
+            let key = format!("{path}.gse_api");
+            let rule =
+                format!("no URL for API {api}: set gse.url with gse.api: {api}, or gse.{api}_url");
+            self.problem(key, api.to_string(), &rule);
+        }
+        self.labels(path, &raw.labels);
+        let hosts = self.hosts(path, &raw.hosts, api);
+        if raw.hosts.is_empty() && raw.hosts_file.is_none() && raw.cmdb.is_none() {
+            let rule = "a group needs a host source: hosts, hosts_file or cmdb";
+            self.problem(path.to_string(), raw.name.clone(), rule);
+        }
+        let hosts_file = raw.hosts_file.map(|f| self.base_dir.join(f));
+        if let Some(file) = &hosts_file {
+            self.hosts_file(&format!("{path}.hosts_file"), file, api);
+        }
+        let cmdb = raw.cmdb.map(|c| self.group_cmdb(path, c));
+        for name in cmdb.iter().flat_map(|c| c.labels.iter()) {
+            if raw.labels.contains_key(name) {
+                let rule = "is also a cmdb label of the group";
+                self.problem(format!("{path}.labels.{name}"), name, rule);
+            }
+        }
+        GroupConfig {
+            name: raw.name,
+            bk_biz_id: raw.bk_biz_id,
+            api,
+            labels: raw.labels.into_iter().collect(),
+            hosts,
+            hosts_file,
+            cmdb,
+            per_agent_metrics: raw.per_agent_metrics.unwrap_or(true),
+        }
+    }
+
+    fn group_cmdb(&mut self, path: &str, raw: RawGroupCmdb) -> GroupCmdb {
+        for (i, label) in raw.labels.iter().enumerate() {
+            if !CMDB_LABEL_FIELDS.contains(&label.as_str()) {
+                let rule = format!("must be one of {}", CMDB_LABEL_FIELDS.join(", "));
+                self.problem(format!("{path}.cmdb.labels[{i}]"), label, &rule);
+            }
+        }
+        if let Some(filter) = &raw.host_property_filter
+            && !filter.is_object()
+        {
+            let rule = "must be a map {condition, rules}";
+            self.problem(
+                format!("{path}.cmdb.host_property_filter"),
+                filter.to_string(),
+                rule,
+            );
+        }
+        GroupCmdb {
+            bk_set_ids: raw.bk_set_ids,
+            bk_module_ids: raw.bk_module_ids,
+            host_property_filter: raw.host_property_filter,
+            labels: raw.labels,
+        }
+    }
+
+    fn labels(&mut self, path: &str, labels: &BTreeMap<String, String>) {
+        for name in labels.keys() {
+            let key = format!("{path}.labels.{name}");
+            if !is_label_name(name) {
+                self.problem(
+                    key,
+                    name,
+                    "is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+                );
+            } else if name.starts_with("__") || RESERVED_LABELS.contains(&name.as_str()) {
+                self.problem(key, name, "is reserved: the exporter sets it");
+            }
+        }
+    }
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Expands `${VAR}` references; returns the name of the first unset variable.
+pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        out.push_str(&env(name).ok_or_else(|| name.to_string())?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

@@ -1,0 +1,17 @@
+//! Everything that turns a published snapshot into bytes for someone else:
+//! the metric table, the text formats (Prometheus and OpenMetrics), gzip, the
+//! cached bodies a scrape serves, and the OTLP push.
+//!
+//! Reads snapshots and telemetry; never polls, never changes either, and
+//! knows nothing of HTTP connections or routes (`http` serves what is
+//! published here).
+
+mod agents;
+mod gzip;
+pub mod otlp;
+mod published;
+pub mod table;
+mod text;
+
+pub use published::{Body, Exposition, Published};
+pub use text::{Format, deny_set, is_denied};

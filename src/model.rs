@@ -1,0 +1,209 @@
+//! Plain types every layer shares: which GSE API, a host and a host to poll,
+//! discovery state and skip reasons, secrets, sharding and unix time.
+//!
+//! Owns only data and the pure rules on it (a host's query key, a shard's
+//! share). It depends on no other module of the crate; every other module may
+//! depend on it.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+/// Which GSE API a group is polled through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApiVersion {
+    /// GSE 1.x through ESB: `get_agent_status` + `get_agent_info`.
+    V1,
+    /// GSE 2.0 through the API gateway: `list_agent_state` + `list_agent_info`.
+    V2,
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiVersion::V1 => "v1",
+            ApiVersion::V2 => "v2",
+        })
+    }
+}
+
+/// A host as configured: a `cloud:ip`, a GSE 2.0 agent id, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Host {
+    /// BlueKing cloud area id.
+    pub bk_cloud_id: Option<i64>,
+    /// Inner IPv4 address.
+    pub ip: Option<Ipv4Addr>,
+    /// GSE 2.0 agent id.
+    pub agent_id: Option<String>,
+}
+
+impl Host {
+    /// `"cloud:ip"`, when the host has an ip.
+    pub fn cloud_ip(&self) -> Option<String> {
+        self.ip
+            .map(|ip| format!("{}:{}", self.bk_cloud_id.unwrap_or(0), ip))
+    }
+
+    /// The key GSE is asked with and answers by: `cloud:ip` on v1; the agent
+    /// id, else `cloud:ip`, on v2.
+    pub fn query_key(&self, api: ApiVersion) -> Option<String> {
+        match api {
+            ApiVersion::V1 => self.cloud_ip(),
+            ApiVersion::V2 => self.agent_id.clone().or_else(|| self.cloud_ip()),
+        }
+    }
+
+    /// A short human form for messages.
+    pub fn display(&self) -> String {
+        match (&self.agent_id, self.cloud_ip()) {
+            (Some(id), Some(ci)) => format!("{ci} ({id})"),
+            (Some(id), None) => id.clone(),
+            (None, Some(ci)) => ci,
+            (None, None) => String::from("<no address>"),
+        }
+    }
+}
+
+/// A host to poll, with the values of the group's CMDB labels. Built when
+/// its source is read and kept across cycles; its strings are shared with the
+/// poller's memory and the snapshot's rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostEntry {
+    /// BlueKing cloud area id, when configured.
+    pub bk_cloud_id: Option<i64>,
+    /// Inner IPv4 address, when configured.
+    pub ip: Option<Ipv4Addr>,
+    /// GSE 2.0 agent id, when configured (the same string as `key` on v2).
+    pub agent_id: Option<Arc<str>>,
+    /// The key GSE is asked with for this host in its group's API.
+    pub key: Arc<str>,
+    /// Values of `GroupConfig::host_label_names`, in order ("" where unknown).
+    pub labels: Arc<[String]>,
+}
+
+impl HostEntry {
+    /// An entry for a host polled through `api`; None when it cannot be asked for.
+    pub fn new(host: &Host, api: ApiVersion, labels: Arc<[String]>) -> Option<HostEntry> {
+        let key: Arc<str> = host.query_key(api)?.into();
+        let agent_id = host.agent_id.as_deref().map(|id| {
+            if *id == *key {
+                key.clone()
+            } else {
+                Arc::from(id)
+            }
+        });
+        Some(HostEntry {
+            bk_cloud_id: host.bk_cloud_id,
+            ip: host.ip,
+            agent_id,
+            key,
+            labels,
+        })
+    }
+
+    /// The host as configured.
+    pub fn host(&self) -> Host {
+        Host {
+            bk_cloud_id: self.bk_cloud_id,
+            ip: self.ip,
+            agent_id: self.agent_id.as_deref().map(String::from),
+        }
+    }
+}
+
+/// The state of a group's CMDB discovery.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiscoveryStatus {
+    /// The last refresh succeeded.
+    pub success: bool,
+    /// Unix time of the last successful refresh.
+    pub last_success: Option<f64>,
+    /// A shrinking refresh is being held back.
+    pub held_back: bool,
+}
+
+/// Reasons a discovered host is not polled.
+pub const SKIP_NO_ADDRESS: &str = "no_ipv4_and_no_agent_id";
+/// A GSE 1.x group's host without IPv4 (v1 asks by cloud:ip only).
+pub const SKIP_NO_IPV4_FOR_V1: &str = "no_ipv4_for_gse_v1";
+
+/// Every skip reason, as `reason` label values.
+pub const SKIP_REASONS: [&str; 2] = [SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1];
+
+/// A secret string (app secret, token). `Debug` shows `<redacted>`; there is no `Display`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which shard of the agents this process exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sharding {
+    /// Ordinal from 0.
+    pub shard: u32,
+    /// Number of shards (1 = no sharding).
+    pub total: u32,
+}
+
+impl Default for Sharding {
+    fn default() -> Self {
+        Sharding { shard: 0, total: 1 }
+    }
+}
+
+/// A token bucket: one request per `period`, up to `burst` at once after an
+/// idle spell. `gse.rate_limit` and `cmdb.rate_limit` write it as requests per
+/// second, the web configuration as an interval; both become this.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Time to earn one request.
+    pub period: Duration,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `requests_per_second` sustained, `burst` at once.
+    pub fn per_second(requests_per_second: f64, burst: u32) -> RateLimit {
+        RateLimit {
+            period: Duration::from_secs_f64(1.0 / requests_per_second.max(1e-6)),
+            burst,
+        }
+    }
+
+    /// Sustained requests per second.
+    pub fn requests_per_second(&self) -> f64 {
+        1.0 / self.period.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Unix time in seconds.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

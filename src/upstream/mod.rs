@@ -1,0 +1,130 @@
+//! The HTTP layer under both upstreams (GSE and CMDB): TLS for the client,
+//! reads capped at a size, and the mapping of transport failures and HTTP
+//! error statuses to [`GseError`].
+//!
+//! Owns nothing of what a request means: [`gse`] builds and decodes GSE calls,
+//! [`cmdb`] lists a business's hosts. Neither reaches into the other; what
+//! they share is here.
+
+pub mod cmdb;
+mod error;
+pub mod gse;
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::config::TlsConfig;
+pub use error::{GseError, RESULT_LABELS};
+
+/// Applies a `tls:` block: extra CA roots (added to the system roots), a
+/// client certificate, or no verification at all when the user asked so
+/// (the warning is logged where configurations are applied).
+pub(crate) fn with_tls(
+    builder: reqwest::ClientBuilder,
+    tls: &TlsConfig,
+) -> Result<reqwest::ClientBuilder, GseError> {
+    let tls_error =
+        |what: &str, e: reqwest::Error| GseError::Transport(format!("{what}: {}", error_chain(&e)));
+    let roots = tls
+        .ca_certs
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error("tls.ca_file", e))?;
+    let mut builder = builder
+        .tls_certs_merge(roots)
+        .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
+    if let Some(client) = &tls.client {
+        // reqwest's own message is fixed text: no key material in it.
+        let identity = reqwest::Identity::from_pem(client.identity_pem())
+            .map_err(|e| tls_error("tls.key_file", e))?;
+        builder = builder.identity(identity);
+    }
+    Ok(builder)
+}
+
+/// Maps a reqwest failure to a timeout or a transport error.
+pub(crate) fn transport_error(err: reqwest::Error) -> GseError {
+    if err.is_timeout() {
+        GseError::Timeout
+    } else {
+        // `without_url` keeps hosts out of logs only by choice; no secret is in a URL.
+        GseError::Transport(error_chain(&err.without_url()))
+    }
+}
+
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reads a reply body, refusing more than `cap` bytes.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, GseError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len as usize > cap)
+    {
+        return Err(GseError::TooLarge(cap));
+    }
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > cap {
+            return Err(GseError::TooLarge(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An HTTP error status as an error: the envelope's code and message when
+/// the body is one.
+pub(crate) fn status_error(status: u16, body: &[u8]) -> GseError {
+    let (code, message) = gse::decode::error_code(body);
+    GseError::HttpStatus {
+        status,
+        code,
+        message,
+    }
+}
+
+/// An HTTP error status from GSE: a rate limit (429 or the gateway's 16429xx
+/// codes, with the wait it asks for) or [`status_error`].
+pub(crate) fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> GseError {
+    let (code, _) = gse::decode::error_code(body);
+    use gse::decode;
+    let gateway_limit = decode::GATEWAY_RATE_LIMITED_FIRST..=decode::GATEWAY_RATE_LIMITED_LAST;
+    if status == 429 || code.is_some_and(|c| gateway_limit.contains(&c)) {
+        return GseError::RateLimited {
+            code: code.unwrap_or(429),
+            retry_after: retry_after(headers),
+        };
+    }
+    status_error(status, body)
+}
+
+/// `Retry-After` (seconds) or the gateway's `X-Bkapi-RateLimit-Reset` (seconds).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = |name: &str| -> Option<f64> {
+        let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+        (value.is_finite() && value >= 0.0).then_some(value)
+    };
+    let mut wait = seconds(RETRY_AFTER.as_str()).or_else(|| seconds("X-Bkapi-RateLimit-Reset"))?;
+    if wait > 1e9 {
+        // An absolute unix time rather than a delay.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        wait = (wait - now).max(0.0);
+    }
+    Some(Duration::from_secs_f64(wait.min(300.0)))
+}
