@@ -7,18 +7,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod cli;
+pub mod model;
 pub mod config;
-pub mod demo;
+pub mod upstream;
+pub mod telemetry;
+pub mod pacing;
 pub mod discovery;
+pub mod snapshot;
+pub mod poller;
 pub mod expose;
 pub mod http;
-pub mod model;
-pub mod node;
-pub mod pacing;
-pub mod poller;
-pub mod query;
 pub mod run;
-pub mod snapshot;
-pub mod telemetry;
-pub mod upstream;
+pub mod demo;
+pub mod query;
+pub mod node;
+pub mod cli;
