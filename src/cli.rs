@@ -63,7 +63,7 @@ pub struct Cli {
         env = "GSE_EXPORTER_WEB_MAX_REQUESTS",
         default_value_t = 40
     )]
-    pub max_requests: usize,
+    pub(crate) max_requests: usize,
 
     /// Most open HTTP connections; more are closed at once.
     #[arg(
@@ -72,7 +72,7 @@ pub struct Cli {
         default_value_t = 512,
         value_parser = clap::value_parser!(u32).range(1..)
     )]
-    pub max_connections: u32,
+    pub(crate) max_connections: u32,
 
     /// Time a client has for the TLS handshake, each request's headers and a request body.
     #[arg(
@@ -81,7 +81,7 @@ pub struct Cli {
         default_value = "10s",
         value_parser = parse_timeout
     )]
-    pub read_timeout: std::time::Duration,
+    pub(crate) read_timeout: std::time::Duration,
 
     /// Log level.
     #[arg(long = "log.level", env = "GSE_EXPORTER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, global = true)]
@@ -93,11 +93,11 @@ pub struct Cli {
 
     /// This process's shard of the agents, from 0 (default: the config's `sharding`, else 0).
     #[arg(long, env = "GSE_EXPORTER_SHARD", requires = "total_shards")]
-    pub shard: Option<u32>,
+    pub(crate) shard: Option<u32>,
 
     /// Number of shards the agents are split into (default: the config's `sharding`, else 1).
     #[arg(long = "total-shards", env = "GSE_EXPORTER_TOTAL_SHARDS")]
-    pub total_shards: Option<u32>,
+    pub(crate) total_shards: Option<u32>,
 
     /// Take the shard from the host name's trailing ordinal (StatefulSet pod `gse-exporter-3` is shard 3).
     #[arg(
@@ -107,7 +107,7 @@ pub struct Cli {
         conflicts_with = "shard",
         requires = "total_shards"
     )]
-    pub shard_from_hostname: bool,
+    pub(crate) shard_from_hostname: bool,
 
     /// Run against the built-in GSE simulator (no GSE or config needed).
     #[arg(
@@ -177,7 +177,7 @@ pub fn limits(cli: &Cli) -> crate::http::Limits {
 }
 
 /// The trailing `-N` of a StatefulSet pod name.
-pub fn ordinal_of(hostname: &str) -> Option<u32> {
+pub(crate) fn ordinal_of(hostname: &str) -> Option<u32> {
     let short = hostname.split('.').next()?;
     short.rsplit_once('-')?.1.parse().ok()
 }
@@ -214,7 +214,7 @@ pub struct QueryArgs {
         value_name = "NAME",
         value_delimiter = ','
     )]
-    pub group: Vec<String>,
+    pub(crate) group: Vec<String>,
     /// Ask only this host, `cloud:ip` or an agent id, in its one --group's business and API (repeat, or separate with commas; default: the group's own hosts).
     #[arg(
         long,
@@ -223,7 +223,7 @@ pub struct QueryArgs {
         value_delimiter = ',',
         requires = "group"
     )]
-    pub host: Vec<String>,
+    pub(crate) host: Vec<String>,
     /// Output format.
     #[arg(
         long,

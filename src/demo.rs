@@ -47,7 +47,7 @@ pub async fn start(options: &DemoOptions) -> std::io::Result<Demo> {
 
 /// The demo configuration: `web-prod` (v2, half the fleet), `db-legacy` (v1,
 /// a fifth) and `batch` (v2, the rest, with an extra label).
-pub fn demo_yaml(sim: &RunningSim, options: &SimOptions, interval: Duration) -> String {
+pub(crate) fn demo_yaml(sim: &RunningSim, options: &SimOptions, interval: Duration) -> String {
     let truth = sim.truth();
     let half = truth.len() / 2;
     let fifth = truth.len() / 5;

@@ -27,14 +27,14 @@ use crate::upstream::cmdb::{CmdbClient, CmdbHost};
 
 /// A group's hosts for this cycle.
 #[derive(Debug, Clone, Default)]
-pub struct ResolvedGroup {
+pub(crate) struct ResolvedGroup {
     /// Hosts of this shard, de-duplicated (the same list as last cycle's
     /// when no source changed).
-    pub hosts: Arc<Vec<HostEntry>>,
+    pub(crate) hosts: Arc<Vec<HostEntry>>,
     /// Hosts that cannot be asked for, by reason.
-    pub skipped: BTreeMap<&'static str, u64>,
+    pub(crate) skipped: BTreeMap<&'static str, u64>,
     /// CMDB discovery state, for groups that use it.
-    pub discovery: Option<DiscoveryStatus>,
+    pub(crate) discovery: Option<DiscoveryStatus>,
 }
 
 #[derive(Debug)]
@@ -70,7 +70,7 @@ struct CmdbGroupState {
 
 /// Discovery across cycles.
 #[derive(Debug, Default)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     files: HashMap<FileKey, FileState>,
     cmdb: Option<(CmdbClient, Arc<Pacer>)>,
     groups: HashMap<String, CmdbGroupState>,
@@ -79,7 +79,7 @@ pub struct Discovery {
 
 impl Discovery {
     /// Resolves every group of `config`, in order.
-    pub async fn resolve(&mut self, config: &Config, telemetry: &Telemetry) -> Vec<ResolvedGroup> {
+    pub(crate) async fn resolve(&mut self, config: &Config, telemetry: &Telemetry) -> Vec<ResolvedGroup> {
         self.ensure_cmdb_client(config.cmdb.as_ref());
         let mut resolved = Vec::with_capacity(config.groups.len());
         for group in &config.groups {
@@ -359,7 +359,7 @@ fn build_hosts(
 
 /// Turns a CMDB host into a host to poll, or the reason it cannot be asked for.
 /// A multi-IP `bk_host_innerip` ("a,b") uses its first IPv4 address.
-pub fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'static str> {
+pub(crate) fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'static str> {
     let ip = cmdb
         .bk_host_innerip
         .split(',')
@@ -401,12 +401,12 @@ fn dedupe(entries: Vec<HostEntry>) -> Vec<HostEntry> {
 
 /// Whether this shard exports the agent asked for by `key`: FNV-1a (64-bit)
 /// of the query key (`cloud:ip` or the agent id), modulo the shard count.
-pub fn owns(sharding: Sharding, key: &str) -> bool {
+pub(crate) fn owns(sharding: Sharding, key: &str) -> bool {
     sharding.total <= 1 || shard_of(key, sharding.total) == sharding.shard
 }
 
 /// The shard of an agent key, stable across processes, versions and platforms.
-pub fn shard_of(key: &str, total: u32) -> u32 {
+pub(crate) fn shard_of(key: &str, total: u32) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in key.bytes() {
         hash ^= u64::from(byte);

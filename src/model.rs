@@ -34,23 +34,23 @@ impl fmt::Display for ApiVersion {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Host {
     /// BlueKing cloud area id.
-    pub bk_cloud_id: Option<i64>,
+    pub(crate) bk_cloud_id: Option<i64>,
     /// Inner IPv4 address.
-    pub ip: Option<Ipv4Addr>,
+    pub(crate) ip: Option<Ipv4Addr>,
     /// GSE 2.0 agent id.
-    pub agent_id: Option<String>,
+    pub(crate) agent_id: Option<String>,
 }
 
 impl Host {
     /// `"cloud:ip"`, when the host has an ip.
-    pub fn cloud_ip(&self) -> Option<String> {
+    pub(crate) fn cloud_ip(&self) -> Option<String> {
         self.ip
             .map(|ip| format!("{}:{}", self.bk_cloud_id.unwrap_or(0), ip))
     }
 
     /// The key GSE is asked with and answers by: `cloud:ip` on v1; the agent
     /// id, else `cloud:ip`, on v2.
-    pub fn query_key(&self, api: ApiVersion) -> Option<String> {
+    pub(crate) fn query_key(&self, api: ApiVersion) -> Option<String> {
         match api {
             ApiVersion::V1 => self.cloud_ip(),
             ApiVersion::V2 => self.agent_id.clone().or_else(|| self.cloud_ip()),
@@ -58,7 +58,7 @@ impl Host {
     }
 
     /// A short human form for messages.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match (&self.agent_id, self.cloud_ip()) {
             (Some(id), Some(ci)) => format!("{ci} ({id})"),
             (Some(id), None) => id.clone(),
@@ -72,22 +72,22 @@ impl Host {
 /// its source is read and kept across cycles; its strings are shared with the
 /// poller's memory and the snapshot's rows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HostEntry {
+pub(crate) struct HostEntry {
     /// BlueKing cloud area id, when configured.
-    pub bk_cloud_id: Option<i64>,
+    pub(crate) bk_cloud_id: Option<i64>,
     /// Inner IPv4 address, when configured.
-    pub ip: Option<Ipv4Addr>,
+    pub(crate) ip: Option<Ipv4Addr>,
     /// GSE 2.0 agent id, when configured (the same string as `key` on v2).
-    pub agent_id: Option<Arc<str>>,
+    pub(crate) agent_id: Option<Arc<str>>,
     /// The key GSE is asked with for this host in its group's API.
-    pub key: Arc<str>,
+    pub(crate) key: Arc<str>,
     /// Values of `GroupConfig::host_label_names`, in order ("" where unknown).
-    pub labels: Arc<[String]>,
+    pub(crate) labels: Arc<[String]>,
 }
 
 impl HostEntry {
     /// An entry for a host polled through `api`; None when it cannot be asked for.
-    pub fn new(host: &Host, api: ApiVersion, labels: Arc<[String]>) -> Option<HostEntry> {
+    pub(crate) fn new(host: &Host, api: ApiVersion, labels: Arc<[String]>) -> Option<HostEntry> {
         let key: Arc<str> = host.query_key(api)?.into();
         let agent_id = host.agent_id.as_deref().map(|id| {
             if *id == *key {
@@ -106,7 +106,8 @@ impl HostEntry {
     }
 
     /// The host as configured.
-    pub fn host(&self) -> Host {
+    #[cfg(test)]
+    pub(crate) fn host(&self) -> Host {
         Host {
             bk_cloud_id: self.bk_cloud_id,
             ip: self.ip,
@@ -119,20 +120,20 @@ impl HostEntry {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DiscoveryStatus {
     /// The last refresh succeeded.
-    pub success: bool,
+    pub(crate) success: bool,
     /// Unix time of the last successful refresh.
-    pub last_success: Option<f64>,
+    pub(crate) last_success: Option<f64>,
     /// A shrinking refresh is being held back.
-    pub held_back: bool,
+    pub(crate) held_back: bool,
 }
 
 /// Reasons a discovered host is not polled.
-pub const SKIP_NO_ADDRESS: &str = "no_ipv4_and_no_agent_id";
+pub(crate) const SKIP_NO_ADDRESS: &str = "no_ipv4_and_no_agent_id";
 /// A GSE 1.x group's host without IPv4 (v1 asks by cloud:ip only).
-pub const SKIP_NO_IPV4_FOR_V1: &str = "no_ipv4_for_gse_v1";
+pub(crate) const SKIP_NO_IPV4_FOR_V1: &str = "no_ipv4_for_gse_v1";
 
 /// Every skip reason, as `reason` label values.
-pub const SKIP_REASONS: [&str; 2] = [SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1];
+pub(crate) const SKIP_REASONS: [&str; 2] = [SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1];
 
 /// A secret string (app secret, token). `Debug` shows `<redacted>`; there is no `Display`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -140,7 +141,7 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
     /// The secret itself, for the one place that must send it.
@@ -182,14 +183,14 @@ impl Default for Sharding {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     /// Time to earn one request.
-    pub period: Duration,
+    pub(crate) period: Duration,
     /// Requests allowed at once.
-    pub burst: u32,
+    pub(crate) burst: u32,
 }
 
 impl RateLimit {
     /// `requests_per_second` sustained, `burst` at once.
-    pub fn per_second(requests_per_second: f64, burst: u32) -> RateLimit {
+    pub(crate) fn per_second(requests_per_second: f64, burst: u32) -> RateLimit {
         RateLimit {
             period: Duration::from_secs_f64(1.0 / requests_per_second.max(1e-6)),
             burst,
@@ -203,7 +204,7 @@ impl RateLimit {
 }
 
 /// Unix time in seconds.
-pub fn unix_seconds(t: SystemTime) -> f64 {
+pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -18,14 +18,14 @@ use crate::model::RateLimit;
 
 /// The pacing of one endpoint.
 #[derive(Debug)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     limiter: DefaultDirectRateLimiter,
     in_flight: Semaphore,
 }
 
 impl Pacer {
     /// A bucket for `limit`, and at most `max_in_flight` requests at once.
-    pub fn new(limit: RateLimit, max_in_flight: usize) -> Pacer {
+    pub(crate) fn new(limit: RateLimit, max_in_flight: usize) -> Pacer {
         let burst = limit.burst.max(1);
         let quota = quota(RateLimit { burst, ..limit })
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
@@ -40,7 +40,7 @@ impl Pacer {
     /// The slot comes first so that tokens are never hoarded by requests that
     /// then wait for a slot and leave together, which would break the rate.
     /// Returns the permit and the time spent waiting for the token.
-    pub async fn acquire(&self) -> (SemaphorePermit<'_>, Duration) {
+    pub(crate) async fn acquire(&self) -> (SemaphorePermit<'_>, Duration) {
         let permit = self
             .in_flight
             .acquire()
@@ -54,13 +54,13 @@ impl Pacer {
 
 /// One [`Pacer`] per endpoint (scheme, host and port of a GSE URL).
 #[derive(Debug, Default)]
-pub struct Pacers {
+pub(crate) struct Pacers {
     by_origin: HashMap<String, Arc<Pacer>>,
 }
 
 impl Pacers {
     /// Builds pacers for every URL given; URLs on one origin share one.
-    pub fn new<'a>(
+    pub(crate) fn new<'a>(
         urls: impl IntoIterator<Item = &'a str>,
         limit: RateLimit,
         max_in_flight: usize,
@@ -75,20 +75,20 @@ impl Pacers {
     }
 
     /// The pacer of a URL's endpoint.
-    pub fn for_url(&self, url: &str) -> Option<Arc<Pacer>> {
+    pub(crate) fn for_url(&self, url: &str) -> Option<Arc<Pacer>> {
         self.by_origin.get(&origin(url)).cloned()
     }
 }
 
 /// The token bucket of a rate limit; `None` when it allows nothing to pass
 /// the bucket (a zero period or burst: no limit).
-pub fn quota(limit: RateLimit) -> Option<Quota> {
+pub(crate) fn quota(limit: RateLimit) -> Option<Quota> {
     let burst = NonZeroU32::new(limit.burst)?;
     Some(Quota::with_period(limit.period)?.allow_burst(burst))
 }
 
 /// `scheme://host:port` of a URL (the whole string when it does not parse).
-pub fn origin(url: &str) -> String {
+pub(crate) fn origin(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => u.origin().ascii_serialization(),
         Err(_) => url.to_string(),

@@ -68,9 +68,9 @@ impl Filter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     /// Group names; empty means every configured group.
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     /// `cloud:ip` or agent ids, asked in the context of the one group named.
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
 }
 
 /// Why a query could not run.
@@ -108,7 +108,7 @@ pub enum QueryError {
 
 /// The configuration to poll: only the selected groups (with only the given
 /// hosts), every agent kept as a row, and no shard filter.
-pub fn select(mut config: Config, selection: &Selection) -> Result<Config, QueryError> {
+pub(crate) fn select(mut config: Config, selection: &Selection) -> Result<Config, QueryError> {
     if !selection.groups.is_empty() {
         for name in &selection.groups {
             if !config.groups.iter().any(|g| &g.name == name) {
@@ -155,7 +155,7 @@ fn parse_hosts(texts: &[String], api: ApiVersion) -> Result<Vec<Host>, QueryErro
 }
 
 /// Polls `config` once, drawing a progress bar on stderr when `progress`.
-pub async fn poll(config: Config, progress: bool) -> Result<Snapshot, QueryError> {
+pub(crate) async fn poll(config: Config, progress: bool) -> Result<Snapshot, QueryError> {
     let mut poller = Poller::new(Arc::new(config), Arc::new(Telemetry::default()))?;
     if !progress {
         return Ok(poller.run_cycle().await);
@@ -214,25 +214,25 @@ impl ProgressBar {
 
 /// One agent of the output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// The group (configuration name).
-    pub group: String,
+    pub(crate) group: String,
     /// The business.
-    pub bk_biz_id: String,
+    pub(crate) bk_biz_id: String,
     /// Inner IPv4 ("" when unknown).
-    pub ip: String,
+    pub(crate) ip: String,
     /// Cloud area ("" when unknown).
-    pub bk_cloud_id: String,
+    pub(crate) bk_cloud_id: String,
     /// GSE 2.0 agent id ("" when not configured).
-    pub bk_agent_id: String,
+    pub(crate) bk_agent_id: String,
     /// `online`, `offline` or `not_found` (as the metrics' `state` label).
-    pub state: &'static str,
+    pub(crate) state: &'static str,
     /// Whether the agent is online.
-    pub online: bool,
+    pub(crate) online: bool,
     /// Agent version ("" when unknown).
-    pub version: String,
+    pub(crate) version: String,
     /// Seconds since the last heartbeat (null/empty when unknown).
-    pub heartbeat_age_seconds: Option<f64>,
+    pub(crate) heartbeat_age_seconds: Option<f64>,
 }
 
 impl Row {
@@ -254,26 +254,26 @@ impl Row {
 
 /// Agents asked for, by state, over the groups polled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Groups polled.
-    pub groups: usize,
+    pub(crate) groups: usize,
     /// Agents asked for (every state, unknown included).
-    pub agents: u64,
+    pub(crate) agents: u64,
     /// Online agents.
-    pub online: u64,
+    pub(crate) online: u64,
     /// Offline agents.
-    pub offline: u64,
+    pub(crate) offline: u64,
     /// Agents GSE does not know.
-    pub not_found: u64,
+    pub(crate) not_found: u64,
     /// Agents GSE could not be asked for.
-    pub unknown: u64,
+    pub(crate) unknown: u64,
     /// Rows shown after the filter.
-    pub shown: usize,
+    pub(crate) shown: usize,
 }
 
 impl Summary {
     /// The one-line form, e.g. `2 groups, 10 agents: 8 online, 1 offline, 1 not found, 0 unknown`.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut line = format!(
             "{} group{}, {} agent{}: {} online, {} offline, {} not found, {} unknown",
             self.groups,
@@ -298,18 +298,18 @@ fn plural(n: u64) -> &'static str {
 
 /// Everything a query learned, ready to print.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     /// Agents, in configuration order, after the filter.
-    pub rows: Vec<Row>,
+    pub(crate) rows: Vec<Row>,
     /// Counts over every agent asked for (before the filter).
-    pub summary: Summary,
+    pub(crate) summary: Summary,
     /// Groups GSE (or CMDB) could not be fully asked, with the reason.
-    pub failures: Vec<String>,
+    pub(crate) failures: Vec<String>,
 }
 
 impl Report {
     /// Builds the report of a snapshot; `filter` empty shows every agent.
-    pub fn new(snapshot: &Snapshot, filter: &[Filter]) -> Report {
+    pub(crate) fn new(snapshot: &Snapshot, filter: &[Filter]) -> Report {
         let mut summary = Summary {
             groups: snapshot.groups.len(),
             ..Summary::default()
@@ -335,7 +335,7 @@ impl Report {
     }
 
     /// 0 every agent asked for is online, 1 some are not, 2 a group could not be asked.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if !self.failures.is_empty() {
             2
         } else if self.summary.online == self.summary.agents {
@@ -346,7 +346,7 @@ impl Report {
     }
 
     /// Writes the rows (and, for the table, the summary line) in `output`.
-    pub fn write(&self, output: Output, out: &mut dyn Write) -> Result<(), QueryError> {
+    pub(crate) fn write(&self, output: Output, out: &mut dyn Write) -> Result<(), QueryError> {
         match output {
             Output::Table => out.write_all(self.table().as_bytes())?,
             Output::Json => {
@@ -369,7 +369,7 @@ impl Report {
     }
 
     /// The rows as aligned columns, then the summary line.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut lines = vec![TABLE_HEADER.map(String::from).to_vec()];
         lines.extend(self.rows.iter().map(table_cells));
         let mut widths = [0usize; TABLE_HEADER.len()];
@@ -439,7 +439,7 @@ fn table_cells(row: &Row) -> Vec<String> {
 }
 
 /// A heartbeat age in at most two units, e.g. `45s`, `3m04s`, `2h05m`, `3d04h`.
-pub fn age_text(seconds: f64) -> String {
+pub(crate) fn age_text(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
     match s {
         0..60 => format!("{s}s"),

@@ -27,7 +27,7 @@ pub enum AgentState {
 
 impl AgentState {
     /// Every state in label order.
-    pub const ALL: [AgentState; 4] = [
+    pub(crate) const ALL: [AgentState; 4] = [
         AgentState::Online,
         AgentState::Offline,
         AgentState::NotFound,
@@ -35,7 +35,7 @@ impl AgentState {
     ];
 
     /// The `state` label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             AgentState::Online => "online",
             AgentState::Offline => "offline",
@@ -50,7 +50,7 @@ impl AgentState {
 }
 
 /// GSE 2.0's own code for an agent it does not know; used for both APIs.
-pub const STATUS_NOT_FOUND: i64 = -2;
+pub(crate) const STATUS_NOT_FOUND: i64 = -2;
 
 /// An `ip` label value: an IPv4 address written inline, so a row costs no
 /// allocation for it each cycle, or any other text, shared. Reads as `&str`.
@@ -69,7 +69,7 @@ pub enum IpLabel {
 
 impl IpLabel {
     /// The dotted-quad label of an address.
-    pub fn v4(ip: Ipv4Addr) -> IpLabel {
+    pub(crate) fn v4(ip: Ipv4Addr) -> IpLabel {
         let mut text = [0u8; 15];
         let mut len = 0;
         for (i, octet) in ip.octets().into_iter().enumerate() {
@@ -167,11 +167,11 @@ pub struct StateCounts(pub [u64; 4]);
 
 impl StateCounts {
     /// Counts one more agent in a state.
-    pub fn add(&mut self, state: AgentState) {
+    pub(crate) fn add(&mut self, state: AgentState) {
         self.0[state.index()] += 1;
     }
     /// Agents in a state.
-    pub fn get(&self, state: AgentState) -> u64 {
+    pub(crate) fn get(&self, state: AgentState) -> u64 {
         self.0[state.index()]
     }
 }
@@ -224,12 +224,12 @@ impl GroupSnapshot {
 }
 
 /// Counts one agent's state, and its version when GSE knows it.
-pub fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
+pub(crate) fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
     count_state(counts, versions, record.state, &record.version);
 }
 
 /// Counts an agent in `state`, and its `version` when the agent is known.
-pub fn count_state(
+pub(crate) fn count_state(
     counts: &mut StateCounts,
     versions: &mut BTreeMap<String, u64>,
     state: AgentState,

@@ -21,14 +21,14 @@ use crate::upstream::gse::Call;
 const API_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// The `encoding` values of the body-size gauge, in order.
-pub const BODY_ENCODINGS: [&str; 2] = ["identity", "gzip"];
+pub(crate) const BODY_ENCODINGS: [&str; 2] = ["identity", "gzip"];
 
 /// The `result` values of the OTLP push counter, in order.
-pub const OTLP_RESULTS: [&str; 2] = ["success", "failure"];
+pub(crate) const OTLP_RESULTS: [&str; 2] = ["success", "failure"];
 
 /// Why the HTTP server turned a client away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// Missing or wrong basic-auth credentials.
     Unauthorized,
     /// Over the web configuration's `rate_limit`.
@@ -43,7 +43,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 5] = [
+    pub(crate) const ALL: [Rejection; 5] = [
         Rejection::Unauthorized,
         Rejection::RateLimited,
         Rejection::TooManyScrapes,
@@ -52,7 +52,7 @@ impl Rejection {
     ];
 
     /// The `reason` label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Rejection::Unauthorized => "unauthorized",
             Rejection::RateLimited => "rate_limited",
@@ -118,7 +118,7 @@ fn call_index(call: Call) -> usize {
 
 impl Telemetry {
     /// Counts one finished request attempt (`result` is one of [`RESULT_LABELS`]).
-    pub fn record_request(&self, call: Call, result: &'static str, elapsed: Duration) {
+    pub(crate) fn record_request(&self, call: Call, result: &'static str, elapsed: Duration) {
         let call = call_index(call);
         if let Some(i) = RESULT_LABELS.iter().position(|r| *r == result) {
             self.api_requests[call][i].inc();
@@ -127,45 +127,45 @@ impl Telemetry {
     }
 
     /// Counts one retry.
-    pub fn record_retry(&self, call: Call) {
+    pub(crate) fn record_retry(&self, call: Call) {
         self.api_retries[call_index(call)].inc();
     }
 
     /// Adds time spent waiting on the exporter's own rate limit.
-    pub fn add_rate_limit_wait(&self, waited: Duration) {
+    pub(crate) fn add_rate_limit_wait(&self, waited: Duration) {
         self.rate_limit_wait.inc_by(waited.as_secs_f64());
     }
 
     /// Records the size of the body just rendered.
-    pub fn set_body_bytes(&self, plain: usize, gzip: usize) {
+    pub(crate) fn set_body_bytes(&self, plain: usize, gzip: usize) {
         for (gauge, bytes) in self.body_bytes.iter().zip([plain, gzip]) {
             gauge.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 
     /// Counts a connection or request the HTTP server turned away.
-    pub fn record_rejection(&self, rejection: Rejection) {
+    pub(crate) fn record_rejection(&self, rejection: Rejection) {
         let i = Rejection::ALL.iter().position(|r| *r == rejection);
         self.http_rejected[i.unwrap_or(0)].inc();
     }
 
     /// Shows the OTLP push counter (both results from 0) from now on.
-    pub fn enable_otlp(&self) {
+    pub(crate) fn enable_otlp(&self) {
         self.otlp_enabled.store(true, Ordering::Relaxed);
     }
 
     /// Whether OTLP pushes are configured (their counter is shown).
-    pub fn otlp_enabled(&self) -> bool {
+    pub(crate) fn otlp_enabled(&self) -> bool {
         self.otlp_enabled.load(Ordering::Relaxed)
     }
 
     /// Counts one finished OTLP push.
-    pub fn record_otlp_export(&self, success: bool) {
+    pub(crate) fn record_otlp_export(&self, success: bool) {
         self.otlp_exports[usize::from(!success)].inc();
     }
 
     /// Records the outcome of a configuration reload.
-    pub fn record_reload(&self, success: bool) {
+    pub(crate) fn record_reload(&self, success: bool) {
         self.reload_success.set(i64::from(success));
         if success {
             self.reload_timestamp.set(unix_seconds(SystemTime::now()));

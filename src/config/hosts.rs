@@ -11,7 +11,7 @@ use crate::model::{ApiVersion, Host};
 
 /// Parses a hosts file: one host per line (`cloud:ip` or an agent id), `#`
 /// starts a comment. Returns the hosts and a problem per bad line.
-pub fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<String>) {
+pub(crate) fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<String>) {
     let mut hosts = Vec::new();
     let mut problems = Vec::new();
     let mut seen = HashSet::new();
@@ -39,7 +39,7 @@ pub fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<String>)
 }
 
 /// Parses one host entry: `"cloud:ip"`, an agent id, or a map.
-pub fn parse_host_value(value: &serde_yaml_ng::Value) -> Result<Host, String> {
+pub(crate) fn parse_host_value(value: &serde_yaml_ng::Value) -> Result<Host, String> {
     use serde_yaml_ng::Value;
     match value {
         Value::String(text) => parse_host_text(text),
@@ -73,7 +73,7 @@ pub fn parse_host_value(value: &serde_yaml_ng::Value) -> Result<Host, String> {
 }
 
 /// Parses `"cloud:ip"` or a GSE 2.0 agent id.
-pub fn parse_host_text(text: &str) -> Result<Host, String> {
+pub(crate) fn parse_host_text(text: &str) -> Result<Host, String> {
     let text = text.trim();
     if let Some((cloud, ip)) = text.split_once(':') {
         let cloud: i64 = cloud
@@ -111,7 +111,7 @@ fn parse_cloud(value: &serde_yaml_ng::Value) -> Result<i64, String> {
 }
 
 /// Checks a GSE 2.0 agent id: 1-64 ASCII letters and digits.
-pub fn parse_agent_id(text: &str) -> Result<String, String> {
+pub(crate) fn parse_agent_id(text: &str) -> Result<String, String> {
     let ok =
         !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
     if ok {

@@ -19,32 +19,32 @@ use std::time::Duration;
 
 use crate::model::{ApiVersion, Host, RateLimit, Secret, Sharding};
 
-pub mod hosts;
+pub(crate) mod hosts;
 mod pem;
-pub mod schema;
+pub(crate) mod schema;
 mod tls;
 mod validate;
-pub mod watch;
+pub(crate) mod watch;
 pub mod web;
 
-pub use schema::RawConfig;
-pub use tls::{ClientCert, TlsConfig};
+pub(crate) use schema::RawConfig;
+pub(crate) use tls::TlsConfig;
 use validate::Validator;
 
 /// Largest batch GSE 2.0's `list_agent_*` accepts.
-pub const V2_MAX_BATCH: usize = 1000;
+pub(crate) const V2_MAX_BATCH: usize = 1000;
 /// Largest batch we send to GSE 1.x's ESB (no documented cap; nodeman uses 2000).
-pub const V1_MAX_BATCH: usize = 2000;
+pub(crate) const V1_MAX_BATCH: usize = 2000;
 
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// Key path, e.g. `groups[1].hosts[3]`.
-    pub path: String,
+    pub(crate) path: String,
     /// The offending value as written (never a secret).
-    pub value: String,
+    pub(crate) value: String,
     /// The rule that value breaks.
-    pub rule: String,
+    pub(crate) rule: String,
 }
 
 impl fmt::Display for Problem {
@@ -104,15 +104,15 @@ pub struct Config {
     /// Status poll interval.
     pub interval: Duration,
     /// Info poll interval.
-    pub info_interval: Duration,
+    pub(crate) info_interval: Duration,
     /// How long agents of a failed batch keep their last values.
     pub stale_after: Duration,
     /// CMDB discovery, when any group uses it.
-    pub cmdb: Option<CmdbConfig>,
+    pub(crate) cmdb: Option<CmdbConfig>,
     /// This process's shard.
-    pub sharding: Sharding,
+    pub(crate) sharding: Sharding,
     /// Metric families never exposed (anchored regular expressions).
-    pub metric_deny: Vec<String>,
+    pub(crate) metric_deny: Vec<String>,
     /// Groups in file order.
     pub groups: Vec<GroupConfig>,
     /// OTLP push, when configured.
@@ -121,7 +121,7 @@ pub struct Config {
 
 /// How OTLP data is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
+pub(crate) enum OtlpProtocol {
     /// Protobuf over HTTP POST.
     HttpProtobuf,
     /// gRPC (tonic).
@@ -132,22 +132,22 @@ pub enum OtlpProtocol {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpConfig {
     /// Collector URL as written (trailing `/` removed).
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// Transport.
-    pub protocol: OtlpProtocol,
+    pub(crate) protocol: OtlpProtocol,
     /// Header (metadata) names, lower-case, with their secret values.
     pub headers: Vec<(String, Secret)>,
     /// Time between pushes.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Deadline of one push, retries included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Extra resource attributes, sorted by key.
-    pub resource_attributes: Vec<(String, String)>,
+    pub(crate) resource_attributes: Vec<(String, String)>,
 }
 
 /// Which CMDB API lists a business's hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmdbApi {
+pub(crate) enum CmdbApi {
     /// ESB `list_biz_hosts`, auth in the body, `bk_biz_id` in the body.
     Esb,
     /// Gateway `list_hosts`, auth in a header, `bk_biz_id` in the path.
@@ -156,71 +156,71 @@ pub enum CmdbApi {
 
 /// Validated `cmdb:` block.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CmdbConfig {
+pub(crate) struct CmdbConfig {
     /// The API.
-    pub api: CmdbApi,
+    pub(crate) api: CmdbApi,
     /// Root URL.
-    pub url: String,
+    pub(crate) url: String,
     /// Path under the root with `{bk_biz_id}`.
-    pub path: String,
+    pub(crate) path: String,
     /// App code.
-    pub app_code: String,
+    pub(crate) app_code: String,
     /// App secret.
-    pub app_secret: Secret,
+    pub(crate) app_secret: Secret,
     /// `bk_username`.
-    pub username: String,
+    pub(crate) username: String,
     /// Per-request timeout.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// The request rate (`cmdb.rate_limit`).
-    pub rate_limit: RateLimit,
+    pub(crate) rate_limit: RateLimit,
     /// Rows per page.
-    pub page_size: usize,
+    pub(crate) page_size: usize,
     /// How often a group's hosts are re-listed.
-    pub refresh_interval: Duration,
+    pub(crate) refresh_interval: Duration,
     /// A refresh shrinking a group by this share or more is held back once.
-    pub max_shrink: f64,
+    pub(crate) max_shrink: f64,
     /// Upstream TLS.
-    pub tls: TlsConfig,
+    pub(crate) tls: TlsConfig,
 }
 
 /// Largest CMDB page (the documented limit).
-pub const CMDB_MAX_PAGE: usize = 500;
+pub(crate) const CMDB_MAX_PAGE: usize = 500;
 
 /// CMDB fields a group may turn into labels.
-pub const CMDB_LABEL_FIELDS: &[&str] = &["bk_host_name", "bk_host_id"];
+pub(crate) const CMDB_LABEL_FIELDS: &[&str] = &["bk_host_name", "bk_host_id"];
 
 /// A group's CMDB selection.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct GroupCmdb {
+pub(crate) struct GroupCmdb {
     /// Only hosts of these sets.
-    pub bk_set_ids: Vec<i64>,
+    pub(crate) bk_set_ids: Vec<i64>,
     /// Only hosts of these modules.
-    pub bk_module_ids: Vec<i64>,
+    pub(crate) bk_module_ids: Vec<i64>,
     /// `host_property_filter`, passed through.
-    pub host_property_filter: Option<serde_json::Value>,
+    pub(crate) host_property_filter: Option<serde_json::Value>,
     /// CMDB fields exported as labels.
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
 }
 
 /// Validated `gse:` block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GseConfig {
     /// Default API.
-    pub api: ApiVersion,
+    pub(crate) api: ApiVersion,
     /// ESB root for v1 (`.../api/c/compapi/v2/gse`), when any group uses v1.
-    pub v1_url: Option<String>,
+    pub(crate) v1_url: Option<String>,
     /// Gateway root for v2 (`.../api/bk-gse/prod`), when any group uses v2.
-    pub v2_url: Option<String>,
+    pub(crate) v2_url: Option<String>,
     /// App code.
-    pub app_code: String,
+    pub(crate) app_code: String,
     /// App secret.
-    pub app_secret: Secret,
+    pub(crate) app_secret: Secret,
     /// `bk_username`.
-    pub username: String,
+    pub(crate) username: String,
     /// `bk_supplier_account`.
-    pub supplier_account: String,
+    pub(crate) supplier_account: String,
     /// `X-Bk-Tenant-Id`, if any.
-    pub tenant_id: Option<String>,
+    pub(crate) tenant_id: Option<String>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Hosts per request (already capped per API by the poller).
@@ -228,17 +228,17 @@ pub struct GseConfig {
     /// The request rate per endpoint (`gse.rate_limit`).
     pub rate_limit: RateLimit,
     /// Requests in flight per endpoint.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// Attempts per batch.
     pub max_attempts: u32,
     /// First retry delay.
-    pub initial_backoff: Duration,
+    pub(crate) initial_backoff: Duration,
     /// Longest retry delay.
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// Reply body cap in bytes.
     pub max_response_bytes: usize,
     /// Upstream TLS.
-    pub tls: TlsConfig,
+    pub(crate) tls: TlsConfig,
 }
 
 impl GseConfig {
@@ -257,30 +257,30 @@ pub struct GroupConfig {
     /// The `group` label.
     pub name: String,
     /// The business.
-    pub bk_biz_id: i64,
+    pub(crate) bk_biz_id: i64,
     /// API used for this group.
     pub api: ApiVersion,
     /// Extra labels, sorted by name.
-    pub labels: Vec<(String, String)>,
+    pub(crate) labels: Vec<(String, String)>,
     /// Inline hosts, de-duplicated, in file order.
     pub hosts: Vec<Host>,
     /// A hosts file (absolute, or relative to the config file).
-    pub hosts_file: Option<PathBuf>,
+    pub(crate) hosts_file: Option<PathBuf>,
     /// CMDB discovery of the business.
-    pub cmdb: Option<GroupCmdb>,
+    pub(crate) cmdb: Option<GroupCmdb>,
     /// Export per-agent series.
-    pub per_agent_metrics: bool,
+    pub(crate) per_agent_metrics: bool,
 }
 
 impl GroupConfig {
     /// Label names every agent of the group carries after the standard ones.
-    pub fn host_label_names(&self) -> &[String] {
+    pub(crate) fn host_label_names(&self) -> &[String] {
         self.cmdb.as_ref().map_or(&[], |c| c.labels.as_slice())
     }
 }
 
 /// Label names the exporter sets itself; groups may not use them as extra labels.
-pub const RESERVED_LABELS: &[&str] = &[
+pub(crate) const RESERVED_LABELS: &[&str] = &[
     "group",
     "bk_biz_id",
     "bk_cloud_id",

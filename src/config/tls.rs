@@ -25,28 +25,28 @@ use crate::model::Secret;
 /// A `tls:` block as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(crate) struct RawTls {
     /// PEM file of CA certificates trusted in addition to the system roots.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// PEM file of the client certificate (chain), for servers that ask for one.
-    pub cert_file: Option<PathBuf>,
+    pub(crate) cert_file: Option<PathBuf>,
     /// PEM file of the client certificate's private key.
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
     /// Accept any server certificate (default false). Logs a warning.
-    pub insecure_skip_verify: Option<bool>,
+    pub(crate) insecure_skip_verify: Option<bool>,
 }
 
 /// A validated `tls:` block, with its files already read.
 #[derive(Clone, Default, PartialEq)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// The CA file, as resolved against the config file's folder.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Its certificates (DER), added to the system roots.
-    pub ca_certs: Vec<Vec<u8>>,
+    pub(crate) ca_certs: Vec<Vec<u8>>,
     /// The client certificate, if any.
-    pub client: Option<ClientCert>,
+    pub(crate) client: Option<ClientCert>,
     /// Skip verifying the server's certificate.
-    pub insecure_skip_verify: bool,
+    pub(crate) insecure_skip_verify: bool,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -62,18 +62,18 @@ impl fmt::Debug for TlsConfig {
 
 /// A client certificate and its key.
 #[derive(Clone, PartialEq)]
-pub struct ClientCert {
+pub(crate) struct ClientCert {
     /// The certificate file.
-    pub cert_file: PathBuf,
+    pub(crate) cert_file: PathBuf,
     /// The key file.
-    pub key_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     /// Certificate chain then key, re-encoded as plain PEM blocks.
     identity_pem: Secret,
 }
 
 impl ClientCert {
     /// Certificate chain and key as PEM, for the one place that builds the client.
-    pub fn identity_pem(&self) -> &[u8] {
+    pub(crate) fn identity_pem(&self) -> &[u8] {
         self.identity_pem.expose().as_bytes()
     }
 }
@@ -176,7 +176,7 @@ fn push_pem(out: &mut String, label: &str, der: &[u8]) {
 impl super::Config {
     /// Each `insecure_skip_verify` key that is on, with the upstreams it
     /// affects (`cmdb:` without a `tls:` block inherits `gse.tls`).
-    pub fn unverified_tls(&self) -> Vec<(&'static str, &'static str)> {
+    pub(crate) fn unverified_tls(&self) -> Vec<(&'static str, &'static str)> {
         let cmdb = self.cmdb.as_ref().map(|c| &c.tls);
         let inherited = cmdb.is_some_and(|tls| *tls == self.gse.tls);
         let mut keys = Vec::new();

@@ -13,13 +13,13 @@ type Seen = Option<(SystemTime, u64)>;
 
 /// Watches one file between looks.
 #[derive(Debug, Default)]
-pub struct FileWatch {
+pub(crate) struct FileWatch {
     last: Option<Seen>,
 }
 
 impl FileWatch {
     /// A watch that has looked at `path` once (so it changes from now on).
-    pub fn seen_now(path: &Path) -> FileWatch {
+    pub(crate) fn seen_now(path: &Path) -> FileWatch {
         FileWatch {
             last: Some(look(path)),
         }
@@ -27,7 +27,7 @@ impl FileWatch {
 
     /// Whether `path` changed since the last look (always true for the first
     /// look); remembers what it saw.
-    pub fn changed(&mut self, path: &Path) -> bool {
+    pub(crate) fn changed(&mut self, path: &Path) -> bool {
         let now = look(path);
         if self.last == Some(now) {
             return false;

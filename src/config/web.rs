@@ -34,12 +34,12 @@ pub struct RawWebConfig {
     /// TLS for the server.
     pub tls_server_config: Option<RawTlsServer>,
     /// HTTP options.
-    pub http_server_config: Option<RawHttpServer>,
+    pub(crate) http_server_config: Option<RawHttpServer>,
     /// User name → bcrypt hash.
     #[serde(default)]
     pub basic_auth_users: BTreeMap<String, Secret>,
     /// Token bucket for all requests.
-    pub rate_limit: Option<RawIntervalLimit>,
+    pub(crate) rate_limit: Option<RawIntervalLimit>,
 }
 
 /// `tls_server_config:` as written.
@@ -47,69 +47,69 @@ pub struct RawWebConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawTlsServer {
     /// Inline PEM certificate (chain).
-    pub cert: Option<String>,
+    pub(crate) cert: Option<String>,
     /// Inline PEM key.
-    pub key: Option<Secret>,
+    pub(crate) key: Option<Secret>,
     /// Certificate (chain) file.
-    pub cert_file: Option<PathBuf>,
+    pub(crate) cert_file: Option<PathBuf>,
     /// Key file.
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
     /// Inline PEM client CA.
-    pub client_ca: Option<String>,
+    pub(crate) client_ca: Option<String>,
     /// Client CA file.
-    pub client_ca_file: Option<PathBuf>,
+    pub(crate) client_ca_file: Option<PathBuf>,
     /// Go's `tls.ClientAuthType` names.
     pub client_auth_type: Option<String>,
     /// Client certificates must carry one of these subject alternative names.
     #[serde(default)]
-    pub client_allowed_sans: Vec<String>,
+    pub(crate) client_allowed_sans: Vec<String>,
     /// `TLS10` … `TLS13`.
-    pub min_version: Option<String>,
+    pub(crate) min_version: Option<String>,
     /// `TLS10` … `TLS13`.
-    pub max_version: Option<String>,
+    pub(crate) max_version: Option<String>,
     /// Go cipher suite names (TLS 1.2).
     #[serde(default)]
-    pub cipher_suites: Vec<String>,
+    pub(crate) cipher_suites: Vec<String>,
     /// Use the server's order of `cipher_suites` (default true).
-    pub prefer_server_cipher_suites: Option<bool>,
+    pub(crate) prefer_server_cipher_suites: Option<bool>,
     /// Go curve names.
     #[serde(default)]
-    pub curve_preferences: Vec<String>,
+    pub(crate) curve_preferences: Vec<String>,
 }
 
 /// `http_server_config:` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHttpServer {
+pub(crate) struct RawHttpServer {
     /// HTTP/2 (accepted for compatibility; this server speaks HTTP/1.1).
-    pub http2: Option<bool>,
+    pub(crate) http2: Option<bool>,
     /// Security headers added to every response.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub(crate) headers: BTreeMap<String, String>,
 }
 
 /// `rate_limit:` as written, in the exporter-toolkit form (one request per
 /// `interval`); it becomes the same [`RateLimit`] as `gse.rate_limit`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawIntervalLimit {
+pub(crate) struct RawIntervalLimit {
     /// Time between two requests (0 disables).
-    pub interval: Option<String>,
+    pub(crate) interval: Option<String>,
     /// Burst size.
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
 }
 
 /// The validated web configuration.
 #[derive(Clone, Default)]
 pub struct WebAccess {
     /// TLS for the server, if configured.
-    pub tls: Option<Arc<ServerConfig>>,
+    pub(crate) tls: Option<Arc<ServerConfig>>,
     /// User name → bcrypt hash; empty means no basic auth.
-    pub users: BTreeMap<String, Secret>,
+    pub(crate) users: BTreeMap<String, Secret>,
     /// Headers added to every response.
-    pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+    pub(crate) headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
     /// The token bucket for all requests, if any.
-    pub rate_limit: Option<RateLimit>,
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
 impl fmt::Debug for WebAccess {
@@ -144,7 +144,7 @@ impl WebAccess {
     }
 
     /// Validates a parsed file.
-    pub fn from_raw(raw: RawWebConfig, base_dir: &Path) -> Result<WebAccess, ConfigError> {
+    pub(crate) fn from_raw(raw: RawWebConfig, base_dir: &Path) -> Result<WebAccess, ConfigError> {
         let no_env = |_: &str| None;
         let mut v = Validator::new(&no_env, base_dir);
         let access = WebAccess {
@@ -584,7 +584,7 @@ fn lowercase(canonical: &'static str) -> &'static str {
 }
 
 /// The cost of a bcrypt hash, if it is one.
-pub fn bcrypt_cost(hash: &str) -> Option<u32> {
+pub(crate) fn bcrypt_cost(hash: &str) -> Option<u32> {
     let rest = hash
         .strip_prefix("$2a$")
         .or_else(|| hash.strip_prefix("$2b$"))
@@ -759,7 +759,7 @@ impl ClientCertVerifier for AllowedSans {
 /// A changed file that is invalid is rejected with an error log and the last
 /// good one stays.
 #[derive(Debug, Default)]
-pub struct WebConfigFile {
+pub(crate) struct WebConfigFile {
     path: Option<PathBuf>,
     current: arc_swap::ArcSwap<WebAccess>,
     watch: parking_lot::Mutex<FileWatch>,
@@ -767,7 +767,7 @@ pub struct WebConfigFile {
 
 impl WebConfigFile {
     /// Loads `path` (no file: plain HTTP, no authentication).
-    pub fn open(path: Option<&Path>) -> Result<WebConfigFile, ConfigError> {
+    pub(crate) fn open(path: Option<&Path>) -> Result<WebConfigFile, ConfigError> {
         let Some(path) = path else {
             return Ok(WebConfigFile::default());
         };
@@ -781,7 +781,7 @@ impl WebConfigFile {
     }
 
     /// The configuration in force, re-reading the file first if it changed.
-    pub fn current(&self) -> Arc<WebAccess> {
+    pub(crate) fn current(&self) -> Arc<WebAccess> {
         if let Some(path) = &self.path {
             self.refresh(path);
         }

@@ -14,11 +14,11 @@ use super::table::{
 use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
 
 /// The value of one per-agent family for an agent (None: no sample).
-pub type AgentValue = fn(&AgentRow) -> Option<i64>;
+pub(crate) type AgentValue = fn(&AgentRow) -> Option<i64>;
 
 /// The per-agent gauges other than `gse_agent_info` (whose value is always 1),
 /// with the rule that reads each from an agent (shared with the OTLP push).
-pub const AGENT_GAUGES: [(&MetricDef, AgentValue); 3] = [
+pub(crate) const AGENT_GAUGES: [(&MetricDef, AgentValue); 3] = [
     (&AGENT_ONLINE, |a| {
         Some(i64::from(a.record.state == AgentState::Online))
     }),
@@ -29,7 +29,7 @@ pub const AGENT_GAUGES: [(&MetricDef, AgentValue); 3] = [
 ];
 
 /// Renders every per-agent family not denied by `denied`.
-pub fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u8> {
+pub(crate) fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u8> {
     let agents: Vec<(&GroupSnapshot, &AgentRow)> = snapshot
         .groups
         .iter()
@@ -117,7 +117,7 @@ pub(super) const INFO_LABELS: [&str; 2] = [AGENT_INFO.labels[6], AGENT_INFO.labe
 
 /// An agent's labels (before `version` and `parent_ip` of the info family),
 /// in exposition order: the one rule for both `/metrics` and OTLP.
-pub fn agent_labels<'a>(
+pub(crate) fn agent_labels<'a>(
     group: &'a GroupSnapshot,
     agent: &'a AgentRow,
 ) -> impl Iterator<Item = (&'a str, &'a str)> {

@@ -10,18 +10,18 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 /// A deflate stream cut at a byte boundary (sync flush, not final), so that
 /// the same compressed bytes (held once) can open several gzip bodies.
 #[derive(Debug, Clone, Default)]
-pub struct Deflated {
+pub(crate) struct Deflated {
     /// The gzip header and the raw deflate blocks.
-    pub bytes: Bytes,
+    pub(crate) bytes: Bytes,
     /// CRC-32 of the uncompressed input.
-    pub crc: u32,
+    pub(crate) crc: u32,
     /// Length of the uncompressed input.
-    pub len: usize,
+    pub(crate) len: usize,
 }
 
 impl Deflated {
     /// Compresses `input` as the head of one or more gzip bodies.
-    pub fn head(input: &[u8]) -> Deflated {
+    pub(crate) fn head(input: &[u8]) -> Deflated {
         let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
         deflate(input, FlushCompress::Sync, &mut bytes);
         Deflated {
@@ -33,7 +33,7 @@ impl Deflated {
 
     /// A complete gzip member in two chunks: this head (shared, not copied)
     /// followed by `tail`.
-    pub fn gzip_with(&self, tail: &[u8]) -> Vec<Bytes> {
+    pub(crate) fn gzip_with(&self, tail: &[u8]) -> Vec<Bytes> {
         let mut out = Vec::with_capacity(tail.len() / 4 + 64);
         deflate(tail, FlushCompress::Finish, &mut out);
         let mut crc = crc32fast::Hasher::new_with_initial_len(self.crc, self.len as u64);

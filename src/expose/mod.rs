@@ -14,4 +14,5 @@ pub mod table;
 mod text;
 
 pub use published::{Body, Exposition, Published};
-pub use text::{Format, deny_set, is_denied};
+pub use text::Format;
+pub(crate) use text::{deny_set, is_denied};

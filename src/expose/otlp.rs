@@ -61,7 +61,7 @@ use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
 const GROUP_LABEL: &str = AGENT_LABELS[0];
 
 /// The instrumentation scope of every exported metric.
-pub const SCOPE: &str = "gse_exporter";
+pub(crate) const SCOPE: &str = "gse_exporter";
 
 /// Why OTLP data could not be built or sent.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,7 @@ pub enum OtlpError {
 
 /// The resource of this process: `service.name`, `service.version`,
 /// `service.instance.id`, then the configured attributes (which win).
-pub fn resource(config: &OtlpConfig, instance_id: &str) -> Resource {
+pub(crate) fn resource(config: &OtlpConfig, instance_id: &str) -> Resource {
     let extra = config
         .resource_attributes
         .iter()
@@ -99,12 +99,12 @@ pub fn resource(config: &OtlpConfig, instance_id: &str) -> Resource {
 
 /// The `service.instance.id` of a process: host name and listen port, stable
 /// across restarts of the same instance (so its series continue).
-pub fn instance_id(hostname: Option<String>, port: u16) -> String {
+pub(crate) fn instance_id(hostname: Option<String>, port: u16) -> String {
     format!("{}:{port}", hostname.unwrap_or_else(|| "localhost".into()))
 }
 
 /// The HTTP endpoint: `/v1/metrics` is added to a URL without a path.
-pub fn http_endpoint(endpoint: &str) -> String {
+pub(crate) fn http_endpoint(endpoint: &str) -> String {
     match reqwest::Url::parse(endpoint) {
         Ok(url) if url.path() == "/" || url.path().is_empty() => {
             format!("{}/v1/metrics", endpoint.trim_end_matches('/'))
@@ -163,21 +163,22 @@ fn metadata(config: &OtlpConfig) -> Result<MetadataMap, OtlpError> {
 /// Agents per OTLP request: about 1.1 MB of protobuf at the usual label
 /// sizes, well under the 4 MiB a collector's gRPC receiver takes by default,
 /// and a bound on the memory one request costs.
-pub const AGENTS_PER_REQUEST: usize = 2000;
+pub(crate) const AGENTS_PER_REQUEST: usize = 2000;
 
 /// One request of a push: the per-group families and/or a range of the
 /// exported agents (in snapshot order, groups with `per_agent_metrics` only).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
+pub(crate) struct Part {
     /// Whether the per-group families are in this request.
-    pub groups: bool,
+    pub(crate) groups: bool,
     /// Which exported agents are in this request.
-    pub agents: Range<usize>,
+    pub(crate) agents: Range<usize>,
 }
 
 impl Part {
     /// Everything in one request.
-    pub fn whole(snapshot: &Snapshot) -> Part {
+    #[cfg(test)]
+    pub(crate) fn whole(snapshot: &Snapshot) -> Part {
         Part {
             groups: true,
             agents: 0..exported_agents(snapshot),
@@ -186,7 +187,7 @@ impl Part {
 
     /// The requests of one push: the first carries the per-group families,
     /// each at most `per_request` agents.
-    pub fn split(snapshot: &Snapshot, per_request: usize) -> Vec<Part> {
+    pub(crate) fn split(snapshot: &Snapshot, per_request: usize) -> Vec<Part> {
         let total = exported_agents(snapshot);
         let per_request = per_request.max(1);
         let mut parts: Vec<Part> = (0..total.div_ceil(per_request).max(1))
@@ -203,14 +204,14 @@ impl Part {
 }
 
 /// Agents with per-agent data points.
-pub fn exported_agents(snapshot: &Snapshot) -> usize {
+pub(crate) fn exported_agents(snapshot: &Snapshot) -> usize {
     per_agent(snapshot).map(|g| g.agents.len()).sum()
 }
 
 /// Collects one part of a snapshot into OTLP data points: every family
 /// `/metrics` has from the snapshot (per-agent ones only for groups with
 /// `per_agent_metrics`), minus `metric_deny`.
-pub fn collect<T: Send + Sync + 'static>(
+pub(crate) fn collect<T: Send + Sync + 'static>(
     source: Arc<T>,
     snapshot_of: fn(&T) -> &Snapshot,
     resource: Resource,
@@ -497,7 +498,7 @@ fn sorted(mut attrs: Vec<KeyValue>) -> Vec<KeyValue> {
 /// The push loop: pushes the latest complete snapshot every `otlp.interval`
 /// while `otlp` is configured, follows reloads, and ends when `stopped` turns
 /// true. Never waits on GSE; a push never outlives its timeout.
-pub async fn run(
+pub(crate) async fn run(
     published: Arc<Published>,
     mut configs: watch::Receiver<Arc<Config>>,
     instance_id: String,

@@ -24,9 +24,9 @@ use crate::telemetry::Telemetry;
 #[derive(Debug, Clone)]
 pub struct Body {
     /// Uncompressed, in order.
-    pub plain: Vec<Bytes>,
+    pub(crate) plain: Vec<Bytes>,
     /// gzip-compressed, in order (one gzip member).
-    pub gzip: Vec<Bytes>,
+    pub(crate) gzip: Vec<Bytes>,
 }
 
 impl Body {
@@ -88,7 +88,7 @@ impl Exposition {
     }
 
     /// The snapshot behind this exposition.
-    pub fn snapshot(&self) -> &Snapshot {
+    pub(crate) fn snapshot(&self) -> &Snapshot {
         &self.snapshot
     }
 }
@@ -111,7 +111,7 @@ pub struct Published {
 
 impl Published {
     /// Starts with an empty snapshot, not ready.
-    pub fn new(telemetry: Arc<Telemetry>) -> Published {
+    pub(crate) fn new(telemetry: Arc<Telemetry>) -> Published {
         let empty = Exposition::new(Arc::new(Snapshot::default()), telemetry.clone());
         Published {
             current: ArcSwap::from_pointee(empty),
@@ -121,7 +121,7 @@ impl Published {
     }
 
     /// Renders and swaps in a snapshot; ready once a complete one is in.
-    pub fn publish(&self, snapshot: Snapshot) {
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
         let complete = snapshot.complete;
         let exposition = Exposition::new(Arc::new(snapshot), self.telemetry.clone());
         self.current.store(Arc::new(exposition));
@@ -131,14 +131,14 @@ impl Published {
     }
 
     /// Re-renders the current snapshot (after a reload, so its metrics show at once).
-    pub fn refresh(&self) {
+    pub(crate) fn refresh(&self) {
         let snapshot = self.current().snapshot.clone();
         let exposition = Exposition::new(snapshot, self.telemetry.clone());
         self.current.store(Arc::new(exposition));
     }
 
     /// The current exposition.
-    pub fn current(&self) -> Arc<Exposition> {
+    pub(crate) fn current(&self) -> Arc<Exposition> {
         self.current.load_full()
     }
 
@@ -148,7 +148,7 @@ impl Published {
     }
 
     /// The self-telemetry shared with the poller.
-    pub fn telemetry(&self) -> &Arc<Telemetry> {
+    pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
     }
 }

@@ -24,7 +24,7 @@ pub struct MetricDef {
     /// Full name as it appears in the exposition.
     pub name: &'static str,
     /// HELP text.
-    pub help: &'static str,
+    pub(crate) help: &'static str,
     /// Type.
     pub kind: Kind,
     /// Label names; `+extra` stands for the group's configured labels.
@@ -33,7 +33,7 @@ pub struct MetricDef {
 
 /// The labels every per-agent family carries, in order; `+extra` stands for
 /// the group's configured labels and CMDB host labels.
-pub const AGENT_LABELS: &[&str] = &[
+pub(crate) const AGENT_LABELS: &[&str] = &[
     "group",
     "bk_biz_id",
     "bk_cloud_id",
@@ -44,7 +44,7 @@ pub const AGENT_LABELS: &[&str] = &[
 
 impl MetricDef {
     /// This family's label names paired with `values`, in the table's order.
-    pub fn labels<'a, const N: usize>(&self, values: [&'a str; N]) -> [(&'static str, &'a str); N] {
+    pub(crate) fn labels<'a, const N: usize>(&self, values: [&'a str; N]) -> [(&'static str, &'a str); N] {
         debug_assert_eq!(self.labels.len(), N, "{}: label values", self.name);
         std::array::from_fn(|i| (self.labels[i], values[i]))
     }
@@ -53,11 +53,11 @@ impl MetricDef {
 macro_rules! metric {
     ($id:ident, $name:literal, $kind:ident, [$($label:literal),*], $help:literal) => {
         #[doc = $help]
-        pub const $id: MetricDef = MetricDef { name: $name, help: $help, kind: Kind::$kind, labels: &[$($label),*] };
+        pub(crate) const $id: MetricDef = MetricDef { name: $name, help: $help, kind: Kind::$kind, labels: &[$($label),*] };
     };
     ($id:ident, $name:literal, $kind:ident, $labels:expr, $help:literal) => {
         #[doc = $help]
-        pub const $id: MetricDef = MetricDef { name: $name, help: $help, kind: Kind::$kind, labels: $labels };
+        pub(crate) const $id: MetricDef = MetricDef { name: $name, help: $help, kind: Kind::$kind, labels: $labels };
     };
 }
 
@@ -293,7 +293,7 @@ pub const TABLE: &[MetricDef] = &[
 ];
 
 /// A per-group gauge whose only label is `group`: its value for a group (None: no sample).
-pub type GroupValue = fn(&GroupSnapshot) -> Option<f64>;
+pub(crate) type GroupValue = fn(&GroupSnapshot) -> Option<f64>;
 
 fn flag(b: bool) -> f64 {
     f64::from(u8::from(b))
@@ -301,7 +301,7 @@ fn flag(b: bool) -> f64 {
 
 /// The per-group gauges labelled by `group` alone, in exposition order, with
 /// the rule that reads each from a group (shared with the OTLP push).
-pub const GROUP_GAUGES: [(&MetricDef, GroupValue); 8] = [
+pub(crate) const GROUP_GAUGES: [(&MetricDef, GroupValue); 8] = [
     (&UP, |g| Some(flag(g.up))),
     (&POLL_DURATION, |g| Some(g.poll_duration)),
     (&POLL_INTERVAL, |g| Some(g.interval)),

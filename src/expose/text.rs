@@ -32,7 +32,7 @@ pub enum Format {
 
 impl Format {
     /// The `Content-Type` of a body in this format.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -41,13 +41,13 @@ impl Format {
 }
 
 /// Whether a compiled deny list removes a family.
-pub fn is_denied(deny: &Option<regex::RegexSet>, def: &MetricDef) -> bool {
+pub(crate) fn is_denied(deny: &Option<regex::RegexSet>, def: &MetricDef) -> bool {
     deny.as_ref().is_some_and(|set| set.is_match(def.name))
 }
 
 /// Renders everything but the per-agent families (see [`super::agents`])
 /// in one format: per-group series and the self-telemetry.
-pub fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format: Format) -> String {
+pub(crate) fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format: Format) -> String {
     let mut registry = Registry::default();
     let deny = deny_set(&snapshot.metric_deny);
     registry.register_collector(Box::new(Exposed {
@@ -68,7 +68,7 @@ pub fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format: Format
 }
 
 /// Compiles the deny list (validated with the config; a bad pattern denies nothing).
-pub fn deny_set(patterns: &[String]) -> Option<regex::RegexSet> {
+pub(crate) fn deny_set(patterns: &[String]) -> Option<regex::RegexSet> {
     if patterns.is_empty() {
         return None;
     }

@@ -22,14 +22,14 @@ const CACHE_LIMIT: usize = 1024;
 
 /// Checks credentials against a user table.
 #[derive(Debug, Default)]
-pub struct BasicAuth {
+pub(crate) struct BasicAuth {
     hasher: std::collections::hash_map::RandomState,
     verified: Mutex<HashSet<(u64, u64)>>,
 }
 
 /// What a request's credentials amount to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The user table is empty: no authentication required.
     Open,
     /// Good credentials.
@@ -41,7 +41,7 @@ pub enum Verdict {
 impl BasicAuth {
     /// Checks an `Authorization` header value against `users`. Runs bcrypt on
     /// a cache miss: call it off the async workers.
-    pub fn check(&self, users: &BTreeMap<String, Secret>, authorization: Option<&str>) -> Verdict {
+    pub(crate) fn check(&self, users: &BTreeMap<String, Secret>, authorization: Option<&str>) -> Verdict {
         if users.is_empty() {
             return Verdict::Open;
         }
@@ -68,7 +68,7 @@ impl BasicAuth {
     }
 
     /// Whether a check of these credentials would hit the cache (no bcrypt).
-    pub fn is_cached(&self, users: &BTreeMap<String, Secret>, authorization: Option<&str>) -> bool {
+    pub(crate) fn is_cached(&self, users: &BTreeMap<String, Secret>, authorization: Option<&str>) -> bool {
         let Some((user, password)) = authorization.and_then(decode_basic) else {
             return false;
         };

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub mod auth;
+pub(crate) mod auth;
 mod landing;
 
 use auth::{BasicAuth, Verdict};
@@ -46,7 +46,7 @@ use crate::pacing::quota;
 use crate::telemetry::Rejection;
 
 /// Largest request body accepted (only `/-/reload` takes one, and ignores it).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long in-flight requests may finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -84,24 +84,24 @@ pub trait Reload: std::fmt::Debug + Send + Sync {
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The published exposition.
-    pub published: Arc<Published>,
+    pub(crate) published: Arc<Published>,
     /// The configured telemetry path (for the landing page).
-    pub telemetry_path: String,
+    pub(crate) telemetry_path: String,
     /// Reloads the configuration file.
-    pub reloader: Arc<dyn Reload>,
+    pub(crate) reloader: Arc<dyn Reload>,
     /// TLS, users, headers and rate limit (`--web.config.file`).
-    pub web: Arc<WebConfigFile>,
+    pub(crate) web: Arc<WebConfigFile>,
     /// Server limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Access checks with their caches and counters.
-    pub gate: Arc<Gate>,
+    pub(crate) gate: Arc<Gate>,
 }
 
 /// Per-server access state: the password cache, the scrape slots, the rate limiter.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     auth: BasicAuth,
     /// bcrypt runs at most this many at a time, so a password-guessing flood
     /// cannot take the CPU from polling; cached credentials skip it.
@@ -118,7 +118,7 @@ struct RateLimiter {
 
 impl Gate {
     /// Access state for `limits`.
-    pub fn new(limits: &Limits) -> Gate {
+    pub(crate) fn new(limits: &Limits) -> Gate {
         Gate {
             auth: BasicAuth::default(),
             bcrypt_slots: Semaphore::new(2),
@@ -144,7 +144,7 @@ impl Gate {
 }
 
 /// Builds the router.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route(&state.telemetry_path.clone(), get(metrics))
         .route("/", get(landing))
@@ -157,7 +157,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves until `shutdown` resolves, then gives in-flight requests a grace
 /// period to finish.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,

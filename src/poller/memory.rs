@@ -25,9 +25,9 @@ pub(super) struct Memory {
     /// The query key of each slot (the host entry's string, shared).
     keys: Vec<Arc<str>>,
     /// The last answer of the status call per slot; `None` until GSE answered.
-    pub observed: Vec<Option<Observation>>,
+    pub(crate) observed: Vec<Option<Observation>>,
     /// The last info per slot; `None` until fetched.
-    pub info: Vec<Option<AgentInfo>>,
+    pub(crate) info: Vec<Option<AgentInfo>>,
 }
 
 fn hash(key: &str) -> u64 {
@@ -36,18 +36,18 @@ fn hash(key: &str) -> u64 {
 
 impl Memory {
     /// Agents remembered.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
 
     /// The query key of a slot.
-    pub fn key(&self, slot: u32) -> &Arc<str> {
+    pub(crate) fn key(&self, slot: u32) -> &Arc<str> {
         &self.keys[slot as usize]
     }
 
     /// The slot of a key, if it has one.
     #[cfg(test)]
-    pub fn find(&self, key: &str) -> Option<u32> {
+    pub(crate) fn find(&self, key: &str) -> Option<u32> {
         let keys = &self.keys;
         self.index
             .find(hash(key), |&slot| *keys[slot as usize] == *key)
@@ -55,7 +55,7 @@ impl Memory {
     }
 
     /// The slot of a key, given a new empty one when the key is new.
-    pub fn slot(&mut self, key: &Arc<str>) -> u32 {
+    pub(crate) fn slot(&mut self, key: &Arc<str>) -> u32 {
         let Memory {
             index,
             keys,
@@ -84,14 +84,14 @@ impl Memory {
     /// Gives the tables their length back after a cycle that had taken one
     /// out was dropped half-way (what that table held is forgotten); a no-op
     /// otherwise.
-    pub fn restore_tables(&mut self) {
+    pub(crate) fn restore_tables(&mut self) {
         self.observed.resize(self.keys.len(), None);
         self.info.resize(self.keys.len(), None);
     }
 
     /// Keeps the slots marked in `keep` (one flag per slot) and forgets the
     /// rest; returns each old slot's new number (`None` for a forgotten one).
-    pub fn retain(&mut self, keep: &[bool]) -> Vec<Option<u32>> {
+    pub(crate) fn retain(&mut self, keep: &[bool]) -> Vec<Option<u32>> {
         let mut renumbered = Vec::with_capacity(keep.len());
         let mut next = 0u32;
         for &kept in keep {
@@ -119,7 +119,7 @@ impl Memory {
 
     /// Gives back the room the tables grew into beyond their length (they
     /// grow by doubling, which at a million agents is a lot of room).
-    pub fn shrink(&mut self) {
+    pub(crate) fn shrink(&mut self) {
         let keys = &self.keys;
         self.index.shrink_to_fit(|&slot| hash(&keys[slot as usize]));
         self.keys.shrink_to_fit();

@@ -7,7 +7,7 @@
 //! [`crate::upstream::gse`], what is kept per agent to [`record`].
 
 mod memory;
-pub mod record;
+pub(crate) mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -36,7 +36,7 @@ const CYCLE_BUDGET: f64 = 0.9;
 
 /// The poller: configuration, client, pacing, and what it remembers between cycles.
 #[derive(Debug)]
-pub struct Poller {
+pub(crate) struct Poller {
     config: Arc<Config>,
     client: GseClient,
     pacers: Pacers,
@@ -74,19 +74,19 @@ impl Plan {
 /// GSE batches planned and finished so far, for a progress display (the
 /// counts only grow; the info phase adds its batches when it starts).
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     planned: AtomicU64,
     finished: AtomicU64,
 }
 
 impl Progress {
     /// Batches planned so far.
-    pub fn planned(&self) -> u64 {
+    pub(crate) fn planned(&self) -> u64 {
         self.planned.load(Ordering::Relaxed)
     }
 
     /// Batches finished so far (answered or failed, after retries).
-    pub fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.finished.load(Ordering::Relaxed)
     }
 }
@@ -151,7 +151,7 @@ impl CycleOutcome {
 
 impl Poller {
     /// Builds a poller; the pacing of each GSE endpoint starts full.
-    pub fn new(config: Arc<Config>, telemetry: Arc<Telemetry>) -> Result<Poller, GseError> {
+    pub(crate) fn new(config: Arc<Config>, telemetry: Arc<Telemetry>) -> Result<Poller, GseError> {
         let gse = &config.gse;
         let client = GseClient::new(gse)?;
         let urls = [gse.v1_url.as_deref(), gse.v2_url.as_deref()];
@@ -176,17 +176,17 @@ impl Poller {
     }
 
     /// The batch counts of this poller's cycles, readable while one runs.
-    pub fn progress(&self) -> Arc<Progress> {
+    pub(crate) fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
     }
 
     /// The configuration being polled.
-    pub fn config(&self) -> &Arc<Config> {
+    pub(crate) fn config(&self) -> &Arc<Config> {
         &self.config
     }
 
     /// Runs one complete cycle (status, then info when due) and returns the snapshot.
-    pub async fn run_cycle(&mut self) -> Snapshot {
+    pub(crate) async fn run_cycle(&mut self) -> Snapshot {
         let started = Instant::now();
         let deadline = started + self.config.interval.mul_f64(CYCLE_BUDGET);
         let config = self.config.clone();
@@ -315,7 +315,7 @@ impl Poller {
     /// Replaces the configuration from the next cycle on. What is known of
     /// agents still configured is kept, so their series have no gap; the
     /// client and pacing are rebuilt only when the `gse:` block changed.
-    pub fn set_config(&mut self, config: Arc<Config>) -> Result<(), GseError> {
+    pub(crate) fn set_config(&mut self, config: Arc<Config>) -> Result<(), GseError> {
         if config.gse != self.config.gse {
             let fresh = Poller::new(config.clone(), self.telemetry.clone())?;
             self.client = fresh.client;

@@ -20,14 +20,14 @@ use crate::upstream::gse::{Info, Status};
 /// Shared copies of strings that many agents have in common (versions,
 /// parent addresses, cloud ids), so a million agents hold a handful of them.
 #[derive(Debug, Default)]
-pub struct Interner {
+pub(crate) struct Interner {
     shared: FxHashSet<Arc<str>>,
     empty: Arc<str>,
 }
 
 impl Interner {
     /// The shared copy of `text`.
-    pub fn intern(&mut self, text: &str) -> Arc<str> {
+    pub(crate) fn intern(&mut self, text: &str) -> Arc<str> {
         if text.is_empty() {
             return self.empty();
         }
@@ -40,12 +40,12 @@ impl Interner {
     }
 
     /// The shared empty string.
-    pub fn empty(&self) -> Arc<str> {
+    pub(crate) fn empty(&self) -> Arc<str> {
         self.empty.clone()
     }
 
     /// Forgets strings nothing else holds any more.
-    pub fn prune(&mut self) {
+    pub(crate) fn prune(&mut self) {
         self.shared.retain(|s| Arc::strong_count(s) > 1);
     }
 }
@@ -53,11 +53,11 @@ impl Interner {
 /// A wall-clock time to the millisecond in 8 bytes (a `SystemTime` takes 16),
 /// for what is kept per agent. Times before 1970 read as 1970.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Stamp(NonZeroU64);
+pub(crate) struct Stamp(NonZeroU64);
 
 impl Stamp {
     /// The stamp of a time.
-    pub fn new(time: SystemTime) -> Stamp {
+    pub(crate) fn new(time: SystemTime) -> Stamp {
         let millis = time
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 1));
@@ -65,7 +65,7 @@ impl Stamp {
     }
 
     /// The time it stands for.
-    pub fn time(self) -> SystemTime {
+    pub(crate) fn time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0.get() - 1)
     }
 }
@@ -87,7 +87,7 @@ impl OptF64 {
 /// The host address GSE's info call reported; an IPv4 address is kept
 /// without an allocation of its own.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub enum HostIp {
+pub(crate) enum HostIp {
     /// GSE did not say.
     #[default]
     Unknown,
@@ -109,7 +109,7 @@ impl HostIp {
     }
 
     /// The address as a label value, `None` when unknown.
-    pub fn label(&self) -> Option<IpLabel> {
+    pub(crate) fn label(&self) -> Option<IpLabel> {
         match self {
             HostIp::Unknown => None,
             HostIp::V4(ip) => Some(IpLabel::v4(*ip)),
@@ -121,7 +121,7 @@ impl HostIp {
 /// What GSE's info call last said of an agent, and when: shared strings and
 /// no optional wider than it must be, as a million of them are kept.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AgentInfo {
+pub(crate) struct AgentInfo {
     version: Arc<str>,
     parent_ip: Arc<str>,
     host_ip: HostIp,
@@ -133,7 +133,7 @@ pub struct AgentInfo {
 
 impl AgentInfo {
     /// The compact form of a decoded info fetched at `fetched`.
-    pub fn new(info: &Info, fetched: SystemTime, strings: &mut Interner) -> AgentInfo {
+    pub(crate) fn new(info: &Info, fetched: SystemTime, strings: &mut Interner) -> AgentInfo {
         AgentInfo {
             version: strings.intern(&info.version),
             parent_ip: strings.intern(&info.parent_ip),
@@ -144,33 +144,18 @@ impl AgentInfo {
         }
     }
 
-    /// Agent version, cleaned ("" when unknown).
-    pub fn version(&self) -> &Arc<str> {
-        &self.version
-    }
-
-    /// Upstream proxy or server ("" when unknown).
-    pub fn parent_ip(&self) -> &Arc<str> {
-        &self.parent_ip
-    }
-
-    /// Host IP as GSE knows it.
-    pub fn host_ip(&self) -> &HostIp {
-        &self.host_ip
-    }
-
     /// Cloud area as GSE knows it.
-    pub fn bk_cloud_id(&self) -> Option<i64> {
+    pub(crate) fn bk_cloud_id(&self) -> Option<i64> {
         (self.bk_cloud_id != i64::MIN).then_some(self.bk_cloud_id)
     }
 
     /// Last report from the agent, unix seconds.
-    pub fn report_time(&self) -> Option<f64> {
+    pub(crate) fn report_time(&self) -> Option<f64> {
         self.report_time.get()
     }
 
     /// When this info was fetched.
-    pub fn fetched(&self) -> SystemTime {
+    pub(crate) fn fetched(&self) -> SystemTime {
         self.fetched.time()
     }
 }
@@ -179,7 +164,7 @@ impl AgentInfo {
 /// between cycles (56 bytes); joined with the agent's info it becomes an
 /// [`AgentRecord`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Observation {
+pub(crate) struct Observation {
     state: AgentState,
     has_status_code: bool,
     status_code: i64,
@@ -192,7 +177,7 @@ pub struct Observation {
 
 impl Observation {
     /// What an answer says: `status` None means GSE left the agent out (not found).
-    pub fn new(
+    pub(crate) fn new(
         status: Option<&Status>,
         last_seen_alive: Option<SystemTime>,
         now: SystemTime,
@@ -235,17 +220,17 @@ impl Observation {
     }
 
     /// Online, offline or not found.
-    pub fn state(&self) -> AgentState {
+    pub(crate) fn state(&self) -> AgentState {
         self.state
     }
 
     /// When the agent was last seen alive.
-    pub fn last_seen_alive(&self) -> Option<SystemTime> {
+    pub(crate) fn last_seen_alive(&self) -> Option<SystemTime> {
         self.last_seen_alive.map(Stamp::time)
     }
 
     /// Whether this observation is too old to report (its batch kept failing).
-    pub fn is_stale(&self, now: SystemTime, stale_after: Duration) -> bool {
+    pub(crate) fn is_stale(&self, now: SystemTime, stale_after: Duration) -> bool {
         now.duration_since(self.observed_at.time())
             .unwrap_or_default()
             > stale_after
@@ -262,12 +247,12 @@ impl Observation {
     }
 
     /// The version to count and export ("" when unknown).
-    pub fn version<'a>(&'a self, info: Option<&'a AgentInfo>) -> &'a str {
+    pub(crate) fn version<'a>(&'a self, info: Option<&'a AgentInfo>) -> &'a str {
         self.shared_version(info).map_or("", |v| v)
     }
 
     /// The full record, with what info adds (version, parent, heartbeat).
-    pub fn record(&self, info: Option<&AgentInfo>, strings: &Interner) -> AgentRecord {
+    pub(crate) fn record(&self, info: Option<&AgentInfo>, strings: &Interner) -> AgentRecord {
         let found = self.state != AgentState::NotFound;
         let info = info.filter(|_| found);
         let observed_at = self.observed_at.time();
@@ -296,20 +281,6 @@ impl Observation {
     }
 }
 
-impl AgentRecord {
-    /// Builds the record for an agent GSE answered for (or left out: `status` None).
-    pub fn observe(
-        status: Option<&Status>,
-        info: Option<&AgentInfo>,
-        previous: Option<&AgentRecord>,
-        now: SystemTime,
-        strings: &mut Interner,
-    ) -> AgentRecord {
-        let last_seen_alive = previous.and_then(|p| p.last_seen_alive);
-        Observation::new(status, last_seen_alive, now, strings).record(info, strings)
-    }
-}
-
 fn seconds_between(earlier: SystemTime, later: SystemTime) -> f64 {
     later
         .duration_since(earlier)
@@ -320,7 +291,7 @@ fn seconds_between(earlier: SystemTime, later: SystemTime) -> f64 {
 impl AgentRow {
     /// Label values for a polled host, filled from GSE's info where the
     /// config left them out (an agent id given alone).
-    pub fn new(
+    pub(crate) fn new(
         entry: &HostEntry,
         info: Option<&AgentInfo>,
         record: AgentRecord,
@@ -344,6 +315,21 @@ impl AgentRow {
             host_labels: entry.labels.clone(),
             record,
         }
+    }
+}
+
+#[cfg(test)]
+impl AgentRecord {
+    /// Builds the record for an agent GSE answered for (or left out: `status` None).
+    pub(crate) fn observe(
+        status: Option<&Status>,
+        info: Option<&AgentInfo>,
+        previous: Option<&AgentRecord>,
+        now: SystemTime,
+        strings: &mut Interner,
+    ) -> AgentRecord {
+        let last_seen_alive = previous.and_then(|p| p.last_seen_alive);
+        Observation::new(status, last_seen_alive, now, strings).record(info, strings)
     }
 }
 
@@ -372,8 +358,8 @@ mod tests {
             report_time: Some(1_763_999_990.5),
         };
         let info = AgentInfo::new(&full, now, &mut strings);
-        assert_eq!(&**info.version(), "2.1.5");
-        assert_eq!(info.host_ip().label().as_deref(), Some("10.0.0.7"));
+        assert_eq!(&*info.version, "2.1.5");
+        assert_eq!(info.host_ip.label().as_deref(), Some("10.0.0.7"));
         assert_eq!(info.bk_cloud_id(), Some(-3));
         assert_eq!(info.report_time(), Some(1_763_999_990.5));
         assert_eq!(info.fetched(), now);
@@ -382,11 +368,11 @@ mod tests {
             ..Info::default()
         };
         let info = AgentInfo::new(&odd, now, &mut strings);
-        assert_eq!(info.host_ip().label().as_deref(), Some("fe80::1"));
+        assert_eq!(info.host_ip.label().as_deref(), Some("fe80::1"));
         assert_eq!(info.bk_cloud_id(), None);
         assert_eq!(info.report_time(), None);
         let blank = AgentInfo::new(&Info::default(), now, &mut strings);
-        assert_eq!(blank.host_ip().label(), None);
+        assert_eq!(blank.host_ip.label(), None);
     }
 
     fn status(alive: bool, code: Option<i64>) -> Status {

@@ -30,28 +30,28 @@ const FIELDS: &[&str] = &[
 
 /// One host as CMDB lists it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct CmdbHost {
+pub(crate) struct CmdbHost {
     /// CMDB host id.
     #[serde(default)]
-    pub bk_host_id: i64,
+    pub(crate) bk_host_id: i64,
     /// Cloud area.
     #[serde(default)]
-    pub bk_cloud_id: i64,
+    pub(crate) bk_cloud_id: i64,
     /// Inner IPv4 addresses, comma-separated.
     #[serde(default, deserialize_with = "string_or_null")]
-    pub bk_host_innerip: String,
+    pub(crate) bk_host_innerip: String,
     /// Inner IPv6 addresses, comma-separated.
     #[serde(default, deserialize_with = "string_or_null")]
-    pub bk_host_innerip_v6: String,
+    pub(crate) bk_host_innerip_v6: String,
     /// GSE 2.0 agent id ("" when none).
     #[serde(default, deserialize_with = "string_or_null")]
-    pub bk_agent_id: String,
+    pub(crate) bk_agent_id: String,
     /// `static` or `dynamic`.
     #[serde(default, deserialize_with = "string_or_null")]
-    pub bk_addressing: String,
+    pub(crate) bk_addressing: String,
     /// Host name.
     #[serde(default, deserialize_with = "string_or_null")]
-    pub bk_host_name: String,
+    pub(crate) bk_host_name: String,
 }
 
 fn string_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -67,7 +67,7 @@ struct Page {
 
 /// A client for one CMDB endpoint.
 #[derive(Clone)]
-pub struct CmdbClient {
+pub(crate) struct CmdbClient {
     http: reqwest::Client,
     config: CmdbConfig,
 }
@@ -82,7 +82,7 @@ impl std::fmt::Debug for CmdbClient {
 
 impl CmdbClient {
     /// Builds a client.
-    pub fn new(config: &CmdbConfig) -> Result<CmdbClient, GseError> {
+    pub(crate) fn new(config: &CmdbConfig) -> Result<CmdbClient, GseError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -97,12 +97,12 @@ impl CmdbClient {
     }
 
     /// The configuration in use.
-    pub fn config(&self) -> &CmdbConfig {
+    pub(crate) fn config(&self) -> &CmdbConfig {
         &self.config
     }
 
     /// One page of a business's hosts: the total count and the rows.
-    pub async fn page(
+    pub(crate) async fn page(
         &self,
         bk_biz_id: i64,
         selection: &GroupCmdb,
@@ -169,7 +169,7 @@ impl CmdbClient {
 }
 
 /// Decodes a `list_biz_hosts` / `list_hosts` reply.
-pub fn decode_page(body: &[u8]) -> Result<(usize, Vec<CmdbHost>), GseError> {
+pub(crate) fn decode_page(body: &[u8]) -> Result<(usize, Vec<CmdbHost>), GseError> {
     #[derive(Deserialize)]
     struct Envelope {
         #[serde(default)]

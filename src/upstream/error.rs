@@ -50,7 +50,7 @@ const ESB_TRANSIENT: &[i64] = &[1306000, 1306201, 1306203, 1306208];
 
 impl GseError {
     /// The `result` label of `gse_exporter_api_requests_total`.
-    pub fn result_label(&self) -> &'static str {
+    pub(crate) fn result_label(&self) -> &'static str {
         match self {
             GseError::Timeout => "timeout",
             GseError::Transport(_) => "transport_error",
@@ -62,7 +62,7 @@ impl GseError {
     }
 
     /// Whether another attempt may succeed.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             GseError::Timeout | GseError::Transport(_) | GseError::RateLimited { .. } => true,
             GseError::HttpStatus { status, .. } => *status >= 500,
@@ -72,7 +72,7 @@ impl GseError {
     }
 
     /// The wait GSE asked for, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             GseError::RateLimited { retry_after, .. } => *retry_after,
             _ => None,

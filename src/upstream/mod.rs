@@ -6,7 +6,7 @@
 //! [`cmdb`] lists a business's hosts. Neither reaches into the other; what
 //! they share is here.
 
-pub mod cmdb;
+pub(crate) mod cmdb;
 mod error;
 pub mod gse;
 

@@ -60,7 +60,7 @@ impl GseClient {
     }
 
     /// Asks for the live status of a batch (`keys` are query keys of that API).
-    pub async fn status(
+    pub(crate) async fn status(
         &self,
         call: Call,
         base: &str,
@@ -78,7 +78,7 @@ impl GseClient {
     }
 
     /// Asks for the info (version, parent) of a batch.
-    pub async fn info(
+    pub(crate) async fn info(
         &self,
         call: Call,
         base: &str,

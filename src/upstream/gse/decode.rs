@@ -20,11 +20,11 @@ use crate::upstream::GseError;
 /// GSE 2.0: none of the asked ids is known.
 pub const V2_NONE_FOUND: i64 = 1011003;
 /// ESB rate-limit code.
-pub const ESB_RATE_LIMITED: i64 = 1306429;
+pub(crate) const ESB_RATE_LIMITED: i64 = 1306429;
 /// Gateway rate and concurrency limits: 16429xx (1642901-1642904 documented).
-pub const GATEWAY_RATE_LIMITED_FIRST: i64 = 1642900;
+pub(crate) const GATEWAY_RATE_LIMITED_FIRST: i64 = 1642900;
 /// Last code of the gateway's rate-limit range.
-pub const GATEWAY_RATE_LIMITED_LAST: i64 = 1642999;
+pub(crate) const GATEWAY_RATE_LIMITED_LAST: i64 = 1642999;
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -81,7 +81,7 @@ fn error_envelope<'a>(code: i64, message: Option<serde_json::Value>) -> Result<B
 }
 
 /// Reads the code and message of an error body, if it is an envelope at all.
-pub fn error_code(body: &[u8]) -> (Option<i64>, String) {
+pub(crate) fn error_code(body: &[u8]) -> (Option<i64>, String) {
     match serde_json::from_slice::<Obj<Envelope>>(body) {
         Ok(Obj(env)) => {
             let message = match env.message {

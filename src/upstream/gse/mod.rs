@@ -14,7 +14,7 @@ use crate::model::ApiVersion;
 
 /// One GSE call, as named in `gse_exporter_api_requests_total{api}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Call {
+pub(crate) enum Call {
     /// ESB `get_agent_status`.
     V1Status,
     /// ESB `get_agent_info`.
@@ -27,10 +27,10 @@ pub enum Call {
 
 impl Call {
     /// Every call, for pre-creating metric series.
-    pub const ALL: [Call; 4] = [Call::V1Status, Call::V1Info, Call::V2State, Call::V2Info];
+    pub(crate) const ALL: [Call; 4] = [Call::V1Status, Call::V1Info, Call::V2State, Call::V2Info];
 
     /// The `api` label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Call::V1Status => "v1_get_agent_status",
             Call::V1Info => "v1_get_agent_info",
@@ -40,7 +40,7 @@ impl Call {
     }
 
     /// The status or info call of an API.
-    pub fn of(api: ApiVersion, info: bool) -> Call {
+    pub(crate) fn of(api: ApiVersion, info: bool) -> Call {
         match (api, info) {
             (ApiVersion::V1, false) => Call::V1Status,
             (ApiVersion::V1, true) => Call::V1Info,
@@ -67,7 +67,7 @@ pub struct Status {
     /// GSE 2.0 status code; `None` on v1.
     pub status_code: Option<i64>,
     /// Version, when the status call carries it (v2), cleaned.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// Last report from the agent, unix seconds (v2 only).
     pub report_time: Option<f64>,
 }
@@ -78,13 +78,13 @@ pub struct Info {
     /// Agent version, cleaned ("" when unknown or junk).
     pub version: String,
     /// Upstream proxy or server.
-    pub parent_ip: String,
+    pub(crate) parent_ip: String,
     /// Host IP as GSE knows it (v2 `bk_host_ip`).
-    pub host_ip: Option<String>,
+    pub(crate) host_ip: Option<String>,
     /// Cloud area as GSE knows it.
-    pub bk_cloud_id: Option<i64>,
+    pub(crate) bk_cloud_id: Option<i64>,
     /// Last report from the agent, unix seconds (v2 only).
-    pub report_time: Option<f64>,
+    pub(crate) report_time: Option<f64>,
 }
 
 /// A decoded reply: observations keyed by the query key, plus whether GSE
