@@ -107,7 +107,7 @@ pub(crate) fn check(
     let mut elsewhere = Vec::new();
     let mut agents: Vec<&ProcStat> = Vec::new();
     for process in processes.iter().filter(|p| p.comm == AGENT_COMM) {
-        match exe_of(procfs, process.pid) {
+        match procfs.exe(process.pid) {
             Some(exe) if homes.iter().any(|h| Path::new(&exe).starts_with(h)) => {
                 agents.push(process)
             }
@@ -156,7 +156,7 @@ pub(crate) fn check(
         main: Some(MainProcess {
             pid: main.pid,
             start_time: kernel.start_time(main),
-            exe: exe_of(procfs, main.pid),
+            exe: procfs.exe(main.pid),
         }),
         pids: agents.iter().map(|p| p.pid).collect(),
         resident_memory_bytes: agents.iter().map(|p| kernel.rss_bytes(p)).sum(),
@@ -187,13 +187,6 @@ fn home_prefixes(home: &Path) -> Vec<PathBuf> {
         out.push(real);
     }
     out
-}
-
-/// `/proc/<pid>/exe` without the ` (deleted)` of a replaced binary.
-pub(crate) fn exe_of(procfs: &Procfs, pid: u32) -> Option<String> {
-    let target = fs::read_link(procfs.pid_path(pid, "exe")).ok()?;
-    let text = target.to_string_lossy();
-    Some(text.strip_suffix(" (deleted)").unwrap_or(&text).to_string())
 }
 
 /// Which GSE generation a home looks like.

@@ -108,7 +108,7 @@ pub struct NodeArgs {
     )]
     pub max_queue_bytes: u64,
     /// A GSE server port the agent must be connected to, `PORT` or `ROLE:PORT`
-    /// (repeat, or separate with commas; default by generation: 1.x task:48668,data:58625;
+    /// (repeat, or separate with commas; default: by generation, 1.x task:48668,data:58625,
     /// 2.0 cluster:28668,data:28625).
     #[arg(long = "upstream.port", env = "GSE_NODE_UPSTREAM_PORT", value_delimiter = ',', value_name = "[ROLE:]PORT", value_parser = parse_port)]
     pub upstream_ports: Vec<(String, u16)>,
@@ -134,7 +134,7 @@ pub struct NodeArgs {
     /// Time between rounds of checks.
     #[arg(long = "check.interval", env = "GSE_NODE_CHECK_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     pub interval: Duration,
-    /// Write the metrics to this node_exporter textfile-collector file (`*.prom`) after each round.
+    /// Write the metrics to this node_exporter textfile-collector file (`*.prom`) after each round (default: none, no file).
     #[arg(
         long = "textfile.path",
         env = "GSE_NODE_TEXTFILE_PATH",

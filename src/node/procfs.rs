@@ -208,6 +208,14 @@ impl Procfs {
         parse_stat(&text, uid).filter(|p| !matches!(p.state, 'Z' | 'X' | 'x'))
     }
 
+    /// `/proc/<pid>/exe` without the ` (deleted)` of a replaced binary;
+    /// `None` when unreadable (another user's process needs `CAP_SYS_PTRACE`).
+    pub fn exe(&self, pid: u32) -> Option<String> {
+        let target = fs::read_link(self.pid_path(pid, "exe")).ok()?;
+        let text = target.to_string_lossy();
+        Some(text.strip_suffix(" (deleted)").unwrap_or(&text).to_string())
+    }
+
     /// Whether other users' processes show up here. Root sees everything;
     /// anyone else sees them unless `/proc` is mounted with `hidepid` (or
     /// this is a separate PID namespace), in which case no process of

@@ -8,7 +8,8 @@
 //! camelCase inside a `value` array (`procName`, `setupPath`, `pidPath`, as
 //! bk-nodeman's GSE mock data shows). Both spellings are read, as a `value`
 //! array or a bare array. A plugin runs when its pid file names a live
-//! process of that name, or else when any process has its name.
+//! process of that name, or else when a process has its name and (when its
+//! executable path is readable) lives under the plugin's setup path.
 //!
 //! Owns parsing the file (bounded: 4 MiB, 256 plugins, 128-byte names) and
 //! the per-plugin verdict; reads processes only through [`super::procfs`].
@@ -107,6 +108,8 @@ pub(crate) struct Hosting {
 struct Entry {
     name: String,
     pid_file: Option<PathBuf>,
+    /// Where the plugin's executable lives.
+    setup_path: Option<PathBuf>,
 }
 
 /// Reads the file at `path` and checks each plugin against `processes`.
@@ -203,8 +206,15 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
             .or_else(|| string(&item["identity"], &["pid_path", "pidPath"]))
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
+        let setup_path = string(item, &["setupPath", "setup_path"])
+            .or_else(|| string(&item["identity"], &["setup_path", "setupPath"]))
+            .map(PathBuf::from);
         if !entries.iter().any(|e| e.name == name) {
-            entries.push(Entry { name, pid_file });
+            entries.push(Entry {
+                name,
+                pid_file,
+                setup_path,
+            });
         }
     }
     Ok(entries)
@@ -225,7 +235,19 @@ fn plugin(procfs: &Procfs, entry: Entry, processes: &[ProcStat], sees_all: bool)
         .and_then(|f| read_bounded(f).ok())
         .and_then(|t| t.trim().parse::<u32>().ok())
         .filter(|pid| procfs.process(*pid).is_some_and(|p| p.comm == comm));
-    let pid = from_pid_file.or_else(|| processes.iter().find(|p| p.comm == comm).map(|p| p.pid));
+    // Else any process of that name, whose executable (when readable) is
+    // under the plugin's setup path: another GSE home's plugin does not count.
+    let from_name = || {
+        processes
+            .iter()
+            .filter(|p| p.comm == comm)
+            .find(|p| match (procfs.exe(p.pid), &entry.setup_path) {
+                (Some(exe), Some(setup)) => Path::new(&exe).starts_with(setup),
+                _ => true,
+            })
+            .map(|p| p.pid)
+    };
+    let pid = from_pid_file.or_else(from_name);
     let state = match pid {
         Some(_) => PluginState::Running,
         None if sees_all => PluginState::NotRunning,
