@@ -44,7 +44,10 @@ pub(crate) const AGENT_LABELS: &[&str] = &[
 
 impl MetricDef {
     /// This family's label names paired with `values`, in the table's order.
-    pub(crate) fn labels<'a, const N: usize>(&self, values: [&'a str; N]) -> [(&'static str, &'a str); N] {
+    pub(crate) fn labels<'a, const N: usize>(
+        &self,
+        values: [&'a str; N],
+    ) -> [(&'static str, &'a str); N] {
         debug_assert_eq!(self.labels.len(), N, "{}: label values", self.name);
         std::array::from_fn(|i| (self.labels[i], values[i]))
     }
@@ -123,7 +126,7 @@ metric!(
     BUILD_INFO,
     "gse_exporter_build_info",
     Gauge,
-    ["version", "revision", "rustc_version"],
+    ["version", "revision", "branch", "rustc_version"],
     "Build of the running exporter; value is always 1."
 );
 metric!(
