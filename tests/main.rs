@@ -19,6 +19,7 @@ mod exposition;
 mod faults;
 mod fuzz;
 mod layers;
+mod node;
 mod otlp;
 mod placement;
 mod query;
