@@ -501,7 +501,13 @@ fn every_chinese_page_keeps_in_step_with_its_english_page() {
             &resolve_in_repo,
         ));
     }
-    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "\n{}\n\nA Chinese page changes with its English page: translate new prose and \
+         headings, copy inline code and fenced blocks as they are (comments inside blocks \
+         may be translated); the rules are in tests/translations.rs.",
+        problems.join("\n")
+    );
 }
 
 /// The real configuration pair, with `edit` applied to the English side.
