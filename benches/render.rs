@@ -49,6 +49,7 @@ fn snapshot(agents: usize) -> Snapshot {
                 agents: rows,
                 counts: Default::default(),
                 versions: Default::default(),
+                placement: Default::default(),
                 up: true,
                 poll_duration: 1.0,
                 interval: 60.0,

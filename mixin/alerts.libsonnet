@@ -85,13 +85,17 @@ local util = import 'lib/util.libsonnet';
             |||
               Known offline only: not-found hosts (status -2) have their own alert.
               _config.agentOfflineFor (5m) = five default poll intervals.
+              Hosts whose node (gse_exporter node) reports why are left to the
+              alert naming the cause (gse-node.rules.yml).
             |||,
             |||
               (
                 gse_agent_online{%(sel)s} == 0
                 unless on (%(agent)s) gse_agent_status_code{%(sel)s} == -2
               )
-            ||| % p + muted,
+            ||| % p + muted + |||
+              unless on (%s, bk_cloud_id, ip) gse_node:agent_fault:max
+            ||| % site,
             cfg.agentOfflineFor,
             'A GSE agent is offline.',
             'GSE reports the agent on %s as offline for more than %s.'

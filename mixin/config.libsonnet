@@ -28,6 +28,11 @@
     // the label is simply empty.
     siteLabel: 'site',
 
+    // Selects the node mode's gse_node_* series (gse_exporter node, served on
+    // its own /metrics or through node_exporter's textfile collector, so the
+    // job name is free). Empty: any job.
+    gseNodeSelector: '',
+
     // --- rule groups -----------------------------------------------------
 
     // Evaluation interval of every rule group. The exporter polls every 60s
@@ -121,6 +126,15 @@
     otlpFailureRatio: 0.1,
     otlpWindow: '15m',
     otlpFailingFor: '15m',
+
+    // --- the node mode ----------------------------------------------------
+
+    // The node names why an offline agent is offline; its alerts wait less
+    // than GseAgentOffline's 5m so the cause is known first.
+    nodeCauseFor: '3m',
+    // The node mode cannot look (missing privileges): a configuration
+    // problem, not an incident.
+    nodeChecksBlindFor: '30m',
 
     // --- dashboards --------------------------------------------------------
 

@@ -33,7 +33,9 @@ local ruleFiles = {
     groups: ['gse-agents.alerts', 'gse-exporter.alerts'],
     header: generated + '\n' + |||
       Alerting rules for gse_exporter. Load together with gse-recording.rules.yml
-      (the per-agent alerts use gse_group:agents_offline:ratio_mass_offline).
+      (the per-agent alerts use gse_group:agents_offline:ratio_mass_offline) and
+      gse-node.rules.yml (GseAgentOffline leaves hosts whose node names a cause,
+      gse_node:agent_fault:max, to the alert for that cause).
 
       Conventions (kubernetes-mixin style):
         severity: critical = page, warning = ticket, info = not routed.
@@ -53,6 +55,33 @@ local ruleFiles = {
           threshold _config.massOfflineRatio): GseAgentsMassOffline pages once for
           the group; its GseAgentOffline, GseAgentHeartbeatStale and
           GseAgentFlapping alerts are muted.
+    |||,
+  },
+  'alerts/gse-node.rules.yml': {
+    groups: ['gse-node.recording', 'gse-node.alerts'],
+    header: generated + '\n' + |||
+      Rules joining the node's view (`gse_exporter node` on each host: gse_node_*
+      series, from node_exporter's textfile collector or the node mode's own
+      /metrics) to the API view (gse_exporter: gse_agent_online). Load together
+      with gse-recording.rules.yml and gse-alerts.rules.yml.
+
+      The two views share no target: they meet on the host labels every series
+      carries, (bk_cloud_id, ip), within one site: give the node targets of a site
+      the same site label as its exporter. gse_exporter takes them from its
+      configuration (or GSE's list_agent_info); the node mode from
+      --host.cloud-id and --host.ip.
+
+      For an agent GSE reports offline, exactly one cause is named when the node
+      reports one (gse_node:agent_fault:max), and GseAgentOffline then stays
+      quiet for that host (its expression excludes hosts with a fault, and the
+      Alertmanager example inhibits it too), so one outage is one notification
+      with the runbook section that says what to do:
+        process_down  -> GseAgentProcessDown   (restart the agent)
+        upstream_down -> GseAgentUpstreamDown  (network or GSE server side)
+        ipc_stuck     -> GseAgentIpcStuck      (collector side / agent not draining)
+      Without node data for the host, GseAgentOffline fires as before.
+      The node alerts wait 3m, less than GseAgentOffline's 5m, so the cause is
+      known before the generic alert would fire.
     |||,
   },
 };

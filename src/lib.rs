@@ -34,4 +34,6 @@ pub mod demo;
 
 pub mod query;
 
+pub mod node;
+
 pub mod cli;

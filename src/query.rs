@@ -548,6 +548,7 @@ mod tests {
             agents,
             counts,
             versions: Default::default(),
+            placement: Default::default(),
             up,
             poll_duration: 0.0,
             interval: 60.0,

@@ -176,6 +176,24 @@ impl StateCounts {
     }
 }
 
+/// Where a group's agents sit: behind which upstream parent (a GSE proxy or
+/// server, `parent_ip` of the info call) and in which cloud area, with their
+/// states, so that a dead proxy or cloud area reads as one outage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    /// Per parent, sorted: agents GSE knows (online, offline) whose last info
+    /// named that parent. Agents without a known parent are left out.
+    pub parents: Vec<(Arc<str>, StateCounts)>,
+    /// Per cloud area (configured, else as GSE knows it), sorted: agents in
+    /// every state. Agents whose cloud area is unknown are left out.
+    pub clouds: Vec<(i64, StateCounts)>,
+}
+
+impl Placement {
+    /// The states counted per parent: GSE names a parent only for agents it knows.
+    pub const PARENT_STATES: [AgentState; 2] = [AgentState::Online, AgentState::Offline];
+}
+
 /// One group after a cycle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSnapshot {
@@ -195,6 +213,8 @@ pub struct GroupSnapshot {
     pub counts: StateCounts,
     /// Known agents (online or offline) per version.
     pub versions: BTreeMap<String, u64>,
+    /// Agents per upstream parent and per cloud area.
+    pub placement: Placement,
     /// Every status batch of the group succeeded in the last cycle.
     pub up: bool,
     /// Seconds the group's part of the last cycle took.

@@ -19,6 +19,8 @@ use serde_json::Value;
 const RUNBOOK_BASE: &str = "https://github.com/gse-exporter/gse_exporter/blob/main/docs/runbook.md";
 const DATASOURCE: &str = "${datasource}";
 const JOB_MATCHER: &str = r#"job=~"$job""#;
+/// Queries of the node mode's series only select its job(s) with this.
+const NODE_JOB_MATCHER: &str = r#"job=~"$node_job""#;
 const GROUP_MATCHER: &str = r#"group=~"$group""#;
 const BIZ_MATCHER: &str = r#"bk_biz_id=~"$bk_biz_id""#;
 /// Shortest explicit range accepted instead of `$__rate_interval` in a
@@ -472,8 +474,23 @@ fn lint_dashboard(file: &Path, dashboard: &Value) -> Vec<String> {
                 problem(format!("panel {title:?}: query without expr"));
                 continue;
             };
-            if !expr.contains(JOB_MATCHER) {
-                problem(format!("panel {title:?}: `{expr}` lacks {JOB_MATCHER}"));
+            let node_only = expr.contains("gse_node")
+                && ![
+                    "gse_agent",
+                    "gse_group",
+                    "gse_biz",
+                    "gse_up",
+                    "gse_exporter",
+                ]
+                .iter()
+                .any(|m| expr.contains(m));
+            let job_matcher = if node_only {
+                NODE_JOB_MATCHER
+            } else {
+                JOB_MATCHER
+            };
+            if !expr.contains(job_matcher) {
+                problem(format!("panel {title:?}: `{expr}` lacks {job_matcher}"));
             }
             let has_group_label = [
                 "gse_agent",

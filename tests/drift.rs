@@ -3,7 +3,9 @@
 //! on `/metrics` (recorded series are defined by the rules themselves;
 //! Prometheus' own `up` is Prometheus'), every exposed family must be
 //! documented, and `gse_exporter::expose::table::TABLE` and docs/metrics.md must
-//! agree on names, types and labels.
+//! agree on names, types and labels. The node mode's `gse_node_*` families
+//! (`gse_exporter::node::metrics::TABLE`) count as exposed here; tests/node.rs
+//! shows each of them on a node's `/metrics`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use crate::common::stack::*;
 use crate::common::*;
 use gse_exporter::expose::table::{Kind, TABLE};
+use gse_exporter::node::metrics as node_metrics;
 use gse_sim::{Faults, SimOptions};
 use serde_json::Value as Json;
 
@@ -396,8 +399,31 @@ fn table_and_docs_agree() {
             }
         }
     }
+    for def in node_metrics::TABLE {
+        let labels: BTreeSet<String> = node_metrics::HOST_LABELS
+            .iter()
+            .chain(def.labels)
+            .map(|l| l.to_string())
+            .collect();
+        let want = DocRow {
+            kind: def.kind.as_str().into(),
+            labels,
+        };
+        match documented.get(def.name) {
+            None => problems.push(format!(
+                "{} is in the node TABLE but not in docs/metrics.md",
+                def.name
+            )),
+            Some(row) if *row != want => problems.push(format!(
+                "{}: docs say {row:?}, the node TABLE says {want:?}",
+                def.name
+            )),
+            Some(_) => {}
+        }
+    }
     for name in documented.keys() {
-        if !TABLE.iter().any(|d| d.name == name) {
+        let in_node_table = node_metrics::TABLE.iter().any(|d| d.name == name);
+        if !TABLE.iter().any(|d| d.name == name) && !in_node_table {
             problems.push(format!("{name} is documented but not in TABLE"));
         }
     }
@@ -479,7 +505,9 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
     }
 
     // Everything the assets name is exposed.
-    let exposed_or_own = |name: &str| exposed.contains(name) || PROMETHEUS_OWN.contains(&name);
+    let node_family = |name: &str| node_metrics::TABLE.iter().any(|d| d.name == name);
+    let exposed_or_own =
+        |name: &str| exposed.contains(name) || PROMETHEUS_OWN.contains(&name) || node_family(name);
     let mut missing: BTreeSet<String> = BTreeSet::new();
     let (rule_used, recorded) = rule_names();
     assert!(recorded.len() > 5, "recording rules were found");
@@ -507,7 +535,7 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
     };
     let docs = read(&repo_root().join("docs/metrics.md"));
     for name in docs_names(&docs) {
-        if !family_exposed(&name) {
+        if !family_exposed(&name) && !recorded.contains(&name) {
             missing.insert(name.clone());
             problems.push(format!(
                 "{name} is named in docs/metrics.md but not exposed"

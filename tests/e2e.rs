@@ -12,8 +12,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::common::binary::Binary;
 use crate::common::stack::*;
 use crate::common::*;
+use crate::node::{DataServer, FakeHome, Running, start_agent, start_plugin};
 use gse_exporter::run::Exporter;
 use gse_sim::{AgentTruth, Faults, RunningSim, SimOptions};
 use serde_json::Value as Json;
@@ -30,6 +32,45 @@ struct World {
     sim: RunningSim,
     exporter: Exporter,
     stack: Stack,
+    /// `gse_exporter node` on a fake host, scraped as `job="gse_node"`.
+    node: Option<NodeSide>,
+}
+
+/// The node mode's side: a fake GSE home with a running agent (connected
+/// to a stand-in data server) and two plugins, and `gse_exporter node`
+/// checking it every second as the host of one simulated agent.
+struct NodeSide {
+    home: FakeHome,
+    server: DataServer,
+    agent: Option<Running>,
+    _plugins: [Running; 2],
+    binary: Binary,
+    /// The simulated agent the fake host stands for.
+    host: AgentTruth,
+}
+
+impl NodeSide {
+    /// Starts it for `host` (its `ip` and `bk_cloud_id` become the node's labels).
+    async fn start(host: AgentTruth) -> NodeSide {
+        let home = FakeHome::new();
+        let server = DataServer::start();
+        let agent = start_agent(&home, Some(server.addr), true);
+        let plugins = [
+            start_plugin(&home, "bkmonitorbeat"),
+            start_plugin(&home, "bkunifylogbeat"),
+        ];
+        let mut args = home.args_for(server.addr.port(), &host.ip, host.bk_cloud_id);
+        args.push("--check.interval=1s".into());
+        let binary = Binary::start(&args, &[]).await;
+        NodeSide {
+            home,
+            server,
+            agent: Some(agent),
+            _plugins: plugins,
+            binary,
+            host,
+        }
+    }
 }
 
 impl World {
@@ -40,6 +81,16 @@ impl World {
 
     /// Starts the exporter and the stack around a running simulator.
     async fn around(sim: RunningSim, top: &str) -> World {
+        World::build(sim, top, false).await
+    }
+
+    /// Like `around`, with `gse_exporter node` on the host of the first known
+    /// online agent of the `web` group that has an agent id.
+    async fn around_with_node(sim: RunningSim, top: &str) -> World {
+        World::build(sim, top, true).await
+    }
+
+    async fn build(sim: RunningSim, top: &str, with_node: bool) -> World {
         let truth = sim.truth();
         let specs: Vec<GroupSpec> = GROUPS
             .iter()
@@ -60,12 +111,42 @@ impl World {
         );
         let exporter = start_exporter(parse_config(&yaml)).await;
         wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
-        let stack = Stack::start(exporter.addr()).await;
+        let node = match with_node {
+            false => None,
+            true => {
+                let host = truth[..PER_GROUP]
+                    .iter()
+                    .find(|a| a.known && a.online && !a.bk_agent_id.is_empty())
+                    .expect("an online web agent with an agent id")
+                    .clone();
+                Some(NodeSide::start(host).await)
+            }
+        };
+        let extra: Vec<(&str, &str)> = node
+            .iter()
+            .map(|n| ("gse_node", n.binary.addr.as_str()))
+            .collect();
+        let stack = Stack::start(exporter.addr(), &extra).await;
         stack.wait_scraped().await;
+        if node.is_some() {
+            wait_until(
+                "Prometheus to scrape gse_exporter node",
+                Duration::from_secs(30),
+                || async {
+                    let running = stack
+                        .prometheus
+                        .count(r#"gse_node_agent_process{job="gse_node", state="running"} == 1"#)
+                        .await;
+                    (running == 1).then_some(())
+                },
+            )
+            .await;
+        }
         World {
             sim,
             exporter,
             stack,
+            node,
         }
     }
 
@@ -81,6 +162,7 @@ impl World {
     }
 
     async fn shutdown(self) {
+        drop(self.node);
         drop(self.stack);
         self.exporter.shutdown().await;
         self.sim.shutdown().await;
@@ -453,8 +535,10 @@ async fn every_dashboard_query_runs_and_returns_data() {
         }
         sim.shutdown().await;
     };
-    let world = World::around(sim, "").await;
+    // The node mode runs on the host of one web agent, for the "Host" row.
+    let world = World::around_with_node(sim, "").await;
     let stack = &world.stack;
+    let node_ip = world.node.as_ref().expect("a node").host.ip.clone();
     world.sim.set_faults(Faults {
         throttle_every: Some(5),
         ..Faults::default()
@@ -504,6 +588,7 @@ async fn every_dashboard_query_runs_and_returns_data() {
             ("job", "gse_exporter"),
             ("bk_biz_id", ".*"),
             ("group", ".*"),
+            ("node_job", "gse_node"),
         ];
         for var in dashboard["templating"]["list"]
             .as_array()
@@ -527,10 +612,12 @@ async fn every_dashboard_query_runs_and_returns_data() {
                         .iter()
                         .filter_map(|s| s["metric"][&label].as_str())
                         .collect();
-                    let want = match label.as_str() {
-                        "job" => "gse_exporter",
-                        "group" => "web",
-                        "bk_biz_id" => "2",
+                    let want = match (var["name"].as_str(), label.as_str()) {
+                        (Some("node_job"), _) => "gse_node",
+                        (_, "job") => "gse_exporter",
+                        (_, "group") => "web",
+                        (_, "bk_biz_id") => "2",
+                        (_, "ip") => node_ip.as_str(),
                         _ => "",
                     };
                     if !values.contains(&want) {
@@ -574,6 +661,8 @@ async fn every_dashboard_query_runs_and_returns_data() {
                         ("__interval", "1s"),
                         ("__range", "5m"),
                         ("datasource", "prometheus"),
+                        ("node_job", "gse_node"),
+                        ("ip", node_ip.as_str()),
                     ];
                     let mut panel_has_data = false;
                     for expr in &exprs {
@@ -613,5 +702,110 @@ async fn every_dashboard_query_runs_and_returns_data() {
         "dashboard queries:\n{}",
         problems.join("\n")
     );
+    world.shutdown().await;
+}
+
+// -------------------------------------------------------------- node view
+
+/// The body of a runbook section: from its heading to the next one.
+fn runbook_section(name: &str) -> String {
+    let runbook = read(&repo_root().join("docs/runbook.md"));
+    let start = runbook
+        .find(&format!("\n## {name}\n"))
+        .unwrap_or_else(|| panic!("docs/runbook.md has no section {name}"));
+    let body = &runbook[start + 4 + name.len()..];
+    body[..body.find("\n## ").unwrap_or(body.len())].to_string()
+}
+
+/// The alerts one offline agent can raise: the generic one and one per cause.
+const OUTAGE_ALERTS: &[&str] = &[
+    "GseAgentOffline",
+    "GseAgentProcessDown",
+    "GseAgentUpstreamDown",
+    "GseAgentIpcStuck",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_side_process_down_notifies_its_cause_and_runbook_section() {
+    let mut world = World::around_with_node(start_sim(healthy_fleet()).await, "").await;
+    let (group, biz, api, _) = world.group("web");
+    let node = world.node.as_mut().expect("a node");
+    let host = node.host.clone();
+    let expected = agent_key(group, biz, api, &host);
+
+    // The agent's process dies on the host; its node sees it first...
+    node.agent.take().expect("the fake agent runs").kill();
+    let fault = format!(
+        r#"gse_node:agent_fault:max{{cause="process_down", ip="{}", bk_cloud_id="{}"}}"#,
+        host.ip, host.bk_cloud_id
+    );
+    let stack = &world.stack;
+    wait_until(
+        "Prometheus to record the node's cause",
+        NOTIFY_DEADLINE,
+        || async { (stack.prometheus.count(&fault).await == 1).then_some(()) },
+    )
+    .await;
+    // ... then GSE reports the agent offline.
+    assert_eq!(world.sim.set_online(&[host.hosts_key()], false).unwrap(), 1);
+
+    let firing = stack
+        .wait_notified("GseAgentProcessDown", "firing", 1, NOTIFY_DEADLINE)
+        .await;
+    assert_eq!(firing.len(), 1, "{firing:#?}");
+    let n = &firing[0];
+    assert_eq!(notified_key(n), expected);
+    assert_eq!(n.label("bk_cloud_id"), host.bk_cloud_id.to_string());
+    assert_eq!(n.receiver, "gse-ticket", "warnings route to tickets");
+    let runbook_url = n.annotations.get("runbook_url").map(String::as_str);
+    assert_eq!(
+        runbook_url,
+        Some(
+            "https://github.com/gse-exporter/gse_exporter/blob/main/docs/runbook.md#gseagentprocessdown"
+        )
+    );
+    assert!(
+        runbook_section("GseAgentProcessDown").contains("gsectl restart"),
+        "the section the alert links to says how to restart the agent"
+    );
+
+    // Nothing else for the outage: the generic GseAgentOffline and the other
+    // causes are not even pending, and Alertmanager holds only this alert.
+    let quiet = scaled_for_evaluations(&["GseAgentOffline"]) as usize + 3;
+    stack
+        .prometheus
+        .watch_evaluations(quiet, |alerts| {
+            alerts
+                .iter()
+                .find(|a| {
+                    OUTAGE_ALERTS.contains(&a.alertname())
+                        && !(a.alertname() == "GseAgentProcessDown" && held_key(a) == expected)
+                })
+                .map(|a| format!("unexpected {} {:?}", a.alertname(), a.labels))
+        })
+        .await;
+    let offline = notified_named(stack, "GseAgentOffline");
+    assert!(offline.is_empty(), "no GseAgentOffline: {offline:#?}");
+    let held: Vec<(String, [String; 4])> = stack
+        .alertmanager
+        .alerts()
+        .await
+        .iter()
+        .filter(|a| OUTAGE_ALERTS.contains(&a.alertname()))
+        .map(|a| (a.alertname().to_string(), held_key(a)))
+        .collect();
+    assert_eq!(
+        held,
+        [("GseAgentProcessDown".to_string(), expected.clone())]
+    );
+
+    // The agent is restarted and GSE sees it again: the alert resolves.
+    let node = world.node.as_mut().expect("a node");
+    node.agent = Some(start_agent(&node.home, Some(node.server.addr), true));
+    assert_eq!(world.sim.set_online(&[host.hosts_key()], true).unwrap(), 1);
+    world
+        .stack
+        .wait_notified("GseAgentProcessDown", "resolved", 1, NOTIFY_DEADLINE)
+        .await;
     world.shutdown().await;
 }

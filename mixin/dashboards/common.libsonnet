@@ -28,6 +28,12 @@ function(cfg) {
   inInstancesLately:: 'and on (%s, job, instance) last_over_time(gse_agents{%s}[1h])'
                       % [site, self.agents],
 
+  // The node mode's series of the chosen host ($ip), from its job(s).
+  node:: 'job=~"$node_job", %s=~"$%s", ip=~"$ip"' % [site, site],
+  // Node series of a host that is an agent of the selected businesses and
+  // groups (node series carry only bk_cloud_id and ip).
+  nodeInAgents:: 'and on (%s, bk_cloud_id, ip) gse_agent_online{%s, ip=~"$ip"}' % [site, self.agents],
+
   // Legend prefix naming the site ("" when there is no site label).
   siteLegend:: '{{%s}} ' % site,
 
@@ -40,6 +46,20 @@ function(cfg) {
     ),
     grafana.queryVariable(
       'group', 'Group', 'label_values(gse_agents{%s}, group)' % self.biz
+    ),
+  ],
+
+  // The node mode's job(s) and one host, for the fleet dashboard's Host row.
+  nodeVariables(grafana):: [
+    grafana.queryVariable(
+      'node_job', 'Node job', 'label_values(gse_node_agent_process, job)',
+      description="Jobs scraping gse_exporter node (its own /metrics, or node_exporter's with the textfile).",
+    ),
+    grafana.queryVariable(
+      'ip', 'Host (node view)',
+      'label_values(gse_node_agent_process{job=~"$node_job", %s=~"$%s"}, ip)' % [site, site],
+      description="The host of the 'Host' row: hosts where gse_exporter node runs.",
+      single=true,
     ),
   ],
 }

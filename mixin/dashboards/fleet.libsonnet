@@ -22,6 +22,13 @@ function(cfg)
   local countAgents(state) = 'sum(gse_agents{%s, state="%s"})' % [q.agents, state];
   local heartbeat(cond) =
     'count(gse_agent_heartbeat_age_seconds{%s} %s %s)' % [q.agents, cond, q.online];
+  // A node family of the chosen host, if it is an agent of the selection.
+  local node(metric, matchers='', cond='') =
+    '%s{%s%s}%s %s' % [metric, c.node, matchers, cond, c.nodeInAgents];
+  // Its current state (a 0/1 family with a `state` label), for a stat.
+  local nodeState(title, description, metric) =
+    g.stat(title, description, 'max by (%s, state) (%s)' % [q.site, node(metric, cond=' == 1')],
+           w=6, legend=sl + '{{state}}', instant=true, graphMode='none', textMode='name');
   local stateColumn(state) =
     'sum by (%s, group, bk_biz_id) (gse_agents{%s, state="%s"})' % [q.site, q.agents, state];
 
@@ -30,7 +37,7 @@ function(cfg)
     'gse-agents-fleet',
     'Fleet',
     'Liveness of BlueKing GSE agents reported by gse_exporter: states per group and business, offline agents, flapping, heartbeats and versions.',
-    c.variables(g),
+    c.variables(g) + c.nodeVariables(g),
     [
       g.row('Overview'),
       g.stat('Online agents', 'Agents GSE reports online.', countAgents('online')),
@@ -245,6 +252,30 @@ function(cfg)
         thresholdsLine=true,
       ),
 
+      g.row('Upstream proxies and cloud areas'),
+      g.bargauge(
+        'Offline share behind each proxy',
+        'gse_parent_agents: offline share of the agents GSE knows behind each upstream parent (a GSE proxy, or a GSE server for the direct area), as of their last info reply. A dead proxy takes every agent behind it offline at once.',
+        |||
+          sort_desc(
+            sum by (%(site)s, parent_ip) (gse_parent_agents{%(agents)s, state="offline"})
+              / (sum by (%(site)s, parent_ip) (gse_parent_agents{%(agents)s}) > 0)
+          )
+        ||| % q,
+        sl + '{{parent_ip}}',
+        unit='percentunit',
+        max=1,
+        thresholds=[['green', null], ['orange', 0.05], ['red', cfg.massOfflineRatio]],
+      ),
+      g.timeseries(
+        'Agents per cloud area and state',
+        'gse_cloud_agents summed over the selected groups, per BlueKing cloud area.',
+        [g.target(
+          'sum by (%(site)s, bk_cloud_id, state) (gse_cloud_agents{%(agents)s})' % q,
+          sl + 'cloud {{bk_cloud_id}} {{state}}'
+        )],
+      ),
+
       g.row('Versions'),
       g.timeseries(
         'Agents per version',
@@ -267,6 +298,154 @@ function(cfg)
         sl + '{{group}}',
         w=6,
         thresholds=[['green', null], ['orange', cfg.versionDriftMaxVersions + 1]],
+      ),
+
+      g.row("Host: GSE's view and the node's ($ip)"),
+      g.stat(
+        'GSE says',
+        "gse_agent_online of the chosen host, as the exporter polls it from GSE's API.",
+        'max by (%(site)s) (gse_agent_online{%(agents)s, ip=~"$ip"})' % q,
+        w=6,
+        legend=sl + 'online',
+        instant=true,
+        graphMode='none',
+        mappings=g.flagMappings('offline', 'online'),
+      ),
+      nodeState('Agent process (node)',
+                'gse_node_agent_process: whether gse_agent runs on the host, as gse_exporter node sees it (unknown: it cannot look).',
+                'gse_node_agent_process'),
+      nodeState('Upstream (node)',
+                'gse_node_upstream: established connections from the agent to every configured GSE server port.',
+                'gse_node_upstream'),
+      nodeState('IPC socket (node)',
+                'gse_node_ipc_socket: the socket collectors report through.',
+                'gse_node_ipc_socket'),
+      g.timeseries(
+        'Online in GSE, running on the host',
+        "Both views over time: GSE's online flag and the node's running state (1 = yes).",
+        [
+          g.target('max by (%(site)s) (gse_agent_online{%(agents)s, ip=~"$ip"})' % q, sl + 'GSE: online'),
+          g.target('max by (%s) (%s)' % [q.site, node('gse_node_agent_process', ', state="running"')],
+                   sl + 'node: gse_agent running'),
+        ],
+        min=0,
+        max=1,
+        legend=g.legendList,
+      ),
+      g.timeseries(
+        'Upstream connections per port',
+        'gse_node_upstream_connections: established TCP connections from the agent, per configured port.',
+        [g.target('sum by (%s, port, role) (%s)' % [q.site, node('gse_node_upstream_connections')],
+                  sl + '{{role}} :{{port}}')],
+        legend=g.legendList,
+      ),
+      g.timeseries(
+        'IPC queues',
+        "gse_node_ipc_queue_bytes (sock_diag): bytes waiting on the agent's ends of collector connections; non-zero for long = not drained.",
+        [g.target('sum by (%s, direction) (%s)' % [q.site, node('gse_node_ipc_queue_bytes')],
+                  sl + '{{direction}}')],
+        unit='bytes',
+        w=8,
+        legend=g.legendList,
+      ),
+      g.timeseries(
+        'IPC connections and backlog',
+        'gse_node_ipc_connections (collectors connected) and gse_node_ipc_backlog (connections waiting to be accepted, sock_diag only).',
+        [
+          g.target('max by (%s) (%s)' % [q.site, node('gse_node_ipc_connections')], sl + 'connections'),
+          g.target('max by (%s) (%s)' % [q.site, node('gse_node_ipc_backlog')], sl + 'backlog'),
+        ],
+        w=8,
+        legend=g.legendList,
+      ),
+      g.timeseries(
+        'Agent memory and restarts',
+        'gse_node_agent_resident_memory_bytes and restarts seen by the node.',
+        [
+          g.target('max by (%s) (%s)' % [q.site, node('gse_node_agent_resident_memory_bytes')], sl + 'resident memory'),
+          g.target('max by (%s) (%s)' % [q.site, node('gse_node_agent_restarts_total')], sl + 'restarts seen'),
+        ],
+        w=8,
+        legend=g.legendList,
+      ),
+      g.timeseries(
+        'Agent CPU',
+        "CPU seconds per second (cores) of the agent's processes (gse_node_agent_cpu_seconds_total).",
+        [g.target('sum by (%s) (rate(gse_node_agent_cpu_seconds_total{%s}[$__rate_interval]) %s)'
+                  % [q.site, c.node, c.nodeInAgents], sl + 'cpu')],
+        w=8,
+        axisLabel='cores',
+        legend=g.legendList,
+      ),
+      g.timeseries(
+        'Agent uptime and processes',
+        "time() - gse_node_agent_start_time_seconds (drops are restarts) and the number of gse_agent processes (gse_node_agent_processes, master and workers).",
+        [
+          g.target('time() - max by (%s) (%s)' % [q.site, node('gse_node_agent_start_time_seconds')], sl + 'uptime'),
+          g.target('max by (%s) (%s)' % [q.site, node('gse_node_agent_processes')], sl + 'processes'),
+        ],
+        w=8,
+        legend=g.legendList,
+        overrides=[{
+          matcher: { id: 'byFrameRefID', options: 'A' },
+          properties: [{ id: 'unit', value: 's' }],
+        }],
+      ),
+      g.timeseries(
+        'Node checks',
+        "gse_exporter node's last round of checks: how long it took (gse_node_check_duration_seconds) and how old it is (time() - gse_node_last_check_timestamp_seconds).",
+        [
+          g.target('max by (%s) (%s)' % [q.site, node('gse_node_check_duration_seconds')], sl + 'duration'),
+          g.target('time() - max by (%s) (%s)' % [q.site, node('gse_node_last_check_timestamp_seconds')], sl + 'age'),
+        ],
+        unit='s',
+        w=8,
+        legend=g.legendList,
+      ),
+      g.table(
+        'Agent (node view)',
+        "gse_node_agent_info: the GSE home's generation (from its layout) and version (from its version file).",
+        ['max by (%s, generation, version) (%s)' % [q.site, node('gse_node_agent_info')]],
+        w=8,
+        transformations=[{
+          id: 'organize',
+          options: {
+            excludeByName: { Time: true, Value: true },
+            renameByName: { [c.site]: 'Site', generation: 'Generation', version: 'Version' },
+          },
+        }],
+      ),
+      g.table(
+        'Upstream connections',
+        "gse_node_upstream_connection_info: each established connection from the agent to a GSE server port, with the server's address.",
+        ['max by (%s, port, role, remote) (%s)' % [q.site, node('gse_node_upstream_connection_info')]],
+        w=8,
+        transformations=[{
+          id: 'organize',
+          options: {
+            excludeByName: { Time: true, Value: true },
+            renameByName: { [c.site]: 'Site', port: 'Port', role: 'Role', remote: 'Server' },
+          },
+        }],
+      ),
+      g.table(
+        'Hosted plugins',
+        "gse_node_plugin: the plugins in the agent's procinfo file and whether each runs; gse_node_procinfo: the state of that file.",
+        [
+          'max by (%s, plugin, state) (%s)' % [q.site, node('gse_node_plugin', cond=' == 1')],
+          'max by (%s, state) (%s)' % [q.site, node('gse_node_procinfo', cond=' == 1')],
+        ],
+        w=8,
+        transformations=[
+          { id: 'merge', options: {} },
+          {
+            id: 'organize',
+            options: {
+              excludeByName: { Time: true, 'Value #A': true, 'Value #B': true },
+              renameByName: { [c.site]: 'Site', plugin: 'Plugin', state: 'State' },
+            },
+          },
+        ],
       ),
     ],
   )

@@ -16,6 +16,9 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
 {
   datasource:: datasource,
 
+  // A legend under the chart, for panels of one host.
+  legendList:: { displayMode: 'list', placement: 'bottom', showLegend: true, calcs: [] },
+
   // One query. `instant` queries (tables, bar gauges) ask for the last value.
   target(expr, legend='__auto', instant=false, format=null):: {
     datasource: datasource,
@@ -53,7 +56,7 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
   // bridged (for series that only have points every info_interval).
   timeseries(title, description, targets, unit='short', w=12, h=8, fill=0, min=null, max=null,
              thresholds=[['green', null]], thresholdsLine=false, spanNulls=false,
-             overrides=[], axisLabel=null)::
+             overrides=[], axisLabel=null, legend=legendTable)::
     panel('timeseries', title, description, targets, w, h) {
       fieldConfig: {
         defaults: {
@@ -75,7 +78,7 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
         overrides: overrides,
       },
       options: {
-        legend: legendTable,
+        legend: legend,
         tooltip: { mode: 'multi', sort: 'desc' },
       },
     },
@@ -89,10 +92,11 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
     for refId in refIds
   ],
 
-  // One number.
+  // One number (textMode 'name': the legend, e.g. a state, instead).
   stat(title, description, expr, unit='short', w=4, h=4, thresholds=[['green', null]],
-       mappings=[], decimals=null)::
-    panel('stat', title, description, [self.target(expr)], w, h) {
+       mappings=[], decimals=null, legend='__auto', instant=false, graphMode='area',
+       textMode='auto')::
+    panel('stat', title, description, [self.target(expr, legend, instant)], w, h) {
       fieldConfig: {
         defaults: {
           unit: unit,
@@ -105,10 +109,10 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
       options: {
         reduceOptions: { calcs: ['lastNotNull'], fields: '', values: false },
         colorMode: 'value',
-        graphMode: 'area',
+        graphMode: graphMode,
         justifyMode: 'auto',
         orientation: 'auto',
-        textMode: 'auto',
+        textMode: textMode,
         wideLayout: true,
         showPercentChange: false,
       },
@@ -214,8 +218,9 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
     skipUrlSync: false,
   },
 
-  // A multi-value query variable with All (= .*), refreshed on time change.
-  queryVariable(name, label, query):: {
+  // A multi-value query variable with All (= .*), refreshed on time change;
+  // single=true: one value, no All.
+  queryVariable(name, label, query, description=null, single=false):: {
     type: 'query',
     name: name,
     label: label,
@@ -223,16 +228,18 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
     definition: query,
     query: { qryType: 1, query: query, refId: 'PrometheusVariableQueryEditor-VariableQuery' },
     refresh: 2,
-    multi: true,
-    includeAll: true,
-    allValue: '.*',
-    current: { selected: true, text: ['All'], value: ['$__all'] },
     options: [],
     sort: 1,
     regex: '',
     hide: 0,
     skipUrlSync: false,
-  },
+  } + (if description != null then { description: description } else {})
+  + (if single then { multi: false, includeAll: false, current: {} } else {
+       multi: true,
+       includeAll: true,
+       allValue: '.*',
+       current: { selected: true, text: ['All'], value: ['$__all'] },
+     }),
 
   dashboard(cfg, uid, title, description, variables, panels):: {
     __inputs: [],

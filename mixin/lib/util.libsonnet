@@ -32,6 +32,9 @@
   indent(text, n)::
     std.join('\n' + std.repeat(' ', n), std.split(std.stripChars(text, '\n'), '\n')),
 
+  // Label matchers joined with ', ', empty ones left out.
+  matchers(list):: std.join(', ', [m for m in list if m != '']),
+
   // A runbook link for an alert.
   runbook(cfg, alert):: '%s#%s' % [cfg.runbookUrlBase, std.asciiLower(alert)],
 

@@ -50,12 +50,13 @@ use tokio::time::MissedTickBehavior;
 
 use super::agents::{AGENT_GAUGES, INFO_LABELS, agent_labels};
 use super::table::{
-    AGENT_INFO, AGENT_LABELS, AGENT_VERSIONS, AGENTS, DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef,
+    AGENT_INFO, AGENT_LABELS, AGENT_VERSIONS, AGENTS, CLOUD_AGENTS, DISCOVERY_SKIPPED,
+    GROUP_GAUGES, MetricDef, PARENT_AGENTS,
 };
 use super::{Exposition, Published, deny_set, is_denied};
 use crate::config::{Config, OtlpConfig, OtlpProtocol};
 use crate::model::SKIP_REASONS;
-use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Placement, Snapshot, StateCounts};
 
 /// The `group` label of the per-group gauges, as the table names it.
 const GROUP_LABEL: &str = AGENT_LABELS[0];
@@ -286,6 +287,8 @@ enum FamilyKind {
     States,
     /// `gse_agent_versions`.
     Versions,
+    /// `gse_parent_agents` (false) or `gse_cloud_agents` (true).
+    Placement(bool),
     /// `gse_exporter_discovery_hosts_skipped`.
     Skipped,
 }
@@ -338,6 +341,12 @@ fn group_families(snapshot: &Snapshot, all: &mut Vec<(&'static MetricDef, Family
     all.push((&AGENTS, FamilyKind::States, states));
     let versions = groups.iter().map(|g| g.versions.len()).sum();
     all.push((&AGENT_VERSIONS, FamilyKind::Versions, versions));
+    let parents: usize = groups.iter().map(|g| g.placement.parents.len()).sum();
+    let parents = parents * Placement::PARENT_STATES.len();
+    all.push((&PARENT_AGENTS, FamilyKind::Placement(false), parents));
+    let clouds: usize = groups.iter().map(|g| g.placement.clouds.len()).sum();
+    let clouds = clouds * AgentState::ALL.len();
+    all.push((&CLOUD_AGENTS, FamilyKind::Placement(true), clouds));
     for (i, (def, _)) in GROUP_GAUGES.iter().enumerate() {
         all.push((*def, FamilyKind::Group(i), groups.len()));
     }
@@ -451,6 +460,7 @@ impl<T> Frame<T> {
                     .map(|(v, n)| (v.to_string(), *n as f64))
                     .collect()
             }),
+            FamilyKind::Placement(clouds) => observe_placement(snapshot, out, clouds),
             FamilyKind::Skipped => observe_skipped(snapshot, out),
         }
     }
@@ -468,6 +478,31 @@ fn group_pairs(
             let labels = def.labels([&g.name, &g.bk_biz_id, &label_value]);
             let attrs = labels.iter().map(|(k, v)| kv(k, v)).collect();
             out.observe(v, &sorted(attrs));
+        }
+    }
+}
+
+/// `gse_parent_agents` or `gse_cloud_agents`, as `/metrics` has them.
+fn observe_placement(snapshot: &Snapshot, out: &dyn AsyncInstrument<f64>, clouds: bool) {
+    let (def, states): (&MetricDef, &[AgentState]) = if clouds {
+        (&CLOUD_AGENTS, &AgentState::ALL)
+    } else {
+        (&PARENT_AGENTS, &Placement::PARENT_STATES)
+    };
+    for g in &snapshot.groups {
+        let rows: Vec<(String, StateCounts)> = if clouds {
+            let clouds = g.placement.clouds.iter();
+            clouds.map(|(c, n)| (c.to_string(), *n)).collect()
+        } else {
+            let parents = g.placement.parents.iter();
+            parents.map(|(p, n)| (p.to_string(), *n)).collect()
+        };
+        for (value, counts) in &rows {
+            for state in states {
+                let labels = def.labels([&g.name, &g.bk_biz_id, value, state.label()]);
+                let attrs = labels.iter().map(|(k, v)| kv(k, v)).collect();
+                out.observe(counts.get(*state) as f64, &sorted(attrs));
+            }
         }
     }
 }
@@ -642,6 +677,7 @@ mod tests {
             agents,
             counts: StateCounts::default(),
             versions: BTreeMap::new(),
+            placement: Default::default(),
             up: true,
             poll_duration: 0.5,
             interval: 60.0,

@@ -116,6 +116,20 @@ metric!(
     "Agents GSE knows in the group, per agent version (empty = unknown)."
 );
 metric!(
+    PARENT_AGENTS,
+    "gse_parent_agents",
+    Gauge,
+    ["group", "bk_biz_id", "parent_ip", "state"],
+    "Agents of the group GSE knows behind each upstream parent (a GSE proxy or server: parent_ip of the info call), online or offline."
+);
+metric!(
+    CLOUD_AGENTS,
+    "gse_cloud_agents",
+    Gauge,
+    ["group", "bk_biz_id", "bk_cloud_id", "state"],
+    "Agents of the group per BlueKing cloud area and state (online, offline, not_found, unknown)."
+);
+metric!(
     UP,
     "gse_up",
     Gauge,
@@ -272,6 +286,8 @@ pub const TABLE: &[MetricDef] = &[
     AGENT_STATUS_CODE,
     AGENTS,
     AGENT_VERSIONS,
+    PARENT_AGENTS,
+    CLOUD_AGENTS,
     UP,
     BUILD_INFO,
     API_REQUESTS,

@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 
 use super::table::*;
 use crate::model::{SKIP_REASONS, build};
-use crate::snapshot::{AgentState, GroupSnapshot, Snapshot};
+use crate::snapshot::{AgentState, GroupSnapshot, Placement, Snapshot, StateCounts};
 use crate::telemetry::{BODY_ENCODINGS, OTLP_RESULTS, Rejection, Telemetry};
 use crate::upstream::RESULT_LABELS;
 use crate::upstream::gse::Call;
@@ -145,10 +145,49 @@ impl Exposed {
                 }
             }
         }
+        self.placement_family(encoder, &PARENT_AGENTS, &Placement::PARENT_STATES, |g| {
+            g.placement
+                .parents
+                .iter()
+                .map(|(parent, counts)| (parent.to_string(), *counts))
+                .collect()
+        })?;
+        self.placement_family(encoder, &CLOUD_AGENTS, &AgentState::ALL, |g| {
+            g.placement
+                .clouds
+                .iter()
+                .map(|(cloud, counts)| (cloud.to_string(), *counts))
+                .collect()
+        })?;
         for (def, value) in GROUP_GAUGES {
             self.group_family(encoder, def, value)?;
         }
         self.encode_discovery(encoder)
+    }
+
+    /// A family of per-group counts by one more label and state.
+    fn placement_family(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        def: &MetricDef,
+        states: &[AgentState],
+        rows: impl Fn(&GroupSnapshot) -> Vec<(String, StateCounts)>,
+    ) -> Result<(), fmt::Error> {
+        let groups: Vec<_> = self.snapshot.groups.iter().map(|g| (g, rows(g))).collect();
+        if self.denied(def) || groups.iter().all(|(_, r)| r.is_empty()) {
+            return Ok(());
+        }
+        let mut m = descriptor(encoder, def, MetricType::Gauge)?;
+        for (g, rows) in &groups {
+            for (value, counts) in rows {
+                for state in states {
+                    let labels = def.labels([&g.name, &g.bk_biz_id, value, state.label()]);
+                    m.encode_family(&labels)?
+                        .encode_gauge(&(counts.get(*state) as i64))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn encode_discovery(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {

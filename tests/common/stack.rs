@@ -290,6 +290,8 @@ pub struct Notified {
     pub fingerprint: String,
     /// The alert's labels.
     pub labels: BTreeMap<String, String>,
+    /// The alert's annotations (`runbook_url`, ...).
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Notified {
@@ -363,6 +365,7 @@ impl Webhook {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
                     .collect();
+                let annotations = labels_of(&alert["annotations"]);
                 out.insert(Notified {
                     receiver: receiver.clone(),
                     status: alert["status"].as_str().expect("status").to_string(),
@@ -371,6 +374,7 @@ impl Webhook {
                         .expect("fingerprint")
                         .to_string(),
                     labels,
+                    annotations,
                 });
             }
         }
@@ -642,8 +646,10 @@ fn alertmanager_binary() -> &'static str {
 }
 
 impl Stack {
-    /// Starts the stack around an exporter listening on `exporter`.
-    pub async fn start(exporter: SocketAddr) -> Stack {
+    /// Starts the stack around an exporter listening on `exporter`, also
+    /// scraping each `(job, target)` of `extra` (e.g. `gse_exporter node` as
+    /// `gse_node`).
+    pub async fn start(exporter: SocketAddr, extra: &[(&str, &str)]) -> Stack {
         let dir = tempfile::Builder::new()
             .prefix("gse-e2e-")
             .tempdir()
@@ -669,7 +675,7 @@ impl Stack {
             .map(|p| p.display().to_string())
             .collect();
         let am_target = alertmanager.url().trim_start_matches("http://").to_string();
-        let prom_config = serde_json::json!({
+        let mut prom_config = serde_json::json!({
             "global": {
                 "scrape_interval": "1s",
                 "scrape_timeout": "1s",
@@ -684,6 +690,15 @@ impl Stack {
                 "static_configs": [{ "targets": [exporter.to_string()] }],
             }],
         });
+        for (job, target) in extra {
+            prom_config["scrape_configs"]
+                .as_array_mut()
+                .expect("scrape_configs")
+                .push(serde_json::json!({
+                    "job_name": job,
+                    "static_configs": [{ "targets": [target] }],
+                }));
+        }
         let prom_config_path = dir.path().join("prometheus.yml");
         fs::write(
             &prom_config_path,
