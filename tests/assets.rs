@@ -23,6 +23,23 @@ const JOB_MATCHER: &str = r#"job=~"$job""#;
 const NODE_JOB_MATCHER: &str = r#"job=~"$node_job""#;
 const GROUP_MATCHER: &str = r#"group=~"$group""#;
 const BIZ_MATCHER: &str = r#"bk_biz_id=~"$bk_biz_id""#;
+/// The label that tells sites apart (the mixin's `_config.siteLabel`; a test
+/// checks they agree): every aggregation and join keeps it, every dashboard
+/// query selects the variable of that name.
+const SITE_LABEL: &str = "site";
+const SITE_MATCHER: &str = r#"site=~"$site""#;
+/// Families with a `group` label: a query naming one selects `$group`.
+const GROUP_FAMILIES: &[&str] = &[
+    "gse_agent",
+    "gse_group",
+    "gse_up",
+    "gse_parent_agents",
+    "gse_cloud_agents",
+    "gse_exporter_poll_",
+    "gse_exporter_last_poll_",
+    "gse_exporter_group_hosts",
+    "gse_exporter_discovery_",
+];
 /// Shortest explicit range accepted instead of `$__rate_interval` in a
 /// dashboard `rate`/`increase`/`changes` (e.g. `[1h]` for flapping): anything
 /// shorter would be finer than a scrape-interval-aware rate interval.
@@ -315,17 +332,180 @@ fn amtool_check_config() {
 }
 
 #[test]
-fn alertmanager_groups_by_alert_group_and_business() {
+fn alertmanager_groups_by_alert_site_group_and_business() {
     let config = read_yaml(&root().join("deploy/alertmanager/alertmanager.yml"));
     let group_by: Vec<&str> = array(&config["route"], "group_by")
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(group_by, ["alertname", "group", "bk_biz_id"]);
+    assert_eq!(group_by, ["alertname", SITE_LABEL, "group", "bk_biz_id"]);
     assert!(
         array(&config, "inhibit_rules").len() >= 3,
         "expected the three GSE inhibit rules"
     );
+}
+
+/// Muting stays per site: an inhibit rule whose `equal` lacked the site label
+/// would let a GSE outage or mass offline at one site mute a same-named group
+/// at another (tests/e2e.rs shows it with a real Alertmanager).
+#[test]
+fn alertmanager_inhibits_per_site_and_job() {
+    let config = read_yaml(&root().join("deploy/alertmanager/alertmanager.yml"));
+    let rules = array(&config, "inhibit_rules");
+    assert!(!rules.is_empty(), "no inhibit rules");
+    for rule in rules {
+        let equal: Vec<&str> = array(rule, "equal")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for label in [SITE_LABEL, "job"] {
+            assert!(
+                equal.contains(&label),
+                "inhibit rule {:?}: equal {equal:?} lacks {label}",
+                rule["source_matchers"]
+            );
+        }
+    }
+}
+
+/// The mixin's configuration, as jsonnet evaluates it.
+fn mixin_config(field: &str) -> Value {
+    let output = Command::new("jsonnet")
+        .arg("-J")
+        .arg(root().join("mixin"))
+        .arg("-e")
+        .arg(format!("(import 'mixin.libsonnet')._config.{field}"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run jsonnet ({e}); Debian: apt-get install jsonnet"));
+    assert!(
+        output.status.success(),
+        "jsonnet: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("jsonnet prints JSON")
+}
+
+#[test]
+fn the_checks_here_follow_the_mixin_config() {
+    assert_eq!(mixin_config("siteLabel"), SITE_LABEL, "_config.siteLabel");
+    assert_eq!(
+        mixin_config("gseExporterSelector"),
+        r#"job="gse_exporter""#,
+        "_config.gseExporterSelector: the shipped scrape configs use job=\"gse_exporter\""
+    );
+}
+
+// ------------------------------------------------------- site label
+
+/// Aggregation operators of PromQL.
+const AGGREGATIONS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+];
+
+/// Where an expression's aggregations and joins leave the site label out:
+/// a `by`/`on` list without it, a `without`/`ignoring` list with it, and
+/// (with `every_aggregation_by`) an aggregation without `by`.
+fn site_problems(expr: &str, every_aggregation_by: bool) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut problems = Vec::new();
+    let mut i = 0;
+    let next_non_space = |mut j: usize| {
+        while j < chars.len() && chars[j].is_whitespace() {
+            j += 1;
+        }
+        j
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '{' || c == '[' {
+            let close = if c == '{' { '}' } else { ']' };
+            while i < chars.len() && chars[i] != close {
+                i += 1;
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let j = next_non_space(i);
+            let at = j < chars.len() && chars[j] == '(';
+            match word.as_str() {
+                "by" | "on" | "without" | "ignoring" | "group_left" | "group_right" if at => {
+                    let close = chars[j..]
+                        .iter()
+                        .position(|&c| c == ')')
+                        .map_or(chars.len(), |p| j + p);
+                    let list: String = chars[j + 1..close].iter().collect();
+                    let has_site = list.split(',').any(|l| l.trim() == SITE_LABEL);
+                    let keeps = matches!(word.as_str(), "by" | "on");
+                    if keeps && !has_site {
+                        problems.push(format!("`{word} ({list})` drops {SITE_LABEL}"));
+                    } else if matches!(word.as_str(), "without" | "ignoring") && has_site {
+                        problems.push(format!("`{word} ({list})` drops {SITE_LABEL}"));
+                    }
+                    i = close + 1;
+                }
+                w if every_aggregation_by && AGGREGATIONS.contains(&w) && at => {
+                    problems.push(format!("`{w}(...)` without `by` drops {SITE_LABEL}"));
+                }
+                _ => {}
+            }
+        } else {
+            i += 1;
+        }
+    }
+    problems
+}
+
+#[test]
+fn site_lint_finds_dropped_site_labels() {
+    assert!(site_problems("sum by (site, job) (x{a=\"by (x)\"})", true).is_empty());
+    assert!(site_problems("a unless on (site, group) b and on(site) c", true).is_empty());
+    assert!(site_problems("x * on (site, job) group_left (bk_biz_id) y", true).is_empty());
+    assert_eq!(site_problems("sum by (job) (x)", true).len(), 1);
+    assert_eq!(site_problems("a unless on (group) b", true).len(), 1);
+    assert_eq!(site_problems("count(x) > 0", true).len(), 1);
+    assert!(site_problems("count(x) > 0", false).is_empty());
+    assert_eq!(site_problems("sum without (site) (x)", false).len(), 1);
+    assert!(site_problems("absent(up{job=\"g\"}) or rate(x[5m])", true).is_empty());
+}
+
+/// Every recording and alerting rule keeps the site label: two sites with
+/// the same group names never blend (alerts/tests/sites.test.yml shows it).
+#[test]
+fn rules_keep_the_site_label() {
+    let mut problems = Vec::new();
+    for (file, rule) in all_rules() {
+        let name = str_field(&rule, "alert")
+            .or_else(|| str_field(&rule, "record"))
+            .unwrap_or("?");
+        let expr = str_field(&rule, "expr").expect("rule expr");
+        for problem in site_problems(expr, true) {
+            problems.push(format!("{name} in {}: {problem}", relative(&file)));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 // ----------------------------------------------------------- dashboards
@@ -425,7 +605,7 @@ fn lint_dashboard(file: &Path, dashboard: &Value) -> Vec<String> {
                 && str_field(v, "query") == Some("prometheus") => {}
         _ => problem("needs a `datasource` variable of type datasource, query prometheus".into()),
     }
-    for name in ["job", "group", "bk_biz_id"] {
+    for name in [SITE_LABEL, "job", "group", "bk_biz_id"] {
         match variables.get(name) {
             Some(v) => {
                 if str_field(v, "type") != Some("query") {
@@ -474,40 +654,49 @@ fn lint_dashboard(file: &Path, dashboard: &Value) -> Vec<String> {
                 problem(format!("panel {title:?}: query without expr"));
                 continue;
             };
-            let node_only = expr.contains("gse_node")
-                && ![
-                    "gse_agent",
-                    "gse_group",
-                    "gse_biz",
-                    "gse_up",
-                    "gse_exporter",
-                ]
-                .iter()
-                .any(|m| expr.contains(m));
-            let job_matcher = if node_only {
-                NODE_JOB_MATCHER
-            } else {
-                JOB_MATCHER
-            };
-            if !expr.contains(job_matcher) {
-                problem(format!("panel {title:?}: `{expr}` lacks {job_matcher}"));
+            // The node mode's series select its job(s); everything else the
+            // exporter's.
+            if expr.contains("gse_node") && !expr.contains(NODE_JOB_MATCHER) {
+                problem(format!(
+                    "panel {title:?}: `{expr}` lacks {NODE_JOB_MATCHER}"
+                ));
             }
-            let has_group_label = [
+            let exporter_side = [
                 "gse_agent",
                 "gse_group",
+                "gse_biz",
                 "gse_up",
-                "gse_exporter_poll_",
-                "gse_exporter_last_poll_",
+                "gse_exporter",
+                "gse_parent",
+                "gse_cloud",
+                "gse:",
+                "process_",
+                "up{",
             ];
-            if has_group_label.iter().any(|m| expr.contains(m)) && !expr.contains(GROUP_MATCHER) {
+            if exporter_side.iter().any(|m| expr.contains(m)) && !expr.contains(JOB_MATCHER) {
+                problem(format!("panel {title:?}: `{expr}` lacks {JOB_MATCHER}"));
+            }
+            // Every panel follows the site and business filters; families
+            // without bk_biz_id are joined through gse_agents.
+            for matcher in [SITE_MATCHER, BIZ_MATCHER] {
+                if !expr.contains(matcher) {
+                    problem(format!("panel {title:?}: `{expr}` lacks {matcher}"));
+                }
+            }
+            if GROUP_FAMILIES.iter().any(|m| expr.contains(m)) && !expr.contains(GROUP_MATCHER) {
                 problem(format!("panel {title:?}: `{expr}` lacks {GROUP_MATCHER}"));
             }
-            if ["gse_agent", "gse_group", "gse_biz"]
-                .iter()
-                .any(|m| expr.contains(m))
-                && !expr.contains(BIZ_MATCHER)
+            for site in site_problems(expr, false) {
+                problem(format!("panel {title:?}: `{expr}`: {site}"));
+            }
+            // An offline agent's heartbeat age grows for as long as it is
+            // offline: heartbeat panels say which agents they cover.
+            if expr.contains("gse_agent_heartbeat_age_seconds")
+                && !expr.contains("gse_agent_online")
             {
-                problem(format!("panel {title:?}: `{expr}` lacks {BIZ_MATCHER}"));
+                problem(format!(
+                    "panel {title:?}: `{expr}` uses heartbeat ages without choosing online or offline agents"
+                ));
             }
             for range in range_problems(expr) {
                 problem(format!("panel {title:?}: {range}"));
