@@ -753,3 +753,244 @@ fn range_lint_accepts_rate_interval_and_long_explicit_ranges() {
     assert_eq!(duration_seconds("500ms"), None);
     assert_eq!(duration_seconds("$__interval"), None);
 }
+
+// ------------------------------------------------- panels that tell the truth
+
+/// The query of a dashboard panel's target, with Grafana's variables set
+/// (`site`, `job`, `group` as All; `bk_biz_id` as given).
+fn panel_query(file: &str, title: &str, ref_id: &str, biz: &str) -> String {
+    let dashboard: Value = serde_json::from_str(&read(&root().join("dashboards").join(file)))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let panel = panels(&dashboard)
+        .into_iter()
+        .find(|p| str_field(p, "title") == Some(title))
+        .unwrap_or_else(|| panic!("{file} has no panel {title:?}"));
+    let target = array(panel, "targets")
+        .iter()
+        .find(|t| str_field(t, "refId") == Some(ref_id))
+        .unwrap_or_else(|| panic!("{file} / {title:?} has no query {ref_id}"));
+    let mut expr = str_field(target, "expr").expect("expr").to_string();
+    for (name, value) in [
+        ("__rate_interval", "5m"),
+        (SITE_LABEL, ".*"),
+        ("job", "gse_exporter"),
+        ("group", ".*"),
+        ("bk_biz_id", biz),
+    ] {
+        expr = expr.replace(&format!("${name}"), value);
+    }
+    assert!(!expr.contains('$'), "unsubstituted variable in {expr}");
+    expr
+}
+
+/// Panel queries evaluated by promtool against series where the old queries
+/// misled: heartbeat ages of offline agents (6,537 s), gse_up without a
+/// business, and info-API counters that do not move between info polls
+/// (NaN). promtool fails on any sample that differs, NaN included.
+#[test]
+fn dashboard_panels_tell_the_truth() {
+    const FLEET: &str = "gse-agents-fleet.json";
+    const EXPORTER: &str = "gse-agents-exporter.json";
+    let sh = r#"job="gse_exporter",instance="gse-exporter-sh.example.com",site="shanghai""#;
+    let sz = r#"job="gse_exporter",instance="gse-exporter-sz.example.com",site="shenzhen""#;
+    let agent = |ip: &str| {
+        format!(r#"{sh},group="web-prod",bk_biz_id="2",bk_cloud_id="0",ip="{ip}",bk_agent_id="""#)
+    };
+    let series: Vec<(String, &str)> = vec![
+        // shanghai web-prod (business 2): two online agents, one offline
+        // for almost two hours; db (business 3).
+        (
+            format!("gse_agents{{{sh},group=\"web-prod\",bk_biz_id=\"2\",state=\"online\"}}"),
+            "2x40",
+        ),
+        (
+            format!("gse_agents{{{sh},group=\"web-prod\",bk_biz_id=\"2\",state=\"offline\"}}"),
+            "1x40",
+        ),
+        (
+            format!("gse_agents{{{sh},group=\"db\",bk_biz_id=\"3\",state=\"online\"}}"),
+            "5x40",
+        ),
+        (format!("gse_agent_online{{{}}}", agent("10.0.0.1")), "1x40"),
+        (
+            format!("gse_agent_heartbeat_age_seconds{{{}}}", agent("10.0.0.1")),
+            "0x40",
+        ),
+        (format!("gse_agent_online{{{}}}", agent("10.0.0.2")), "1x40"),
+        (
+            format!("gse_agent_heartbeat_age_seconds{{{}}}", agent("10.0.0.2")),
+            "100x40",
+        ),
+        (format!("gse_agent_online{{{}}}", agent("10.0.0.3")), "0x40"),
+        (
+            format!("gse_agent_heartbeat_age_seconds{{{}}}", agent("10.0.0.3")),
+            "4737+60x40",
+        ),
+        // GSE unreachable for both shanghai groups; shenzhen's web-prod fine.
+        (format!("gse_up{{{sh},group=\"web-prod\"}}"), "0x40"),
+        (format!("gse_up{{{sh},group=\"db\"}}"), "0x40"),
+        (format!("gse_up{{{sz},group=\"web-prod\"}}"), "1x40"),
+        (
+            format!("gse_agents{{{sz},group=\"web-prod\",bk_biz_id=\"2\",state=\"online\"}}"),
+            "3x40",
+        ),
+        // The status API is called every minute; the info API was called
+        // once, before the window: its counters stand still.
+        (
+            format!(
+                "gse_exporter_api_requests_total{{{sh},api=\"v2_list_agent_state\",result=\"success\"}}"
+            ),
+            "0+1x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_requests_total{{{sh},api=\"v2_list_agent_state\",result=\"error\"}}"
+            ),
+            "0x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_requests_total{{{sh},api=\"v2_list_agent_info\",result=\"success\"}}"
+            ),
+            "3x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_requests_total{{{sh},api=\"v2_list_agent_info\",result=\"error\"}}"
+            ),
+            "0x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_state\",le=\"0.25\"}}"
+            ),
+            "0x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_state\",le=\"0.5\"}}"
+            ),
+            "0+1x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_state\",le=\"+Inf\"}}"
+            ),
+            "0+1x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_count{{{sh},api=\"v2_list_agent_state\"}}"
+            ),
+            "0+1x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_info\",le=\"0.25\"}}"
+            ),
+            "0x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_info\",le=\"0.5\"}}"
+            ),
+            "3x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_info\",le=\"+Inf\"}}"
+            ),
+            "3x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_count{{{sh},api=\"v2_list_agent_info\"}}"
+            ),
+            "3x40",
+        ),
+    ];
+    // (query, expected samples as (labels, value)).
+    let web = r#"{site="shanghai", group="web-prod"}"#;
+    let state_api = r#"{site="shanghai", api="v2_list_agent_state"}"#;
+    let checks: Vec<(String, Vec<(&str, f64)>)> = vec![
+        // Online agents only: p50 of 0 s and 100 s is 50 s (with the offline
+        // agent: 100 s); p99 99 s, not about 6,500 s.
+        (
+            panel_query(FLEET, "Heartbeat age quantiles per group", "A", ".*"),
+            vec![(web, 50.0)],
+        ),
+        (
+            panel_query(FLEET, "Heartbeat age quantiles per group", "B", ".*"),
+            vec![(web, 99.0)],
+        ),
+        (
+            panel_query(FLEET, "Heartbeat age distribution", "A", ".*"),
+            vec![("{}", 1.0)],
+        ),
+        (
+            panel_query(FLEET, "Heartbeat age distribution", "B", ".*"),
+            vec![("{}", 1.0)],
+        ),
+        (
+            panel_query(FLEET, "Heartbeat age distribution", "E", ".*"),
+            vec![],
+        ),
+        // Business filtering through the group: web-prod is business 2.
+        (
+            panel_query(FLEET, "Groups GSE cannot reach", "A", "2"),
+            vec![("{}", 1.0)],
+        ),
+        (
+            panel_query(FLEET, "Groups GSE cannot reach", "A", "3"),
+            vec![("{}", 1.0)],
+        ),
+        (
+            panel_query(FLEET, "Groups GSE cannot reach", "A", ".*"),
+            vec![("{}", 2.0)],
+        ),
+        (
+            panel_query(FLEET, "Groups GSE cannot reach", "A", "7"),
+            vec![("{}", 0.0)],
+        ),
+        (
+            panel_query(EXPORTER, "GSE reachable per group (gse_up)", "A", "3"),
+            vec![(r#"{site="shanghai", group="db"}"#, 0.0)],
+        ),
+        // Between info polls the info API has no ratio and no latency, not NaN.
+        (
+            panel_query(EXPORTER, "API error ratio", "A", ".*"),
+            vec![(state_api, 0.0)],
+        ),
+        (
+            panel_query(EXPORTER, "API request latency quantiles", "A", ".*"),
+            vec![(state_api, 0.375)],
+        ),
+    ];
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut test = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
+        root().join("alerts/gse-recording.rules.yml").display()
+    );
+    for (name, values) in &series {
+        test.push_str(&format!(
+            "      - series: '{name}'\n        values: '{values}'\n"
+        ));
+    }
+    test.push_str("    promql_expr_test:\n");
+    for (expr, samples) in &checks {
+        test.push_str(&format!(
+            "      - expr: {}\n        eval_time: 30m\n        exp_samples:{}\n",
+            serde_json::to_string(expr).expect("JSON string"),
+            if samples.is_empty() { " []" } else { "" }
+        ));
+        for (labels, value) in samples {
+            test.push_str(&format!(
+                "          - labels: '{labels}'\n            value: {value}\n"
+            ));
+        }
+    }
+    let file = dir.path().join("panels.test.yml");
+    fs::write(&file, &test).expect("write the promtool test");
+    run_tool("promtool", &["test", "rules", &file.display().to_string()]);
+}
