@@ -458,10 +458,13 @@ fn site_problems(expr: &str, every_aggregation_by: bool) -> Vec<String> {
                         .map_or(chars.len(), |p| j + p);
                     let list: String = chars[j + 1..close].iter().collect();
                     let has_site = list.split(',').any(|l| l.trim() == SITE_LABEL);
-                    let keeps = matches!(word.as_str(), "by" | "on");
-                    if keeps && !has_site {
-                        problems.push(format!("`{word} ({list})` drops {SITE_LABEL}"));
-                    } else if matches!(word.as_str(), "without" | "ignoring") && has_site {
+                    let drops = match word.as_str() {
+                        "by" | "on" => !has_site,
+                        "without" | "ignoring" => has_site,
+                        // group_left/group_right: labels copied, not matched.
+                        _ => false,
+                    };
+                    if drops {
                         problems.push(format!("`{word} ({list})` drops {SITE_LABEL}"));
                     }
                     i = close + 1;
