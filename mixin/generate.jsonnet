@@ -18,16 +18,17 @@ local ruleFiles = {
       Recording rules for the gse_exporter dashboards and alerts.
 
       Naming follows level:metric:operation (https://prometheus.io/docs/practices/rules/):
-        gse_group:...  aggregated per (site, job, group, bk_biz_id)
-        gse_biz:...    aggregated per (site, job, bk_biz_id)
-        gse:...        aggregated per (site, job): the whole fleet of a site
+        gse_group:...  aggregated per (%(site)s, job, group, bk_biz_id)
+        gse_biz:...    aggregated per (%(site)s, job, bk_biz_id)
+        gse:...        aggregated per (%(site)s, job): the whole fleet of a site
 
-      Every rule keeps the site label and `job`: same-named groups of two sites
-      never mix, dashboards filter on both, Alertmanager inhibits per site and job.
+      Every rule keeps the site label `%(site)s` (_config.siteLabel) and `job`:
+      same-named groups of two sites never mix, dashboards filter on both,
+      Alertmanager inhibits per site and job.
       `instance` is summed away on purpose: with sharding (--shard/--total-shards)
       each instance reports part of a group, and the sum over instances is the
       group. Ratios divide by `(... > 0)` so an empty group has no sample, not NaN.
-    |||,
+    ||| % { site: mixin._config.siteLabel },
   },
   'alerts/gse-alerts.rules.yml': {
     groups: ['gse-agents.alerts', 'gse-exporter.alerts'],
@@ -41,10 +42,10 @@ local ruleFiles = {
         severity: critical = page, warning = ticket, info = not routed.
         annotations: summary (static), description (templated), runbook_url
         (docs/runbook.md, anchor = lowercased alert name).
-        Selector: every series is selected with job="gse_exporter"
+        Selector: every series is selected with %(selector)s
         (_config.gseExporterSelector); every join and aggregation keeps the
-        site label (_config.siteLabel, default `site`) and `job`, so alerts
-        of one site never mute or blend with a same-named group of another.
+        site label `%(site)s` (_config.siteLabel) and `job`, so alerts of one
+        site never mute or blend with a same-named group of another.
 
       Quiet on outages, enforced in the expressions (Alertmanager inhibit rules in
       deploy/alertmanager/alertmanager.yml repeat it as a second line of defence):
@@ -55,7 +56,7 @@ local ruleFiles = {
           threshold _config.massOfflineRatio): GseAgentsMassOffline pages once for
           the group; its GseAgentOffline, GseAgentHeartbeatStale and
           GseAgentFlapping alerts are muted.
-    |||,
+    ||| % { selector: mixin._config.gseExporterSelector, site: mixin._config.siteLabel },
   },
   'alerts/gse-node.rules.yml': {
     groups: ['gse-node.recording', 'gse-node.alerts'],
