@@ -10,6 +10,8 @@
 // One layer per line, top to bottom (blank lines keep rustfmt from sorting them).
 pub mod model;
 
+pub mod procfs;
+
 pub mod config;
 
 pub mod upstream;

@@ -180,6 +180,8 @@ pub(crate) struct CmdbConfig {
     /// A refresh shrinking a group by this share or more is held back once.
     pub(crate) max_shrink: f64,
     /// Upstream TLS.
+    /// `X-Bk-Tenant-Id` sent on every CMDB request, if any.
+    pub(crate) tenant_id: Option<String>,
     pub(crate) tls: TlsConfig,
 }
 

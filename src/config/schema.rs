@@ -83,6 +83,8 @@ pub(crate) struct RawCmdb {
     pub(crate) max_shrink: Option<f64>,
     /// Upstream TLS (default: the `gse:` block's).
     pub(crate) tls: Option<RawTls>,
+    /// Tenant id sent as `X-Bk-Tenant-Id` (default: `gse.tenant_id`).
+    pub(crate) tenant_id: Option<String>,
 }
 
 /// `sharding:` as written.

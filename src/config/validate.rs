@@ -284,6 +284,10 @@ impl Validator<'_> {
                 raw.refresh_interval.as_deref(),
                 "10m",
             ),
+            tenant_id: match raw.tenant_id {
+                Some(tenant) => self.tenant("cmdb.tenant_id", tenant),
+                None => gse.tenant_id.clone(),
+            },
             max_shrink,
             tls: match raw.tls {
                 Some(tls) => self.upstream_tls("cmdb", Some(tls)),
@@ -395,7 +399,7 @@ impl Validator<'_> {
             app_secret,
             username,
             supplier_account: raw.supplier_account.unwrap_or_else(|| "0".into()),
-            tenant_id: raw.tenant_id,
+            tenant_id: raw.tenant_id.and_then(|t| self.tenant("gse.tenant_id", t)),
             timeout,
             batch_size: batch_size as usize,
             rate_limit,
@@ -461,6 +465,21 @@ impl Validator<'_> {
                 Secret::default()
             }
         }
+    }
+
+    /// A tenant id: sent as a header, so letters, digits, `-` and `_` only.
+    fn tenant(&mut self, key: &str, tenant: String) -> Option<String> {
+        let ok = !tenant.is_empty()
+            && tenant.len() <= 64
+            && tenant
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            return Some(tenant);
+        }
+        let rule = "must be 1 to 64 letters, digits, '-' or '_' (it is sent as X-Bk-Tenant-Id)";
+        self.problem(key, &tenant, rule);
+        None
     }
 
     fn rate_limit(&mut self, raw: Option<&RawRateLimit>) -> RateLimit {

@@ -271,6 +271,41 @@ metric!(
     "OTLP pushes by result (success, failure), each one push with its retries."
 );
 metric!(
+    PROCESS_CPU,
+    "process_cpu_seconds_total",
+    Counter,
+    [],
+    "Total user and system CPU time spent in seconds, as of the last render (once per cycle)."
+);
+metric!(
+    PROCESS_RESIDENT_MEMORY,
+    "process_resident_memory_bytes",
+    Gauge,
+    [],
+    "Resident memory size in bytes, as of the last render (once per cycle)."
+);
+metric!(
+    PROCESS_START_TIME,
+    "process_start_time_seconds",
+    Gauge,
+    [],
+    "Start time of the process since unix epoch in seconds."
+);
+metric!(
+    PROCESS_OPEN_FDS,
+    "process_open_fds",
+    Gauge,
+    [],
+    "Number of open file descriptors, as of the last render (once per cycle)."
+);
+metric!(
+    PROCESS_MAX_FDS,
+    "process_max_fds",
+    Gauge,
+    [],
+    "Maximum number of open file descriptors."
+);
+metric!(
     TOTAL_SHARDS,
     "gse_exporter_total_shards",
     Gauge,
@@ -309,6 +344,11 @@ pub const TABLE: &[MetricDef] = &[
     OTLP_EXPORTS,
     SHARD_ORDINAL,
     TOTAL_SHARDS,
+    PROCESS_CPU,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_START_TIME,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
 ];
 
 /// A per-group gauge whose only label is `group`: its value for a group (None: no sample).

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::procfs::{Kernel, ProcStat, Procfs};
+use crate::procfs::{Kernel, ProcStat, Procfs};
 
 /// The name (`comm`) of the GSE agent's processes, 1.x and 2.0 alike.
 pub(crate) const AGENT_COMM: &str = "gse_agent";
@@ -262,7 +262,7 @@ pub(crate) fn layout(home: &Path, run_dir: &Path, data_dir: &Path, version_file:
 
 /// The first version-looking token (`1.2.3`, `2.1.6-beta.1`) of a small file.
 fn read_version(path: &Path) -> Result<String, String> {
-    let text = super::procfs::read_bounded(path).map_err(|e| match e.kind() {
+    let text = crate::procfs::read_bounded(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("{} does not exist", path.display()),
         _ => format!("cannot read {}: {e}", path.display()),
     })?;

@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde::Serialize;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::procfs::Procfs;
 use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixSocket};
+use crate::procfs::Procfs;
 
 /// What the socket path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -18,7 +18,6 @@ mod agent;
 mod ipc;
 pub mod metrics;
 mod output;
-mod procfs;
 mod procinfo;
 mod serve;
 mod sockdiag;
@@ -35,8 +34,8 @@ use clap::builder::BoolishValueParser;
 use serde::Serialize;
 use tokio::sync::watch;
 
+pub use crate::procfs::ProcError;
 pub use output::Output;
-pub use procfs::ProcError;
 pub use textfile::TextfileError;
 
 use agent::{Generation, Layout, Restarts};
@@ -316,7 +315,7 @@ pub(crate) struct Report {
 /// Runs every check once.
 pub(crate) fn check(options: &Options, restarts: &mut Restarts) -> Result<Report, NodeError> {
     let started = Instant::now();
-    let procfs = procfs::Procfs::new(&options.procfs);
+    let procfs = crate::procfs::Procfs::new(&options.procfs);
     let kernel = procfs.kernel()?;
     let processes = procfs.processes()?;
     let layout = agent::layout(

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::procfs::{ProcStat, Procfs, comm_of, read_bounded};
+use crate::procfs::{ProcStat, Procfs, comm_of, read_bounded};
 
 const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Most plugins reported (each is a label value).

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use serde::Serialize;
 
 use super::agent::{AgentProcess, ProcessState};
-use super::procfs::Procfs;
+use crate::procfs::Procfs;
 
 /// The TCP state `ESTABLISHED` in `/proc/net/tcp`.
 const TCP_ESTABLISHED: &str = "01";

@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 use super::{GseError, read_capped, status_error, transport_error, with_tls};
 use crate::config::{CmdbApi, CmdbConfig, GroupCmdb};
 
+/// The tenant header of multi-tenant BlueKing.
+const TENANT_HEADER: &str = "X-Bk-Tenant-Id";
+
 /// Largest CMDB page read (500 hosts are far below this).
 const MAX_PAGE_BYTES: usize = 16 << 20;
 
@@ -120,6 +123,10 @@ impl CmdbClient {
             CmdbApi::Esb => self.http.post(url).json(&body),
             CmdbApi::Gateway => self.http.post(url).headers(self.auth_header()).json(&body),
         };
+        let request = match self.tenant_header() {
+            Some(tenant) => request.header(TENANT_HEADER, tenant),
+            None => request,
+        };
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         let bytes = read_capped(response, MAX_PAGE_BYTES).await?;
@@ -150,6 +157,11 @@ impl CmdbClient {
             body["bk_username"] = json!(self.config.username);
         }
         body
+    }
+
+    /// `X-Bk-Tenant-Id`, when a tenant is configured (validated as a header value).
+    fn tenant_header(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(self.config.tenant_id.as_deref()?).ok()
     }
 
     fn auth_header(&self) -> HeaderMap {

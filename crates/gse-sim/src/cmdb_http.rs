@@ -131,6 +131,7 @@ fn finish(
     decided: Result<Value, Failure>,
 ) -> Response {
     let request_id = shared.cmdb_request_id(headers);
+    shared.record_tenant(Api::CmdbListHosts, headers);
     let (mut resp, outcome, rows) = match decided {
         Ok(data) => {
             let rows = data["info"].as_array().map_or(0, Vec::len);

@@ -125,6 +125,11 @@ impl SimHandle {
         self.shared.clear_requests();
     }
 
+    /// Requests per endpoint and `X-Bk-Tenant-Id` value ("" for none).
+    pub fn tenants(&self) -> std::collections::BTreeMap<(Api, String), usize> {
+        self.shared.tenants()
+    }
+
     /// Request counts by endpoint and outcome.
     pub fn stats(&self) -> Stats {
         self.shared.stats()

@@ -3,11 +3,13 @@
 //! constants needed to turn those into seconds and bytes, and whether this
 //! process can see other users' processes at all.
 //!
-//! Owns parsing `/proc/<pid>/stat`, `/proc/stat` (`btime`) and
-//! `/proc/self/auxv`, and the visibility test. Never decides what a GSE agent
-//! is (that is [`super::agent`]'s) and never reads file descriptors or
-//! sockets (that is [`super::upstream`]'s). Every read is bounded: a process
-//! that vanishes between listing and reading is skipped, never an error.
+//! Owns parsing `/proc/<pid>/stat`, `/proc/stat` (`btime`),
+//! `/proc/self/auxv` and `/proc/<pid>/limits`, counting a process's open
+//! descriptors, and the visibility test. Used by the node mode (for the GSE
+//! agent) and by the exporter's own `process_*` metrics. Never decides what a
+//! GSE agent is and never reads sockets (the node mode's). Every read is
+//! bounded: a process that vanishes between listing and reading is skipped,
+//! never an error.
 
 use std::fs;
 use std::io::Read;
@@ -214,6 +216,24 @@ impl Procfs {
         let target = fs::read_link(self.pid_path(pid, "exe")).ok()?;
         let text = target.to_string_lossy();
         Some(text.strip_suffix(" (deleted)").unwrap_or(&text).to_string())
+    }
+
+    /// Open file descriptors of a process (entries of `<pid>/fd`).
+    pub fn open_fds(&self, pid: u32) -> Option<u64> {
+        let entries = fs::read_dir(self.pid_path(pid, "fd")).ok()?;
+        Some(entries.take(MAX_PROCESSES).count() as u64)
+    }
+
+    /// The soft limit on open files of a process (`Max open files` of
+    /// `<pid>/limits`); `None` when unreadable or unlimited.
+    pub fn max_fds(&self, pid: u32) -> Option<u64> {
+        let text = read_bounded(&self.pid_path(pid, "limits")).ok()?;
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        line["Max open files".len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// Whether other users' processes show up here. Root sees everything;
