@@ -66,20 +66,6 @@ pub fn rule_files() -> Vec<PathBuf> {
 /// for an entry here once it is exposed or no longer named.
 pub const NOT_YET_EXPOSED: &[&str] = &[];
 
-/// The process families (`process_*`: CPU, resident memory, file
-/// descriptors, start time) that the Exporter dashboard's "Process" row uses
-/// and that are being added to the exporter on main. A build may expose them
-/// or not yet: tests/drift.rs and tests/e2e.rs accept either, and once a build
-/// exposes one, check it like any other family (documented, with data on
-/// every panel that names it).
-pub const EXPECTED_FROM_MAIN: &[&str] = &[
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-    "process_open_fds",
-    "process_max_fds",
-    "process_start_time_seconds",
-];
-
 /// The shipped dashboards (`dashboards/*.json`).
 pub fn dashboard_files() -> Vec<PathBuf> {
     files_with_suffix(&repo_root().join("dashboards"), ".json")
