@@ -686,3 +686,36 @@ fn generated_files_match_the_mixin() {
          scripts/gen-mixin and commit both (scripts/gen-mixin --check shows the diff)"
     );
 }
+
+/// The mixin's sources are formatted by `jsonnetfmt` (Debian's jsonnet
+/// package ships it), as the monitoring mixins check.
+#[test]
+fn mixin_sources_are_jsonnetfmt_clean() {
+    let mut sources = Vec::new();
+    let mut dirs = vec![repo_root().join("mixin")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("mixin dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "libsonnet" || e == "jsonnet")
+            {
+                sources.push(path);
+            }
+        }
+    }
+    assert!(sources.len() >= 5, "mixin sources: {sources:?}");
+    let output = std::process::Command::new("jsonnetfmt")
+        .arg("--test")
+        .args(&sources)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run jsonnetfmt ({e}); Debian: apt-get install jsonnet"));
+    assert!(
+        output.status.success(),
+        "not formatted (run `jsonnetfmt -i` on them): {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -52,11 +52,14 @@ function(cfg) {
   // The node mode's job(s) and one host, for the fleet dashboard's Host row.
   nodeVariables(grafana):: [
     grafana.queryVariable(
-      'node_job', 'Node job', 'label_values(gse_node_agent_process, job)',
+      'node_job',
+      'Node job',
+      'label_values(gse_node_agent_process, job)',
       description="Jobs scraping gse_exporter node (its own /metrics, or node_exporter's with the textfile).",
     ),
     grafana.queryVariable(
-      'ip', 'Host (node view)',
+      'ip',
+      'Host (node view)',
       'label_values(gse_node_agent_process{job=~"$node_job", %s=~"$%s"}, ip)' % [site, site],
       description="The host of the 'Host' row: hosts where gse_exporter node runs.",
       single=true,

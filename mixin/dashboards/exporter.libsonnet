@@ -39,8 +39,12 @@ function(cfg)
     count: rate('gse_exporter_api_request_duration_seconds_count', 'api'),
   };
   local flag(title, description, expr, zero, one, zeroColor='red', oneColor='green', w=12) =
-    g.stateTimeline(title, description, expr, sl + '{{group}}',
-                    g.flagMappings(zero, one, zeroColor, oneColor), w=w,
+    g.stateTimeline(title,
+                    description,
+                    expr,
+                    sl + '{{group}}',
+                    g.flagMappings(zero, one, zeroColor, oneColor),
+                    w=w,
                     thresholds=[[zeroColor, null], [oneColor, 1]]);
 
   g.dashboard(
@@ -53,7 +57,10 @@ function(cfg)
       g.row('Poll cycle'),
       flag('GSE reachable per group (gse_up)',
            '1 = every batch of the group succeeded in the last cycle.',
-           perGroup('min', 'gse_up'), 'unreachable', 'ok', w=24),
+           perGroup('min', 'gse_up'),
+           'unreachable',
+           'ok',
+           w=24),
       g.timeseries(
         'Poll duration against interval',
         'Duration of the last poll cycle per group and the configured interval.',
@@ -143,10 +150,16 @@ function(cfg)
       g.row('CMDB discovery'),
       flag('CMDB discovery per group',
            'gse_exporter_discovery_success of the groups discovered from CMDB: failing = the last listing failed and the group is polled with its last good host list (GseExporterDiscoveryFailing after %s).' % cfg.discoveryFailingFor,
-           perGroup('min', 'gse_exporter_discovery_success'), 'failing', 'ok'),
+           perGroup('min', 'gse_exporter_discovery_success'),
+           'failing',
+           'ok'),
       flag('CMDB listings held back',
            'gse_exporter_discovery_held_back: a listing that would shrink the group by cmdb.max_shrink or more is held back for one refresh (GseExporterDiscoveryHeldBack).',
-           perGroup('max', 'gse_exporter_discovery_held_back'), 'taken', 'held back', 'green', 'orange'),
+           perGroup('max', 'gse_exporter_discovery_held_back'),
+           'taken',
+           'held back',
+           'green',
+           'orange'),
       g.timeseries(
         'Time since last successful CMDB discovery',
         'time() - gse_exporter_discovery_last_success_timestamp_seconds per group.',

@@ -27,8 +27,14 @@ function(cfg)
     '%s{%s%s}%s %s' % [metric, c.node, matchers, cond, c.nodeInAgents];
   // Its current state (a 0/1 family with a `state` label), for a stat.
   local nodeState(title, description, metric) =
-    g.stat(title, description, 'max by (%s, state) (%s)' % [q.site, node(metric, cond=' == 1')],
-           w=6, legend=sl + '{{state}}', instant=true, graphMode='none', textMode='name');
+    g.stat(title,
+           description,
+           'max by (%s, state) (%s)' % [q.site, node(metric, cond=' == 1')],
+           w=6,
+           legend=sl + '{{state}}',
+           instant=true,
+           graphMode='none',
+           textMode='name');
   local stateColumn(state) =
     'sum by (%s, group, bk_biz_id) (gse_agents{%s, state="%s"})' % [q.site, q.agents, state];
 
@@ -41,13 +47,18 @@ function(cfg)
     [
       g.row('Overview'),
       g.stat('Online agents', 'Agents GSE reports online.', countAgents('online')),
-      g.stat('Offline agents', 'Agents GSE knows and reports offline.', countAgents('offline'),
+      g.stat('Offline agents',
+             'Agents GSE knows and reports offline.',
+             countAgents('offline'),
              thresholds=[['green', null], ['orange', 1]]),
-      g.stat('Not found', 'Configured hosts GSE does not know (status code -2).',
-             countAgents('not_found'), thresholds=[['green', null], ['yellow', 1]]),
+      g.stat('Not found',
+             'Configured hosts GSE does not know (status code -2).',
+             countAgents('not_found'),
+             thresholds=[['green', null], ['yellow', 1]]),
       g.stat('Unknown',
              'Agents whose state is unknown because GSE could not be asked for longer than stale_after.',
-             countAgents('unknown'), thresholds=[['green', null], ['red', 1]]),
+             countAgents('unknown'),
+             thresholds=[['green', null], ['red', 1]]),
       g.stat(
         'Online ratio',
         'Online agents over all configured hosts of the selected groups.',
@@ -379,7 +390,7 @@ function(cfg)
       ),
       g.timeseries(
         'Agent uptime and processes',
-        "time() - gse_node_agent_start_time_seconds (drops are restarts) and the number of gse_agent processes (gse_node_agent_processes, master and workers).",
+        'time() - gse_node_agent_start_time_seconds (drops are restarts) and the number of gse_agent processes (gse_node_agent_processes, master and workers).',
         [
           g.target('time() - max by (%s) (%s)' % [q.site, node('gse_node_agent_start_time_seconds')], sl + 'uptime'),
           g.target('max by (%s) (%s)' % [q.site, node('gse_node_agent_processes')], sl + 'processes'),

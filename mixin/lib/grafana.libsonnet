@@ -54,27 +54,39 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
 
   // A line chart. spanNulls: false, true, or the longest gap in ms that is
   // bridged (for series that only have points every info_interval).
-  timeseries(title, description, targets, unit='short', w=12, h=8, fill=0, min=null, max=null,
-             thresholds=[['green', null]], thresholdsLine=false, spanNulls=false,
-             overrides=[], axisLabel=null, legend=legendTable)::
+  timeseries(title,
+             description,
+             targets,
+             unit='short',
+             w=12,
+             h=8,
+             fill=0,
+             min=null,
+             max=null,
+             thresholds=[['green', null]],
+             thresholdsLine=false,
+             spanNulls=false,
+             overrides=[],
+             axisLabel=null,
+             legend=legendTable)::
     panel('timeseries', title, description, targets, w, h) {
       fieldConfig: {
         defaults: {
-          unit: unit,
-          custom: {
-            drawStyle: 'line',
-            lineWidth: 1,
-            fillOpacity: fill,
-            showPoints: 'never',
-            spanNulls: spanNulls,
-            stacking: { mode: 'none', group: 'A' },
-            thresholdsStyle: { mode: if thresholdsLine then 'line' else 'off' },
-            axisSoftMin: 0,
-          } + (if axisLabel != null then { axisLabel: axisLabel } else {}),
-          thresholds: { mode: 'absolute', steps: steps(thresholds) },
-          color: { mode: 'palette-classic' },
-        } + (if min != null then { min: min } else {})
-        + (if max != null then { max: max } else {}),
+                    unit: unit,
+                    custom: {
+                      drawStyle: 'line',
+                      lineWidth: 1,
+                      fillOpacity: fill,
+                      showPoints: 'never',
+                      spanNulls: spanNulls,
+                      stacking: { mode: 'none', group: 'A' },
+                      thresholdsStyle: { mode: if thresholdsLine then 'line' else 'off' },
+                      axisSoftMin: 0,
+                    } + (if axisLabel != null then { axisLabel: axisLabel } else {}),
+                    thresholds: { mode: 'absolute', steps: steps(thresholds) },
+                    color: { mode: 'palette-classic' },
+                  } + (if min != null then { min: min } else {})
+                  + (if max != null then { max: max } else {}),
         overrides: overrides,
       },
       options: {
@@ -93,8 +105,18 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
   ],
 
   // One number (textMode 'name': the legend, e.g. a state, instead).
-  stat(title, description, expr, unit='short', w=4, h=4, thresholds=[['green', null]],
-       mappings=[], decimals=null, legend='__auto', instant=false, graphMode='area',
+  stat(title,
+       description,
+       expr,
+       unit='short',
+       w=4,
+       h=4,
+       thresholds=[['green', null]],
+       mappings=[],
+       decimals=null,
+       legend='__auto',
+       instant=false,
+       graphMode='area',
        textMode='auto')::
     panel('stat', title, description, [self.target(expr, legend, instant)], w, h) {
       fieldConfig: {
@@ -119,7 +141,15 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
     },
 
   // Horizontal bars of the last values.
-  bargauge(title, description, expr, legend, unit='short', w=12, h=8, min=0, max=null,
+  bargauge(title,
+           description,
+           expr,
+           legend,
+           unit='short',
+           w=12,
+           h=8,
+           min=0,
+           max=null,
            thresholds=[['green', null]])::
     panel('bargauge', title, description, [self.target(expr, legend, instant=true)], w, h) {
       fieldConfig: {
@@ -144,8 +174,12 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
 
   // A table of instant queries (format table).
   table(title, description, exprs, w=12, h=8, transformations=[], overrides=[], sortBy=[])::
-    panel('table', title, description,
-          [self.target(e, instant=true, format='table') for e in exprs], w, h) {
+    panel('table',
+          title,
+          description,
+          [self.target(e, instant=true, format='table') for e in exprs],
+          w,
+          h) {
       fieldConfig: {
         defaults: {
           custom: { align: 'auto', filterable: true },
@@ -163,7 +197,13 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
     },
 
   // A 0/1 state per series over time.
-  stateTimeline(title, description, expr, legend, mappings, w=24, h=6,
+  stateTimeline(title,
+                description,
+                expr,
+                legend,
+                mappings,
+                w=24,
+                h=6,
                 thresholds=[['red', null], ['green', 1]])::
     panel('state-timeline', title, description, [self.target(expr, legend)], w, h) {
       fieldConfig: {
@@ -221,25 +261,25 @@ local steps(list) = [{ color: s[0], value: s[1] } for s in list];
   // A multi-value query variable with All (= .*), refreshed on time change;
   // single=true: one value, no All.
   queryVariable(name, label, query, description=null, single=false):: {
-    type: 'query',
-    name: name,
-    label: label,
-    datasource: datasource,
-    definition: query,
-    query: { qryType: 1, query: query, refId: 'PrometheusVariableQueryEditor-VariableQuery' },
-    refresh: 2,
-    options: [],
-    sort: 1,
-    regex: '',
-    hide: 0,
-    skipUrlSync: false,
-  } + (if description != null then { description: description } else {})
-  + (if single then { multi: false, includeAll: false, current: {} } else {
-       multi: true,
-       includeAll: true,
-       allValue: '.*',
-       current: { selected: true, text: ['All'], value: ['$__all'] },
-     }),
+                                                                        type: 'query',
+                                                                        name: name,
+                                                                        label: label,
+                                                                        datasource: datasource,
+                                                                        definition: query,
+                                                                        query: { qryType: 1, query: query, refId: 'PrometheusVariableQueryEditor-VariableQuery' },
+                                                                        refresh: 2,
+                                                                        options: [],
+                                                                        sort: 1,
+                                                                        regex: '',
+                                                                        hide: 0,
+                                                                        skipUrlSync: false,
+                                                                      } + (if description != null then { description: description } else {})
+                                                                      + (if single then { multi: false, includeAll: false, current: {} } else {
+                                                                           multi: true,
+                                                                           includeAll: true,
+                                                                           allValue: '.*',
+                                                                           current: { selected: true, text: ['All'], value: ['$__all'] },
+                                                                         }),
 
   dashboard(cfg, uid, title, description, variables, panels):: {
     __inputs: [],
