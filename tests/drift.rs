@@ -707,15 +707,22 @@ fn mixin_sources_are_jsonnetfmt_clean() {
         }
     }
     assert!(sources.len() >= 5, "mixin sources: {sources:?}");
-    let output = std::process::Command::new("jsonnetfmt")
-        .arg("--test")
-        .args(&sources)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run jsonnetfmt ({e}); Debian: apt-get install jsonnet"));
+    let unformatted: Vec<String> = sources
+        .iter()
+        .filter(|source| {
+            let status = std::process::Command::new("jsonnetfmt")
+                .arg("--test")
+                .arg(source)
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run jsonnetfmt ({e}); Debian: apt-get install jsonnet")
+                });
+            !status.success()
+        })
+        .map(|source| source.display().to_string())
+        .collect();
     assert!(
-        output.status.success(),
-        "not formatted (run `jsonnetfmt -i` on them): {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        unformatted.is_empty(),
+        "not formatted: {unformatted:?}; run `jsonnetfmt -i` on them"
     );
 }
