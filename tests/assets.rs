@@ -997,3 +997,37 @@ fn dashboard_panels_tell_the_truth() {
     fs::write(&file, &test).expect("write the promtool test");
     run_tool("promtool", &["test", "rules", &file.display().to_string()]);
 }
+
+/// alerts/tests/sites.test.yml is the multi-site file_sd example as one
+/// Prometheus sees it: every site and target of deploy/prometheus/file_sd
+/// appears in it with the instance the example's relabelling gives.
+#[test]
+fn the_sites_test_follows_the_file_sd_example() {
+    let dir = root().join("deploy/prometheus/file_sd");
+    let test = read(&root().join("alerts/tests/sites.test.yml"));
+    let mut targets = 0;
+    for file in files_with_suffix(&dir, ".yml") {
+        if !relative(&file).contains("gse_exporter") {
+            continue; // the node mode's hosts are another job
+        }
+        let groups: Vec<Value> = serde_yaml_ng::from_str(&read(&file))
+            .unwrap_or_else(|e| panic!("{}: {e}", relative(&file)));
+        for group in groups {
+            let site = group["labels"][SITE_LABEL]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: a target without a site", relative(&file)));
+            for target in array(&group, "targets").iter().filter_map(Value::as_str) {
+                // prometheus-file-sd.yml drops the default port from instance.
+                let instance = target.strip_suffix(":10909").unwrap_or(target);
+                let labels = format!(r#"instance="{instance}",{SITE_LABEL}="{site}""#);
+                assert!(
+                    test.contains(&labels),
+                    "alerts/tests/sites.test.yml has no series of {labels} ({})",
+                    relative(&file)
+                );
+                targets += 1;
+            }
+        }
+    }
+    assert!(targets >= 5, "only {targets} file_sd targets found");
+}
