@@ -26,5 +26,6 @@ mod query;
 mod reload;
 mod secrets;
 mod sharding;
+mod translations;
 mod upstream_tls;
 mod web;
