@@ -389,13 +389,19 @@ async fn a_dead_proxy_pages_once_and_none_of_its_agents() {
     let truth = world.sim.truth();
     let mut behind: std::collections::BTreeMap<&str, Vec<&AgentTruth>> = Default::default();
     for agent in known(&truth) {
-        behind.entry(agent.parent_ip.as_str()).or_default().push(agent);
+        behind
+            .entry(agent.parent_ip.as_str())
+            .or_default()
+            .push(agent);
     }
     let (parent, agents) = behind
         .into_iter()
         .max_by_key(|(_, agents)| agents.len())
         .expect("a parent");
-    assert!(agents.len() >= 3, "the test fleet puts several agents behind a parent");
+    assert!(
+        agents.len() >= 3,
+        "the test fleet puts several agents behind a parent"
+    );
     let ids: Vec<String> = agents.iter().map(|a| a.hosts_key()).collect();
     assert_eq!(world.sim.set_online(&ids, false).unwrap(), ids.len());
 
@@ -427,13 +433,22 @@ async fn a_dead_proxy_pages_once_and_none_of_its_agents() {
     let pages = notified_named(stack, "GseProxyAgentsOffline");
     assert_eq!(pages.len(), 1, "one page for the proxy: {pages:#?}");
     let n = &pages[0];
-    assert_eq!((n.status.as_str(), n.receiver.as_str()), ("firing", "gse-page"));
+    assert_eq!(
+        (n.status.as_str(), n.receiver.as_str()),
+        ("firing", "gse-page")
+    );
     assert_eq!(n.label("parent_ip"), parent);
     assert_eq!(n.label("site"), E2E_SITE);
     let per_agent = notified_named(stack, "GseAgentOffline");
-    assert!(per_agent.is_empty(), "no per-agent notification: {per_agent:#?}");
+    assert!(
+        per_agent.is_empty(),
+        "no per-agent notification: {per_agent:#?}"
+    );
     let mass = notified_named(stack, "GseAgentsMassOffline");
-    assert!(mass.is_empty(), "the proxy's agents are not a mass offline: {mass:#?}");
+    assert!(
+        mass.is_empty(),
+        "the proxy's agents are not a mass offline: {mass:#?}"
+    );
 
     // The proxy comes back: the page resolves.
     assert_eq!(world.sim.set_online(&ids, true).unwrap(), ids.len());
