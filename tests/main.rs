@@ -26,5 +26,6 @@ mod query;
 mod reload;
 mod secrets;
 mod sharding;
+mod topology;
 mod upstream_tls;
 mod web;
