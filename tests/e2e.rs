@@ -81,16 +81,23 @@ impl World {
 
     /// Starts the exporter and the stack around a running simulator.
     async fn around(sim: RunningSim, top: &str) -> World {
-        World::build(sim, top, false).await
+        World::build(sim, top, false, false).await
     }
 
     /// Like `around`, with `gse_exporter node` on the host of the first known
     /// online agent of the `web` group that has an agent id.
     async fn around_with_node(sim: RunningSim, top: &str) -> World {
-        World::build(sim, top, true).await
+        World::build(sim, top, true, false).await
     }
 
-    async fn build(sim: RunningSim, top: &str, with_node: bool) -> World {
+    /// Like `around_with_node`, with the `web` group also discovered from
+    /// the simulator's CMDB (its business 2), so the discovery families
+    /// have samples for `group="web"` too.
+    async fn around_with_node_and_cmdb(sim: RunningSim, top: &str) -> World {
+        World::build(sim, top, true, true).await
+    }
+
+    async fn build(sim: RunningSim, top: &str, with_node: bool, web_cmdb: bool) -> World {
         let truth = sim.truth();
         let specs: Vec<GroupSpec> = GROUPS
             .iter()
@@ -109,6 +116,18 @@ impl World {
             &format!("interval: 1s\n{top}"),
             &specs,
         );
+        let yaml = match web_cmdb {
+            false => yaml,
+            true => {
+                let with_cmdb =
+                    yaml.replacen("  - name: web\n", "  - name: web\n    cmdb: {}\n", 1);
+                assert_ne!(with_cmdb, yaml, "the web group is in the config");
+                format!(
+                    "{with_cmdb}cmdb:\n  url: {}\n  refresh_interval: 1s\n  rate_limit: {{ requests_per_second: 100, burst: 10 }}\n",
+                    sim.cmdb_gateway_url()
+                )
+            }
+        };
         let exporter = start_exporter(parse_config(&yaml)).await;
         wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
         let node = match with_node {
@@ -334,9 +353,10 @@ async fn mass_offline_notifies_once_for_the_group_and_no_agent_of_it() {
     let label_names: Vec<&str> = n.labels.keys().map(String::as_str).collect();
     assert_eq!(
         label_names,
-        ["alertname", "bk_biz_id", "group", "job", "severity"],
-        "one alert for the group, no per-agent labels"
+        ["alertname", "bk_biz_id", "group", "job", "severity", "site"],
+        "one alert for the group of the site, no per-agent labels"
     );
+    assert_eq!(n.label("site"), E2E_SITE);
     assert_eq!(n.label("group"), group);
     assert_eq!(n.label("bk_biz_id"), biz.to_string());
 
@@ -472,6 +492,20 @@ const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[(
          bucket is sure to have data); the panel as a whole must have data",
 )];
 
+/// Whether a query result (instant or range) holds a NaN sample: a panel
+/// showing NaN tells nothing (e.g. a ratio of an API not called in the window).
+fn has_nan(data: &Json) -> bool {
+    data["result"].as_array().is_some_and(|series| {
+        series.iter().any(|s| {
+            let is_nan = |v: &Json| v[1].as_str() == Some("NaN");
+            s.get("value").is_some_and(is_nan)
+                || s["values"]
+                    .as_array()
+                    .is_some_and(|vs| vs.iter().any(is_nan))
+        })
+    })
+}
+
 /// A `label_values(selector, label)` variable query as an instant query.
 fn variable_query(query: &str) -> Option<(String, String)> {
     let inner = query.strip_prefix("label_values(")?.strip_suffix(')')?;
@@ -535,8 +569,11 @@ async fn every_dashboard_query_runs_and_returns_data() {
         }
         sim.shutdown().await;
     };
-    // The node mode runs on the host of one web agent, for the "Host" row.
-    let world = World::around_with_node(sim, "").await;
+    // The node mode runs on the host of one web agent, for the "Host" row;
+    // web is also discovered from CMDB, and OTLP pushes go to a closed port
+    // (they fail), so the discovery and OTLP panels have data.
+    let otlp = "otlp:\n  endpoint: http://127.0.0.1:9\n  interval: 1s\n  timeout: 500ms\n";
+    let world = World::around_with_node_and_cmdb(sim, otlp).await;
     let stack = &world.stack;
     let node_ip = world.node.as_ref().expect("a node").host.ip.clone();
     world.sim.set_faults(Faults {
@@ -585,6 +622,7 @@ async fn every_dashboard_query_runs_and_returns_data() {
 
         // Template variables: each must list the values the panels use.
         let base = [
+            ("site", ".*"),
             ("job", "gse_exporter"),
             ("bk_biz_id", ".*"),
             ("group", ".*"),
@@ -614,6 +652,7 @@ async fn every_dashboard_query_runs_and_returns_data() {
                         .collect();
                     let want = match (var["name"].as_str(), label.as_str()) {
                         (Some("node_job"), _) => "gse_node",
+                        (_, "site") => E2E_SITE,
                         (_, "job") => "gse_exporter",
                         (_, "group") => "web",
                         (_, "bk_biz_id") => "2",
@@ -651,9 +690,10 @@ async fn every_dashboard_query_runs_and_returns_data() {
                 .iter()
                 .all(|e| NOT_YET_EXPOSED.iter().any(|m| e.contains(m)));
             // Every panel with all groups, and with one real group.
-            for (group, biz) in [(".*", ".*"), ("web", "2")] {
+            for (site, group, biz) in [(".*", ".*", ".*"), (E2E_SITE, "web", "2")] {
                 for rate_interval in ["4s", "1m"] {
                     let values = [
+                        ("site", site),
                         ("job", "gse_exporter"),
                         ("group", group),
                         ("bk_biz_id", biz),
@@ -681,10 +721,17 @@ async fn every_dashboard_query_runs_and_returns_data() {
                                 if empty && !may_be_empty && !not_yet {
                                     problems.push(format!("{where_}: no data"));
                                 }
+                                if has_nan(&data) {
+                                    problems.push(format!("{where_}: NaN"));
+                                }
                             }
                         }
-                        if let Err(e) = stack.prometheus.query_range(&query, 30).await {
-                            problems.push(format!("{where_} (range): {e}"));
+                        match stack.prometheus.query_range(&query, 30).await {
+                            Err(e) => problems.push(format!("{where_} (range): {e}")),
+                            Ok(data) if has_nan(&data) => {
+                                problems.push(format!("{where_} (range): NaN"))
+                            }
+                            Ok(_) => {}
                         }
                     }
                     if !panel_has_data && !not_yet {
@@ -808,4 +855,118 @@ async fn node_side_process_down_notifies_its_cause_and_runbook_section() {
         .wait_notified("GseAgentProcessDown", "resolved", 1, NOTIFY_DEADLINE)
         .await;
     world.shutdown().await;
+}
+
+// --------------------------------------------------------------- sites
+
+/// Alerts of three sites with identical group names and host IPs go to a
+/// real Alertmanager running the shipped configuration: every inhibit rule
+/// mutes within its own site only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_inhibits_within_a_site_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let webhook = Webhook::start().await;
+    let alertmanager = Alertmanager::start(dir.path(), &webhook).await;
+    let alert = |name: &str, site: &str, extra: &[(&str, &str)]| {
+        let mut labels: std::collections::BTreeMap<String, String> = [
+            ("alertname", name),
+            ("site", site),
+            ("job", "gse_exporter"),
+            ("severity", "warning"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if name.starts_with("GseAgent") {
+            labels
+                .entry("bk_biz_id".into())
+                .or_insert_with(|| "2".into());
+        }
+        labels
+    };
+    let web_host = [
+        ("group", "web-prod"),
+        ("instance", "gse-exporter-sh.example.com"),
+        ("bk_cloud_id", "0"),
+        ("ip", "10.0.0.7"),
+        ("bk_agent_id", ""),
+    ];
+    let sz_host = [
+        ("group", "web-prod"),
+        ("instance", "gse-exporter-sz.example.com"),
+        ("bk_cloud_id", "0"),
+        ("ip", "10.0.0.7"),
+        ("bk_agent_id", ""),
+    ];
+    let db = [("group", "db"), ("bk_biz_id", "3")];
+    // (alert, whether the shipped inhibit rules must suppress it)
+    let cases = [
+        // GSE unreachable for web-prod at shanghai ...
+        (
+            alert(
+                "GseExporterGseUnreachable",
+                "shanghai",
+                &[("group", "web-prod")],
+            ),
+            false,
+        ),
+        (alert("GseAgentOffline", "shanghai", &web_host), true),
+        // ... not at shenzhen, whose same host of the same group is offline.
+        (alert("GseAgentOffline", "shenzhen", &sz_host), false),
+        // db in mass offline at shenzhen, not at shanghai.
+        (alert("GseAgentsMassOffline", "shenzhen", &db), false),
+        (alert("GseAgentFlapping", "shenzhen", &db), true),
+        (alert("GseAgentFlapping", "shanghai", &db), false),
+        // A beijing exporter cannot be scraped: beijing's alerts only.
+        (
+            alert(
+                "GseExporterDown",
+                "beijing",
+                &[("instance", "gse-exporter-2.example.com")],
+            ),
+            false,
+        ),
+        (alert("GseExporterShardMissing", "beijing", &[]), true),
+        (
+            alert(
+                "GseExporterConfigReloadFailed",
+                "shenzhen",
+                &[("instance", "gse-exporter-sz.example.com")],
+            ),
+            false,
+        ),
+    ];
+    let alerts: Vec<_> = cases.iter().map(|(labels, _)| labels.clone()).collect();
+    let want: BTreeSet<(String, String, bool)> = cases
+        .iter()
+        .map(|(l, suppressed)| (l["alertname"].clone(), l["site"].clone(), *suppressed))
+        .collect();
+    // Re-sent every round, as Prometheus does, so none resolves meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        alertmanager.post(&alerts).await;
+        let held: BTreeSet<(String, String, bool)> = alertmanager
+            .alerts()
+            .await
+            .iter()
+            .filter(|a| a.state != "unprocessed")
+            .map(|a| {
+                let suppressed = a.state == "suppressed";
+                (
+                    a.alertname().to_string(),
+                    a.label("site").to_string(),
+                    suppressed,
+                )
+            })
+            .collect();
+        if held == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Alertmanager holds (alert, site, suppressed) {held:#?}, want {want:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -324,21 +324,6 @@ fn documented_joins() -> Vec<String> {
         .collect()
 }
 
-/// Agents as the exporter writes them: `a` offline in two modules, `b`
-/// online, `c` offline in a group without topology.
-const SERIES: &str = r#"
-      - series: 'gse_agent_online{group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.1",bk_agent_id="a",team="sre"}'
-        values: '0x5'
-      - series: 'gse_agent_online{group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.2",bk_agent_id="b",team="sre"}'
-        values: '1x5'
-      - series: 'gse_agent_online{group="legacy",bk_biz_id="3",bk_cloud_id="0",ip="10.1.0.1",bk_agent_id=""}'
-        values: '0x5'
-      - series: 'gse_agent_topology_info{group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.1",bk_agent_id="a",team="sre",bk_biz_name="支付",bk_set_name="db",bk_module_name="mysql,redis",operator="alice,dave",bk_bak_operator=""}'
-        values: '1x5'
-      - series: 'gse_agent_topology_info{group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.2",bk_agent_id="b",team="sre",bk_biz_name="支付",bk_set_name="web",bk_module_name="nginx",operator="bob",bk_bak_operator="oncall"}'
-        values: '1x5'
-"#;
-
 /// `promtool check metrics` finds nothing to say about an exposition.
 fn promtool_check_metrics(body: &str) {
     use std::io::Write;
@@ -364,6 +349,27 @@ fn promtool_check_metrics(body: &str) {
     );
 }
 
+/// Agents as the exporter writes them, scraped from two sites whose groups
+/// and addresses are the same: at `sh` agent `a` is offline in two modules,
+/// `b` online, `c` offline in a group without topology; at `sz` its own `a`
+/// is offline in another set.
+const SERIES: &str = r#"
+      - series: 'gse_agent_online{site="sh",job="gse_exporter",instance="x:1",group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.1",bk_agent_id="a",team="sre"}'
+        values: '0x5'
+      - series: 'gse_agent_online{site="sh",job="gse_exporter",instance="x:1",group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.2",bk_agent_id="b",team="sre"}'
+        values: '1x5'
+      - series: 'gse_agent_online{site="sh",job="gse_exporter",instance="x:1",group="legacy",bk_biz_id="3",bk_cloud_id="0",ip="10.1.0.1",bk_agent_id=""}'
+        values: '0x5'
+      - series: 'gse_agent_online{site="sz",job="gse_exporter",instance="y:1",group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.1",bk_agent_id="a",team="sre"}'
+        values: '0x5'
+      - series: 'gse_agent_topology_info{site="sh",job="gse_exporter",instance="x:1",group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.1",bk_agent_id="a",team="sre",bk_biz_name="支付",bk_set_name="db",bk_module_name="mysql,redis",operator="alice,dave",bk_bak_operator=""}'
+        values: '1x5'
+      - series: 'gse_agent_topology_info{site="sh",job="gse_exporter",instance="x:1",group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.2",bk_agent_id="b",team="sre",bk_biz_name="支付",bk_set_name="web",bk_module_name="nginx",operator="bob",bk_bak_operator="oncall"}'
+        values: '1x5'
+      - series: 'gse_agent_topology_info{site="sz",job="gse_exporter",instance="y:1",group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.1",bk_agent_id="a",team="sre",bk_biz_name="支付",bk_set_name="db-sz",bk_module_name="mysql",operator="erin",bk_bak_operator=""}'
+        values: '1x5'
+"#;
+
 #[test]
 fn the_documented_joins_give_one_row_per_agent_with_its_topology() {
     let joins = documented_joins();
@@ -377,8 +383,14 @@ fn the_documented_joins_give_one_row_per_agent_with_its_topology() {
         ));
     }
     std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
-    let a = r#"group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.1",bk_agent_id="a",team="sre",bk_biz_name="支付",bk_set_name="db",bk_module_name="mysql,redis",operator="alice,dave""#;
-    let c = r#"group="legacy",bk_biz_id="3",bk_cloud_id="0",ip="10.1.0.1""#;
+    let agent = r#"job="gse_exporter",group="web",bk_biz_id="2",bk_cloud_id="0",ip="10.0.0.1",bk_agent_id="a",team="sre",bk_biz_name="支付""#;
+    let sh = format!(
+        r#"site="sh",instance="x:1",{agent},bk_set_name="db",bk_module_name="mysql,redis",operator="alice,dave""#
+    );
+    let sz = format!(
+        r#"site="sz",instance="y:1",{agent},bk_set_name="db-sz",bk_module_name="mysql",operator="erin""#
+    );
+    let c = r#"site="sh",job="gse_exporter",instance="x:1",group="legacy",bk_biz_id="3",bk_cloud_id="0",ip="10.1.0.1""#;
     let test = format!(
         r#"rule_files: [rules.yml]
 evaluation_interval: 1m
@@ -389,19 +401,25 @@ tests:
       - expr: doc:join0
         eval_time: 2m
         exp_samples:
-          - labels: 'doc:join0{{{a}}}'
+          - labels: 'doc:join0{{{sh}}}'
+            value: 0
+          - labels: 'doc:join0{{{sz}}}'
             value: 0
       - expr: doc:join1
         eval_time: 2m
         exp_samples:
-          - labels: 'doc:join1{{bk_set_name="db"}}'
+          - labels: 'doc:join1{{site="sh",bk_set_name="db"}}'
             value: 1
-          - labels: 'doc:join1{{bk_set_name="web"}}'
+          - labels: 'doc:join1{{site="sh",bk_set_name="web"}}'
             value: 0
+          - labels: 'doc:join1{{site="sz",bk_set_name="db-sz"}}'
+            value: 1
       - expr: doc:join2
         eval_time: 2m
         exp_samples:
-          - labels: 'doc:join2{{{a}}}'
+          - labels: 'doc:join2{{{sh}}}'
+            value: 0
+          - labels: 'doc:join2{{{sz}}}'
             value: 0
           - labels: 'doc:join2{{{c}}}'
             value: 0
