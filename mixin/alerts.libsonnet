@@ -37,6 +37,7 @@ local util = import 'lib/util.libsonnet';
       instanceGroup: '%s, job, instance, group' % site,
       instance: '%s, job, instance' % site,
       job: '%s, job' % site,
+      parent: '%s, job, parent_ip' % site,
     },
     local siteClause = util.siteClause(cfg),
     local alert(name, severity, comment, expr, for_, summary, description) = {
@@ -62,6 +63,12 @@ local util = import 'lib/util.libsonnet';
     local muted = |||
       unless on (%(group)s) (gse_up{%(sel)s} == 0)
       unless on (%(group)s) gse_group:agents_offline:ratio_mass_offline
+    ||| % p,
+    // An offline agent behind a proxy that is down is part of that outage,
+    // which pages once as GseProxyAgentsOffline.
+    local behindDownProxy = |||
+      unless on (%(agent)s)
+        (gse_agent_info{%(sel)s} and on (%(parent)s) gse_parent:agents_offline:ratio_proxy_down)
     ||| % p,
     // A per-group self-metric condition with the group's business added:
     // the join only adds bk_biz_id, and the `or` keeps the alert when the
@@ -95,7 +102,7 @@ local util = import 'lib/util.libsonnet';
               )
             ||| % p + muted + |||
               unless on (%s, bk_cloud_id, ip) gse_node:agent_fault:max
-            ||| % site,
+            ||| % site + behindDownProxy,
             cfg.agentOfflineFor,
             'A GSE agent is offline.',
             'GSE reports the agent on %s as offline for more than %s.'
@@ -177,6 +184,27 @@ local util = import 'lib/util.libsonnet';
               {{ $value | humanizePercentage }} of the configured hosts of group {{ $labels.group }}%s
               of business {{ $labels.bk_biz_id }} are offline, at or above the mass-offline
               threshold. Per-agent alerts of this group are muted while this fires.
+            ||| % siteClause,
+          ),
+          alert(
+            'GseProxyAgentsOffline',
+            'critical',
+            |||
+              One alert per upstream parent (a GSE proxy, or a GSE server for
+              the direct area) of a site and job, across groups and businesses:
+              at least _config.proxyDownRatio (80%) of the agents GSE last saw
+              behind it are offline and at least _config.proxyDownMinAgents (3)
+              are behind it (gse_parent:agents_offline:ratio_proxy_down). Its
+              agents' GseAgentOffline alerts are muted and they do not count
+              toward a group's mass offline.
+            |||,
+            'gse_parent:agents_offline:ratio_proxy_down',
+            cfg.proxyDownFor,
+            'Most GSE agents behind one proxy are offline.',
+            |||
+              {{ $value | humanizePercentage }} of the GSE agents behind upstream {{ $labels.parent_ip }}%s
+              are offline: the proxy (or server), or the network to it, is likely down.
+              Their per-agent alerts are muted while this fires.
             ||| % siteClause,
           ),
           alert(

@@ -75,6 +75,18 @@
     flappingWindow: '1h',
     flappingFor: '5m',
 
+    // A GSE proxy (or server) is taken as down when at least this share of
+    // the agents GSE last saw behind it (gse_parent_agents, across groups and
+    // businesses) is offline, and at least proxyDownMinAgents agents are
+    // behind it. A proxy that dies takes all its agents at once; 80% leaves
+    // room for agents that moved to another proxy since the last info poll.
+    // It pages once (GseProxyAgentsOffline); the GseAgentOffline alerts of
+    // those agents are muted and they do not count toward a group's mass
+    // offline share. Below proxyDownMinAgents, agents page one by one.
+    proxyDownRatio: 0.8,
+    proxyDownMinAgents: 3,
+    proxyDownFor: '5m',
+
     // One version is steady state, two a rollout in progress; a third for a
     // whole day means a rollout stalled or hosts were skipped.
     versionDriftMaxVersions: 2,

@@ -24,6 +24,9 @@
       biz: '%s, job, bk_biz_id' % cfg.siteLabel,
       fleet: '%s, job' % cfg.siteLabel,
       mass: '%g' % cfg.massOfflineRatio,
+      parent: '%s, job, parent_ip' % cfg.siteLabel,
+      proxyRatio: '%g' % cfg.proxyDownRatio,
+      proxyMin: cfg.proxyDownMinAgents,
     },
     local ratio(level, state) = {
       expr: |||
@@ -64,15 +67,56 @@
             ||| % p,
           },
           {
+            comment:: '--- per upstream parent (GSE proxy or server), across groups ---',
+            record: 'gse_parent_state:agents:sum',
+            expr: 'sum by (%(parent)s, state) (gse_parent_agents{%(sel)s})' % p,
+          },
+          {
+            record: 'gse_parent:agents_offline:ratio',
+            expr: |||
+              sum by (%(parent)s) (gse_parent_agents{%(sel)s, state="offline"})
+                / (sum by (%(parent)s) (gse_parent_agents{%(sel)s}) > 0)
+            ||| % p,
+          },
+          {
+            comment:: |||
+              The proxy-down knobs (_config.proxyDownRatio, default 0.8, and
+              _config.proxyDownMinAgents, default 3). Value: the parent's
+              offline ratio (only parents taken as down).
+            |||,
+            record: 'gse_parent:agents_offline:ratio_proxy_down',
+            expr: |||
+              gse_parent:agents_offline:ratio >= %(proxyRatio)s
+              and on (%(parent)s)
+                sum by (%(parent)s) (gse_parent_agents{%(sel)s}) >= %(proxyMin)d
+            ||| % p,
+          },
+          {
             comment:: |||
               The mass-offline knob (_config.massOfflineRatio, default 0.3).
               A group whose offline share of configured hosts is at or above
               it is "in mass offline": GseAgentsMassOffline pages once for
-              it, and the per-agent alerts of that group are muted.
-              Value: the group's offline ratio (only groups above the threshold).
+              it, and the per-agent alerts of that group are muted. Agents
+              behind a proxy that is down (gse_parent:agents_offline:ratio_proxy_down)
+              do not count: that outage pages once as GseProxyAgentsOffline.
+              Value: the group's offline ratio without them (only groups above
+              the threshold).
             |||,
             record: 'gse_group:agents_offline:ratio_mass_offline',
-            expr: 'gse_group:agents_offline:ratio >= %(mass)s' % p,
+            expr: |||
+              (
+                sum by (%(group)s) (gse_agents{%(sel)s, state="offline"})
+                - (
+                    sum by (%(group)s) (
+                      gse_parent_agents{%(sel)s, state="offline"}
+                      and on (%(parent)s) gse_parent:agents_offline:ratio_proxy_down
+                    )
+                    or sum by (%(group)s) (gse_agents{%(sel)s, state="offline"}) * 0
+                  )
+              )
+              / (sum by (%(group)s) (gse_agents{%(sel)s}) > 0)
+              >= %(mass)s
+            ||| % p,
           },
           {
             comment:: '--- per business ---',

@@ -380,6 +380,69 @@ async fn mass_offline_notifies_once_for_the_group_and_no_agent_of_it() {
     world.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_proxy_pages_once_and_none_of_its_agents() {
+    let world = World::start(healthy_fleet(), "").await;
+    let stack = &world.stack;
+    // The parent with the most known agents, across the three groups: every
+    // agent behind it goes offline at once, as when the proxy dies.
+    let truth = world.sim.truth();
+    let mut behind: std::collections::BTreeMap<&str, Vec<&AgentTruth>> = Default::default();
+    for agent in known(&truth) {
+        behind.entry(agent.parent_ip.as_str()).or_default().push(agent);
+    }
+    let (parent, agents) = behind
+        .into_iter()
+        .max_by_key(|(_, agents)| agents.len())
+        .expect("a parent");
+    assert!(agents.len() >= 3, "the test fleet puts several agents behind a parent");
+    let ids: Vec<String> = agents.iter().map(|a| a.hosts_key()).collect();
+    assert_eq!(world.sim.set_online(&ids, false).unwrap(), ids.len());
+
+    stack
+        .wait_notified("GseProxyAgentsOffline", "firing", 1, NOTIFY_DEADLINE)
+        .await;
+    let quiet = scaled_for_evaluations(&[
+        "GseAgentOffline",
+        "GseAgentsMassOffline",
+        "GseProxyAgentsOffline",
+    ]) as usize
+        + 3;
+    stack
+        .prometheus
+        .watch_evaluations(quiet, |alerts| {
+            alerts
+                .iter()
+                .find(|a| {
+                    let offline = a.alertname() == "GseAgentOffline" && a.state == "firing";
+                    let mass = a.alertname() == "GseAgentsMassOffline";
+                    let other_proxy =
+                        a.alertname() == "GseProxyAgentsOffline" && a.label("parent_ip") != parent;
+                    offline || mass || other_proxy
+                })
+                .map(|a| format!("unexpected {} {:?}", a.alertname(), a.labels))
+        })
+        .await;
+
+    let pages = notified_named(stack, "GseProxyAgentsOffline");
+    assert_eq!(pages.len(), 1, "one page for the proxy: {pages:#?}");
+    let n = &pages[0];
+    assert_eq!((n.status.as_str(), n.receiver.as_str()), ("firing", "gse-page"));
+    assert_eq!(n.label("parent_ip"), parent);
+    assert_eq!(n.label("site"), E2E_SITE);
+    let per_agent = notified_named(stack, "GseAgentOffline");
+    assert!(per_agent.is_empty(), "no per-agent notification: {per_agent:#?}");
+    let mass = notified_named(stack, "GseAgentsMassOffline");
+    assert!(mass.is_empty(), "the proxy's agents are not a mass offline: {mass:#?}");
+
+    // The proxy comes back: the page resolves.
+    assert_eq!(world.sim.set_online(&ids, true).unwrap(), ids.len());
+    stack
+        .wait_notified("GseProxyAgentsOffline", "resolved", 1, NOTIFY_DEADLINE)
+        .await;
+    world.shutdown().await;
+}
+
 /// The alerts whose expressions are muted while `gse_up == 0` for their group
 /// (GseAgentVersionDrift is not: only Alertmanager's inhibit rule mutes it).
 const MUTED_BY_OUTAGE: &[&str] = &[

@@ -182,6 +182,27 @@ impl Drop for Running {
     }
 }
 
+/// Spawns a program this test just copied into place. While the copy was open
+/// for writing, another test's `fork` may have inherited that descriptor
+/// (it closes only at that child's `exec`), and the kernel refuses to run a
+/// file open for writing (ETXTBSY): such a refusal is retried until the
+/// deadline, anything else fails at once.
+fn spawn_copied(command: &mut Command) -> std::process::Child {
+    let started = std::time::Instant::now();
+    loop {
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && started.elapsed() < DEADLINE =>
+            {
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{:?} does not start: {e}", command.get_program()),
+        }
+    }
+}
+
 /// Starts the fake agent and waits for its `ready` line.
 pub(crate) fn start_agent(home: &FakeHome, upstream: Option<SocketAddr>, accept: bool) -> Running {
     let mut command = Command::new(home.agent_binary());
@@ -198,7 +219,7 @@ pub(crate) fn start_agent(home: &FakeHome, upstream: Option<SocketAddr>, accept:
     if !accept {
         command.arg("--no-accept");
     }
-    let mut child = command.spawn().expect("the fake agent starts");
+    let mut child = spawn_copied(&mut command);
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -215,11 +236,9 @@ pub(crate) fn start_agent(home: &FakeHome, upstream: Option<SocketAddr>, accept:
 
 /// Starts a plugin (a copy of `sleep`) and writes its pid file.
 pub(crate) fn start_plugin(home: &FakeHome, name: &str) -> Running {
-    let child = Command::new(home.path(&format!("gse/plugins/bin/{name}")))
-        .arg("3600")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("the plugin starts");
+    let mut command = Command::new(home.path(&format!("gse/plugins/bin/{name}")));
+    command.arg("3600").stdin(Stdio::null());
+    let child = spawn_copied(&mut command);
     std::fs::write(
         home.path(&format!("run/{name}.pid")),
         format!("{}\n", child.id()),
