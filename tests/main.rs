@@ -27,5 +27,6 @@ mod reload;
 mod secrets;
 mod sharding;
 mod topology;
+mod translations;
 mod upstream_tls;
 mod web;
