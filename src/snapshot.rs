@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::model::{DiscoveryStatus, Sharding};
+use crate::model::{DiscoveryStatus, Sharding, Topology};
 
 /// Where an agent stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,6 +157,9 @@ pub struct AgentRow {
     pub bk_agent_id: Arc<str>,
     /// Values of the group's CMDB labels (`GroupSnapshot::host_label_names`).
     pub host_labels: Arc<[String]>,
+    /// Where CMDB puts the host, for groups with topology (None: CMDB has
+    /// not listed it), shared between agents.
+    pub topology: Option<Arc<Topology>>,
     /// What is known of it.
     pub record: AgentRecord,
 }
@@ -207,6 +210,9 @@ pub struct GroupSnapshot {
     pub host_label_names: Vec<String>,
     /// Whether per-agent series are exported for this group.
     pub per_agent_metrics: bool,
+    /// The business name, for groups with `cmdb.topology` (whose agents get
+    /// a topology series each); "" while CMDB has not named it.
+    pub bk_biz_name: Option<Arc<str>>,
     /// Exported agents (online, offline, not found; unknown ones are left out).
     pub agents: Vec<AgentRow>,
     /// Agents per state, unknown included.

@@ -26,6 +26,7 @@ mod query;
 mod reload;
 mod secrets;
 mod sharding;
+mod topology;
 mod translations;
 mod upstream_tls;
 mod web;

@@ -48,10 +48,10 @@ use opentelemetry_sdk::metrics::{
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::agents::{AGENT_GAUGES, INFO_LABELS, agent_labels};
+use super::agents::{AGENT_GAUGES, INFO_LABELS, agent_labels, topology_labels};
 use super::table::{
-    AGENT_INFO, AGENT_LABELS, AGENT_VERSIONS, AGENTS, CLOUD_AGENTS, DISCOVERY_SKIPPED,
-    GROUP_GAUGES, MetricDef, PARENT_AGENTS,
+    AGENT_INFO, AGENT_LABELS, AGENT_TOPOLOGY_INFO, AGENT_VERSIONS, AGENTS, CLOUD_AGENTS,
+    DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef, PARENT_AGENTS,
 };
 use super::{Exposition, Published, deny_set, is_denied};
 use crate::config::{Config, OtlpConfig, OtlpProtocol};
@@ -281,6 +281,8 @@ enum FamilyKind {
     Agent(usize),
     /// `gse_agent_info`.
     AgentInfo,
+    /// `gse_agent_topology_info`.
+    AgentTopology,
     /// `GROUP_GAUGES[i]`.
     Group(usize),
     /// `gse_agents` by state.
@@ -315,6 +317,10 @@ impl Plan {
                 all.push((*def, FamilyKind::Agent(i), agents));
             }
             all.push((&AGENT_INFO, FamilyKind::AgentInfo, agents));
+            let placed = topology_agents(snapshot, &part.agents);
+            if placed > 0 {
+                all.push((&AGENT_TOPOLOGY_INFO, FamilyKind::AgentTopology, placed));
+            }
         }
         if part.groups {
             group_families(snapshot, &mut all);
@@ -356,6 +362,20 @@ fn group_families(snapshot: &Snapshot, all: &mut Vec<(&'static MetricDef, Family
 
 fn per_agent(snapshot: &Snapshot) -> impl Iterator<Item = &GroupSnapshot> {
     snapshot.groups.iter().filter(|g| g.per_agent_metrics)
+}
+
+/// Agents of `range` (of the exported agents) in groups with topology.
+fn topology_agents(snapshot: &Snapshot, range: &Range<usize>) -> usize {
+    let mut start = 0;
+    let mut placed = 0;
+    for g in per_agent(snapshot) {
+        let end = start + g.agents.len();
+        if g.bk_biz_name.is_some() {
+            placed += end.min(range.end).saturating_sub(start.max(range.start));
+        }
+        start = end;
+    }
+    placed
 }
 
 /// One snapshot pinned for one collection, with each group's attributes and
@@ -414,8 +434,16 @@ impl<T> Frame<T> {
 
     /// The exported agents of this frame's range, in the order of `agents`.
     fn rows<'a>(&self, snapshot: &'a Snapshot) -> impl Iterator<Item = &'a AgentRow> + use<'a, T> {
+        self.rows_in_groups(snapshot).map(|(_, a)| a)
+    }
+
+    /// The same, each with its group.
+    fn rows_in_groups<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+    ) -> impl Iterator<Item = (&'a GroupSnapshot, &'a AgentRow)> + use<'a, T> {
         per_agent(snapshot)
-            .flat_map(|g| g.agents.iter())
+            .flat_map(|g| g.agents.iter().map(move |a| (g, a)))
             .skip(self.range.start)
             .take(self.range.len())
     }
@@ -437,6 +465,17 @@ impl<T> Frame<T> {
                     let [version, parent_ip] = INFO_LABELS;
                     attrs.push(kv(version, &agent.record.version));
                     attrs.push(kv(parent_ip, &agent.record.parent_ip));
+                    out.observe(1.0, &sorted(attrs));
+                }
+            }
+            FamilyKind::AgentTopology => {
+                for ((g, agent), attrs) in self.rows_in_groups(snapshot).zip(&self.agents) {
+                    let Some(biz_name) = &g.bk_biz_name else {
+                        continue;
+                    };
+                    let mut attrs = attrs.clone();
+                    let topology = topology_labels(biz_name, agent.topology.as_deref());
+                    attrs.extend(topology.iter().map(|(k, v)| kv(k, v)));
                     out.observe(1.0, &sorted(attrs));
                 }
             }
@@ -659,6 +698,7 @@ mod tests {
                 ip: format!("10.0.0.{i}").as_str().into(),
                 bk_agent_id: format!("agent{i}").as_str().into(),
                 host_labels: Vec::new().into(),
+                topology: None,
                 record: AgentRecord::observe(
                     None,
                     None,
@@ -674,6 +714,7 @@ mod tests {
             labels: vec![("team".into(), "sre".into())],
             host_label_names: Vec::new(),
             per_agent_metrics,
+            bk_biz_name: None,
             agents,
             counts: StateCounts::default(),
             versions: BTreeMap::new(),

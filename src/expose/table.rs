@@ -95,6 +95,25 @@ metric!(
     "Agent facts from GSE (version, upstream parent); value is always 1."
 );
 metric!(
+    AGENT_TOPOLOGY_INFO,
+    "gse_agent_topology_info",
+    Gauge,
+    &[
+        "group",
+        "bk_biz_id",
+        "bk_cloud_id",
+        "ip",
+        "bk_agent_id",
+        "+extra",
+        "bk_biz_name",
+        "bk_set_name",
+        "bk_module_name",
+        "operator",
+        "bk_bak_operator"
+    ],
+    "Where CMDB puts the agent's host (business, set and module names; several sets or modules: each distinct name once, sorted, joined by commas) and its maintainers, as of the last CMDB refresh, for groups with cmdb.topology; value is always 1."
+);
+metric!(
     AGENT_STATUS_CODE,
     "gse_agent_status_code",
     Gauge,
@@ -318,6 +337,7 @@ pub const TABLE: &[MetricDef] = &[
     AGENT_ONLINE,
     AGENT_HEARTBEAT_AGE,
     AGENT_INFO,
+    AGENT_TOPOLOGY_INFO,
     AGENT_STATUS_CODE,
     AGENTS,
     AGENT_VERSIONS,
@@ -377,3 +397,17 @@ pub(crate) const GROUP_GAUGES: [(&MetricDef, GroupValue); 8] = [
         g.discovery.map(|d| flag(d.held_back))
     }),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_labels_are_the_ones_config_reserves() {
+        assert_eq!(AGENT_TOPOLOGY_INFO.labels[..6], AGENT_INFO.labels[..6]);
+        assert_eq!(
+            AGENT_TOPOLOGY_INFO.labels[6..],
+            *crate::config::TOPOLOGY_LABELS
+        );
+    }
+}

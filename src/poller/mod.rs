@@ -532,6 +532,7 @@ impl Poller {
             labels: group.labels.clone(),
             host_label_names: group.host_label_names().to_vec(),
             per_agent_metrics: group.per_agent_metrics,
+            bk_biz_name: resolved.bk_biz_name.clone(),
             agents,
             counts,
             versions,

@@ -318,6 +318,7 @@ impl AgentRow {
             ip,
             bk_agent_id: entry.agent_id.clone().unwrap_or_else(|| strings.empty()),
             host_labels: entry.labels.clone(),
+            topology: entry.topology.clone(),
             record,
         }
     }
