@@ -7,17 +7,35 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// One layer per line, top to bottom (blank lines keep rustfmt from sorting them).
 pub mod model;
+
+pub mod procfs;
+
 pub mod config;
+
 pub mod upstream;
+
 pub mod telemetry;
+
 pub mod pacing;
+
 pub mod discovery;
+
 pub mod snapshot;
+
 pub mod poller;
+
 pub mod expose;
+
 pub mod http;
+
 pub mod run;
+
 pub mod demo;
+
 pub mod query;
+
+pub mod node;
+
 pub mod cli;

@@ -12,7 +12,7 @@ use gse_exporter::cli::{Cli, Command, LogFormat, QueryArgs, SimulateArgs};
 use gse_exporter::config::Config;
 use gse_exporter::http::{Reload, parse_listen_address};
 use gse_exporter::run::{Exporter, ExporterOptions};
-use gse_exporter::{demo, query};
+use gse_exporter::{demo, node, query};
 use gse_sim as sim;
 
 /// mimalloc returns freed memory to the system far better than glibc's
@@ -82,15 +82,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Query(args)) => return run_query(&cli, args).await,
+        Some(Command::Node(args)) => {
+            let stop = async {
+                if let Err(err) = stop_signal().await {
+                    tracing::error!(error = %err, "cannot wait for signals");
+                }
+            };
+            let code = node::run(args, &mut std::io::stdout(), stop).await?;
+            return Ok(ExitCode::from(code));
+        }
         Some(Command::Completions { shell }) => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "gse_exporter", &mut script);
             std::io::stdout().write_all(&script)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Command::Man) => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
-            return Ok(ExitCode::SUCCESS);
+        Some(Command::Man { subcommand, dir }) => {
+            return man_pages(subcommand.as_deref(), dir.as_deref());
         }
         None => {}
     }
@@ -255,6 +263,44 @@ async fn simulate(args: &SimulateArgs) -> Result<()> {
     stop_signal().await?;
     running.shutdown().await;
     Ok(())
+}
+
+/// `man`: one page to stdout, or every page into a directory.
+fn man_pages(subcommand: Option<&str>, dir: Option<&std::path::Path>) -> Result<ExitCode> {
+    let mut root = Cli::command();
+    root.build();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut pages = vec![("gse_exporter".to_string(), root.clone())];
+        for sub in root.get_subcommands().filter(|c| c.get_name() != "help") {
+            pages.push((format!("gse_exporter-{}", sub.get_name()), sub.clone()));
+        }
+        for (title, command) in pages {
+            let path = dir.join(format!("{title}.1"));
+            let mut file = std::fs::File::create(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            clap_mangen::Man::new(command)
+                .title(title)
+                .render(&mut file)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let page = match subcommand {
+        None => clap_mangen::Man::new(root),
+        Some(name) => {
+            let Some(sub) = root.find_subcommand(name) else {
+                let names: Vec<&str> = root.get_subcommands().map(|c| c.get_name()).collect();
+                eprintln!(
+                    "gse_exporter man: no subcommand {name:?} (one of: {})",
+                    names.join(", ")
+                );
+                return Ok(ExitCode::from(2));
+            };
+            clap_mangen::Man::new(sub.clone()).title(format!("gse_exporter-{name}"))
+        }
+    };
+    page.render(&mut std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn stop_signal() -> Result<()> {

@@ -187,3 +187,54 @@ async fn per_agent_metrics_off_and_metric_deny_cut_series_but_keep_counts() {
     );
     exporter.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_info_names_the_commit_built() {
+    let (_sim, exporter) = polled_exporter().await;
+    let all = parse(&scrape(exporter.addr()).await);
+    let info = samples(&all, "gse_exporter_build_info");
+    assert_eq!(info.len(), 1, "{info:?}");
+    let info = info[0];
+    assert_eq!(info.label("version"), env!("CARGO_PKG_VERSION"));
+    assert!(
+        info.label("rustc_version").starts_with("rustc "),
+        "{info:?}"
+    );
+    assert!(!info.label("branch").is_empty(), "{info:?}");
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        assert_eq!(info.label("revision"), head, "built from a git checkout");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_families_describe_this_process() {
+    let (_sim, exporter) = polled_exporter().await;
+    let all = parse(&scrape(exporter.addr()).await);
+    let one = |name: &str| {
+        let found = samples(&all, name);
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        found[0].value
+    };
+    let rss = one("process_resident_memory_bytes");
+    assert!(rss > 1e6 && rss < 64e9, "resident {rss}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = one("process_start_time_seconds");
+    // The test binary is the process: it started before this test, within a day.
+    assert!(
+        started <= now + 1.0 && started > now - 86_400.0,
+        "start {started} now {now}"
+    );
+    assert!(one("process_cpu_seconds_total") > 0.0);
+    let (open, max) = (one("process_open_fds"), one("process_max_fds"));
+    assert!(open >= 3.0 && open < max, "open {open} max {max}");
+}

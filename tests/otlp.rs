@@ -393,7 +393,8 @@ async fn pushes_the_fleet_as_on_metrics_and_follows_offline_and_removed_agents()
 
 /// The families a push carries are exactly those docs/metrics.md marks
 /// `pushed`, from a fleet where every family has data points: both APIs,
-/// online, offline and unknown agents, and a CMDB-discovered group.
+/// online, offline and unknown agents, and a CMDB-discovered group with its
+/// topology.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_exactly_the_families_docs_metrics_md_marks_pushed() {
     let sim = start_sim(SimOptions {
@@ -418,7 +419,7 @@ async fn pushes_exactly_the_families_docs_metrics_md_marks_pushed() {
     ];
     let (addr, receiver) = start_http_receiver().await;
     let mut yaml = config_yaml(&sim, "", "interval: 60s\n", &specs);
-    yaml.push_str(&cmdb_group_yaml(&sim, "biz-5", 5, ""));
+    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-5", 5, ""));
     yaml.push_str(&otlp_block(&format!("http://{addr}"), ""));
     let exporter = start_exporter(parse_config(&yaml)).await;
     wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
@@ -431,6 +432,43 @@ async fn pushes_exactly_the_families_docs_metrics_md_marks_pushed() {
     );
     exporter.shutdown().await;
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_info_is_pushed_as_on_metrics() {
+    let sim = start_sim(SimOptions {
+        agents: 60,
+        ..SimOptions::default()
+    })
+    .await;
+    let (addr, receiver) = start_http_receiver().await;
+    let mut yaml = format!("{}interval: 60s\ngroups:\n", gse_block(&sim, ""));
+    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-2", 2, ""));
+    yaml.push_str(&otlp_block(&format!("http://{addr}"), ""));
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+
+    // One cycle only: /metrics and the push show the same snapshot.
+    let mut pushed = points(&receiver.request_after(0).await);
+    sort(&mut pushed);
+    let scraped = parse(&scrape(exporter.addr()).await);
+    assert_eq!(pushed, group_samples(&scraped));
+    let topology: Vec<&Point> = pushed
+        .iter()
+        .filter(|p| p.name == "gse_agent_topology_info")
+        .collect();
+    assert_eq!(
+        topology.len(),
+        samples(&scraped, "gse_agent_online").len(),
+        "a topology point per agent"
+    );
+    assert!(
+        topology
+            .iter()
+            .all(|p| p.attributes["bk_biz_name"] == "Business 2"
+                && !p.attributes["bk_module_name"].is_empty())
+    );
+    exporter.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
