@@ -79,7 +79,11 @@ pub(crate) struct Discovery {
 
 impl Discovery {
     /// Resolves every group of `config`, in order.
-    pub(crate) async fn resolve(&mut self, config: &Config, telemetry: &Telemetry) -> Vec<ResolvedGroup> {
+    pub(crate) async fn resolve(
+        &mut self,
+        config: &Config,
+        telemetry: &Telemetry,
+    ) -> Vec<ResolvedGroup> {
         self.ensure_cmdb_client(config.cmdb.as_ref());
         let mut resolved = Vec::with_capacity(config.groups.len());
         for group in &config.groups {

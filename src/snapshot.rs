@@ -224,7 +224,11 @@ impl GroupSnapshot {
 }
 
 /// Counts one agent's state, and its version when GSE knows it.
-pub(crate) fn count(counts: &mut StateCounts, versions: &mut BTreeMap<String, u64>, record: &AgentRecord) {
+pub(crate) fn count(
+    counts: &mut StateCounts,
+    versions: &mut BTreeMap<String, u64>,
+    record: &AgentRecord,
+) {
     count_state(counts, versions, record.state, &record.version);
 }
 

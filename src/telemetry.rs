@@ -81,6 +81,8 @@ pub struct Telemetry {
     pub(crate) reload_success: Gauge,
     /// Unix time of the last successful reload (or the start).
     pub(crate) reload_timestamp: Gauge<f64, AtomicU64>,
+    /// Whether the last change of the web configuration file was applied.
+    pub(crate) web_config_success: Gauge,
     /// Rejections per reason, in [`Rejection::ALL`] order.
     pub(crate) http_rejected: [Counter; 5],
     /// OTLP pushes per [`OTLP_RESULTS`].
@@ -100,11 +102,13 @@ impl Default for Telemetry {
             body_bytes: Default::default(),
             reload_success: Gauge::default(),
             reload_timestamp: Gauge::default(),
+            web_config_success: Gauge::default(),
             http_rejected: Default::default(),
             otlp_exports: Default::default(),
             otlp_enabled: AtomicBool::new(false),
         };
         telemetry.reload_success.set(1);
+        telemetry.web_config_success.set(1);
         telemetry
             .reload_timestamp
             .set(unix_seconds(SystemTime::now()));
@@ -162,6 +166,11 @@ impl Telemetry {
     /// Counts one finished OTLP push.
     pub(crate) fn record_otlp_export(&self, success: bool) {
         self.otlp_exports[usize::from(!success)].inc();
+    }
+
+    /// Records whether a changed web configuration file was applied or refused.
+    pub(crate) fn record_web_config_reload(&self, applied: bool) {
+        self.web_config_success.set(i64::from(applied));
     }
 
     /// Records the outcome of a configuration reload.

@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 fn layers(lib_rs: &str) -> Vec<String> {
     lib_rs
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("pub mod ").or(l.trim().strip_prefix("mod ")))
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("pub mod ")
+                .or(l.trim().strip_prefix("mod "))
+        })
         .map(|l| l.trim_end_matches(';').to_string())
         .collect()
 }
@@ -47,7 +51,11 @@ fn violations(order: &[String], files: &[(PathBuf, String)]) -> Vec<String> {
         for (n, line) in text.lines().enumerate() {
             for used in crate_paths(line) {
                 if used != top && rank(used).is_none_or(|r| r >= own) {
-                    found.push(format!("src/{}:{}: {top} uses {used}", path.display(), n + 1));
+                    found.push(format!(
+                        "src/{}:{}: {top} uses {used}",
+                        path.display(),
+                        n + 1
+                    ));
                 }
             }
         }

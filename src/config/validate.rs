@@ -597,7 +597,10 @@ fn is_label_name(name: &str) -> bool {
 }
 
 /// Expands `${VAR}` references; returns the name of the first unset variable.
-pub(crate) fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand_env(
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {

@@ -44,7 +44,10 @@ pub(crate) const AGENT_LABELS: &[&str] = &[
 
 impl MetricDef {
     /// This family's label names paired with `values`, in the table's order.
-    pub(crate) fn labels<'a, const N: usize>(&self, values: [&'a str; N]) -> [(&'static str, &'a str); N] {
+    pub(crate) fn labels<'a, const N: usize>(
+        &self,
+        values: [&'a str; N],
+    ) -> [(&'static str, &'a str); N] {
         debug_assert_eq!(self.labels.len(), N, "{}: label values", self.name);
         std::array::from_fn(|i| (self.labels[i], values[i]))
     }
@@ -233,6 +236,13 @@ metric!(
     "Unix time of the last successful configuration load."
 );
 metric!(
+    WEB_CONFIG_SUCCESS,
+    "gse_exporter_web_config_last_reload_successful",
+    Gauge,
+    [],
+    "Whether the last change of the web configuration file was applied (0: refused, the last good one stays in force)."
+);
+metric!(
     HTTP_REJECTED,
     "gse_exporter_http_requests_rejected_total",
     Counter,
@@ -286,6 +296,7 @@ pub const TABLE: &[MetricDef] = &[
     DISCOVERY_SKIPPED,
     RELOAD_SUCCESS,
     RELOAD_TIMESTAMP,
+    WEB_CONFIG_SUCCESS,
     HTTP_REJECTED,
     OTLP_EXPORTS,
     SHARD_ORDINAL,

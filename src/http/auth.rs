@@ -41,7 +41,11 @@ pub(crate) enum Verdict {
 impl BasicAuth {
     /// Checks an `Authorization` header value against `users`. Runs bcrypt on
     /// a cache miss: call it off the async workers.
-    pub(crate) fn check(&self, users: &BTreeMap<String, Secret>, authorization: Option<&str>) -> Verdict {
+    pub(crate) fn check(
+        &self,
+        users: &BTreeMap<String, Secret>,
+        authorization: Option<&str>,
+    ) -> Verdict {
         if users.is_empty() {
             return Verdict::Open;
         }
@@ -68,7 +72,11 @@ impl BasicAuth {
     }
 
     /// Whether a check of these credentials would hit the cache (no bcrypt).
-    pub(crate) fn is_cached(&self, users: &BTreeMap<String, Secret>, authorization: Option<&str>) -> bool {
+    pub(crate) fn is_cached(
+        &self,
+        users: &BTreeMap<String, Secret>,
+        authorization: Option<&str>,
+    ) -> bool {
         let Some((user, password)) = authorization.and_then(decode_basic) else {
             return false;
         };

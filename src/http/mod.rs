@@ -39,7 +39,7 @@ use auth::{BasicAuth, Verdict};
 use landing::landing;
 
 use crate::config::ConfigError;
-use crate::config::web::{WebAccess, WebConfigFile};
+use crate::config::web::{Refresh, WebAccess, WebConfigFile};
 use crate::expose::{Body, Exposition, Format, Published};
 use crate::model::RateLimit;
 use crate::pacing::quota;
@@ -97,6 +97,23 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     /// Access checks with their caches and counters.
     pub(crate) gate: Arc<Gate>,
+}
+
+impl AppState {
+    /// The web configuration in force, after looking whether its file
+    /// changed; whether a change was applied or refused shows on `/metrics`
+    /// at once.
+    fn web_access(&self) -> Arc<WebAccess> {
+        let refresh = self.web.refresh();
+        if refresh != Refresh::Unchanged {
+            let published = self.published.clone();
+            published
+                .telemetry()
+                .record_web_config_reload(refresh == Refresh::Applied);
+            tokio::task::spawn_blocking(move || published.refresh());
+        }
+        self.web.current()
+    }
 }
 
 /// Per-server access state: the password cache, the scrape slots, the rate limiter.
@@ -217,7 +234,7 @@ struct Connection {
 impl Connection {
     async fn run(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let Some(tls) = self.state.web.current().tls.clone() else {
+        let Some(tls) = self.state.web_access().tls.clone() else {
             return self.http(stream).await;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -344,7 +361,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
 /// Rate limit and basic authentication for every route, and the configured
 /// security headers on every response.
 async fn access(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let web = state.web.current();
+    let web = state.web_access();
     let mut response = match admit(&state, &web, request.headers()).await {
         Ok(()) => next.run(request).await,
         Err(rejection) => rejection,
