@@ -41,11 +41,12 @@ pub struct Cli {
     )]
     pub listen_address: String,
 
-    /// Path of the metrics endpoint.
+    /// Path of the metrics endpoint (letters, digits, `-_.~/`; not `/` or under `/-/`).
     #[arg(
         long = "web.telemetry-path",
         env = "GSE_EXPORTER_TELEMETRY_PATH",
-        default_value = "/metrics"
+        default_value = "/metrics",
+        value_parser = parse_telemetry_path
     )]
     pub telemetry_path: String,
 
@@ -156,6 +157,12 @@ pub fn sharding(
         ));
     }
     Ok(Some(crate::model::Sharding { shard, total }))
+}
+
+fn parse_telemetry_path(text: &str) -> Result<String, String> {
+    crate::http::check_telemetry_path(text)
+        .map(|()| text.to_string())
+        .map_err(str::to_string)
 }
 
 fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {

@@ -1,15 +1,22 @@
 //! Wiring of one running exporter: the poll loop, the published exposition,
-//! the HTTP server and the OTLP pusher, with a shutdown handle.
+//! the HTTP server, the OTLP pusher and reloads on SIGHUP, with a shutdown
+//! handle.
 //!
-//! Owns task lifetimes and the schedule of cycles. No GSE wire format, metric
-//! text or HTTP routing lives here; tests start exporters through this module
-//! exactly as the binary does.
+//! Owns task lifetimes and the schedule of cycles. Never half-alive: a task
+//! that panics or ends before it is asked to stop ends the whole exporter
+//! ([`Exporter::run_until`] names the task), and a shutdown is over within
+//! [`SHUTDOWN_DEADLINE`] whatever a task is waiting on. No GSE wire format,
+//! metric text or HTTP routing lives here; tests start exporters through this
+//! module exactly as the binary does.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -40,7 +47,41 @@ pub enum StartError {
     /// The web configuration file is invalid.
     #[error("web configuration: {}", .0.problems().join("; "))]
     WebConfig(#[from] ConfigError),
+    /// The telemetry path cannot be served.
+    #[error("--web.telemetry-path {path:?}: {rule}")]
+    TelemetryPath {
+        /// The path given.
+        path: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// SIGHUP could not be listened for.
+    #[error("cannot listen for SIGHUP: {0}")]
+    Signal(std::io::Error),
 }
+
+/// A task of a running exporter that ended before it was asked to stop:
+/// the exporter is then stopped as a whole, never left half-alive.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The task panicked.
+    #[error("the {task} task panicked: {message}")]
+    Panicked {
+        /// Which task: http, poll, otlp or reload.
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+    /// The task returned although nothing asked it to stop.
+    #[error("the {task} task ended on its own")]
+    Ended {
+        /// Which task.
+        task: &'static str,
+    },
+}
+
+/// The longest a shutdown takes: tasks still running then are aborted.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 
 /// How to run an exporter.
 #[derive(Debug, Clone)]
@@ -60,6 +101,8 @@ pub struct ExporterOptions {
     /// Called after each publish, once the previous body is dropped: the
     /// binary hands its allocator's memory back to the system here.
     pub after_publish: Option<fn()>,
+    /// Reload the configuration file on SIGHUP (the binary does).
+    pub reload_on_sighup: bool,
 }
 
 impl Default for ExporterOptions {
@@ -72,6 +115,7 @@ impl Default for ExporterOptions {
             web_config_file: None,
             limits: Limits::default(),
             after_publish: None,
+            reload_on_sighup: false,
         }
     }
 }
@@ -141,7 +185,23 @@ pub struct Exporter {
     cycles: watch::Receiver<u64>,
     stop: watch::Sender<bool>,
     reloader: Arc<Reloader>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<Task>,
+}
+
+/// A named task of the exporter.
+#[derive(Debug)]
+struct Task {
+    name: &'static str,
+    handle: JoinHandle<()>,
+}
+
+impl Task {
+    fn spawn(name: &'static str, future: impl Future<Output = ()> + Send + 'static) -> Task {
+        Task {
+            name,
+            handle: tokio::spawn(future),
+        }
+    }
 }
 
 impl Exporter {
@@ -153,6 +213,12 @@ impl Exporter {
         if let Some(sharding) = options.sharding {
             config.sharding = sharding;
         }
+        server::check_telemetry_path(&options.telemetry_path).map_err(|rule| {
+            StartError::TelemetryPath {
+                path: options.telemetry_path.clone(),
+                rule,
+            }
+        })?;
         warn_unverified_tls(&config);
         let web = Arc::new(WebConfigFile::open(options.web_config_file.as_deref())?);
         if web.current().tls.is_some() {
@@ -190,21 +256,35 @@ impl Exporter {
             limits: options.limits,
             gate: Arc::new(Gate::new(&options.limits)),
         };
-        let http = tokio::spawn(serve_until_stopped(listener, state, stopped.clone()));
+        let mut tasks = vec![Task::spawn(
+            "http",
+            serve_until_stopped(listener, state, stopped.clone()),
+        )];
+        if options.reload_on_sighup {
+            let hangups = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
+            let reload = reload_on_hangup(hangups, reloader.clone(), stopped.clone());
+            tasks.push(Task::spawn("reload", reload));
+        }
         let instance_id = otlp::instance_id(hostname(), addr.port());
-        let otlp = tokio::spawn(otlp::run(
-            published.clone(),
-            config_rx.clone(),
-            instance_id,
-            stopped.clone(),
+        tasks.push(Task::spawn(
+            "otlp",
+            otlp::run(
+                published.clone(),
+                config_rx.clone(),
+                instance_id,
+                stopped.clone(),
+            ),
         ));
-        let poll = tokio::spawn(poll_loop(
-            poller,
-            published.clone(),
-            cycle_tx,
-            config_rx,
-            stopped,
-            options.after_publish,
+        tasks.push(Task::spawn(
+            "poll",
+            poll_loop(
+                poller,
+                published.clone(),
+                cycle_tx,
+                config_rx,
+                stopped,
+                options.after_publish,
+            ),
         ));
         tracing::info!(%addr, "gse_exporter listening");
         Ok(Exporter {
@@ -213,7 +293,7 @@ impl Exporter {
             cycles,
             stop,
             reloader,
-            tasks: vec![http, poll, otlp],
+            tasks,
         })
     }
 
@@ -237,12 +317,80 @@ impl Exporter {
         self.reloader.clone()
     }
 
-    /// Stops polling and serving, and waits for both to end.
+    /// Runs until `stop` resolves, then shuts down; or until a task ends
+    /// on its own (a panic, or a return nothing asked for), which then stops
+    /// the rest and is returned so that the process can exit non-zero.
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> Result<(), TaskError> {
+        let ended = {
+            let handles = self.tasks.iter_mut().map(|t| &mut t.handle);
+            tokio::select! {
+                () = stop => None,
+                (result, index, _) = futures::future::select_all(handles) => Some((index, result)),
+            }
+        };
+        let Some((index, result)) = ended else {
+            self.shutdown().await;
+            return Ok(());
+        };
+        let task = self.tasks.remove(index).name;
+        let error = match result {
+            Err(err) if err.is_panic() => TaskError::Panicked {
+                task,
+                message: panic_message(err.into_panic()),
+            },
+            _ => TaskError::Ended { task },
+        };
+        tracing::error!(task, error = %error, "a task of the exporter ended; stopping the exporter");
+        self.shutdown().await;
+        Err(error)
+    }
+
+    /// Stops polling and serving and waits for every task to end, at most
+    /// [`SHUTDOWN_DEADLINE`]; tasks still running then are aborted.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task.handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    task = task.name,
+                    "still running at the shutdown deadline; aborted"
+                );
+                task.handle.abort();
+            }
         }
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |s| (*s).to_string()),
+    }
+}
+
+/// Reloads the configuration on every SIGHUP.
+async fn reload_on_hangup(
+    mut hangups: Signal,
+    reloader: Arc<Reloader>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let hangup = tokio::select! {
+            hangup = hangups.recv() => hangup,
+            _ = stopped.wait_for(|s| *s) => return,
+        };
+        if hangup.is_none() {
+            return;
+        }
+        let reloader = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
     }
 }
 
@@ -308,9 +456,12 @@ async fn poll_loop(
                 release();
             }
         };
-        if tokio::task::spawn_blocking(published_one).await.is_err() {
-            tracing::error!("rendering the snapshot failed; the previous one stays published");
-            continue;
+        match tokio::task::spawn_blocking(published_one).await {
+            Ok(()) => {}
+            // A panic while rendering is this task's panic: never serve an
+            // old snapshot as if polling went on.
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => return,
         }
         cycles.send_modify(|n| *n += 1);
     }

@@ -18,6 +18,7 @@ mod exposition;
 mod faults;
 mod fuzz;
 mod layers;
+mod lifecycle;
 mod otlp;
 mod query;
 mod reload;

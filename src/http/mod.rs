@@ -47,8 +47,11 @@ use crate::telemetry::Rejection;
 
 /// Largest request body accepted (only `/-/reload` takes one, and ignores it).
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
-/// How long in-flight requests may finish after shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long in-flight requests may finish after shutdown begins (within the
+/// runner's whole shutdown deadline).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Longest telemetry path.
+const MAX_TELEMETRY_PATH: usize = 256;
 
 /// Limits that keep slow or greedy clients from exhausting the server.
 #[derive(Debug, Clone, Copy)]
@@ -420,6 +423,24 @@ async fn check_password(
         .unwrap_or(Verdict::Denied)
 }
 
+/// Checks `--web.telemetry-path`: an absolute path of letters, digits and
+/// `-_.~/`, at most 256 bytes, that is not `/` (the landing page) and not
+/// under `/-/` (health, readiness, reload).
+pub fn check_telemetry_path(path: &str) -> Result<(), &'static str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~/".contains(c);
+    if !path.starts_with('/') {
+        Err("must start with /")
+    } else if path == "/" || path.starts_with("/-/") {
+        Err("must not be / or under /-/: the landing page, health, readiness and reload live there")
+    } else if path.len() > MAX_TELEMETRY_PATH {
+        Err("must be at most 256 bytes")
+    } else if !path.chars().all(allowed) || path.contains("//") {
+        Err("may hold only letters, digits, '-', '_', '.', '~' and single '/'")
+    } else {
+        Ok(())
+    }
+}
+
 /// Parses a Prometheus-style listen address: `:10909`, `0.0.0.0:10909`, `[::1]:10909`.
 pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
     let full = if text.starts_with(':') {
@@ -635,6 +656,30 @@ mod tests {
         )])));
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
         assert!(!accepts_gzip(&headers(&[])));
+    }
+
+    #[test]
+    fn telemetry_paths_that_cannot_be_served_are_refused() {
+        for good in ["/metrics", "/gse/metrics", "/metrics.txt", "/a-b_c~d"] {
+            assert_eq!(check_telemetry_path(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "metrics",
+            "",
+            "/",
+            "/-/healthy",
+            "/-/metrics",
+            "/{id}",
+            "/:id",
+            "/*rest",
+            "/a b",
+            "//metrics",
+            "/metrics?x=1",
+            "/métriques",
+        ] {
+            assert!(check_telemetry_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_telemetry_path(&format!("/{}", "m".repeat(300))).is_err());
     }
 
     #[test]
