@@ -13,7 +13,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Exports the liveness of BlueKing GSE agents to Prometheus.
 #[derive(Debug, Parser)]
-#[command(name = "gse_exporter", version, about, long_about = None)]
+#[command(
+    name = "gse_exporter",
+    version = crate::model::build::VERSION,
+    long_version = crate::model::build::LONG_VERSION,
+    about,
+    long_about = None
+)]
 pub struct Cli {
     /// Configuration file (YAML; default: none, needed except with --demo).
     #[arg(
@@ -203,8 +209,20 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout.
-    Man,
+    /// Print a man page (roff) to stdout: the program's, or a subcommand's;
+    /// with --dir, write every page (gse_exporter.1, gse_exporter-query.1, ...) there.
+    Man {
+        /// The subcommand whose page to print (default: the program's).
+        subcommand: Option<String>,
+        /// Write every page into this directory instead (default: print one page to stdout).
+        #[arg(
+            long,
+            env = "GSE_EXPORTER_MAN_DIR",
+            value_name = "DIR",
+            conflicts_with = "subcommand"
+        )]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Options of `query`.

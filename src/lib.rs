@@ -7,17 +7,31 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod cli;
-pub mod config;
-pub mod demo;
-pub mod discovery;
-pub mod expose;
-pub mod http;
+// One layer per line, top to bottom (blank lines keep rustfmt from sorting them).
 pub mod model;
-pub mod pacing;
-pub mod poller;
-pub mod query;
-pub mod run;
-pub mod snapshot;
-pub mod telemetry;
+
+pub mod config;
+
 pub mod upstream;
+
+pub mod telemetry;
+
+pub mod pacing;
+
+pub mod discovery;
+
+pub mod snapshot;
+
+pub mod poller;
+
+pub mod expose;
+
+pub mod http;
+
+pub mod run;
+
+pub mod demo;
+
+pub mod query;
+
+pub mod cli;

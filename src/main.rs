@@ -93,9 +93,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             std::io::stdout().write_all(&script)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Command::Man) => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
-            return Ok(ExitCode::SUCCESS);
+        Some(Command::Man { subcommand, dir }) => {
+            return man_pages(subcommand.as_deref(), dir.as_deref());
         }
         None => {}
     }
@@ -271,6 +270,44 @@ async fn simulate(args: &SimulateArgs) -> Result<()> {
     stop_signal()?.await;
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, running.shutdown()).await;
     Ok(())
+}
+
+/// `man`: one page to stdout, or every page into a directory.
+fn man_pages(subcommand: Option<&str>, dir: Option<&std::path::Path>) -> Result<ExitCode> {
+    let mut root = Cli::command();
+    root.build();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut pages = vec![("gse_exporter".to_string(), root.clone())];
+        for sub in root.get_subcommands().filter(|c| c.get_name() != "help") {
+            pages.push((format!("gse_exporter-{}", sub.get_name()), sub.clone()));
+        }
+        for (title, command) in pages {
+            let path = dir.join(format!("{title}.1"));
+            let mut file = std::fs::File::create(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            clap_mangen::Man::new(command)
+                .title(title)
+                .render(&mut file)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let page = match subcommand {
+        None => clap_mangen::Man::new(root),
+        Some(name) => {
+            let Some(sub) = root.find_subcommand(name) else {
+                let names: Vec<&str> = root.get_subcommands().map(|c| c.get_name()).collect();
+                eprintln!(
+                    "gse_exporter man: no subcommand {name:?} (one of: {})",
+                    names.join(", ")
+                );
+                return Ok(ExitCode::from(2));
+            };
+            clap_mangen::Man::new(sub.clone()).title(format!("gse_exporter-{name}"))
+        }
+    };
+    page.render(&mut std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on the first SIGTERM or SIGINT (listening starts at the call).

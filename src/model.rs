@@ -1,5 +1,6 @@
 //! Plain types every layer shares: which GSE API, a host and a host to poll,
-//! discovery state and skip reasons, secrets, sharding and unix time.
+//! discovery state and skip reasons, secrets, sharding, rate limits, unix
+//! time, and the provenance of this build.
 //!
 //! Owns only data and the pure rules on it (a host's query key, a shard's
 //! share). It depends on no other module of the crate; every other module may
@@ -207,4 +208,33 @@ impl RateLimit {
 pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Provenance of this build, from `build.rs`: shown by `--version` and in
+/// `gse_exporter_build_info`.
+pub mod build {
+    /// The crate version.
+    pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+    /// The git commit built (or `GSE_EXPORTER_REVISION`; "unknown").
+    pub const REVISION: &str = env!("GSE_EXPORTER_REVISION");
+    /// The git branch built (or `GSE_EXPORTER_BRANCH`; "unknown").
+    pub const BRANCH: &str = env!("GSE_EXPORTER_BRANCH");
+    /// UTC build time, `YYYYMMDD-HH:MM:SS` (`SOURCE_DATE_EPOCH` when set).
+    pub const DATE: &str = env!("GSE_EXPORTER_BUILD_DATE");
+    /// `rustc --version` of the compiler.
+    pub const RUSTC: &str = env!("GSE_EXPORTER_RUSTC");
+    /// `--version` in the Prometheus layout.
+    pub const LONG_VERSION: &str = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (branch: ",
+        env!("GSE_EXPORTER_BRANCH"),
+        ", revision: ",
+        env!("GSE_EXPORTER_REVISION"),
+        ")\n  build date:       ",
+        env!("GSE_EXPORTER_BUILD_DATE"),
+        "\n  rust version:     ",
+        env!("GSE_EXPORTER_RUSTC"),
+        "\n  platform:         ",
+        env!("GSE_EXPORTER_TARGET"),
+    );
 }

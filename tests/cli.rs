@@ -223,3 +223,92 @@ fn boolean_flags_read_their_environment_variable() {
     );
     assert!(stdout.contains("OK (2 groups, 4 hosts)"), "{stdout}");
 }
+
+/// `git rev-parse` in the checkout the tests run from, when git is there.
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+#[test]
+fn version_names_revision_branch_build_date_and_toolchain() {
+    let out = binary().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "gse_exporter {} (branch: ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    for part in [
+        "revision: ",
+        "build date:",
+        "rust version:     rustc ",
+        "platform:",
+    ] {
+        assert!(text.contains(part), "{part:?} missing in:\n{text}");
+    }
+    if let Some(head) = git(&["rev-parse", "HEAD"]) {
+        assert!(text.contains(&format!("revision: {head})")), "{text}");
+    }
+    let date = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("build date:"))
+        .unwrap()
+        .trim();
+    assert!(
+        date.len() == 17
+            && date.as_bytes()[8] == b'-'
+            && date[..8].bytes().all(|b| b.is_ascii_digit()),
+        "build date {date:?} is not YYYYMMDD-HH:MM:SS"
+    );
+}
+
+#[test]
+fn man_prints_each_subcommands_page_and_writes_them_all() {
+    let out = binary().args(["man", "query"]).output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH gse_exporter-query 1"), "{page}");
+    assert!(
+        page.contains("\\-\\-output"),
+        "the query page lists query's flags"
+    );
+    let out = binary().args(["man", "no-such"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("query"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = binary()
+        .arg("man")
+        .arg(format!("--dir={}", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "gse_exporter-completions.1",
+            "gse_exporter-man.1",
+            "gse_exporter-query.1",
+            "gse_exporter-simulate.1",
+            "gse_exporter.1"
+        ]
+    );
+}

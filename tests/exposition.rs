@@ -187,3 +187,28 @@ async fn per_agent_metrics_off_and_metric_deny_cut_series_but_keep_counts() {
     );
     exporter.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_info_names_the_commit_built() {
+    let (_sim, exporter) = polled_exporter().await;
+    let all = parse(&scrape(exporter.addr()).await);
+    let info = samples(&all, "gse_exporter_build_info");
+    assert_eq!(info.len(), 1, "{info:?}");
+    let info = info[0];
+    assert_eq!(info.label("version"), env!("CARGO_PKG_VERSION"));
+    assert!(
+        info.label("rustc_version").starts_with("rustc "),
+        "{info:?}"
+    );
+    assert!(!info.label("branch").is_empty(), "{info:?}");
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        assert_eq!(info.label("revision"), head, "built from a git checkout");
+    }
+}

@@ -13,6 +13,7 @@ mod deploy;
 mod discovery;
 mod drift;
 mod e2e;
+mod examples;
 mod exporter;
 mod exposition;
 mod faults;

@@ -126,7 +126,7 @@ metric!(
     BUILD_INFO,
     "gse_exporter_build_info",
     Gauge,
-    ["version", "revision", "rustc_version"],
+    ["version", "revision", "branch", "rustc_version"],
     "Build of the running exporter; value is always 1."
 );
 metric!(

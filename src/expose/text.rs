@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::table::*;
-use crate::model::SKIP_REASONS;
+use crate::model::{SKIP_REASONS, build};
 use crate::snapshot::{AgentState, GroupSnapshot, Snapshot};
 use crate::telemetry::{BODY_ENCODINGS, OTLP_RESULTS, Rejection, Telemetry};
 use crate::upstream::RESULT_LABELS;
@@ -172,11 +172,8 @@ impl Exposed {
         let t = &self.telemetry;
         if !self.denied(&BUILD_INFO) {
             let mut m = descriptor(encoder, &BUILD_INFO, MetricType::Gauge)?;
-            let labels = BUILD_INFO.labels([
-                env!("CARGO_PKG_VERSION"),
-                option_env!("GSE_EXPORTER_REVISION").unwrap_or("unknown"),
-                option_env!("GSE_EXPORTER_RUSTC").unwrap_or("unknown"),
-            ]);
+            let labels =
+                BUILD_INFO.labels([build::VERSION, build::REVISION, build::BRANCH, build::RUSTC]);
             m.encode_family(&labels)?.encode_gauge(&1i64)?;
         }
         self.encode_requests(encoder, t)?;

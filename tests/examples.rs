@@ -1,0 +1,274 @@
+//! Every configuration the project ships, run as a user would run it: each
+//! exporter config under `deploy/`, and each complete config in the README and
+//! `docs/`, passes `gse_exporter --config.check` with its secret from the
+//! environment; the deploy configs, pointed at the simulator instead of their
+//! placeholder hosts, give a running exporter that reaches GSE for every
+//! group; and the sizing comments of the manifests agree with
+//! `docs/performance.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gse_sim::SimOptions;
+
+use crate::common::binary::Binary;
+use crate::common::*;
+
+/// The value the simulator accepts, given to every example as `BK_APP_SECRET`.
+const SECRET: &str = "sim-secret";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Exporter configs under `deploy/`: YAML files with a top-level `gse:` block.
+fn deploy_configs() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root().join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml")
+                && std::fs::read_to_string(&path)
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.starts_with("gse:"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Fenced blocks of a Markdown file in a language (`yaml`, `text`).
+fn blocks<'a>(markdown: &'a str, language: &str) -> Vec<&'a str> {
+    let fence = format!("```{language}\n");
+    markdown
+        .split(fence.as_str())
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect()
+}
+
+/// Complete exporter configs in the README and `docs/`, each with the files
+/// it names that the same page shows (a `text` block whose first line is
+/// `# NAME...`), written into a folder of its own.
+fn documented_configs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut pages = vec![root().join("README.md")];
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    pages.sort();
+    let mut found = Vec::new();
+    for page in pages {
+        let text = std::fs::read_to_string(&page).unwrap();
+        let name = page.strip_prefix(root()).unwrap().display().to_string();
+        for (i, yaml) in blocks(&text, "yaml").into_iter().enumerate() {
+            let complete = yaml.lines().any(|l| l.starts_with("gse:"))
+                && yaml.lines().any(|l| l.starts_with("groups:"));
+            if !complete {
+                continue;
+            }
+            let folder = dir.join(format!("{}-{i}", name.replace('/', "_")));
+            std::fs::create_dir_all(&folder).unwrap();
+            for file in blocks(&text, "text") {
+                let first = file.lines().next().unwrap_or_default();
+                if let Some(named) = first.strip_prefix("# ").and_then(|l| l.split(':').next()) {
+                    std::fs::write(folder.join(named.trim()), file).unwrap();
+                }
+            }
+            let config = folder.join("gse.yml");
+            std::fs::write(&config, yaml).unwrap();
+            found.push((format!("{name} block {i}"), config));
+        }
+    }
+    found
+}
+
+fn config_check(config: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
+        .arg("--config.check")
+        .arg(format!("--config.file={}", config.display()))
+        .env("BK_APP_SECRET", SECRET)
+        .output()
+        .expect("the binary runs");
+    let printed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), printed)
+}
+
+#[test]
+fn every_shipped_config_passes_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut configs: Vec<(String, PathBuf)> = deploy_configs()
+        .into_iter()
+        .map(|p| (p.strip_prefix(root()).unwrap().display().to_string(), p))
+        .collect();
+    let deployed = configs.len();
+    configs.extend(documented_configs(dir.path()));
+    assert!(deployed >= 3, "deploy configs found: {configs:?}");
+    assert!(
+        configs.len() > deployed + 1,
+        "documented configs found: {configs:?}"
+    );
+    let failed: Vec<String> = configs
+        .iter()
+        .filter_map(|(name, path)| {
+            let (ok, printed) = config_check(path);
+            (!ok).then(|| format!("{name}:\n{printed}"))
+        })
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// A deploy config with its placeholder upstreams replaced by the simulator.
+fn against(sim: &gse_sim::RunningSim, config: &Path, dir: &Path) -> PathBuf {
+    let local = format!("{}://{}", sim.scheme(), sim.addr());
+    let text = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("https://bkapi.example.com", &local)
+        .replace("http://simulator:8080", &local);
+    assert!(
+        !text.contains("example.com") && !text.contains("simulator:"),
+        "{}: an upstream the test does not know how to point at the simulator",
+        config.display()
+    );
+    let name = config.strip_prefix(root()).unwrap().display().to_string();
+    let path = dir.join(name.replace('/', "_"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_configs_reach_gse_for_every_group() {
+    let sim = start_sim(SimOptions {
+        agents: 300,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    for config in deploy_configs() {
+        let path = against(&sim, &config, dir.path());
+        let args = vec![format!("--config.file={}", path.display())];
+        let exporter = Binary::start(&args, &[("BK_APP_SECRET", SECRET)]).await;
+        let addr = exporter.addr.parse().unwrap();
+        let ups = wait_until(
+            &format!("{}: gse_up for every group", config.display()),
+            Duration::from_secs(30),
+            || async move {
+                let all = parse(&scrape(addr).await);
+                let ups: Vec<(String, f64)> = samples(&all, "gse_up")
+                    .iter()
+                    .map(|s| (s.label("group").to_string(), s.value))
+                    .collect();
+                (!ups.is_empty()).then_some(ups)
+            },
+        )
+        .await;
+        assert!(
+            ups.iter().all(|(_, v)| *v == 1.0),
+            "{}: {ups:?}\n{}",
+            config.display(),
+            exporter.logs()
+        );
+        let (status, _, _) = exporter.stop();
+        assert!(status.success(), "{}", config.display());
+    }
+}
+
+/// `# sizing: 100,000 agents, per-agent on: steady 137 MiB, peak 225 MiB`
+fn sizing_comment(line: &str) -> Option<(String, String, u32, u32)> {
+    let rest = line.trim().strip_prefix("# sizing: ")?;
+    let (agents, rest) = rest.split_once(" agents, per-agent ")?;
+    let (mode, rest) = rest.split_once(": steady ")?;
+    let (steady, rest) = rest.split_once(" MiB, peak ")?;
+    let peak = rest.strip_suffix(" MiB")?;
+    Some((
+        agents.to_string(),
+        mode.to_string(),
+        steady.parse().ok()?,
+        peak.parse().ok()?,
+    ))
+}
+
+/// Rows of the "Sizing" table of docs/performance.md.
+fn sizing_table() -> Vec<(String, String, u32, u32)> {
+    let doc = std::fs::read_to_string(root().join("docs/performance.md")).unwrap();
+    let section = doc
+        .split("## Sizing")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/performance.md has a Sizing section");
+    section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() != 6 {
+                return None;
+            }
+            Some((
+                cells[1].to_string(),
+                cells[2].to_string(),
+                cells[3].parse().ok()?,
+                cells[4].parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn mebibytes(manifest: &str, key: &str) -> u32 {
+    let at = manifest
+        .find(&format!("{key}:"))
+        .unwrap_or_else(|| panic!("no {key}:"));
+    let block = &manifest[at..];
+    let line = block
+        .lines()
+        .find(|l| l.trim_start().starts_with("memory:"))
+        .expect("a memory value");
+    let value = line.trim().trim_start_matches("memory:").trim();
+    value
+        .strip_suffix("Mi")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("memory in Mi: {value}"))
+}
+
+#[test]
+fn sizing_comments_match_docs_performance() {
+    let table = sizing_table();
+    assert!(table.len() >= 3, "Sizing rows: {table:?}");
+    let manifests = [
+        "deploy/kubernetes/base/deployment.yaml",
+        "deploy/kubernetes/overlays/sharded/statefulset.yaml",
+    ];
+    for name in manifests {
+        let text = std::fs::read_to_string(root().join(name)).unwrap();
+        let comments: Vec<_> = text.lines().filter_map(sizing_comment).collect();
+        assert_eq!(comments.len(), 1, "{name}: one `# sizing:` line");
+        let (agents, mode, steady, peak) = comments[0].clone();
+        assert!(
+            table.contains(&comments[0]),
+            "{name}: {agents} agents per-agent {mode} {steady}/{peak} MiB is not a row of docs/performance.md's Sizing table {table:?}"
+        );
+        let request = mebibytes(&text, "requests");
+        let limit = mebibytes(&text, "limits");
+        assert!(
+            request >= steady,
+            "{name}: request {request}Mi < steady {steady} MiB"
+        );
+        assert!(limit >= peak, "{name}: limit {limit}Mi < peak {peak} MiB");
+        assert!(
+            !text.contains("323 MiB") && !text.contains("79 MiB"),
+            "{name}: an old figure"
+        );
+    }
+    assert!(sizing_comment("# sizing: 1 agents, per-agent on: steady 2 MiB, peak 3 MiB").is_some());
+    assert!(sizing_comment("# sizing: about 1 agents").is_none());
+}
