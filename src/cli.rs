@@ -90,6 +90,14 @@ pub struct Cli {
     )]
     pub(crate) read_timeout: std::time::Duration,
 
+    /// Answer `POST /-/reload` (as Prometheus' flag of the same name; SIGHUP always reloads).
+    #[arg(
+        long = "web.enable-lifecycle",
+        env = "GSE_EXPORTER_WEB_ENABLE_LIFECYCLE",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub(crate) enable_lifecycle: bool,
+
     /// Log level.
     #[arg(long = "log.level", env = "GSE_EXPORTER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, global = true)]
     pub log_level: LogLevel,
@@ -185,6 +193,7 @@ pub fn limits(cli: &Cli) -> crate::http::Limits {
         read_timeout: cli.read_timeout,
         max_connections: cli.max_connections as usize,
         max_scrapes: cli.max_requests,
+        enable_lifecycle: cli.enable_lifecycle,
         ..crate::http::Limits::default()
     }
 }

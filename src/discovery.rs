@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::hosts::{parse_agent_id, parse_hosts_file};
 use crate::config::watch::FileWatch;
-use crate::config::{CmdbConfig, Config, GroupCmdb, GroupConfig};
+use crate::config::{CmdbConfig, Config, GroupCmdb, GroupConfig, MAX_LISTED_PROBLEMS};
 use crate::model::{
     ApiVersion, DiscoveryStatus, Host, HostEntry, SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1, Sharding,
     unix_seconds,
@@ -201,8 +201,15 @@ impl Discovery {
             Ok(text) => {
                 let (hosts, problems) = parse_hosts_file(&text, api);
                 drop(text);
-                for problem in &problems {
-                    tracing::warn!(file = %path.display(), problem = %problem, "skipping a bad line of a hosts file");
+                for bad in problems.iter().take(MAX_LISTED_PROBLEMS) {
+                    tracing::warn!(file = %path.display(), line = bad.line, rule = bad.rule, "skipping a bad line of a hosts file");
+                }
+                if let Some(more) = problems
+                    .len()
+                    .checked_sub(MAX_LISTED_PROBLEMS)
+                    .filter(|n| *n > 0)
+                {
+                    tracing::warn!(file = %path.display(), more, "skipping more bad lines of the hosts file");
                 }
                 tracing::info!(file = %path.display(), hosts = hosts.len(), "hosts file read");
                 let mut entries: Vec<HostEntry> = hosts

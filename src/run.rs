@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,52 +130,144 @@ pub fn hostname() -> Option<String> {
         .map(|h| h.trim().to_string())
 }
 
+/// The longest one reload may take to read and check the files; past it the
+/// reload fails (and its result, should it ever come, is dropped).
+const RELOAD_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The outcome of one reload, shared by every request it answered.
+pub type ReloadOutcome = Result<(), Arc<ConfigError>>;
+
 /// Re-reads the configuration file and hands a valid one to the poller; a bad
 /// file is rejected and the running configuration stays.
+///
+/// Reloads run one at a time on the exporter's reload task. Requests that
+/// arrive while one runs (HTTP or SIGHUP, in storms) are answered together by
+/// the next one, which starts after all of them: so a reload never answers
+/// with a file older than the request, and an older read never overwrites a
+/// newer one.
 #[derive(Debug)]
 pub struct Reloader {
     path: Option<PathBuf>,
     sharding: Option<Sharding>,
     config: watch::Sender<Arc<Config>>,
     published: Arc<Published>,
+    /// Requests so far.
+    requested: watch::Sender<u64>,
+    /// The last request answered, and how.
+    answered: watch::Sender<(u64, ReloadOutcome)>,
 }
 
 impl Reload for Reloader {
-    /// Reloads now. Unchanged groups keep their state (no gap in their series).
-    fn reload(&self) -> Result<(), ConfigError> {
-        let result = self.load();
+    fn reload(&self) -> Pin<Box<dyn Future<Output = ReloadOutcome> + Send + '_>> {
+        Box::pin(self.reload_now())
+    }
+}
+
+impl Reloader {
+    fn new(
+        path: Option<PathBuf>,
+        sharding: Option<Sharding>,
+        config: watch::Sender<Arc<Config>>,
+        published: Arc<Published>,
+    ) -> Reloader {
+        Reloader {
+            path,
+            sharding,
+            config,
+            published,
+            requested: watch::Sender::new(0),
+            answered: watch::Sender::new((0, Ok(()))),
+        }
+    }
+
+    /// Asks for a reload without waiting for it; returns the request's number.
+    pub fn request(&self) -> u64 {
+        let mut number = 0;
+        self.requested.send_modify(|n| {
+            *n += 1;
+            number = *n;
+        });
+        number
+    }
+
+    /// Asks for a reload and waits for one that started after this call.
+    /// Unchanged groups keep their state (no gap in their series).
+    pub async fn reload_now(&self) -> ReloadOutcome {
+        let mut answered = self.answered.subscribe();
+        let number = self.request();
+        match answered.wait_for(|(n, _)| *n >= number).await {
+            Ok(answer) => answer.1.clone(),
+            Err(_) => Err(Arc::new(ConfigError::Read {
+                path: self.path.clone().unwrap_or_default(),
+                source: std::io::Error::other("the exporter is shutting down"),
+            })),
+        }
+    }
+
+    /// Runs reloads while requests are unanswered: each covers every
+    /// request made before it started.
+    async fn answer_requests(&self) {
+        loop {
+            let wanted = *self.requested.borrow();
+            if self.answered.borrow().0 >= wanted {
+                return;
+            }
+            let outcome = self.reload_once().await;
+            self.answered
+                .send_modify(|answered| *answered = (wanted, outcome));
+        }
+    }
+
+    async fn reload_once(&self) -> ReloadOutcome {
+        let (path, sharding) = (self.path.clone(), self.sharding);
+        let load = tokio::task::spawn_blocking(move || load(path.as_deref(), sharding));
+        let result = match tokio::time::timeout(RELOAD_DEADLINE, load).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(slow_read(&self.path, "the reload failed")),
+            Err(_) => Err(slow_read(&self.path, "reading took longer than 30 s")),
+        };
         let telemetry = self.published.telemetry();
-        match &result {
+        let outcome = match result {
             Ok(config) => {
                 telemetry.record_reload(true);
                 tracing::info!(groups = config.groups.len(), "configuration reloaded");
-                warn_unverified_tls(config);
-                self.config.send_replace(config.clone());
+                warn_unverified_tls(&config);
+                self.config.send_replace(Arc::new(config));
+                Ok(())
             }
             Err(err) => {
                 telemetry.record_reload(false);
                 for problem in err.problems() {
                     tracing::error!(problem = %problem, "configuration reload failed; the running configuration stays");
                 }
+                Err(Arc::new(err))
             }
-        }
-        self.published.refresh();
-        result.map(|_| ())
+        };
+        let published = self.published.clone();
+        let _ = tokio::task::spawn_blocking(move || published.refresh()).await;
+        outcome
     }
 }
 
-impl Reloader {
-    fn load(&self) -> Result<Arc<Config>, ConfigError> {
-        let path = self.path.as_deref().ok_or_else(|| ConfigError::Parse {
-            path: "--config.file".into(),
-            message: "no configuration file to reload (started with --demo)".into(),
-        })?;
-        let mut config = Config::load(path)?;
-        if let Some(sharding) = self.sharding {
-            config.sharding = sharding;
-        }
-        Ok(Arc::new(config))
+/// A reload's read that did not finish, as a read error of the file.
+fn slow_read(path: &Option<PathBuf>, what: &str) -> ConfigError {
+    ConfigError::Read {
+        path: path.clone().unwrap_or_default(),
+        source: std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string()),
     }
+}
+
+/// Reads and checks the configuration file (blocking).
+fn load(path: Option<&std::path::Path>, sharding: Option<Sharding>) -> Result<Config, ConfigError> {
+    let path = path.ok_or_else(|| ConfigError::Parse {
+        path: "--config.file".into(),
+        message: "no configuration file to reload (started with --demo)".into(),
+    })?;
+    let mut config = Config::load(path)?;
+    if let Some(sharding) = sharding {
+        config.sharding = sharding;
+    }
+    Ok(config)
 }
 
 /// A running exporter.
@@ -229,12 +322,12 @@ impl Exporter {
         let published = Arc::new(Published::new(telemetry.clone()));
         let poller = Poller::new(config.clone(), telemetry)?;
         let (config_tx, config_rx) = watch::channel(config);
-        let reloader = Arc::new(Reloader {
-            path: options.config_file.clone(),
-            sharding: options.sharding,
-            config: config_tx,
-            published: published.clone(),
-        });
+        let reloader = Arc::new(Reloader::new(
+            options.config_file.clone(),
+            options.sharding,
+            config_tx,
+            published.clone(),
+        ));
         let listener =
             TcpListener::bind(options.listen)
                 .await
@@ -260,11 +353,15 @@ impl Exporter {
             "http",
             serve_until_stopped(listener, state, stopped.clone()),
         )];
-        if options.reload_on_sighup {
-            let hangups = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
-            let reload = reload_on_hangup(hangups, reloader.clone(), stopped.clone());
-            tasks.push(Task::spawn("reload", reload));
-        }
+        let hangups = if options.reload_on_sighup {
+            Some(signal(SignalKind::hangup()).map_err(StartError::Signal)?)
+        } else {
+            None
+        };
+        tasks.push(Task::spawn(
+            "reload",
+            reload_loop(reloader.clone(), hangups, stopped.clone()),
+        ));
         let instance_id = otlp::instance_id(hostname(), addr.port());
         tasks.push(Task::spawn(
             "otlp",
@@ -375,22 +472,35 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Reloads the configuration on every SIGHUP.
-async fn reload_on_hangup(
-    mut hangups: Signal,
+/// Answers reload requests one reload at a time, and turns every SIGHUP
+/// into a request.
+async fn reload_loop(
     reloader: Arc<Reloader>,
+    mut hangups: Option<Signal>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let mut requests = reloader.requested.subscribe();
     loop {
-        let hangup = tokio::select! {
-            hangup = hangups.recv() => hangup,
+        tokio::select! {
+            () = reloader.answer_requests() => {}
             _ = stopped.wait_for(|s| *s) => return,
-        };
-        if hangup.is_none() {
-            return;
         }
-        let reloader = reloader.clone();
-        let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(signals) => signals.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            signal = hangup => {
+                if signal.is_none() {
+                    return;
+                }
+                reloader.request();
+            }
+            _ = requests.changed() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
     }
 }
 
@@ -418,6 +528,21 @@ async fn serve_until_stopped(
     }
 }
 
+/// Hands a reloaded configuration to the poller, and restarts the schedule
+/// when the interval changed.
+fn apply(poller: &mut Poller, ticker: &mut tokio::time::Interval, config: Arc<Config>) {
+    if config.interval != poller.config().interval {
+        *ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + config.interval,
+            config.interval,
+        );
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
+    if let Err(err) = poller.set_config(config) {
+        tracing::error!(error = %err, "cannot apply the reloaded configuration");
+    }
+}
+
 async fn poll_loop(
     mut poller: Poller,
     published: Arc<Published>,
@@ -428,21 +553,24 @@ async fn poll_loop(
 ) {
     let mut ticker = tokio::time::interval(poller.config().interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_extra: Option<tokio::time::Instant> = None;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            // A reload polls at once, on the new configuration.
-            Ok(()) = configs.changed() => {
-                let config = configs.borrow_and_update().clone();
-                if config.interval != poller.config().interval {
-                    ticker = tokio::time::interval_at(tokio::time::Instant::now() + config.interval, config.interval);
-                    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                }
-                if let Err(err) = poller.set_config(config) {
-                    tracing::error!(error = %err, "cannot apply the reloaded configuration");
-                }
-            }
+        let reloaded = tokio::select! {
+            _ = ticker.tick() => false,
+            Ok(()) = configs.changed() => true,
             _ = stopped.wait_for(|s| *s) => return,
+        };
+        if reloaded {
+            let config = configs.borrow_and_update().clone();
+            apply(&mut poller, &mut ticker, config);
+            // A reload polls at once, on the new configuration; but reloads
+            // add at most one cycle per interval: in a storm of them the
+            // rest wait for the schedule.
+            let now = tokio::time::Instant::now();
+            if last_extra.is_some_and(|at| now < at + poller.config().interval) {
+                continue;
+            }
+            last_extra = Some(now);
         }
         let snapshot = tokio::select! {
             snapshot = poller.run_cycle() => snapshot,

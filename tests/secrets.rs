@@ -73,6 +73,7 @@ async fn a_canary_secret_never_appears_in_anything_printed_or_served() {
             format!("--config.file={}", path.display()),
             "--log.level=debug".into(),
             "--log.format=json".into(),
+            "--web.enable-lifecycle".into(),
         ],
         &[("BK_APP_SECRET", CANARY)],
     )

@@ -664,7 +664,11 @@ async fn a_reader_that_stalls_loses_its_scrape_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_answers_get_and_head_only_and_reload_bodies_are_bounded() {
-    let served = serve(None, Limits::default(), 50).await;
+    let limits = Limits {
+        enable_lifecycle: true,
+        ..Limits::default()
+    };
+    let served = serve(None, limits, 50).await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("http://{}{path}", served.exporter.addr());
     assert_eq!(

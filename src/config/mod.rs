@@ -36,6 +36,17 @@ pub(crate) const V2_MAX_BATCH: usize = 1000;
 /// Largest batch we send to GSE 1.x's ESB (no documented cap; nodeman uses 2000).
 pub(crate) const V1_MAX_BATCH: usize = 2000;
 
+/// Problems kept of one file; more are only counted.
+const MAX_KEPT_PROBLEMS: usize = 100;
+/// Problems listed in logs and by `--config.check`; more are counted.
+pub const MAX_LISTED_PROBLEMS: usize = 20;
+/// Problems named in an HTTP answer.
+const MAX_ANSWERED_PROBLEMS: usize = 3;
+/// Longest value quoted in a problem, in bytes.
+pub(crate) const MAX_QUOTE_BYTES: usize = 80;
+/// Longest rule or parser message in a problem, in bytes.
+pub(crate) const MAX_RULE_BYTES: usize = 300;
+
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -54,6 +65,57 @@ impl fmt::Display for Problem {
         } else {
             write!(f, "{}: {}: {}", self.path, self.value, self.rule)
         }
+    }
+}
+
+/// `text` with control characters escaped, cut to at most `max` bytes (on a
+/// character boundary) with the full length said, so that no file, reply or
+/// flag can make a log line or an answer large.
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 24);
+    for c in text.chars() {
+        let escaped: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if out.len() + escaped.len() > max {
+            out.push_str(&format!("… ({} bytes)", text.len()));
+            return out;
+        }
+        out.push_str(&escaped);
+    }
+    out
+}
+
+/// The problems of one file: the first [`MAX_KEPT_PROBLEMS`] and how many
+/// there were in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems {
+    kept: Vec<Problem>,
+    total: usize,
+}
+
+impl Problems {
+    /// Adds a problem (kept while there are few).
+    pub(crate) fn push(&mut self, problem: Problem) {
+        self.total += 1;
+        if self.kept.len() < MAX_KEPT_PROBLEMS {
+            self.kept.push(problem);
+        }
+    }
+
+    /// How many problems were found.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    fn listed(&self, max: usize) -> Vec<String> {
+        let mut lines: Vec<String> = self.kept.iter().take(max).map(|p| p.to_string()).collect();
+        if self.total > lines.len() {
+            lines.push(format!("and {} more problems", self.total - lines.len()));
+        }
+        lines
     }
 }
 
@@ -77,23 +139,42 @@ pub enum ConfigError {
         message: String,
     },
     /// The file parsed but breaks one or more rules.
-    #[error("invalid config: {}", list_problems(.0))]
-    Invalid(Vec<Problem>),
+    #[error("invalid config: {}", .0.listed(5).join("; "))]
+    Invalid(Problems),
 }
 
 impl ConfigError {
-    /// Every problem, one per line, for `--config.check`.
+    /// The problems, one per line, at most [`MAX_LISTED_PROBLEMS`] and then
+    /// how many more: for logs and `--config.check`.
     pub fn problems(&self) -> Vec<String> {
         match self {
-            ConfigError::Invalid(problems) => problems.iter().map(|p| p.to_string()).collect(),
+            ConfigError::Invalid(problems) => problems.listed(MAX_LISTED_PROBLEMS),
             other => vec![other.to_string()],
         }
     }
-}
 
-fn list_problems(problems: &[Problem]) -> String {
-    let parts: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    parts.join("; ")
+    /// A short answer for a client: how many problems, and the key and rule
+    /// of the first few, never a value from a file.
+    pub fn brief(&self) -> String {
+        let ConfigError::Invalid(problems) = self else {
+            return match self {
+                ConfigError::Parse { path, .. } => {
+                    format!(
+                        "1 problem: {}: not valid YAML of the expected shape",
+                        cut(path, MAX_QUOTE_BYTES)
+                    )
+                }
+                other => format!("1 problem: {}", cut(&other.to_string(), MAX_RULE_BYTES)),
+            };
+        };
+        let first: Vec<String> = problems
+            .kept
+            .iter()
+            .take(MAX_ANSWERED_PROBLEMS)
+            .map(|p| format!("{}: {}", p.path, p.rule))
+            .collect();
+        format!("{} problems; first: {}", problems.total, first.join("; "))
+    }
 }
 
 /// Validated configuration.
@@ -333,7 +414,85 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
         let path = err.path().to_string();
         ConfigError::Parse {
             path: if path == "." { "<root>".into() } else { path },
-            message: err.into_inner().to_string(),
+            message: cut(
+                &without_values(&err.into_inner().to_string()),
+                MAX_RULE_BYTES,
+            ),
         }
     })
+}
+
+/// A parser's message without the value it quotes (`invalid type: string
+/// "…", expected …`): the value may be a secret written in the wrong place.
+fn without_values(message: &str) -> String {
+    for marker in ["invalid type: ", "invalid value: "] {
+        if let Some((head, rest)) = message.split_once(marker)
+            && let Some((what, tail)) = rest.split_once(", expected")
+        {
+            let kind = what.split([' ', '"', '`']).next().unwrap_or(what);
+            return format!("{head}{marker}{kind}, expected{tail}");
+        }
+    }
+    message.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(n: usize) -> Problem {
+        Problem {
+            path: format!("groups[0].hosts[{n}]"),
+            value: "x".into(),
+            rule: "is bad".into(),
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_and_control_characters_escaped() {
+        assert_eq!(cut("short", 80), "short");
+        let long = "y".repeat(5 << 20);
+        let shown = cut(&long, MAX_QUOTE_BYTES);
+        assert!(shown.len() < 120, "{shown}");
+        assert!(shown.ends_with(&format!("({} bytes)", 5 << 20)), "{shown}");
+        assert_eq!(cut("a\nb\x1b", 80), "a\\nb\\u{1b}");
+        assert!(cut(&"é".repeat(100), 81).is_char_boundary(0));
+    }
+
+    #[test]
+    fn problem_lists_are_capped_and_say_how_many_more() {
+        let mut problems = Problems::default();
+        for n in 0..300 {
+            problems.push(problem(n));
+        }
+        assert_eq!(problems.total(), 300);
+        assert_eq!(problems.kept.len(), MAX_KEPT_PROBLEMS);
+        let err = ConfigError::Invalid(problems);
+        let lines = err.problems();
+        assert_eq!(lines.len(), MAX_LISTED_PROBLEMS + 1);
+        assert_eq!(lines.last().unwrap(), "and 280 more problems");
+        assert!(err.to_string().len() < 400, "{err}");
+        let brief = err.brief();
+        assert!(
+            brief.starts_with("300 problems; first: groups[0].hosts[0]: is bad"),
+            "{brief}"
+        );
+        assert!(
+            !brief.contains(": x:"),
+            "a brief answer shows no value: {brief}"
+        );
+    }
+
+    #[test]
+    fn parser_messages_do_not_quote_the_value() {
+        let err =
+            parse_yaml::<RawConfig>("gse: {url: x}\ninterval: [\"s3cret-value\"]\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("interval"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(
+            without_values("invalid type: string \"s3cret\", expected i64 at line 2"),
+            "invalid type: string, expected i64 at line 2"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use super::*;
 
 /// Collects every problem of one file, with the key path, the value and the rule.
 pub(super) struct Validator<'a> {
-    pub(super) problems: Vec<Problem>,
+    pub(super) problems: Problems,
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
     pub(super) base_dir: &'a Path,
 }
@@ -26,7 +26,7 @@ impl<'a> Validator<'a> {
         base_dir: &'a Path,
     ) -> Validator<'a> {
         Validator {
-            problems: Vec::new(),
+            problems: Problems::default(),
             env,
             base_dir,
         }
@@ -34,7 +34,7 @@ impl<'a> Validator<'a> {
 
     /// The problems found, or `value` when there are none.
     pub(super) fn finish<T>(self, value: T) -> Result<T, ConfigError> {
-        if self.problems.is_empty() {
+        if self.problems.total() == 0 {
             Ok(value)
         } else {
             Err(ConfigError::Invalid(self.problems))
@@ -44,11 +44,12 @@ impl<'a> Validator<'a> {
 
 impl Validator<'_> {
     /// Records a problem: the key, the value as written (never a secret) and the rule.
+    /// Values and rules are cut short here, so a huge value costs nothing kept.
     pub(super) fn problem(&mut self, path: impl Into<String>, value: impl ToString, rule: &str) {
         self.problems.push(Problem {
-            path: path.into(),
-            value: value.to_string(),
-            rule: rule.into(),
+            path: cut(&path.into(), MAX_QUOTE_BYTES),
+            value: cut(&value.to_string(), MAX_QUOTE_BYTES),
+            rule: cut(rule, MAX_RULE_BYTES),
         });
     }
 

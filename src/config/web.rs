@@ -190,7 +190,7 @@ enum ClientAuth {
 impl Validator<'_> {
     fn tls_server(&mut self, raw: RawTlsServer) -> Option<ServerConfig> {
         const AT: &str = "tls_server_config";
-        let before = self.problems.len();
+        let before = self.problems.total();
         let certs = self.pem_certs(
             &format!("{AT}.cert"),
             raw.cert.as_deref(),
@@ -212,7 +212,7 @@ impl Validator<'_> {
             !client_roots.is_empty(),
             &raw.client_allowed_sans,
         );
-        if self.problems.len() > before {
+        if self.problems.total() > before {
             return None;
         }
         let provider = Arc::new(provider?);

@@ -66,6 +66,8 @@ pub struct Limits {
     /// A client that accepts no response bytes for this long is disconnected,
     /// so a reader that stalls cannot hold a scrape slot for ever.
     pub write_stall: Duration,
+    /// `POST /-/reload` answers (`--web.enable-lifecycle`); without it, 403.
+    pub enable_lifecycle: bool,
 }
 
 impl Default for Limits {
@@ -75,14 +77,16 @@ impl Default for Limits {
             max_connections: 512,
             max_scrapes: 40,
             write_stall: Duration::from_secs(30),
+            enable_lifecycle: false,
         }
     }
 }
 
 /// Re-reads the configuration on `POST /-/reload` (implemented by the runner).
 pub trait Reload: std::fmt::Debug + Send + Sync {
-    /// Reloads now; a bad file is refused and the running configuration stays.
-    fn reload(&self) -> Result<(), ConfigError>;
+    /// Reloads, in a reload that starts after the call; a bad file is
+    /// refused and the running configuration stays.
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), Arc<ConfigError>>> + Send + '_>>;
 }
 
 /// What the handlers share.
@@ -582,6 +586,13 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 async fn reload(State(state): State<AppState>, request: Request) -> Response {
+    if !state.limits.enable_lifecycle {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (--web.enable-lifecycle); SIGHUP reloads.\n",
+        )
+            .into_response();
+    }
     // The body means nothing, but is read (bounded in size and time) so that
     // a client cannot hold the connection with an endless one.
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES);
@@ -592,17 +603,16 @@ async fn reload(State(state): State<AppState>, request: Request) -> Response {
         }
         Err(_) => return (StatusCode::REQUEST_TIMEOUT, "Request body too slow.\n").into_response(),
     }
-    let reloader = state.reloader.clone();
-    match tokio::task::spawn_blocking(move || reloader.reload()).await {
-        Ok(Ok(())) => (StatusCode::OK, "Configuration reloaded.\n").into_response(),
-        Ok(Err(err)) => {
+    match state.reloader.reload().await {
+        Ok(()) => (StatusCode::OK, "Configuration reloaded.\n").into_response(),
+        Err(err) => {
+            // Short, and never a value from a file: the log has the details.
             let body = format!(
-                "Reload failed; the running configuration stays.\n{}\n",
-                err.problems().join("\n")
+                "Reload failed; the running configuration stays. {}.\n",
+                err.brief()
             );
             (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
         }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

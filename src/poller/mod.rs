@@ -315,11 +315,20 @@ impl Poller {
     /// Replaces the configuration from the next cycle on. What is known of
     /// agents still configured is kept, so their series have no gap; the
     /// client and pacing are rebuilt only when the `gse:` block changed.
+    ///
+    /// The token buckets are kept while the endpoints and the rate limit are
+    /// the same, so reloads never refill them: the rate limit holds across
+    /// any number of reloads.
     pub(crate) fn set_config(&mut self, config: Arc<Config>) -> Result<(), GseError> {
-        if config.gse != self.config.gse {
+        let (old, new) = (&self.config.gse, &config.gse);
+        if new != old {
             let fresh = Poller::new(config.clone(), self.telemetry.clone())?;
             self.client = fresh.client;
-            self.pacers = fresh.pacers;
+            let same_pace = (&new.v1_url, &new.v2_url, new.rate_limit, new.max_in_flight)
+                == (&old.v1_url, &old.v2_url, old.rate_limit, old.max_in_flight);
+            if !same_pace {
+                self.pacers = fresh.pacers;
+            }
         }
         self.config = config;
         Ok(())
