@@ -204,11 +204,17 @@ fn check_web_config(path: &std::path::Path) -> bool {
 fn check_exporter_config(path: &std::path::Path) -> bool {
     match Config::load(path) {
         Ok(config) => {
-            let hosts: usize = config.groups.iter().map(|g| g.hosts.len()).sum();
+            let count = config.count_hosts();
+            let cmdb = match count.from_cmdb {
+                0 => String::new(),
+                1 => "; 1 group lists its hosts from CMDB at run time".into(),
+                n => format!("; {n} groups list their hosts from CMDB at run time"),
+            };
             println!(
-                "{}: OK ({} groups, {hosts} hosts)",
+                "{}: OK ({} groups, {} hosts{cmdb})",
                 path.display(),
-                config.groups.len()
+                config.groups.len(),
+                count.listed
             );
             true
         }

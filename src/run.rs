@@ -197,10 +197,10 @@ impl Reloader {
         let number = self.request();
         match answered.wait_for(|(n, _)| *n >= number).await {
             Ok(answer) => answer.1.clone(),
-            Err(_) => Err(Arc::new(ConfigError::Read {
-                path: self.path.clone().unwrap_or_default(),
-                source: std::io::Error::other("the exporter is shutting down"),
-            })),
+            Err(_) => Err(Arc::new(slow_read(
+                &self.path,
+                "the exporter is shutting down",
+            ))),
         }
     }
 
@@ -253,7 +253,7 @@ impl Reloader {
 fn slow_read(path: &Option<PathBuf>, what: &str) -> ConfigError {
     ConfigError::Read {
         path: path.clone().unwrap_or_default(),
-        source: std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string()),
+        source: std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string()).into(),
     }
 }
 

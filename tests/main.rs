@@ -7,6 +7,7 @@
 
 mod common;
 
+mod abuse;
 mod assets;
 mod cli;
 mod deploy;

@@ -131,7 +131,7 @@ pub(crate) fn parse_agent_id(text: &str) -> Result<String, &'static str> {
 
 impl Validator<'_> {
     pub(super) fn hosts_file(&mut self, key: &str, file: &Path, api: ApiVersion) {
-        let Some(bytes) = self.read_file(key, file) else {
+        let Some(bytes) = self.read_file(key, file, super::HOSTS_FILE) else {
             return;
         };
         match String::from_utf8(bytes) {

@@ -13,13 +13,16 @@
 //! No network I/O and no knowledge of metrics. Secrets stay in
 //! [`Secret`], whose `Debug` never shows the value.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::{ApiVersion, Host, RateLimit, Secret, Sharding};
 
+mod file;
 pub(crate) mod hosts;
+mod nesting;
 mod pem;
 pub(crate) mod schema;
 mod tls;
@@ -27,6 +30,9 @@ mod validate;
 pub(crate) mod watch;
 pub mod web;
 
+pub use file::FileError;
+pub(crate) use file::{HOSTS_FILE, read_text};
+use file::{SMALL_FILE, YAML_FILE};
 pub(crate) use schema::RawConfig;
 pub(crate) use tls::TlsConfig;
 use validate::Validator;
@@ -88,6 +94,22 @@ pub(crate) fn cut(text: &str, max: usize) -> String {
     out
 }
 
+/// The user and password of a URL (`user:pass` of `http://user:pass@host`), if any.
+fn credentials(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority.rfind('@').map(|at| &authority[..at])
+}
+
+/// `text` with the user and password of `url` replaced by `***`: for a URL
+/// and for any message that quotes it (an HTTP client's error names its URL).
+pub(crate) fn hide_credentials(text: &str, url: &str) -> String {
+    match credentials(url).filter(|c| !c.is_empty()) {
+        Some(credentials) => text.replace(credentials, "***"),
+        None => text.to_string(),
+    }
+}
+
 /// The problems of one file: the first [`MAX_KEPT_PROBLEMS`] and how many
 /// there were in all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,12 +145,12 @@ impl Problems {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("config file {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why.
+        source: FileError,
     },
     /// The file is not valid YAML of the expected shape.
     #[error("invalid config {path}: {message}")]
@@ -175,6 +197,15 @@ impl ConfigError {
             .collect();
         format!("{} problems; first: {}", problems.total, first.join("; "))
     }
+}
+
+/// The hosts of a configuration, as `--config.check` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCount {
+    /// Hosts listed inline or in hosts files, summed over groups.
+    pub listed: usize,
+    /// Groups whose hosts CMDB lists at run time.
+    pub from_cmdb: usize,
 }
 
 /// Validated configuration.
@@ -377,11 +408,37 @@ pub(crate) const RESERVED_LABELS: &[&str] = &[
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_text(path, YAML_FILE).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         Config::parse(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Counts the hosts of every group from the sources that can be read
+    /// now: inline hosts and hosts files (re-read, bounded, and
+    /// de-duplicated per group by the key GSE is asked with). Groups with
+    /// `cmdb:` learn theirs at run time and are counted apart.
+    pub fn count_hosts(&self) -> HostCount {
+        let mut count = HostCount::default();
+        for group in &self.groups {
+            let mut keys: std::collections::HashSet<String> = group
+                .hosts
+                .iter()
+                .filter_map(|h| h.query_key(group.api))
+                .collect();
+            if let Some(text) = group
+                .hosts_file
+                .as_deref()
+                .and_then(|f| read_text(f, HOSTS_FILE).ok())
+            {
+                let (hosts, _) = hosts::parse_hosts_file(&text, group.api);
+                keys.extend(hosts.iter().filter_map(|h| h.query_key(group.api)));
+            }
+            count.listed += keys.len();
+            count.from_cmdb += usize::from(group.cmdb.is_some());
+        }
+        count
     }
 
     /// Parses and validates configuration text; relative files resolve against `base_dir`.
@@ -409,6 +466,12 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
 
 /// Parses YAML into any file shape, reporting the key path of the first shape error.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    if let Some((line, rule)) = nesting::too_deep(text) {
+        return Err(ConfigError::Parse {
+            path: format!("line {line}"),
+            message: rule.into(),
+        });
+    }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -420,6 +483,40 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
             ),
         }
     })
+}
+
+/// Reads a map, refusing a key written twice: serde's own maps silently keep
+/// the last (a second `basic_auth_users` entry for one user, a label set
+/// twice). Structs refuse duplicate fields by themselves, and host maps are
+/// YAML values, which refuse them too.
+pub(crate) fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: serde::Deserialize<'de>,
+{
+    use serde::de::{Error, MapAccess, Visitor};
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: serde::Deserialize<'de>> Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    let shown = cut(&key, MAX_QUOTE_BYTES);
+                    return Err(A::Error::custom(format!("duplicate key `{shown}`")));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique(std::marker::PhantomData))
 }
 
 /// A parser's message without the value it quotes (`invalid type: string
@@ -460,6 +557,22 @@ mod tests {
     }
 
     #[test]
+    fn credentials_in_urls_are_never_shown() {
+        let url = "https://user:pa55@collector:4318/v1/metrics";
+        assert_eq!(
+            hide_credentials(url, url),
+            "https://***@collector:4318/v1/metrics"
+        );
+        let error = format!("error sending request for url ({url})");
+        assert!(!hide_credentials(&error, url).contains("pa55"));
+        assert_eq!(
+            hide_credentials("http://c:4318", "http://c:4318"),
+            "http://c:4318"
+        );
+        assert_eq!(hide_credentials("x", "http://c/a@b"), "x");
+    }
+
+    #[test]
     fn problem_lists_are_capped_and_say_how_many_more() {
         let mut problems = Problems::default();
         for n in 0..300 {
@@ -481,6 +594,25 @@ mod tests {
             !brief.contains(": x:"),
             "a brief answer shows no value: {brief}"
         );
+    }
+
+    #[test]
+    fn a_key_written_twice_is_refused_wherever_it_is() {
+        for text in [
+            "gse: {url: x}\ninterval: 1s\ninterval: 2s\n",
+            "gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, labels: {a: b, a: c}}]\n",
+            "gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, hosts: [{ip: 10.0.0.1, ip: 10.0.0.2}]}]\n",
+            "gse: {url: x}\notlp: {headers: {a: b, a: c}}\n",
+        ] {
+            let err = parse_raw(text).expect_err(text).to_string();
+            assert!(err.contains("duplicate"), "{text}: {err}");
+        }
+        let users = "basic_auth_users:\n  alice: $2y$x\n  alice: $2y$y\n";
+        let err = parse_yaml::<web::RawWebConfig>(users)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate key `alice`"), "{err}");
+        assert!(parse_raw("gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, labels: }]\n").is_ok());
     }
 
     #[test]

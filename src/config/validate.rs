@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use super::file::{self, FileLimits};
 use super::schema::*;
 use super::*;
 
@@ -54,11 +55,16 @@ impl Validator<'_> {
     }
 
     /// The bytes of a file the configuration names, or a problem at `key`.
-    pub(super) fn read_file(&mut self, key: &str, file: &Path) -> Option<Vec<u8>> {
-        match std::fs::read(file) {
+    pub(super) fn read_file(
+        &mut self,
+        key: &str,
+        file: &Path,
+        limits: FileLimits,
+    ) -> Option<Vec<u8>> {
+        match file::read_bytes(file, limits) {
             Ok(bytes) => Some(bytes),
             Err(err) => {
-                self.problem(key, file.display(), &format!("cannot be read: {err}"));
+                self.problem(key, file.display(), &err.to_string());
                 None
             }
         }
@@ -152,7 +158,8 @@ impl Validator<'_> {
             self.problem(&path, name, "is not a valid HTTP header name");
         }
         let value = self.expand(&path, value, true);
-        if HeaderValue::from_str(&value).is_err() {
+        let visible = value.bytes().all(|b| (b' '..=b'~').contains(&b));
+        if !visible || HeaderValue::from_str(&value).is_err() {
             self.problem(&path, "", "value must be visible ASCII (no line breaks)");
         }
         (lower, Secret::new(value))
@@ -294,27 +301,23 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
-        const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
         let text = value.unwrap_or(default);
-        match humantime::parse_duration(text) {
-            Ok(d) if d.is_zero() => {
-                self.problem(path, text, "must be greater than zero");
-                Duration::from_secs(1)
-            }
-            Ok(d) if d > LONGEST => {
-                self.problem(path, text, "must be at most 30d");
-                Duration::from_secs(1)
-            }
-            Ok(d) => d,
-            Err(_) => {
-                self.problem(
-                    path,
-                    text,
-                    "is not a duration (examples: 500ms, 10s, 5m, 1h)",
-                );
-                Duration::from_secs(1)
-            }
+        let Ok(d) = humantime::parse_duration(text) else {
+            let rule = "is not a duration (examples: 500ms, 10s, 5m, 1h)";
+            self.problem(path, text, rule);
+            return Duration::from_secs(1);
+        };
+        let (shortest, shown) = shortest(path);
+        if d.is_zero() {
+            self.problem(path, text, "must be greater than zero");
+        } else if d < shortest {
+            self.problem(path, text, &format!("must be at least {shown}"));
+        } else if d > LONGEST_DURATION {
+            self.problem(path, text, "must be at most 30d");
+        } else {
+            return d;
         }
+        Duration::from_secs(1)
     }
 
     fn api(&mut self, path: &str, value: &str) -> ApiVersion {
@@ -351,7 +354,8 @@ impl Validator<'_> {
                 Some(trimmed)
             }
             _ => {
-                self.problem(path, value, "must be an absolute http:// or https:// URL");
+                let shown = hide_credentials(&value, &value);
+                self.problem(path, shown, "must be an absolute http:// or https:// URL");
                 None
             }
         }
@@ -437,7 +441,14 @@ impl Validator<'_> {
                 self.problem(key, "", "set app_secret or app_secret_file, not both");
                 Secret::default()
             }
-            (Some(value), None) => Secret::new(self.expand(&key, value, true)),
+            (Some(value), None) => {
+                let before = self.problems.total();
+                let secret = self.expand(&key, value, true);
+                if self.problems.total() == before && secret.trim().is_empty() {
+                    self.problem(key, "", "must not be empty");
+                }
+                Secret::new(secret)
+            }
             (None, Some(path)) => self.secret_file(&format!("{block}.app_secret_file"), path),
             (None, None) => {
                 self.problem(key, "", "is required (or app_secret_file)");
@@ -450,15 +461,17 @@ impl Validator<'_> {
         let path_text = path.to_string_lossy().to_string();
         let expanded = self.expand(key, &path_text, false);
         let full = self.base_dir.join(expanded);
-        match std::fs::read_to_string(&full) {
-            Ok(text) if !text.trim().is_empty() => Secret::new(text.trim()),
+        let Some(bytes) = self.read_file(key, &full, SMALL_FILE) else {
+            return Secret::default();
+        };
+        match std::str::from_utf8(&bytes).map(str::trim) {
+            Ok(secret) if !secret.is_empty() => Secret::new(secret),
             Ok(_) => {
-                self.problem(key, full.display().to_string(), "file is empty");
+                self.problem(key, full.display(), "file is empty");
                 Secret::default()
             }
-            Err(err) => {
-                let rule = format!("cannot be read: {err}");
-                self.problem(key, full.display().to_string(), &rule);
+            Err(_) => {
+                self.problem(key, full.display(), "is not UTF-8 text");
                 Secret::default()
             }
         }
@@ -588,6 +601,20 @@ impl Validator<'_> {
                 self.problem(key, name, "is reserved: the exporter sets it");
             }
         }
+    }
+}
+
+/// The longest duration any key takes.
+const LONGEST_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The shortest value of a duration key (and how the rule says it): a
+/// schedule faster than this only floods GSE and the logs.
+fn shortest(key: &str) -> (Duration, &'static str) {
+    match key {
+        "interval" | "info_interval" | "otlp.interval" => (Duration::from_millis(100), "100ms"),
+        "cmdb.refresh_interval" => (Duration::from_secs(1), "1s"),
+        "gse.timeout" | "cmdb.timeout" | "otlp.timeout" => (Duration::from_millis(10), "10ms"),
+        _ => (Duration::from_millis(1), "1ms"),
     }
 }
 

@@ -36,7 +36,7 @@ pub struct RawWebConfig {
     /// HTTP options.
     pub(crate) http_server_config: Option<RawHttpServer>,
     /// User name → bcrypt hash.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub basic_auth_users: BTreeMap<String, Secret>,
     /// Token bucket for all requests.
     pub(crate) rate_limit: Option<RawIntervalLimit>,
@@ -93,7 +93,7 @@ pub(crate) struct RawHttpServer {
     /// HTTP/2 (accepted for compatibility; this server speaks HTTP/1.1).
     pub(crate) http2: Option<bool>,
     /// Security headers added to every response.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub(crate) headers: BTreeMap<String, String>,
 }
 
@@ -144,10 +144,11 @@ impl WebAccess {
     /// Reads and validates a web configuration file; relative paths in it
     /// resolve against its directory.
     pub fn load(path: &Path) -> Result<WebAccess, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            super::read_text(path, super::YAML_FILE).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         let raw: RawWebConfig = super::parse_yaml(&text)?;
         WebAccess::from_raw(raw, path.parent().unwrap_or(Path::new(".")))
     }

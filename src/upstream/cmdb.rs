@@ -101,8 +101,20 @@ impl CmdbClient {
         &self.config
     }
 
-    /// One page of a business's hosts: the total count and the rows.
+    /// One page of a business's hosts: the total count and the rows. An
+    /// error's upstream text is cut short and never carries the secret.
     pub(crate) async fn page(
+        &self,
+        bk_biz_id: i64,
+        selection: &GroupCmdb,
+        start: usize,
+    ) -> Result<(usize, Vec<CmdbHost>), GseError> {
+        self.request_page(bk_biz_id, selection, start)
+            .await
+            .map_err(|e| e.scrubbed(&[self.config.app_secret.expose()]))
+    }
+
+    async fn request_page(
         &self,
         bk_biz_id: i64,
         selection: &GroupCmdb,
