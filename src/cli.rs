@@ -73,7 +73,7 @@ pub struct Cli {
     )]
     pub(crate) max_requests: usize,
 
-    /// Most open HTTP connections (1 to 100000).
+    /// Most open HTTP connections (1 to 100000); at the cap the one idle the longest is closed to make room.
     #[arg(
         long = "web.max-connections",
         env = "GSE_EXPORTER_WEB_MAX_CONNECTIONS",

@@ -39,16 +39,19 @@ pub(crate) enum Rejection {
     TooManyConnections,
     /// A TLS handshake failed or timed out.
     TlsHandshake,
+    /// An idle connection closed to make room at `--web.max-connections`.
+    IdleClosed,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub(crate) const ALL: [Rejection; 5] = [
+    pub(crate) const ALL: [Rejection; 6] = [
         Rejection::Unauthorized,
         Rejection::RateLimited,
         Rejection::TooManyScrapes,
         Rejection::TooManyConnections,
         Rejection::TlsHandshake,
+        Rejection::IdleClosed,
     ];
 
     /// The `reason` label value.
@@ -59,6 +62,7 @@ impl Rejection {
             Rejection::TooManyScrapes => "too_many_scrapes",
             Rejection::TooManyConnections => "too_many_connections",
             Rejection::TlsHandshake => "tls_handshake",
+            Rejection::IdleClosed => "idle_closed",
         }
     }
 }
@@ -84,7 +88,7 @@ pub struct Telemetry {
     /// Whether the last change of the web configuration file was applied.
     pub(crate) web_config_success: Gauge,
     /// Rejections per reason, in [`Rejection::ALL`] order.
-    pub(crate) http_rejected: [Counter; 5],
+    pub(crate) http_rejected: [Counter; 6],
     /// OTLP pushes per [`OTLP_RESULTS`].
     pub(crate) otlp_exports: [Counter; 2],
     otlp_enabled: AtomicBool,

@@ -595,21 +595,93 @@ async fn slow_tls_handshakes_are_cut_off() {
     closed_by_server(&mut silent, Duration::from_secs(10)).await;
 }
 
+/// Holds `count` idle connections open (never sending a byte), opening a
+/// new one whenever the server closes one, until aborted.
+async fn hold_idle_connections(addr: std::net::SocketAddr, count: usize) {
+    let mut held: Vec<TcpStream> = Vec::new();
+    loop {
+        // Still open: nothing to read yet. Closed: 0 bytes, or an error.
+        held.retain(|stream| {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        while held.len() < count {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_limit_are_closed_at_once() {
+async fn a_client_holding_idle_connections_cannot_lock_others_out() {
+    let limits = Limits {
+        max_connections: 16,
+        ..Limits::default()
+    };
+    let served = serve(None, limits, 50).await;
+    let addr = served.exporter.addr();
+    let flood = tokio::spawn(hold_idle_connections(addr, 24));
+    // Let the flood fill every slot first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..40 {
+        let path = if i % 2 == 0 { "/metrics" } else { "/-/healthy" };
+        let answer = client.get(format!("http://{addr}{path}")).send().await;
+        assert_eq!(
+            answer
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string()),
+            Ok(200),
+            "request {i} to {path} while a client holds idle connections"
+        );
+    }
+    flood.abort();
+    wait_until(
+        "idle connections counted as closed to make room",
+        DEADLINE,
+        || async {
+            let text = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let closed = value(
+                &parse(&text),
+                "gse_exporter_http_requests_rejected_total",
+                &[("reason", "idle_closed")],
+            )?;
+            (closed > 0.0).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_connection_is_busy_a_new_one_is_closed_at_once() {
     let limits = Limits {
         max_connections: 2,
         ..Limits::default()
     };
-    let served = serve(None, limits, 50).await;
-    let first = connect(&served).await;
-    let second = connect(&served).await;
-    // Both are accepted and held (idle, well within the read timeout).
+    // Bodies larger than socket buffers: a client that never reads keeps
+    // its connection busy.
+    let served = serve(None, limits, 20_000).await;
+    let addr = served.exporter.addr();
+    let first = stalled_scrape(addr).await;
+    let second = stalled_scrape(addr).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut third = connect(&served).await;
     closed_by_server(&mut third, Duration::from_secs(10)).await;
     drop((first, second));
     wait_until("a free connection slot", DEADLINE, || async {
-        reqwest::get(format!("http://{}/-/healthy", served.exporter.addr()))
+        reqwest::get(format!("http://{addr}/-/healthy"))
             .await
             .ok()
             .filter(|r| r.status() == 200)

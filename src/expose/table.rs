@@ -247,7 +247,7 @@ metric!(
     "gse_exporter_http_requests_rejected_total",
     Counter,
     ["reason"],
-    "Connections and requests the HTTP server turned away, by reason: unauthorized, rate_limited, too_many_scrapes, too_many_connections, tls_handshake."
+    "Connections and requests the HTTP server turned away, by reason: unauthorized, rate_limited, too_many_scrapes, too_many_connections, tls_handshake, idle_closed."
 );
 metric!(
     SHARD_ORDINAL,

@@ -15,7 +15,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,17 +24,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub(crate) mod auth;
+mod conn;
 mod landing;
 
 use auth::{BasicAuth, Verdict};
+use conn::{Connection, Connections};
 use landing::landing;
 
 use crate::config::ConfigError;
@@ -187,8 +185,8 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let service = TowerToHyperService::new(router(state.clone()));
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    let connections = Arc::new(Connections::new(state.limits.max_connections));
+    let (stopping, stop_watch) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -203,166 +201,32 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            state
-                .published
-                .telemetry()
-                .record_rejection(Rejection::TooManyConnections);
+        let telemetry = state.published.telemetry();
+        let Some((slot, evicted)) = connections.admit() else {
+            telemetry.record_rejection(Rejection::TooManyConnections);
             continue;
         };
+        if evicted {
+            telemetry.record_rejection(Rejection::IdleClosed);
+        }
         let connection = Connection {
             state: state.clone(),
             service: service.clone(),
-            watcher: graceful.watcher(),
-            _permit: permit,
+            connections: connections.clone(),
+            slot,
+            stopping: stop_watch.clone(),
         };
         tokio::spawn(connection.run(stream));
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let _ = stopping.send(true);
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.all_closed())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }
     Ok(())
-}
-
-type Service = TowerToHyperService<Router>;
-
-/// One accepted connection.
-struct Connection {
-    state: AppState,
-    service: Service,
-    watcher: hyper_util::server::graceful::Watcher,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connection {
-    async fn run(self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let Some(tls) = self.state.web_access().tls.clone() else {
-            return self.http(stream).await;
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        match tokio::time::timeout(self.state.limits.read_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.http(stream).await,
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "TLS handshake failed");
-                self.state
-                    .published
-                    .telemetry()
-                    .record_rejection(Rejection::TlsHandshake);
-            }
-            Err(_) => {
-                tracing::debug!("TLS handshake timed out");
-                self.state
-                    .published
-                    .telemetry()
-                    .record_rejection(Rejection::TlsHandshake);
-            }
-        }
-    }
-
-    async fn http<I>(self, io: I)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.state.limits.read_timeout)
-            .keep_alive(true);
-        let io = StallGuard::new(io, self.state.limits.write_stall);
-        let conn = builder.serve_connection(TokioIo::new(io), self.service);
-        if let Err(err) = self.watcher.watch(conn).await {
-            tracing::debug!(error = %err, "HTTP connection ended with an error");
-        }
-    }
-}
-
-/// Fails writes that make no progress for a while (a client that stopped
-/// reading); reads pass through.
-struct StallGuard<I> {
-    io: I,
-    limit: Duration,
-    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<I> StallGuard<I> {
-    fn new(io: I, limit: Duration) -> StallGuard<I> {
-        StallGuard {
-            io,
-            limit,
-            stalled_since: None,
-        }
-    }
-
-    /// Passes a write's result on, arming the stall timer while it is pending.
-    fn watch<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        result: Poll<std::io::Result<T>>,
-    ) -> Poll<std::io::Result<T>> {
-        if result.is_ready() {
-            self.stalled_since = None;
-            return result;
-        }
-        let limit = self.limit;
-        let timer = self
-            .stalled_since
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client stopped reading the response",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for StallGuard<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.watch(cx, result)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.watch(cx, result)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let result = Pin::new(&mut self.io).poll_flush(cx);
-        self.watch(cx, result)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 /// Rate limit and basic authentication for every route, and the configured
