@@ -76,7 +76,7 @@ pub(crate) fn parse_host_value(value: &serde_yaml_ng::Value) -> Result<Host, &'s
             if host.ip.is_none() && host.agent_id.is_none() {
                 return Err("a host needs an ip or a bk_agent_id");
             }
-            Ok(host)
+            with_legacy_address(host)
         }
         _ => Err("a host is \"cloud:ip\", an agent id, or {ip, bk_cloud_id, bk_agent_id}"),
     }
@@ -118,8 +118,13 @@ fn parse_cloud(value: &serde_yaml_ng::Value) -> Result<i64, &'static str> {
     }
 }
 
-/// Checks a GSE 2.0 agent id: 1-64 ASCII letters and digits.
+/// Checks a GSE 2.0 agent id: 1-64 ASCII letters and digits, or the legacy
+/// id `cloud:ip` GSE 2.0 gives agents not yet upgraded (`0:10.0.0.6`),
+/// returned in its plain form.
 pub(crate) fn parse_agent_id(text: &str) -> Result<String, &'static str> {
+    if let Some((cloud, ip)) = text.split_once(':') {
+        return Ok(format!("{}:{}", parse_cloud_text(cloud)?, parse_ipv4(ip)?));
+    }
     let ok =
         !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
     if ok {
@@ -127,6 +132,24 @@ pub(crate) fn parse_agent_id(text: &str) -> Result<String, &'static str> {
     } else {
         Err("is neither cloud:ip nor an agent id (1-64 letters and digits)")
     }
+}
+
+/// A host whose agent id is a legacy `cloud:ip`: its ip and cloud come from
+/// the id when not given, and must agree with it when given.
+fn with_legacy_address(mut host: Host) -> Result<Host, &'static str> {
+    let Some((cloud, ip)) = host.agent_id.as_deref().and_then(|id| id.split_once(':')) else {
+        return Ok(host);
+    };
+    let (cloud, ip) = (parse_cloud_text(cloud)?, parse_ipv4(ip)?);
+    let agrees = host.bk_cloud_id.is_none_or(|c| c == cloud) && host.ip.is_none_or(|i| i == ip);
+    if !agrees {
+        return Err(
+            "bk_agent_id is a legacy cloud:ip id that names another host than its ip and bk_cloud_id",
+        );
+    }
+    host.bk_cloud_id = Some(cloud);
+    host.ip = Some(ip);
+    Ok(host)
 }
 
 impl Validator<'_> {
@@ -178,5 +201,36 @@ fn yaml_text(value: &serde_yaml_ng::Value) -> String {
             .unwrap_or_default()
             .trim()
             .replace('\n', ", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(yaml: &str) -> Result<Host, &'static str> {
+        parse_host_value(&serde_yaml_ng::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn legacy_cloud_ip_ids_are_agent_ids_wherever_an_agent_id_is() {
+        assert_eq!(parse_agent_id("0:10.0.0.6"), Ok("0:10.0.0.6".into()));
+        assert_eq!(parse_agent_id("02:10.0.0.6"), Ok("2:10.0.0.6".into()));
+        assert!(parse_agent_id("0:10.0.0.300").is_err());
+        assert!(parse_agent_id("-1:10.0.0.6").is_err());
+        let full = host("{ip: 10.0.0.6, bk_cloud_id: 0, bk_agent_id: \"0:10.0.0.6\"}").unwrap();
+        assert_eq!(full.agent_id.as_deref(), Some("0:10.0.0.6"));
+        assert_eq!(
+            full.query_key(ApiVersion::V2).as_deref(),
+            Some("0:10.0.0.6")
+        );
+        let alone = host("{bk_agent_id: \"3:10.0.0.7\"}").unwrap();
+        assert_eq!(
+            alone.cloud_ip().as_deref(),
+            Some("3:10.0.0.7"),
+            "v1 can ask for it too"
+        );
+        assert!(host("{ip: 10.0.0.6, bk_cloud_id: 0, bk_agent_id: \"0:10.0.0.7\"}").is_err());
+        assert!(host("{ip: 10.0.0.6, bk_cloud_id: 1, bk_agent_id: \"0:10.0.0.6\"}").is_err());
     }
 }

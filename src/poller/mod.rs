@@ -489,7 +489,11 @@ impl Poller {
             // keeps memory flat at a million agents.
             if group.per_agent_metrics {
                 let record = observed.record(info, &self.strings);
-                agents.push(AgentRow::new(entry, info, record, &mut self.strings));
+                let mut row = AgentRow::new(entry, info, record, &mut self.strings);
+                if let Some(id) = answered_id(group.api, entry, observed) {
+                    row.bk_agent_id = id;
+                }
+                agents.push(row);
             }
         }
         if up {
@@ -627,6 +631,14 @@ impl Poller {
             .url_for(api)
             .ok_or_else(|| GseError::Transport(format!("no URL configured for GSE {api}")))
     }
+}
+
+/// The agent id GSE 2.0 answered with for a host configured without one
+/// (by `cloud:ip`): the key it was asked by, which is the legacy id of an
+/// agent not yet upgraded. None when GSE did not answer for it.
+fn answered_id(api: ApiVersion, entry: &HostEntry, observed: &Observation) -> Option<Arc<str>> {
+    let answered = observed.state() != AgentState::NotFound;
+    (api == ApiVersion::V2 && entry.agent_id.is_none() && answered).then(|| entry.key.clone())
 }
 
 fn api_of(call: Call) -> ApiVersion {
