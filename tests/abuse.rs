@@ -453,3 +453,115 @@ async fn otlp_endpoint_credentials_never_reach_the_log() {
     assert!(logs.contains("OTLP push enabled"), "{logs}");
     assert!(!logs.contains("pa55-canary"), "{logs}");
 }
+
+/// Sends raw bytes and returns the status of the answer, or None when the
+/// server closed the connection without one. Fails the test if the server
+/// neither answers nor closes within a few seconds.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 8192];
+        while answer.len() < 64 << 10 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer and no close within 5 s");
+    let head = String::from_utf8_lossy(&answer);
+    assert!(
+        !head.contains("root:x:0"),
+        "a file's content in the answer: {head}"
+    );
+    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http_requests_get_a_4xx_or_a_closed_connection_and_the_server_stays_up() {
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let group = GroupSpec {
+        name: "web",
+        bk_biz_id: 2,
+        api: "v2",
+        agents: &truth,
+        labels: "",
+    };
+    let yaml = config_yaml(&sim, "", "interval: 1s\n", &[group]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    std::fs::write(&path, &yaml).unwrap();
+    let config = parse_config(&yaml);
+    let options = gse_exporter::run::ExporterOptions {
+        config_file: Some(path),
+        limits: gse_exporter::http::Limits {
+            read_timeout: Duration::from_secs(1),
+            enable_lifecycle: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let exporter = gse_exporter::run::Exporter::start(config, options)
+        .await
+        .unwrap();
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let addr = exporter.addr();
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long_path = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(64 << 10));
+    let huge_header = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let endless_body = format!(
+        "POST /-/reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+        "10000\r\n".to_string()
+            + &"b".repeat(0x10000)
+            + "\r\n10000\r\n"
+            + &"b".repeat(0x10000)
+            + "\r\n"
+    );
+    let pipelined = "GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n".repeat(500);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("an unknown method", b"BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("DELETE /metrics", b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("a path out of the root", b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("an encoded path out of the root", b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("200 headers", format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes()),
+        ("a 64 KiB path", long_path.into_bytes()),
+        ("a 1 MiB header", huge_header.into_bytes()),
+        ("a NUL in a header", b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n".to_vec()),
+        ("an absurd Content-Length", b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec()),
+        ("Content-Length and chunked", b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
+        ("a 128 KiB chunked reload body", endless_body.into_bytes()),
+        ("an HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()),
+        ("a TLS hello on plain HTTP", vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]),
+        ("bare garbage", vec![0xff; 4096]),
+        ("a request line without a version", b"GET /metrics\r\n\r\n".to_vec()),
+        ("an absolute-form target", b"GET http://elsewhere.example/metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("a huge Accept-Encoding list", format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {}\r\n\r\n", "gzip;q=0, ".repeat(3000)).into_bytes()),
+        ("500 pipelined requests", pipelined.into_bytes()),
+    ];
+    for (what, request) in cases {
+        let status = raw_exchange(addr, &request).await;
+        assert!(
+            status.is_none_or(|s| s < 500),
+            "{what}: answered {status:?}"
+        );
+        assert_eq!(get_status(addr, "/-/healthy").await, 200, "after {what}");
+    }
+    let all = parse(&scrape(addr).await);
+    assert_eq!(value(&all, "gse_up", &[("group", "web")]), Some(1.0));
+    exporter.shutdown().await;
+}
