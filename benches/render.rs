@@ -24,6 +24,7 @@ fn snapshot(agents: usize) -> Snapshot {
                         bk_agent_id: format!("0100{:028x}", n as u128 * 0x9e37_79b9_7f4a_7c15)
                             .into(),
                         host_labels: Arc::from(Vec::new()),
+                        topology: None,
                         record: AgentRecord {
                             state: if n.is_multiple_of(20) {
                                 AgentState::Offline
@@ -46,9 +47,11 @@ fn snapshot(agents: usize) -> Snapshot {
                 labels: vec![],
                 host_label_names: vec![],
                 per_agent_metrics: true,
+                bk_biz_name: None,
                 agents: rows,
                 counts: Default::default(),
                 versions: Default::default(),
+                placement: Default::default(),
                 up: true,
                 poll_duration: 1.0,
                 interval: 60.0,

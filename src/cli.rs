@@ -264,6 +264,10 @@ pub enum Command {
     /// Poll the configured groups once and print every agent's state
     /// (exit 0 all online, 1 some not, 2 on an error).
     Query(QueryArgs),
+    /// Check this host's GSE agent from the host itself (process, IPC socket,
+    /// upstream connections, hosted plugins): serve /metrics, write a
+    /// node_exporter textfile, or check once (exit 0 healthy, 1 unhealthy, 2 unknown or error).
+    Node(crate::node::NodeArgs),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.

@@ -6,6 +6,13 @@
 //! source fails, holding back a refresh that would shrink a group too much,
 //! counting hosts that cannot be asked for, and the shard filter. It knows
 //! nothing about GSE replies or metrics text.
+//!
+//! With `cmdb.topology` a group's listing is the topology listing (the same
+//! pages, each host with its sets, modules and maintainers) and each refresh
+//! adds one business-name lookup; the two keep their last good results apart,
+//! and the group's discovery counts as successful only when both last
+//! succeeded. A failed name lookup is retried next cycle on its own; a failed
+//! listing, as before, next cycle with the name.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -22,7 +29,7 @@ use crate::config::{
 };
 use crate::model::{
     ApiVersion, DiscoveryStatus, Host, HostEntry, SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1, Sharding,
-    unix_seconds,
+    Topology, unix_seconds,
 };
 use crate::pacing::Pacer;
 use crate::telemetry::Telemetry;
@@ -39,6 +46,9 @@ pub(crate) struct ResolvedGroup {
     pub(crate) skipped: BTreeMap<&'static str, u64>,
     /// CMDB discovery state, for groups that use it.
     pub(crate) discovery: Option<DiscoveryStatus>,
+    /// The business name, for groups with `cmdb.topology` ("" until CMDB
+    /// named it; the last good name while lookups fail).
+    pub(crate) bk_biz_name: Option<Arc<str>>,
 }
 
 /// How long a cycle waits for a hosts file to be looked at and read; a
@@ -80,8 +90,13 @@ struct CmdbGroupState {
     hosts: Arc<Vec<CmdbHost>>,
     last_attempt: Option<Instant>,
     last_success: Option<f64>,
-    success: bool,
+    /// The last listing succeeded.
+    listed: bool,
+    /// The last business-name lookup succeeded (true when none is needed).
+    named: bool,
     held: bool,
+    /// The last good business name ("" until one).
+    bk_biz_name: Arc<str>,
 }
 
 /// Discovery across cycles.
@@ -151,14 +166,14 @@ impl Discovery {
         };
         let mut discovery = None;
         let mut cmdb = None;
+        let mut bk_biz_name = None;
         if let Some(selection) = &group.cmdb {
             discovery = Some(self.refresh_cmdb(group, selection, config, telemetry).await);
-            cmdb = Some(
-                self.groups
-                    .get(&group.name)
-                    .map(|s| s.hosts.clone())
-                    .unwrap_or_default(),
-            );
+            let state = self.groups.get(&group.name);
+            cmdb = Some(state.map(|s| s.hosts.clone()).unwrap_or_default());
+            if selection.topology {
+                bk_biz_name = Some(state.map(|s| s.bk_biz_name.clone()).unwrap_or_default());
+            }
         }
         if let Some(last) = self.last.get(&group.name)
             && last.group == *group
@@ -170,6 +185,7 @@ impl Discovery {
                 hosts: last.hosts.clone(),
                 skipped: last.skipped.clone(),
                 discovery,
+                bk_biz_name,
             };
         }
         let (hosts, skipped) = build_hosts(group, config.sharding, &blank, &file, &cmdb);
@@ -188,6 +204,7 @@ impl Discovery {
             hosts,
             skipped,
             discovery,
+            bk_biz_name,
         }
     }
 
@@ -237,6 +254,7 @@ impl Discovery {
         if state.selection.as_ref() != Some(&key) {
             *state = CmdbGroupState {
                 selection: Some(key),
+                named: !selection.topology,
                 ..CmdbGroupState::default()
             };
         }
@@ -245,18 +263,43 @@ impl Discovery {
             .as_ref()
             .map(|c| c.refresh_interval)
             .unwrap_or_default();
-        let due = !state.success || state.last_attempt.is_none_or(|t| t.elapsed() >= refresh);
-        if due && let Some((client, pacer)) = &self.cmdb {
-            state.last_attempt = Some(Instant::now());
-            let listed = list_all(client, pacer, group.bk_biz_id, selection, telemetry).await;
-            apply_listing(state, listed, group, client.config().max_shrink);
+        let due = !state.listed || state.last_attempt.is_none_or(|t| t.elapsed() >= refresh);
+        let name_due = selection.topology && (due || !state.named);
+        if let Some((client, pacer)) = &self.cmdb
+            && (due || name_due)
+        {
+            if name_due {
+                let named = ask_name(client, pacer, group.bk_biz_id, telemetry).await;
+                apply_name(state, named, group);
+            }
+            if due {
+                state.last_attempt = Some(Instant::now());
+                let listed = list_all(client, pacer, group.bk_biz_id, selection, telemetry).await;
+                apply_listing(state, listed, group, client.config().max_shrink);
+            }
+            if state.listed && state.named {
+                state.last_success = Some(unix_seconds(SystemTime::now()));
+            }
         }
         DiscoveryStatus {
-            success: state.success,
+            success: state.listed && state.named,
             last_success: state.last_success,
             held_back: state.held,
         }
     }
+}
+
+async fn ask_name(
+    client: &CmdbClient,
+    pacer: &Pacer,
+    biz: i64,
+    telemetry: &Telemetry,
+) -> Result<Option<String>, GseError> {
+    let (permit, waited) = pacer.acquire().await;
+    telemetry.add_rate_limit_wait(waited);
+    let name = client.business_name(biz).await;
+    drop(permit);
+    name
 }
 
 async fn list_all(
@@ -282,23 +325,43 @@ async fn list_all(
     }
 }
 
+/// Keeps a business name CMDB gave; a failed lookup keeps the last one.
+fn apply_name(
+    state: &mut CmdbGroupState,
+    named: Result<Option<String>, GseError>,
+    group: &GroupConfig,
+) {
+    match named {
+        Ok(name) => {
+            if name.is_none() {
+                tracing::warn!(group = %group.name, bk_biz_id = group.bk_biz_id, "CMDB lists no such business to this app (unknown, archived or not permitted); bk_biz_name is empty");
+            }
+            state.named = true;
+            state.bk_biz_name = name.unwrap_or_default().into();
+        }
+        Err(err) => {
+            state.named = false;
+            tracing::warn!(group = %group.name, bk_biz_id = group.bk_biz_id, error = %err, "CMDB business lookup (search_business) failed; keeping the last business name");
+        }
+    }
+}
+
 fn apply_listing(
     state: &mut CmdbGroupState,
     listed: Result<Vec<CmdbHost>, GseError>,
     group: &GroupConfig,
     max_shrink: f64,
 ) {
-    let hosts = match listed {
+    let mut hosts = match listed {
         Ok(hosts) => hosts,
         Err(err) => {
-            state.success = false;
+            state.listed = false;
             let kept = state.hosts.len();
             tracing::warn!(group = %group.name, bk_biz_id = group.bk_biz_id, error = %err, kept, "CMDB discovery failed; keeping the last host list");
             return;
         }
     };
-    state.success = true;
-    state.last_success = Some(unix_seconds(SystemTime::now()));
+    state.listed = true;
     let old = state.hosts.len();
     let shrinks = hosts.len() < old && (hosts.len() as f64) <= old as f64 * (1.0 - max_shrink);
     if shrinks && !state.held {
@@ -307,6 +370,7 @@ fn apply_listing(
         return;
     }
     state.held = false;
+    share_topologies(&mut hosts);
     state.hosts = Arc::new(hosts);
 }
 
@@ -342,6 +406,22 @@ fn look(mut watch: FileWatch, path: &Path, api: ApiVersion, blank: &Arc<[String]
     // Kept until the file changes: no room to spare.
     entries.shrink_to_fit();
     (watch, Some(Arc::new(entries)))
+}
+
+/// Makes hosts with equal topologies share one `Arc` (a business has few
+/// distinct set, module and maintainer combinations and many hosts).
+fn share_topologies(hosts: &mut [CmdbHost]) {
+    let mut seen: HashSet<Arc<Topology>> = HashSet::new();
+    for host in hosts {
+        if let Some(topology) = &mut host.topology {
+            match seen.get(topology) {
+                Some(shared) => *topology = shared.clone(),
+                None => {
+                    seen.insert(topology.clone());
+                }
+            }
+        }
+    }
 }
 
 fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
@@ -384,7 +464,7 @@ fn build_hosts(
             Err(reason) => *skipped.entry(reason).or_insert(0) += 1,
         }
     }
-    let mut hosts: Vec<HostEntry> = dedupe(entries)
+    let mut hosts: Vec<HostEntry> = dedupe(entries, group.topology())
         .into_iter()
         .filter(|e| owns(sharding, &e.key))
         .collect();
@@ -423,15 +503,30 @@ pub(crate) fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEnt
             _ => String::new(),
         })
         .collect();
-    HostEntry::new(&host, group.api, labels.into()).ok_or(SKIP_NO_ADDRESS)
+    let mut entry = HostEntry::new(&host, group.api, labels.into()).ok_or(SKIP_NO_ADDRESS)?;
+    entry.topology = cmdb.topology.clone();
+    Ok(entry)
 }
 
-fn dedupe(entries: Vec<HostEntry>) -> Vec<HostEntry> {
-    let mut seen = HashSet::with_capacity(entries.len());
-    entries
-        .into_iter()
-        .filter(|e| seen.insert(e.key.clone()))
-        .collect()
+/// The first entry per key; with `topology`, a host also configured inline
+/// or in a file takes its topology from its CMDB entry.
+fn dedupe(entries: Vec<HostEntry>, topology: bool) -> Vec<HostEntry> {
+    let mut seen: HashMap<Arc<str>, usize> = HashMap::with_capacity(entries.len());
+    let mut out: Vec<HostEntry> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match seen.get(&entry.key) {
+            Some(&kept) => {
+                if topology && out[kept].topology.is_none() {
+                    out[kept].topology = entry.topology;
+                }
+            }
+            None => {
+                seen.insert(entry.key.clone(), out.len());
+                out.push(entry);
+            }
+        }
+    }
+    out
 }
 
 /// Whether this shard exports the agent asked for by `key`: FNV-1a (64-bit)
@@ -502,6 +597,53 @@ mod tests {
             cmdb_entry(&v6_with_id, &group(ApiVersion::V1, &[])),
             Err(SKIP_NO_IPV4_FOR_V1)
         );
+    }
+
+    #[test]
+    fn a_host_also_configured_inline_takes_its_topology_from_cmdb() {
+        let mut g = group(ApiVersion::V2, &[]);
+        g.cmdb.as_mut().unwrap().topology = true;
+        g.hosts = vec![Host {
+            bk_cloud_id: Some(0),
+            ip: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            agent_id: None,
+        }];
+        let topology = Arc::new(Topology::from_names(["web"], ["nginx"], "alice", ""));
+        let listed = vec![
+            CmdbHost {
+                bk_host_innerip: "10.0.0.1".into(),
+                topology: Some(topology.clone()),
+                ..CmdbHost::default()
+            },
+            CmdbHost {
+                bk_host_innerip: "10.0.0.2".into(),
+                topology: Some(topology.clone()),
+                ..CmdbHost::default()
+            },
+        ];
+        let blank: Arc<[String]> = Vec::new().into();
+        let (hosts, _) = build_hosts(
+            &g,
+            Sharding::default(),
+            &blank,
+            &None,
+            &Some(Arc::new(listed)),
+        );
+        assert_eq!(hosts.len(), 2);
+        assert!(hosts.iter().all(|h| h.topology.as_ref() == Some(&topology)));
+    }
+
+    #[test]
+    fn equal_topologies_share_one_allocation() {
+        let host = |op: &str| CmdbHost {
+            topology: Some(Arc::new(Topology::from_names(["web"], ["nginx"], op, ""))),
+            ..CmdbHost::default()
+        };
+        let mut hosts = vec![host("alice"), host("alice"), host("bob")];
+        share_topologies(&mut hosts);
+        let arc = |i: usize| hosts[i].topology.clone().unwrap();
+        assert!(Arc::ptr_eq(&arc(0), &arc(1)));
+        assert!(!Arc::ptr_eq(&arc(0), &arc(2)));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 // One layer per line, top to bottom (blank lines keep rustfmt from sorting them).
 pub mod model;
 
+pub mod procfs;
+
 pub mod config;
 
 pub mod upstream;
@@ -33,5 +35,7 @@ pub mod run;
 pub mod demo;
 
 pub mod query;
+
+pub mod node;
 
 pub mod cli;

@@ -13,7 +13,7 @@ use gse_exporter::cli::{Cli, Command, LogFormat, QueryArgs, SimulateArgs};
 use gse_exporter::config::Config;
 use gse_exporter::http::parse_listen_address;
 use gse_exporter::run::{Exporter, ExporterOptions, SHUTDOWN_DEADLINE};
-use gse_exporter::{demo, query};
+use gse_exporter::{demo, node, query};
 use gse_sim as sim;
 
 /// mimalloc returns freed memory to the system far better than glibc's
@@ -87,6 +87,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Query(args)) => return run_query(&cli, args).await,
+        Some(Command::Node(args)) => {
+            let code = node::run(args, &mut std::io::stdout(), stop_signal()?).await?;
+            return Ok(ExitCode::from(code));
+        }
         Some(Command::Completions { shell }) => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "gse_exporter", &mut script);

@@ -69,9 +69,49 @@ impl Host {
     }
 }
 
-/// A host to poll, with the values of the group's CMDB labels. Built when
-/// its source is read and kept across cycles; its strings are shared with the
-/// poller's memory and the snapshot's rows.
+/// Where a host sits in CMDB and who maintains it, as label values ("" where
+/// unknown). A host in several sets or modules has each distinct name once,
+/// sorted, joined by `,` (one value per host, so a PromQL join on the host
+/// matches one series). Hosts with the same values share one `Arc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Topology {
+    /// Set names.
+    pub bk_set_name: Arc<str>,
+    /// Module names.
+    pub bk_module_name: Arc<str>,
+    /// Main maintainers, as CMDB writes them (comma-separated user names).
+    pub operator: Arc<str>,
+    /// Backup maintainers, as CMDB writes them.
+    pub bk_bak_operator: Arc<str>,
+}
+
+impl Topology {
+    /// A host's topology from the names CMDB lists for it: each distinct
+    /// set and module name once, sorted, joined by `,`; the maintainers as
+    /// CMDB writes them, trimmed.
+    pub(crate) fn from_names<'a>(
+        sets: impl IntoIterator<Item = &'a str>,
+        modules: impl IntoIterator<Item = &'a str>,
+        operator: &str,
+        bk_bak_operator: &str,
+    ) -> Topology {
+        fn joined<'a>(names: impl IntoIterator<Item = &'a str>) -> Arc<str> {
+            let names: std::collections::BTreeSet<&str> =
+                names.into_iter().filter(|n| !n.is_empty()).collect();
+            names.into_iter().collect::<Vec<_>>().join(",").into()
+        }
+        Topology {
+            bk_set_name: joined(sets),
+            bk_module_name: joined(modules),
+            operator: operator.trim().into(),
+            bk_bak_operator: bk_bak_operator.trim().into(),
+        }
+    }
+}
+
+/// A host to poll, with the values of the group's CMDB labels and its
+/// topology. Built when its source is read and kept across cycles; its
+/// strings are shared with the poller's memory and the snapshot's rows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct HostEntry {
     /// BlueKing cloud area id, when configured.
@@ -84,6 +124,9 @@ pub(crate) struct HostEntry {
     pub(crate) key: Arc<str>,
     /// Values of `GroupConfig::host_label_names`, in order ("" where unknown).
     pub(crate) labels: Arc<[String]>,
+    /// Where CMDB puts the host, for groups with `cmdb.topology` (None: not
+    /// listed by CMDB, or topology off).
+    pub(crate) topology: Option<Arc<Topology>>,
 }
 
 impl HostEntry {
@@ -103,6 +146,7 @@ impl HostEntry {
             agent_id,
             key,
             labels,
+            topology: None,
         })
     }
 
@@ -237,4 +281,23 @@ pub mod build {
         "\n  platform:         ",
         env!("GSE_EXPORTER_TARGET"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_names_are_distinct_sorted_and_joined() {
+        let t = Topology::from_names(
+            ["web", "db", "web"],
+            ["nginx", "", "api", "nginx"],
+            " alice,bob ",
+            "",
+        );
+        assert_eq!(&*t.bk_set_name, "db,web");
+        assert_eq!(&*t.bk_module_name, "api,nginx");
+        assert_eq!(&*t.operator, "alice,bob");
+        assert_eq!(Topology::from_names([], [], "", ""), Topology::default());
+    }
 }

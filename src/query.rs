@@ -529,6 +529,7 @@ mod tests {
             ip: ip.into(),
             bk_agent_id: id.into(),
             host_labels: Vec::new().into(),
+            topology: None,
             record: record(state, age),
         }
     }
@@ -545,9 +546,11 @@ mod tests {
             labels: Vec::new(),
             host_label_names: Vec::new(),
             per_agent_metrics: true,
+            bk_biz_name: None,
             agents,
             counts,
             versions: Default::default(),
+            placement: Default::default(),
             up,
             poll_duration: 0.0,
             interval: 60.0,

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::model::{DiscoveryStatus, Sharding};
+use crate::model::{DiscoveryStatus, Sharding, Topology};
 
 /// Where an agent stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,6 +157,9 @@ pub struct AgentRow {
     pub bk_agent_id: Arc<str>,
     /// Values of the group's CMDB labels (`GroupSnapshot::host_label_names`).
     pub host_labels: Arc<[String]>,
+    /// Where CMDB puts the host, for groups with topology (None: CMDB has
+    /// not listed it), shared between agents.
+    pub topology: Option<Arc<Topology>>,
     /// What is known of it.
     pub record: AgentRecord,
 }
@@ -176,6 +179,24 @@ impl StateCounts {
     }
 }
 
+/// Where a group's agents sit: behind which upstream parent (a GSE proxy or
+/// server, `parent_ip` of the info call) and in which cloud area, with their
+/// states, so that a dead proxy or cloud area reads as one outage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    /// Per parent, sorted: agents GSE knows (online, offline) whose last info
+    /// named that parent. Agents without a known parent are left out.
+    pub parents: Vec<(Arc<str>, StateCounts)>,
+    /// Per cloud area (configured, else as GSE knows it), sorted: agents in
+    /// every state. Agents whose cloud area is unknown are left out.
+    pub clouds: Vec<(i64, StateCounts)>,
+}
+
+impl Placement {
+    /// The states counted per parent: GSE names a parent only for agents it knows.
+    pub const PARENT_STATES: [AgentState; 2] = [AgentState::Online, AgentState::Offline];
+}
+
 /// One group after a cycle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSnapshot {
@@ -189,12 +210,17 @@ pub struct GroupSnapshot {
     pub host_label_names: Vec<String>,
     /// Whether per-agent series are exported for this group.
     pub per_agent_metrics: bool,
+    /// The business name, for groups with `cmdb.topology` (whose agents get
+    /// a topology series each); "" while CMDB has not named it.
+    pub bk_biz_name: Option<Arc<str>>,
     /// Exported agents (online, offline, not found; unknown ones are left out).
     pub agents: Vec<AgentRow>,
     /// Agents per state, unknown included.
     pub counts: StateCounts,
     /// Known agents (online or offline) per version.
     pub versions: BTreeMap<String, u64>,
+    /// Agents per upstream parent and per cloud area.
+    pub placement: Placement,
     /// Every status batch of the group succeeded in the last cycle.
     pub up: bool,
     /// Seconds the group's part of the last cycle took.

@@ -1,7 +1,8 @@
 //! The exporter's own counters: GSE requests, retries, waits on the rate
 //! limit, body sizes, reloads, HTTP rejections and OTLP pushes.
 //!
-//! Owns the numbers only, indexed by the typed reasons they count ([`Call`],
+//! Owns the numbers only (and reads this process's own from `/proc` for the
+//! `process_*` families), indexed by the typed reasons they count ([`Call`],
 //! [`RESULT_LABELS`], [`Rejection`]). Metric names, help texts and label names
 //! are `expose`'s table; this module never formats text. Every series exists
 //! from the start at zero, so rates work from the first scrape.
@@ -14,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::model::unix_seconds;
+use crate::procfs::Procfs;
 use crate::upstream::RESULT_LABELS;
 use crate::upstream::gse::Call;
 
@@ -183,5 +185,37 @@ impl Telemetry {
         if success {
             self.reload_timestamp.set(unix_seconds(SystemTime::now()));
         }
+    }
+}
+
+/// The exporter process as the kernel sees it, for the `process_*` families.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ProcessStats {
+    /// User and system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory in bytes.
+    pub resident_bytes: u64,
+    /// Start time, Unix seconds.
+    pub start_time: f64,
+    /// Open file descriptors.
+    pub open_fds: Option<u64>,
+    /// The soft limit on open file descriptors.
+    pub max_fds: Option<u64>,
+}
+
+impl ProcessStats {
+    /// This process now; `None` where `/proc` cannot be read (not Linux).
+    pub(crate) fn read() -> Option<ProcessStats> {
+        let procfs = Procfs::new("/proc");
+        let kernel = procfs.kernel().ok()?;
+        let pid = std::process::id();
+        let stat = procfs.process(pid)?;
+        Some(ProcessStats {
+            cpu_seconds: kernel.cpu_seconds(&stat),
+            resident_bytes: kernel.rss_bytes(&stat),
+            start_time: kernel.start_time(&stat),
+            open_fds: procfs.open_fds(pid),
+            max_fds: procfs.max_fds(pid),
+        })
     }
 }

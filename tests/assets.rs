@@ -19,8 +19,27 @@ use serde_json::Value;
 const RUNBOOK_BASE: &str = "https://github.com/gse-exporter/gse_exporter/blob/main/docs/runbook.md";
 const DATASOURCE: &str = "${datasource}";
 const JOB_MATCHER: &str = r#"job=~"$job""#;
+/// Queries of the node mode's series only select its job(s) with this.
+const NODE_JOB_MATCHER: &str = r#"job=~"$node_job""#;
 const GROUP_MATCHER: &str = r#"group=~"$group""#;
 const BIZ_MATCHER: &str = r#"bk_biz_id=~"$bk_biz_id""#;
+/// The label that tells sites apart (the mixin's `_config.siteLabel`; a test
+/// checks they agree): every aggregation and join keeps it, every dashboard
+/// query selects the variable of that name.
+const SITE_LABEL: &str = "site";
+const SITE_MATCHER: &str = r#"site=~"$site""#;
+/// Families with a `group` label: a query naming one selects `$group`.
+const GROUP_FAMILIES: &[&str] = &[
+    "gse_agent",
+    "gse_group",
+    "gse_up",
+    "gse_parent_agents",
+    "gse_cloud_agents",
+    "gse_exporter_poll_",
+    "gse_exporter_last_poll_",
+    "gse_exporter_group_hosts",
+    "gse_exporter_discovery_",
+];
 /// Shortest explicit range accepted instead of `$__rate_interval` in a
 /// dashboard `rate`/`increase`/`changes` (e.g. `[1h]` for flapping): anything
 /// shorter would be finer than a scrape-interval-aware rate interval.
@@ -313,17 +332,183 @@ fn amtool_check_config() {
 }
 
 #[test]
-fn alertmanager_groups_by_alert_group_and_business() {
+fn alertmanager_groups_by_alert_site_group_and_business() {
     let config = read_yaml(&root().join("deploy/alertmanager/alertmanager.yml"));
     let group_by: Vec<&str> = array(&config["route"], "group_by")
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(group_by, ["alertname", "group", "bk_biz_id"]);
+    assert_eq!(group_by, ["alertname", SITE_LABEL, "group", "bk_biz_id"]);
     assert!(
         array(&config, "inhibit_rules").len() >= 3,
         "expected the three GSE inhibit rules"
     );
+}
+
+/// Muting stays per site: an inhibit rule whose `equal` lacked the site label
+/// would let a GSE outage or mass offline at one site mute a same-named group
+/// at another (tests/e2e.rs shows it with a real Alertmanager).
+#[test]
+fn alertmanager_inhibits_per_site_and_job() {
+    let config = read_yaml(&root().join("deploy/alertmanager/alertmanager.yml"));
+    let rules = array(&config, "inhibit_rules");
+    assert!(!rules.is_empty(), "no inhibit rules");
+    for rule in rules {
+        let equal: Vec<&str> = array(rule, "equal")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for label in [SITE_LABEL, "job"] {
+            assert!(
+                equal.contains(&label),
+                "inhibit rule {:?}: equal {equal:?} lacks {label}",
+                rule["source_matchers"]
+            );
+        }
+    }
+}
+
+/// The mixin's configuration, as jsonnet evaluates it.
+fn mixin_config(field: &str) -> Value {
+    let output = Command::new("jsonnet")
+        .arg("-J")
+        .arg(root().join("mixin"))
+        .arg("-e")
+        .arg(format!("(import 'mixin.libsonnet')._config.{field}"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run jsonnet ({e}); Debian: apt-get install jsonnet"));
+    assert!(
+        output.status.success(),
+        "jsonnet: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("jsonnet prints JSON")
+}
+
+#[test]
+fn the_checks_here_follow_the_mixin_config() {
+    assert_eq!(mixin_config("siteLabel"), SITE_LABEL, "_config.siteLabel");
+    assert_eq!(
+        mixin_config("gseExporterSelector"),
+        r#"job="gse_exporter""#,
+        "_config.gseExporterSelector: the shipped scrape configs use job=\"gse_exporter\""
+    );
+}
+
+// ------------------------------------------------------- site label
+
+/// Aggregation operators of PromQL.
+const AGGREGATIONS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+];
+
+/// Where an expression's aggregations and joins leave the site label out:
+/// a `by`/`on` list without it, a `without`/`ignoring` list with it, and
+/// (with `every_aggregation_by`) an aggregation without `by`.
+fn site_problems(expr: &str, every_aggregation_by: bool) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut problems = Vec::new();
+    let mut i = 0;
+    let next_non_space = |mut j: usize| {
+        while j < chars.len() && chars[j].is_whitespace() {
+            j += 1;
+        }
+        j
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '{' || c == '[' {
+            let close = if c == '{' { '}' } else { ']' };
+            while i < chars.len() && chars[i] != close {
+                i += 1;
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let j = next_non_space(i);
+            let at = j < chars.len() && chars[j] == '(';
+            match word.as_str() {
+                "by" | "on" | "without" | "ignoring" | "group_left" | "group_right" if at => {
+                    let close = chars[j..]
+                        .iter()
+                        .position(|&c| c == ')')
+                        .map_or(chars.len(), |p| j + p);
+                    let list: String = chars[j + 1..close].iter().collect();
+                    let has_site = list.split(',').any(|l| l.trim() == SITE_LABEL);
+                    let drops = match word.as_str() {
+                        "by" | "on" => !has_site,
+                        "without" | "ignoring" => has_site,
+                        // group_left/group_right: labels copied, not matched.
+                        _ => false,
+                    };
+                    if drops {
+                        problems.push(format!("`{word} ({list})` drops {SITE_LABEL}"));
+                    }
+                    i = close + 1;
+                }
+                w if every_aggregation_by && AGGREGATIONS.contains(&w) && at => {
+                    problems.push(format!("`{w}(...)` without `by` drops {SITE_LABEL}"));
+                }
+                _ => {}
+            }
+        } else {
+            i += 1;
+        }
+    }
+    problems
+}
+
+#[test]
+fn site_lint_finds_dropped_site_labels() {
+    assert!(site_problems("sum by (site, job) (x{a=\"by (x)\"})", true).is_empty());
+    assert!(site_problems("a unless on (site, group) b and on(site) c", true).is_empty());
+    assert!(site_problems("x * on (site, job) group_left (bk_biz_id) y", true).is_empty());
+    assert_eq!(site_problems("sum by (job) (x)", true).len(), 1);
+    assert_eq!(site_problems("a unless on (group) b", true).len(), 1);
+    assert_eq!(site_problems("count(x) > 0", true).len(), 1);
+    assert!(site_problems("count(x) > 0", false).is_empty());
+    assert_eq!(site_problems("sum without (site) (x)", false).len(), 1);
+    assert!(site_problems("absent(up{job=\"g\"}) or rate(x[5m])", true).is_empty());
+}
+
+/// Every recording and alerting rule keeps the site label: two sites with
+/// the same group names never blend (alerts/tests/sites.test.yml shows it).
+#[test]
+fn rules_keep_the_site_label() {
+    let mut problems = Vec::new();
+    for (file, rule) in all_rules() {
+        let name = str_field(&rule, "alert")
+            .or_else(|| str_field(&rule, "record"))
+            .unwrap_or("?");
+        let expr = str_field(&rule, "expr").expect("rule expr");
+        for problem in site_problems(expr, true) {
+            problems.push(format!("{name} in {}: {problem}", relative(&file)));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 // ----------------------------------------------------------- dashboards
@@ -423,7 +608,7 @@ fn lint_dashboard(file: &Path, dashboard: &Value) -> Vec<String> {
                 && str_field(v, "query") == Some("prometheus") => {}
         _ => problem("needs a `datasource` variable of type datasource, query prometheus".into()),
     }
-    for name in ["job", "group", "bk_biz_id"] {
+    for name in [SITE_LABEL, "job", "group", "bk_biz_id"] {
         match variables.get(name) {
             Some(v) => {
                 if str_field(v, "type") != Some("query") {
@@ -472,25 +657,49 @@ fn lint_dashboard(file: &Path, dashboard: &Value) -> Vec<String> {
                 problem(format!("panel {title:?}: query without expr"));
                 continue;
             };
-            if !expr.contains(JOB_MATCHER) {
-                problem(format!("panel {title:?}: `{expr}` lacks {JOB_MATCHER}"));
+            // The node mode's series select its job(s); everything else the
+            // exporter's.
+            if expr.contains("gse_node") && !expr.contains(NODE_JOB_MATCHER) {
+                problem(format!(
+                    "panel {title:?}: `{expr}` lacks {NODE_JOB_MATCHER}"
+                ));
             }
-            let has_group_label = [
+            let exporter_side = [
                 "gse_agent",
                 "gse_group",
+                "gse_biz",
                 "gse_up",
-                "gse_exporter_poll_",
-                "gse_exporter_last_poll_",
+                "gse_exporter",
+                "gse_parent",
+                "gse_cloud",
+                "gse:",
+                "process_",
+                "up{",
             ];
-            if has_group_label.iter().any(|m| expr.contains(m)) && !expr.contains(GROUP_MATCHER) {
+            if exporter_side.iter().any(|m| expr.contains(m)) && !expr.contains(JOB_MATCHER) {
+                problem(format!("panel {title:?}: `{expr}` lacks {JOB_MATCHER}"));
+            }
+            // Every panel follows the site and business filters; families
+            // without bk_biz_id are joined through gse_agents.
+            for matcher in [SITE_MATCHER, BIZ_MATCHER] {
+                if !expr.contains(matcher) {
+                    problem(format!("panel {title:?}: `{expr}` lacks {matcher}"));
+                }
+            }
+            if GROUP_FAMILIES.iter().any(|m| expr.contains(m)) && !expr.contains(GROUP_MATCHER) {
                 problem(format!("panel {title:?}: `{expr}` lacks {GROUP_MATCHER}"));
             }
-            if ["gse_agent", "gse_group", "gse_biz"]
-                .iter()
-                .any(|m| expr.contains(m))
-                && !expr.contains(BIZ_MATCHER)
+            for site in site_problems(expr, false) {
+                problem(format!("panel {title:?}: `{expr}`: {site}"));
+            }
+            // An offline agent's heartbeat age grows for as long as it is
+            // offline: heartbeat panels say which agents they cover.
+            if expr.contains("gse_agent_heartbeat_age_seconds")
+                && !expr.contains("gse_agent_online")
             {
-                problem(format!("panel {title:?}: `{expr}` lacks {BIZ_MATCHER}"));
+                problem(format!(
+                    "panel {title:?}: `{expr}` uses heartbeat ages without choosing online or offline agents"
+                ));
             }
             for range in range_problems(expr) {
                 problem(format!("panel {title:?}: {range}"));
@@ -546,4 +755,279 @@ fn range_lint_accepts_rate_interval_and_long_explicit_ranges() {
     assert_eq!(duration_seconds("1h30m"), Some(5400));
     assert_eq!(duration_seconds("500ms"), None);
     assert_eq!(duration_seconds("$__interval"), None);
+}
+
+// ------------------------------------------------- panels that tell the truth
+
+/// The query of a dashboard panel's target, with Grafana's variables set
+/// (`site`, `job`, `group` as All; `bk_biz_id` as given).
+fn panel_query(file: &str, title: &str, ref_id: &str, biz: &str) -> String {
+    let dashboard: Value = serde_json::from_str(&read(&root().join("dashboards").join(file)))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let panel = panels(&dashboard)
+        .into_iter()
+        .find(|p| str_field(p, "title") == Some(title))
+        .unwrap_or_else(|| panic!("{file} has no panel {title:?}"));
+    let target = array(panel, "targets")
+        .iter()
+        .find(|t| str_field(t, "refId") == Some(ref_id))
+        .unwrap_or_else(|| panic!("{file} / {title:?} has no query {ref_id}"));
+    let mut expr = str_field(target, "expr").expect("expr").to_string();
+    for (name, value) in [
+        ("__rate_interval", "5m"),
+        (SITE_LABEL, ".*"),
+        ("job", "gse_exporter"),
+        ("group", ".*"),
+        ("bk_biz_id", biz),
+    ] {
+        expr = expr.replace(&format!("${name}"), value);
+    }
+    assert!(!expr.contains('$'), "unsubstituted variable in {expr}");
+    expr
+}
+
+/// Panel queries evaluated by promtool against series where the old queries
+/// misled: heartbeat ages of offline agents (6,537 s), gse_up without a
+/// business, and info-API counters that do not move between info polls
+/// (NaN). promtool fails on any sample that differs, NaN included.
+#[test]
+fn dashboard_panels_tell_the_truth() {
+    const FLEET: &str = "gse-agents-fleet.json";
+    const EXPORTER: &str = "gse-agents-exporter.json";
+    let sh = r#"job="gse_exporter",instance="gse-exporter-sh.example.com",site="shanghai""#;
+    let sz = r#"job="gse_exporter",instance="gse-exporter-sz.example.com",site="shenzhen""#;
+    let agent = |ip: &str| {
+        format!(r#"{sh},group="web-prod",bk_biz_id="2",bk_cloud_id="0",ip="{ip}",bk_agent_id="""#)
+    };
+    let series: Vec<(String, &str)> = vec![
+        // shanghai web-prod (business 2): two online agents, one offline
+        // for almost two hours; db (business 3).
+        (
+            format!("gse_agents{{{sh},group=\"web-prod\",bk_biz_id=\"2\",state=\"online\"}}"),
+            "2x40",
+        ),
+        (
+            format!("gse_agents{{{sh},group=\"web-prod\",bk_biz_id=\"2\",state=\"offline\"}}"),
+            "1x40",
+        ),
+        (
+            format!("gse_agents{{{sh},group=\"db\",bk_biz_id=\"3\",state=\"online\"}}"),
+            "5x40",
+        ),
+        (format!("gse_agent_online{{{}}}", agent("10.0.0.1")), "1x40"),
+        (
+            format!("gse_agent_heartbeat_age_seconds{{{}}}", agent("10.0.0.1")),
+            "0x40",
+        ),
+        (format!("gse_agent_online{{{}}}", agent("10.0.0.2")), "1x40"),
+        (
+            format!("gse_agent_heartbeat_age_seconds{{{}}}", agent("10.0.0.2")),
+            "100x40",
+        ),
+        (format!("gse_agent_online{{{}}}", agent("10.0.0.3")), "0x40"),
+        (
+            format!("gse_agent_heartbeat_age_seconds{{{}}}", agent("10.0.0.3")),
+            "4737+60x40",
+        ),
+        // GSE unreachable for both shanghai groups; shenzhen's web-prod fine.
+        (format!("gse_up{{{sh},group=\"web-prod\"}}"), "0x40"),
+        (format!("gse_up{{{sh},group=\"db\"}}"), "0x40"),
+        (format!("gse_up{{{sz},group=\"web-prod\"}}"), "1x40"),
+        (
+            format!("gse_agents{{{sz},group=\"web-prod\",bk_biz_id=\"2\",state=\"online\"}}"),
+            "3x40",
+        ),
+        // The status API is called every minute; the info API was called
+        // once, before the window: its counters stand still.
+        (
+            format!(
+                "gse_exporter_api_requests_total{{{sh},api=\"v2_list_agent_state\",result=\"success\"}}"
+            ),
+            "0+1x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_requests_total{{{sh},api=\"v2_list_agent_state\",result=\"error\"}}"
+            ),
+            "0x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_requests_total{{{sh},api=\"v2_list_agent_info\",result=\"success\"}}"
+            ),
+            "3x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_requests_total{{{sh},api=\"v2_list_agent_info\",result=\"error\"}}"
+            ),
+            "0x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_state\",le=\"0.25\"}}"
+            ),
+            "0x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_state\",le=\"0.5\"}}"
+            ),
+            "0+1x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_state\",le=\"+Inf\"}}"
+            ),
+            "0+1x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_count{{{sh},api=\"v2_list_agent_state\"}}"
+            ),
+            "0+1x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_info\",le=\"0.25\"}}"
+            ),
+            "0x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_info\",le=\"0.5\"}}"
+            ),
+            "3x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_bucket{{{sh},api=\"v2_list_agent_info\",le=\"+Inf\"}}"
+            ),
+            "3x40",
+        ),
+        (
+            format!(
+                "gse_exporter_api_request_duration_seconds_count{{{sh},api=\"v2_list_agent_info\"}}"
+            ),
+            "3x40",
+        ),
+    ];
+    // (query, expected samples as (labels, value)).
+    let web = r#"{site="shanghai", group="web-prod"}"#;
+    let state_api = r#"{site="shanghai", api="v2_list_agent_state"}"#;
+    let checks: Vec<(String, Vec<(&str, f64)>)> = vec![
+        // Online agents only: p50 of 0 s and 100 s is 50 s (with the offline
+        // agent: 100 s); p99 99 s, not about 6,500 s.
+        (
+            panel_query(FLEET, "Heartbeat age quantiles per group", "A", ".*"),
+            vec![(web, 50.0)],
+        ),
+        (
+            panel_query(FLEET, "Heartbeat age quantiles per group", "B", ".*"),
+            vec![(web, 99.0)],
+        ),
+        (
+            panel_query(FLEET, "Heartbeat age distribution", "A", ".*"),
+            vec![("{}", 1.0)],
+        ),
+        (
+            panel_query(FLEET, "Heartbeat age distribution", "B", ".*"),
+            vec![("{}", 1.0)],
+        ),
+        (
+            panel_query(FLEET, "Heartbeat age distribution", "E", ".*"),
+            vec![],
+        ),
+        // Business filtering through the group: web-prod is business 2.
+        (
+            panel_query(FLEET, "Groups GSE cannot reach", "A", "2"),
+            vec![("{}", 1.0)],
+        ),
+        (
+            panel_query(FLEET, "Groups GSE cannot reach", "A", "3"),
+            vec![("{}", 1.0)],
+        ),
+        (
+            panel_query(FLEET, "Groups GSE cannot reach", "A", ".*"),
+            vec![("{}", 2.0)],
+        ),
+        (
+            panel_query(FLEET, "Groups GSE cannot reach", "A", "7"),
+            vec![("{}", 0.0)],
+        ),
+        (
+            panel_query(EXPORTER, "GSE reachable per group (gse_up)", "A", "3"),
+            vec![(r#"{site="shanghai", group="db"}"#, 0.0)],
+        ),
+        // Between info polls the info API has no ratio and no latency, not NaN.
+        (
+            panel_query(EXPORTER, "API error ratio", "A", ".*"),
+            vec![(state_api, 0.0)],
+        ),
+        (
+            panel_query(EXPORTER, "API request latency quantiles", "A", ".*"),
+            vec![(state_api, 0.375)],
+        ),
+    ];
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut test = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
+        root().join("alerts/gse-recording.rules.yml").display()
+    );
+    for (name, values) in &series {
+        test.push_str(&format!(
+            "      - series: '{name}'\n        values: '{values}'\n"
+        ));
+    }
+    test.push_str("    promql_expr_test:\n");
+    for (expr, samples) in &checks {
+        test.push_str(&format!(
+            "      - expr: {}\n        eval_time: 30m\n        exp_samples:{}\n",
+            serde_json::to_string(expr).expect("JSON string"),
+            if samples.is_empty() { " []" } else { "" }
+        ));
+        for (labels, value) in samples {
+            test.push_str(&format!(
+                "          - labels: '{labels}'\n            value: {value}\n"
+            ));
+        }
+    }
+    let file = dir.path().join("panels.test.yml");
+    fs::write(&file, &test).expect("write the promtool test");
+    run_tool("promtool", &["test", "rules", &file.display().to_string()]);
+}
+
+/// alerts/tests/sites.test.yml is the multi-site file_sd example as one
+/// Prometheus sees it: every site and target of deploy/prometheus/file_sd
+/// appears in it with the instance the example's relabelling gives.
+#[test]
+fn the_sites_test_follows_the_file_sd_example() {
+    let dir = root().join("deploy/prometheus/file_sd");
+    let test = read(&root().join("alerts/tests/sites.test.yml"));
+    let mut targets = 0;
+    for file in files_with_suffix(&dir, ".yml") {
+        if !relative(&file).contains("gse_exporter") {
+            continue; // the node mode's hosts are another job
+        }
+        let groups: Vec<Value> = serde_yaml_ng::from_str(&read(&file))
+            .unwrap_or_else(|e| panic!("{}: {e}", relative(&file)));
+        for group in groups {
+            let site = group["labels"][SITE_LABEL]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: a target without a site", relative(&file)));
+            for target in array(&group, "targets").iter().filter_map(Value::as_str) {
+                // prometheus-file-sd.yml drops the default port from instance.
+                let instance = target.strip_suffix(":10909").unwrap_or(target);
+                let labels = format!(r#"instance="{instance}",{SITE_LABEL}="{site}""#);
+                assert!(
+                    test.contains(&labels),
+                    "alerts/tests/sites.test.yml has no series of {labels} ({})",
+                    relative(&file)
+                );
+                targets += 1;
+            }
+        }
+    }
+    assert!(targets >= 5, "only {targets} file_sd targets found");
 }

@@ -306,6 +306,7 @@ fn man_prints_each_subcommands_page_and_writes_them_all() {
         [
             "gse_exporter-completions.1",
             "gse_exporter-man.1",
+            "gse_exporter-node.1",
             "gse_exporter-query.1",
             "gse_exporter-simulate.1",
             "gse_exporter.1"

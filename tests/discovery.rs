@@ -193,3 +193,50 @@ async fn cmdb_outages_keep_the_last_list_and_a_halving_is_held_back_once() {
     assert!(shrunk.1.is_subset(&before));
     exporter.shutdown().await;
 }
+
+/// The tenants the simulator saw per endpoint ("" for none).
+fn tenants(sim: &gse_sim::RunningSim, api: gse_sim::Api) -> BTreeSet<String> {
+    sim.tenants()
+        .into_keys()
+        .filter(|(a, _)| *a == api)
+        .map(|(_, t)| t)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmdb_calls_carry_the_tenant_of_gse_or_their_own() {
+    use gse_sim::Api;
+    for (cmdb_extra, want_cmdb) in [("", "tenant-a"), ("  tenant_id: tenant-b\n", "tenant-b")] {
+        let sim = start_sim(SimOptions {
+            agents: 200,
+            ..SimOptions::default()
+        })
+        .await;
+        let mut yaml = gse_block(&sim, "  tenant_id: tenant-a\n");
+        yaml.push_str("interval: 1s\ngroups:\n");
+        yaml.push_str(&cmdb_group_yaml(&sim, "biz-2", 2, ""));
+        yaml.push_str(cmdb_extra);
+        let exporter = start_exporter(parse_config(&yaml)).await;
+        wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+        assert_eq!(
+            tenants(&sim, Api::CmdbListHosts),
+            BTreeSet::from([want_cmdb.to_string()])
+        );
+        assert_eq!(
+            tenants(&sim, Api::V2State),
+            BTreeSet::from(["tenant-a".to_string()])
+        );
+    }
+    let sim = start_sim(SimOptions::default()).await;
+    let bad = format!(
+        "{}interval: 1s\ngroups:\n",
+        gse_block(&sim, "  tenant_id: \"a b\"\n")
+    );
+    let bad = bad + &cmdb_group_yaml(&sim, "biz-2", 2, "");
+    let err = gse_exporter::config::Config::parse(&bad, std::path::Path::new("."))
+        .expect_err("a tenant with a space");
+    assert!(
+        err.to_string().contains("gse.tenant_id: a b: must be"),
+        "{err}"
+    );
+}

@@ -3,7 +3,9 @@
 //! on `/metrics` (recorded series are defined by the rules themselves;
 //! Prometheus' own `up` is Prometheus'), every exposed family must be
 //! documented, and `gse_exporter::expose::table::TABLE` and docs/metrics.md must
-//! agree on names, types and labels.
+//! agree on names, types and labels. The node mode's `gse_node_*` families
+//! (`gse_exporter::node::metrics::TABLE`) count as exposed here; tests/node.rs
+//! shows each of them on a node's `/metrics`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use crate::common::stack::*;
 use crate::common::*;
 use gse_exporter::expose::table::{Kind, TABLE};
+use gse_exporter::node::metrics as node_metrics;
 use gse_sim::{Faults, SimOptions};
 use serde_json::Value as Json;
 
@@ -396,8 +399,31 @@ fn table_and_docs_agree() {
             }
         }
     }
+    for def in node_metrics::TABLE {
+        let labels: BTreeSet<String> = node_metrics::HOST_LABELS
+            .iter()
+            .chain(def.labels)
+            .map(|l| l.to_string())
+            .collect();
+        let want = DocRow {
+            kind: def.kind.as_str().into(),
+            labels,
+        };
+        match documented.get(def.name) {
+            None => problems.push(format!(
+                "{} is in the node TABLE but not in docs/metrics.md",
+                def.name
+            )),
+            Some(row) if *row != want => problems.push(format!(
+                "{}: docs say {row:?}, the node TABLE says {want:?}",
+                def.name
+            )),
+            Some(_) => {}
+        }
+    }
     for name in documented.keys() {
-        if !TABLE.iter().any(|d| d.name == name) {
+        let in_node_table = node_metrics::TABLE.iter().any(|d| d.name == name);
+        if !TABLE.iter().any(|d| d.name == name) && !in_node_table {
             problems.push(format!("{name} is documented but not in TABLE"));
         }
     }
@@ -443,8 +469,9 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
         "interval: 200ms\n",
         &specs,
     );
-    // A CMDB-discovered group, so the discovery families have samples too.
-    yaml.push_str(&cmdb_group_yaml(&sim, "biz-5", 5, ""));
+    // A CMDB-discovered group with topology, so the discovery and topology
+    // families have samples too.
+    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-5", 5, ""));
     // OTLP push on (to a closed port), so its counter has samples too.
     yaml.push_str("otlp:\n  endpoint: http://127.0.0.1:9\n  interval: 1s\n  timeout: 500ms\n");
     let exporter = start_exporter(parse_config(&yaml)).await;
@@ -479,7 +506,9 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
     }
 
     // Everything the assets name is exposed.
-    let exposed_or_own = |name: &str| exposed.contains(name) || PROMETHEUS_OWN.contains(&name);
+    let node_family = |name: &str| node_metrics::TABLE.iter().any(|d| d.name == name);
+    let exposed_or_own =
+        |name: &str| exposed.contains(name) || PROMETHEUS_OWN.contains(&name) || node_family(name);
     let mut missing: BTreeSet<String> = BTreeSet::new();
     let (rule_used, recorded) = rule_names();
     assert!(recorded.len() > 5, "recording rules were found");
@@ -507,7 +536,7 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
     };
     let docs = read(&repo_root().join("docs/metrics.md"));
     for name in docs_names(&docs) {
-        if !family_exposed(&name) {
+        if !family_exposed(&name) && !recorded.contains(&name) {
             missing.insert(name.clone());
             problems.push(format!(
                 "{name} is named in docs/metrics.md but not exposed"
@@ -540,4 +569,165 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     exporter.shutdown().await;
     sim.shutdown().await;
+}
+
+// ------------------------------------------------------------ the mixin
+
+/// Families no panel and no rule uses, on purpose, with the reason. Each
+/// entry must be a family of a metric table and really unused.
+const DELIBERATELY_UNUSED: &[(&str, &str)] = &[(
+    "gse_agent_topology_info",
+    "new (CMDB topology, issue 16): its joins are in docs/metrics.md and tested there \
+     (tests/topology.rs); the mixin's panel and alert join come next, and then this entry goes",
+)];
+
+/// Every sample name of every family the shipped assets could use: the
+/// exporter's table (with its process_* families) and the node mode's.
+fn all_families() -> Vec<(String, Vec<String>)> {
+    let mut families: Vec<(String, Vec<String>)> = TABLE
+        .iter()
+        .map(|d| (d.name.to_string(), sample_names(d.name, d.kind)))
+        .collect();
+    families.extend(
+        node_metrics::TABLE
+            .iter()
+            .map(|d| (d.name.to_string(), vec![d.name.to_string()])),
+    );
+    families
+}
+
+/// Ten families once appeared in no panel and no rule: every family of the
+/// metric tables is used by a dashboard or a rule, or listed in
+/// DELIBERATELY_UNUSED with a reason.
+#[test]
+fn every_family_is_used_by_a_panel_or_a_rule() {
+    let dashboards = dashboard_names();
+    let (rules, _) = rule_names();
+    let used = |family: &[String]| {
+        family
+            .iter()
+            .any(|s| dashboards.contains_key(s) || rules.contains_key(s))
+    };
+    let mut problems = Vec::new();
+    for (name, samples) in all_families() {
+        let listed = DELIBERATELY_UNUSED.iter().find(|(n, _)| *n == name);
+        match (used(&samples), listed) {
+            (false, None) => problems.push(format!(
+                "{name} is used by no panel and no rule: use it in mixin/ or list it in \
+                 DELIBERATELY_UNUSED with a reason"
+            )),
+            (true, Some(_)) => problems.push(format!(
+                "{name} is in DELIBERATELY_UNUSED but a panel or rule uses it: remove the entry"
+            )),
+            (_, Some((_, reason))) if reason.trim().is_empty() => {
+                problems.push(format!("{name}: DELIBERATELY_UNUSED needs a reason"))
+            }
+            _ => {}
+        }
+    }
+    let families: BTreeSet<String> = all_families().into_iter().map(|(n, _)| n).collect();
+    for (name, _) in DELIBERATELY_UNUSED {
+        if !families.contains(*name) {
+            problems.push(format!(
+                "{name} is in DELIBERATELY_UNUSED but in no metric table"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The committed rule files, dashboards and PrometheusRule are exactly what
+/// `scripts/gen-mixin` renders from mixin/, and no rule file or dashboard
+/// exists besides them.
+#[test]
+fn generated_files_match_the_mixin() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = std::process::Command::new(repo_root().join("scripts/gen-mixin"))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/gen-mixin ({e})"));
+    assert!(
+        output.status.success(),
+        "scripts/gen-mixin failed (needs jsonnet and python3-yaml; scripts/test installs them):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut generated = Vec::new();
+    for dir in ["alerts", "dashboards"] {
+        for entry in std::fs::read_dir(out.path().join(dir)).expect("generated dir") {
+            let path = entry.expect("entry").path();
+            generated.push(format!(
+                "{dir}/{}",
+                path.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    generated.push("deploy/kubernetes/base/prometheusrule.yaml".into());
+    generated.sort();
+    let committed: Vec<String> = rule_files()
+        .iter()
+        .chain(&dashboard_files())
+        .map(|p| {
+            p.strip_prefix(repo_root())
+                .expect("in the repository")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .chain(["deploy/kubernetes/base/prometheusrule.yaml".to_string()])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        committed, generated,
+        "the rule files and dashboards are all generated from mixin/ (add new ones there)"
+    );
+    let stale: Vec<&String> = generated
+        .iter()
+        .filter(|path| read(&out.path().join(path)) != read(&repo_root().join(path)))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{stale:?} differ from what mixin/ generates: change mixin/*.libsonnet, run \
+         scripts/gen-mixin and commit both (scripts/gen-mixin --check shows the diff)"
+    );
+}
+
+/// The mixin's sources are formatted by `jsonnetfmt` (Debian's jsonnet
+/// package ships it), as the monitoring mixins check.
+#[test]
+fn mixin_sources_are_jsonnetfmt_clean() {
+    let mut sources = Vec::new();
+    let mut dirs = vec![repo_root().join("mixin")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("mixin dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "libsonnet" || e == "jsonnet")
+            {
+                sources.push(path);
+            }
+        }
+    }
+    assert!(sources.len() >= 5, "mixin sources: {sources:?}");
+    let unformatted: Vec<String> = sources
+        .iter()
+        .filter(|source| {
+            let status = std::process::Command::new("jsonnetfmt")
+                .arg("--test")
+                .arg(source)
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run jsonnetfmt ({e}); Debian: apt-get install jsonnet")
+                });
+            !status.success()
+        })
+        .map(|source| source.display().to_string())
+        .collect();
+    assert!(
+        unformatted.is_empty(),
+        "not formatted: {unformatted:?}; run `jsonnetfmt -i` on them"
+    );
 }

@@ -12,8 +12,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::common::binary::Binary;
 use crate::common::stack::*;
 use crate::common::*;
+use crate::node::{DataServer, FakeHome, Running, start_agent, start_plugin};
 use gse_exporter::run::Exporter;
 use gse_sim::{AgentTruth, Faults, RunningSim, SimOptions};
 use serde_json::Value as Json;
@@ -30,6 +32,45 @@ struct World {
     sim: RunningSim,
     exporter: Exporter,
     stack: Stack,
+    /// `gse_exporter node` on a fake host, scraped as `job="gse_node"`.
+    node: Option<NodeSide>,
+}
+
+/// The node mode's side: a fake GSE home with a running agent (connected
+/// to a stand-in data server) and two plugins, and `gse_exporter node`
+/// checking it every second as the host of one simulated agent.
+struct NodeSide {
+    home: FakeHome,
+    server: DataServer,
+    agent: Option<Running>,
+    _plugins: [Running; 2],
+    binary: Binary,
+    /// The simulated agent the fake host stands for.
+    host: AgentTruth,
+}
+
+impl NodeSide {
+    /// Starts it for `host` (its `ip` and `bk_cloud_id` become the node's labels).
+    async fn start(host: AgentTruth) -> NodeSide {
+        let home = FakeHome::new();
+        let server = DataServer::start();
+        let agent = start_agent(&home, Some(server.addr), true);
+        let plugins = [
+            start_plugin(&home, "bkmonitorbeat"),
+            start_plugin(&home, "bkunifylogbeat"),
+        ];
+        let mut args = home.args_for(server.addr.port(), &host.ip, host.bk_cloud_id);
+        args.push("--check.interval=1s".into());
+        let binary = Binary::start(&args, &[]).await;
+        NodeSide {
+            home,
+            server,
+            agent: Some(agent),
+            _plugins: plugins,
+            binary,
+            host,
+        }
+    }
 }
 
 impl World {
@@ -40,6 +81,23 @@ impl World {
 
     /// Starts the exporter and the stack around a running simulator.
     async fn around(sim: RunningSim, top: &str) -> World {
+        World::build(sim, top, false, false).await
+    }
+
+    /// Like `around`, with `gse_exporter node` on the host of the first known
+    /// online agent of the `web` group that has an agent id.
+    async fn around_with_node(sim: RunningSim, top: &str) -> World {
+        World::build(sim, top, true, false).await
+    }
+
+    /// Like `around_with_node`, with the `web` group also discovered from
+    /// the simulator's CMDB (its business 2), so the discovery families
+    /// have samples for `group="web"` too.
+    async fn around_with_node_and_cmdb(sim: RunningSim, top: &str) -> World {
+        World::build(sim, top, true, true).await
+    }
+
+    async fn build(sim: RunningSim, top: &str, with_node: bool, web_cmdb: bool) -> World {
         let truth = sim.truth();
         let specs: Vec<GroupSpec> = GROUPS
             .iter()
@@ -58,14 +116,56 @@ impl World {
             &format!("interval: 1s\n{top}"),
             &specs,
         );
+        let yaml = match web_cmdb {
+            false => yaml,
+            true => {
+                let with_cmdb =
+                    yaml.replacen("  - name: web\n", "  - name: web\n    cmdb: {}\n", 1);
+                assert_ne!(with_cmdb, yaml, "the web group is in the config");
+                format!(
+                    "{with_cmdb}cmdb:\n  url: {}\n  refresh_interval: 1s\n  rate_limit: {{ requests_per_second: 100, burst: 10 }}\n",
+                    sim.cmdb_gateway_url()
+                )
+            }
+        };
         let exporter = start_exporter(parse_config(&yaml)).await;
         wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
-        let stack = Stack::start(exporter.addr()).await;
+        let node = match with_node {
+            false => None,
+            true => {
+                let host = truth[..PER_GROUP]
+                    .iter()
+                    .find(|a| a.known && a.online && !a.bk_agent_id.is_empty())
+                    .expect("an online web agent with an agent id")
+                    .clone();
+                Some(NodeSide::start(host).await)
+            }
+        };
+        let extra: Vec<(&str, &str)> = node
+            .iter()
+            .map(|n| ("gse_node", n.binary.addr.as_str()))
+            .collect();
+        let stack = Stack::start(exporter.addr(), &extra).await;
         stack.wait_scraped().await;
+        if node.is_some() {
+            wait_until(
+                "Prometheus to scrape gse_exporter node",
+                Duration::from_secs(30),
+                || async {
+                    let running = stack
+                        .prometheus
+                        .count(r#"gse_node_agent_process{job="gse_node", state="running"} == 1"#)
+                        .await;
+                    (running == 1).then_some(())
+                },
+            )
+            .await;
+        }
         World {
             sim,
             exporter,
             stack,
+            node,
         }
     }
 
@@ -81,6 +181,7 @@ impl World {
     }
 
     async fn shutdown(self) {
+        drop(self.node);
         drop(self.stack);
         self.exporter.shutdown().await;
         self.sim.shutdown().await;
@@ -252,9 +353,10 @@ async fn mass_offline_notifies_once_for_the_group_and_no_agent_of_it() {
     let label_names: Vec<&str> = n.labels.keys().map(String::as_str).collect();
     assert_eq!(
         label_names,
-        ["alertname", "bk_biz_id", "group", "job", "severity"],
-        "one alert for the group, no per-agent labels"
+        ["alertname", "bk_biz_id", "group", "job", "severity", "site"],
+        "one alert for the group of the site, no per-agent labels"
     );
+    assert_eq!(n.label("site"), E2E_SITE);
     assert_eq!(n.label("group"), group);
     assert_eq!(n.label("bk_biz_id"), biz.to_string());
 
@@ -275,6 +377,84 @@ async fn mass_offline_notifies_once_for_the_group_and_no_agent_of_it() {
         1,
         "Alertmanager holds only the mass offline: {held:#?}"
     );
+    world.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_proxy_pages_once_and_none_of_its_agents() {
+    let world = World::start(healthy_fleet(), "").await;
+    let stack = &world.stack;
+    // The parent with the most known agents, across the three groups: every
+    // agent behind it goes offline at once, as when the proxy dies.
+    let truth = world.sim.truth();
+    let mut behind: std::collections::BTreeMap<&str, Vec<&AgentTruth>> = Default::default();
+    for agent in known(&truth) {
+        behind
+            .entry(agent.parent_ip.as_str())
+            .or_default()
+            .push(agent);
+    }
+    let (parent, agents) = behind
+        .into_iter()
+        .max_by_key(|(_, agents)| agents.len())
+        .expect("a parent");
+    assert!(
+        agents.len() >= 3,
+        "the test fleet puts several agents behind a parent"
+    );
+    let ids: Vec<String> = agents.iter().map(|a| a.hosts_key()).collect();
+    assert_eq!(world.sim.set_online(&ids, false).unwrap(), ids.len());
+
+    stack
+        .wait_notified("GseProxyAgentsOffline", "firing", 1, NOTIFY_DEADLINE)
+        .await;
+    let quiet = scaled_for_evaluations(&[
+        "GseAgentOffline",
+        "GseAgentsMassOffline",
+        "GseProxyAgentsOffline",
+    ]) as usize
+        + 3;
+    stack
+        .prometheus
+        .watch_evaluations(quiet, |alerts| {
+            alerts
+                .iter()
+                .find(|a| {
+                    let offline = a.alertname() == "GseAgentOffline" && a.state == "firing";
+                    let mass = a.alertname() == "GseAgentsMassOffline";
+                    let other_proxy =
+                        a.alertname() == "GseProxyAgentsOffline" && a.label("parent_ip") != parent;
+                    offline || mass || other_proxy
+                })
+                .map(|a| format!("unexpected {} {:?}", a.alertname(), a.labels))
+        })
+        .await;
+
+    let pages = notified_named(stack, "GseProxyAgentsOffline");
+    assert_eq!(pages.len(), 1, "one page for the proxy: {pages:#?}");
+    let n = &pages[0];
+    assert_eq!(
+        (n.status.as_str(), n.receiver.as_str()),
+        ("firing", "gse-page")
+    );
+    assert_eq!(n.label("parent_ip"), parent);
+    assert_eq!(n.label("site"), E2E_SITE);
+    let per_agent = notified_named(stack, "GseAgentOffline");
+    assert!(
+        per_agent.is_empty(),
+        "no per-agent notification: {per_agent:#?}"
+    );
+    let mass = notified_named(stack, "GseAgentsMassOffline");
+    assert!(
+        mass.is_empty(),
+        "the proxy's agents are not a mass offline: {mass:#?}"
+    );
+
+    // The proxy comes back: the page resolves.
+    assert_eq!(world.sim.set_online(&ids, true).unwrap(), ids.len());
+    stack
+        .wait_notified("GseProxyAgentsOffline", "resolved", 1, NOTIFY_DEADLINE)
+        .await;
     world.shutdown().await;
 }
 
@@ -390,6 +570,20 @@ const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[(
          bucket is sure to have data); the panel as a whole must have data",
 )];
 
+/// Whether a query result (instant or range) holds a NaN sample: a panel
+/// showing NaN tells nothing (e.g. a ratio of an API not called in the window).
+fn has_nan(data: &Json) -> bool {
+    data["result"].as_array().is_some_and(|series| {
+        series.iter().any(|s| {
+            let is_nan = |v: &Json| v[1].as_str() == Some("NaN");
+            s.get("value").is_some_and(is_nan)
+                || s["values"]
+                    .as_array()
+                    .is_some_and(|vs| vs.iter().any(is_nan))
+        })
+    })
+}
+
 /// A `label_values(selector, label)` variable query as an instant query.
 fn variable_query(query: &str) -> Option<(String, String)> {
     let inner = query.strip_prefix("label_values(")?.strip_suffix(')')?;
@@ -453,8 +647,13 @@ async fn every_dashboard_query_runs_and_returns_data() {
         }
         sim.shutdown().await;
     };
-    let world = World::around(sim, "").await;
+    // The node mode runs on the host of one web agent, for the "Host" row;
+    // web is also discovered from CMDB, and OTLP pushes go to a closed port
+    // (they fail), so the discovery and OTLP panels have data.
+    let otlp = "otlp:\n  endpoint: http://127.0.0.1:9\n  interval: 1s\n  timeout: 500ms\n";
+    let world = World::around_with_node_and_cmdb(sim, otlp).await;
     let stack = &world.stack;
+    let node_ip = world.node.as_ref().expect("a node").host.ip.clone();
     world.sim.set_faults(Faults {
         throttle_every: Some(5),
         ..Faults::default()
@@ -501,9 +700,11 @@ async fn every_dashboard_query_runs_and_returns_data() {
 
         // Template variables: each must list the values the panels use.
         let base = [
+            ("site", ".*"),
             ("job", "gse_exporter"),
             ("bk_biz_id", ".*"),
             ("group", ".*"),
+            ("node_job", "gse_node"),
         ];
         for var in dashboard["templating"]["list"]
             .as_array()
@@ -527,10 +728,13 @@ async fn every_dashboard_query_runs_and_returns_data() {
                         .iter()
                         .filter_map(|s| s["metric"][&label].as_str())
                         .collect();
-                    let want = match label.as_str() {
-                        "job" => "gse_exporter",
-                        "group" => "web",
-                        "bk_biz_id" => "2",
+                    let want = match (var["name"].as_str(), label.as_str()) {
+                        (Some("node_job"), _) => "gse_node",
+                        (_, "site") => E2E_SITE,
+                        (_, "job") => "gse_exporter",
+                        (_, "group") => "web",
+                        (_, "bk_biz_id") => "2",
+                        (_, "ip") => node_ip.as_str(),
                         _ => "",
                     };
                     if !values.contains(&want) {
@@ -564,9 +768,10 @@ async fn every_dashboard_query_runs_and_returns_data() {
                 .iter()
                 .all(|e| NOT_YET_EXPOSED.iter().any(|m| e.contains(m)));
             // Every panel with all groups, and with one real group.
-            for (group, biz) in [(".*", ".*"), ("web", "2")] {
+            for (site, group, biz) in [(".*", ".*", ".*"), (E2E_SITE, "web", "2")] {
                 for rate_interval in ["4s", "1m"] {
                     let values = [
+                        ("site", site),
                         ("job", "gse_exporter"),
                         ("group", group),
                         ("bk_biz_id", biz),
@@ -574,6 +779,8 @@ async fn every_dashboard_query_runs_and_returns_data() {
                         ("__interval", "1s"),
                         ("__range", "5m"),
                         ("datasource", "prometheus"),
+                        ("node_job", "gse_node"),
+                        ("ip", node_ip.as_str()),
                     ];
                     let mut panel_has_data = false;
                     for expr in &exprs {
@@ -592,10 +799,17 @@ async fn every_dashboard_query_runs_and_returns_data() {
                                 if empty && !may_be_empty && !not_yet {
                                     problems.push(format!("{where_}: no data"));
                                 }
+                                if has_nan(&data) {
+                                    problems.push(format!("{where_}: NaN"));
+                                }
                             }
                         }
-                        if let Err(e) = stack.prometheus.query_range(&query, 30).await {
-                            problems.push(format!("{where_} (range): {e}"));
+                        match stack.prometheus.query_range(&query, 30).await {
+                            Err(e) => problems.push(format!("{where_} (range): {e}")),
+                            Ok(data) if has_nan(&data) => {
+                                problems.push(format!("{where_} (range): NaN"))
+                            }
+                            Ok(_) => {}
                         }
                     }
                     if !panel_has_data && !not_yet {
@@ -614,4 +828,223 @@ async fn every_dashboard_query_runs_and_returns_data() {
         problems.join("\n")
     );
     world.shutdown().await;
+}
+
+// -------------------------------------------------------------- node view
+
+/// The body of a runbook section: from its heading to the next one.
+fn runbook_section(name: &str) -> String {
+    let runbook = read(&repo_root().join("docs/runbook.md"));
+    let start = runbook
+        .find(&format!("\n## {name}\n"))
+        .unwrap_or_else(|| panic!("docs/runbook.md has no section {name}"));
+    let body = &runbook[start + 4 + name.len()..];
+    body[..body.find("\n## ").unwrap_or(body.len())].to_string()
+}
+
+/// The alerts one offline agent can raise: the generic one and one per cause.
+const OUTAGE_ALERTS: &[&str] = &[
+    "GseAgentOffline",
+    "GseAgentProcessDown",
+    "GseAgentUpstreamDown",
+    "GseAgentIpcStuck",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_side_process_down_notifies_its_cause_and_runbook_section() {
+    let mut world = World::around_with_node(start_sim(healthy_fleet()).await, "").await;
+    let (group, biz, api, _) = world.group("web");
+    let node = world.node.as_mut().expect("a node");
+    let host = node.host.clone();
+    let expected = agent_key(group, biz, api, &host);
+
+    // The agent's process dies on the host; its node sees it first...
+    node.agent.take().expect("the fake agent runs").kill();
+    let fault = format!(
+        r#"gse_node:agent_fault:max{{cause="process_down", ip="{}", bk_cloud_id="{}"}}"#,
+        host.ip, host.bk_cloud_id
+    );
+    let stack = &world.stack;
+    wait_until(
+        "Prometheus to record the node's cause",
+        NOTIFY_DEADLINE,
+        || async { (stack.prometheus.count(&fault).await == 1).then_some(()) },
+    )
+    .await;
+    // ... then GSE reports the agent offline.
+    assert_eq!(world.sim.set_online(&[host.hosts_key()], false).unwrap(), 1);
+
+    let firing = stack
+        .wait_notified("GseAgentProcessDown", "firing", 1, NOTIFY_DEADLINE)
+        .await;
+    assert_eq!(firing.len(), 1, "{firing:#?}");
+    let n = &firing[0];
+    assert_eq!(notified_key(n), expected);
+    assert_eq!(n.label("bk_cloud_id"), host.bk_cloud_id.to_string());
+    assert_eq!(n.receiver, "gse-ticket", "warnings route to tickets");
+    let runbook_url = n.annotations.get("runbook_url").map(String::as_str);
+    assert_eq!(
+        runbook_url,
+        Some(
+            "https://github.com/gse-exporter/gse_exporter/blob/main/docs/runbook.md#gseagentprocessdown"
+        )
+    );
+    assert!(
+        runbook_section("GseAgentProcessDown").contains("gsectl restart"),
+        "the section the alert links to says how to restart the agent"
+    );
+
+    // Nothing else for the outage: the generic GseAgentOffline and the other
+    // causes are not even pending, and Alertmanager holds only this alert.
+    let quiet = scaled_for_evaluations(&["GseAgentOffline"]) as usize + 3;
+    stack
+        .prometheus
+        .watch_evaluations(quiet, |alerts| {
+            alerts
+                .iter()
+                .find(|a| {
+                    OUTAGE_ALERTS.contains(&a.alertname())
+                        && !(a.alertname() == "GseAgentProcessDown" && held_key(a) == expected)
+                })
+                .map(|a| format!("unexpected {} {:?}", a.alertname(), a.labels))
+        })
+        .await;
+    let offline = notified_named(stack, "GseAgentOffline");
+    assert!(offline.is_empty(), "no GseAgentOffline: {offline:#?}");
+    let held: Vec<(String, [String; 4])> = stack
+        .alertmanager
+        .alerts()
+        .await
+        .iter()
+        .filter(|a| OUTAGE_ALERTS.contains(&a.alertname()))
+        .map(|a| (a.alertname().to_string(), held_key(a)))
+        .collect();
+    assert_eq!(
+        held,
+        [("GseAgentProcessDown".to_string(), expected.clone())]
+    );
+
+    // The agent is restarted and GSE sees it again: the alert resolves.
+    let node = world.node.as_mut().expect("a node");
+    node.agent = Some(start_agent(&node.home, Some(node.server.addr), true));
+    assert_eq!(world.sim.set_online(&[host.hosts_key()], true).unwrap(), 1);
+    world
+        .stack
+        .wait_notified("GseAgentProcessDown", "resolved", 1, NOTIFY_DEADLINE)
+        .await;
+    world.shutdown().await;
+}
+
+// --------------------------------------------------------------- sites
+
+/// Alerts of three sites with identical group names and host IPs go to a
+/// real Alertmanager running the shipped configuration: every inhibit rule
+/// mutes within its own site only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_inhibits_within_a_site_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let webhook = Webhook::start().await;
+    let alertmanager = Alertmanager::start(dir.path(), &webhook).await;
+    let alert = |name: &str, site: &str, extra: &[(&str, &str)]| {
+        let mut labels: std::collections::BTreeMap<String, String> = [
+            ("alertname", name),
+            ("site", site),
+            ("job", "gse_exporter"),
+            ("severity", "warning"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if name.starts_with("GseAgent") {
+            labels
+                .entry("bk_biz_id".into())
+                .or_insert_with(|| "2".into());
+        }
+        labels
+    };
+    let web_host = [
+        ("group", "web-prod"),
+        ("instance", "gse-exporter-sh.example.com"),
+        ("bk_cloud_id", "0"),
+        ("ip", "10.0.0.7"),
+        ("bk_agent_id", ""),
+    ];
+    let sz_host = [
+        ("group", "web-prod"),
+        ("instance", "gse-exporter-sz.example.com"),
+        ("bk_cloud_id", "0"),
+        ("ip", "10.0.0.7"),
+        ("bk_agent_id", ""),
+    ];
+    let db = [("group", "db"), ("bk_biz_id", "3")];
+    // (alert, whether the shipped inhibit rules must suppress it)
+    let cases = [
+        // GSE unreachable for web-prod at shanghai ...
+        (
+            alert(
+                "GseExporterGseUnreachable",
+                "shanghai",
+                &[("group", "web-prod")],
+            ),
+            false,
+        ),
+        (alert("GseAgentOffline", "shanghai", &web_host), true),
+        // ... not at shenzhen, whose same host of the same group is offline.
+        (alert("GseAgentOffline", "shenzhen", &sz_host), false),
+        // db in mass offline at shenzhen, not at shanghai.
+        (alert("GseAgentsMassOffline", "shenzhen", &db), false),
+        (alert("GseAgentFlapping", "shenzhen", &db), true),
+        (alert("GseAgentFlapping", "shanghai", &db), false),
+        // A beijing exporter cannot be scraped: beijing's alerts only.
+        (
+            alert(
+                "GseExporterDown",
+                "beijing",
+                &[("instance", "gse-exporter-2.example.com")],
+            ),
+            false,
+        ),
+        (alert("GseExporterShardMissing", "beijing", &[]), true),
+        (
+            alert(
+                "GseExporterConfigReloadFailed",
+                "shenzhen",
+                &[("instance", "gse-exporter-sz.example.com")],
+            ),
+            false,
+        ),
+    ];
+    let alerts: Vec<_> = cases.iter().map(|(labels, _)| labels.clone()).collect();
+    let want: BTreeSet<(String, String, bool)> = cases
+        .iter()
+        .map(|(l, suppressed)| (l["alertname"].clone(), l["site"].clone(), *suppressed))
+        .collect();
+    // Re-sent every round, as Prometheus does, so none resolves meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        alertmanager.post(&alerts).await;
+        let held: BTreeSet<(String, String, bool)> = alertmanager
+            .alerts()
+            .await
+            .iter()
+            .filter(|a| a.state != "unprocessed")
+            .map(|a| {
+                let suppressed = a.state == "suppressed";
+                (
+                    a.alertname().to_string(),
+                    a.label("site").to_string(),
+                    suppressed,
+                )
+            })
+            .collect();
+        if held == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Alertmanager holds (alert, site, suppressed) {held:#?}, want {want:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

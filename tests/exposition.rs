@@ -212,3 +212,29 @@ async fn build_info_names_the_commit_built() {
         assert_eq!(info.label("revision"), head, "built from a git checkout");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_families_describe_this_process() {
+    let (_sim, exporter) = polled_exporter().await;
+    let all = parse(&scrape(exporter.addr()).await);
+    let one = |name: &str| {
+        let found = samples(&all, name);
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        found[0].value
+    };
+    let rss = one("process_resident_memory_bytes");
+    assert!(rss > 1e6 && rss < 64e9, "resident {rss}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = one("process_start_time_seconds");
+    // The test binary is the process: it started before this test, within a day.
+    assert!(
+        started <= now + 1.0 && started > now - 86_400.0,
+        "start {started} now {now}"
+    );
+    assert!(one("process_cpu_seconds_total") > 0.0);
+    let (open, max) = (one("process_open_fds"), one("process_max_fds"));
+    assert!(open >= 3.0 && open < max, "open {open} max {max}");
+}

@@ -394,6 +394,43 @@ async fn pushes_the_fleet_as_on_metrics_and_follows_offline_and_removed_agents()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_info_is_pushed_as_on_metrics() {
+    let sim = start_sim(SimOptions {
+        agents: 60,
+        ..SimOptions::default()
+    })
+    .await;
+    let (addr, receiver) = start_http_receiver().await;
+    let mut yaml = format!("{}interval: 60s\ngroups:\n", gse_block(&sim, ""));
+    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-2", 2, ""));
+    yaml.push_str(&otlp_block(&format!("http://{addr}"), ""));
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+
+    // One cycle only: /metrics and the push show the same snapshot.
+    let mut pushed = points(&receiver.request_after(0).await);
+    sort(&mut pushed);
+    let scraped = parse(&scrape(exporter.addr()).await);
+    assert_eq!(pushed, group_samples(&scraped));
+    let topology: Vec<&Point> = pushed
+        .iter()
+        .filter(|p| p.name == "gse_agent_topology_info")
+        .collect();
+    assert_eq!(
+        topology.len(),
+        samples(&scraped, "gse_agent_online").len(),
+        "a topology point per agent"
+    );
+    assert!(
+        topology
+            .iter()
+            .all(|p| p.attributes["bk_biz_name"] == "Business 2"
+                && !p.attributes["bk_module_name"].is_empty())
+    );
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_or_hanging_collector_is_counted_and_never_holds_up_polling() {
     let sim = start_sim(SimOptions {
         agents: 20,

@@ -275,6 +275,12 @@ pub(crate) struct CmdbConfig {
     pub(crate) url: String,
     /// Path under the root with `{bk_biz_id}`.
     pub(crate) path: String,
+    /// Path of the host listing with topology, with `{bk_biz_id}`.
+    pub(crate) topology_path: String,
+    /// Path of the business lookup, with `{bk_supplier_account}`.
+    pub(crate) business_path: String,
+    /// `bk_supplier_account` (`gse.supplier_account`).
+    pub(crate) supplier_account: String,
     /// App code.
     pub(crate) app_code: String,
     /// App secret.
@@ -291,6 +297,8 @@ pub(crate) struct CmdbConfig {
     pub(crate) refresh_interval: Duration,
     /// A refresh shrinking a group by this share or more is held back once.
     pub(crate) max_shrink: f64,
+    /// `X-Bk-Tenant-Id` sent on every CMDB request, if any.
+    pub(crate) tenant_id: Option<String>,
     /// Upstream TLS.
     pub(crate) tls: TlsConfig,
 }
@@ -300,6 +308,17 @@ pub(crate) const CMDB_MAX_PAGE: usize = 500;
 
 /// CMDB fields a group may turn into labels.
 pub(crate) const CMDB_LABEL_FIELDS: &[&str] = &["bk_host_name", "bk_host_id"];
+
+/// The labels `gse_agent_topology_info` adds after an agent's own (the
+/// metric table spells them; a test there checks they agree), which a group
+/// with `cmdb.topology` may not use as extra labels.
+pub(crate) const TOPOLOGY_LABELS: &[&str] = &[
+    "bk_biz_name",
+    "bk_set_name",
+    "bk_module_name",
+    "operator",
+    "bk_bak_operator",
+];
 
 /// A group's CMDB selection.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -312,6 +331,8 @@ pub(crate) struct GroupCmdb {
     pub(crate) host_property_filter: Option<serde_json::Value>,
     /// CMDB fields exported as labels.
     pub(crate) labels: Vec<String>,
+    /// Ask for each host's topology and maintainers and the business name.
+    pub(crate) topology: bool,
 }
 
 /// Validated `gse:` block.
@@ -388,6 +409,11 @@ impl GroupConfig {
     /// Label names every agent of the group carries after the standard ones.
     pub(crate) fn host_label_names(&self) -> &[String] {
         self.cmdb.as_ref().map_or(&[], |c| c.labels.as_slice())
+    }
+
+    /// Whether CMDB is asked for the topology of the group's hosts.
+    pub(crate) fn topology(&self) -> bool {
+        self.cmdb.as_ref().is_some_and(|c| c.topology)
     }
 }
 

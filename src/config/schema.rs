@@ -65,6 +65,10 @@ pub(crate) struct RawCmdb {
     pub(crate) url: Option<String>,
     /// Path under the root; `{bk_biz_id}` is replaced.
     pub(crate) path: Option<String>,
+    /// Path of the host listing with topology (default: `path` + `_topo`).
+    pub(crate) topology_path: Option<String>,
+    /// Path of the business lookup; `{bk_supplier_account}` is replaced.
+    pub(crate) business_path: Option<String>,
     /// App code (default: `gse.app_code`).
     pub(crate) app_code: Option<String>,
     /// App secret (default: the GSE secret).
@@ -83,6 +87,8 @@ pub(crate) struct RawCmdb {
     pub(crate) max_shrink: Option<f64>,
     /// Upstream TLS (default: the `gse:` block's).
     pub(crate) tls: Option<RawTls>,
+    /// Tenant id sent as `X-Bk-Tenant-Id` (default: `gse.tenant_id`).
+    pub(crate) tenant_id: Option<String>,
 }
 
 /// `sharding:` as written.
@@ -188,4 +194,8 @@ pub(crate) struct RawGroupCmdb {
     /// CMDB fields to add as labels (`bk_host_name`, `bk_host_id`).
     #[serde(default)]
     pub(crate) labels: Vec<String>,
+    /// Ask CMDB for each host's sets, modules and maintainers and the
+    /// business name (`gse_agent_topology_info`; default false).
+    #[serde(default)]
+    pub(crate) topology: bool,
 }

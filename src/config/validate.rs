@@ -244,8 +244,20 @@ impl Validator<'_> {
             CmdbApi::Gateway => "/api/v3/hosts/app/{bk_biz_id}/list_hosts",
         };
         let path = raw.path.unwrap_or_else(|| default_path.to_string());
-        if !path.starts_with('/') {
-            self.problem("cmdb.path", &path, "must start with /");
+        let topology_path = raw
+            .topology_path
+            .unwrap_or_else(|| default_topology_path(&path));
+        let business_path = raw
+            .business_path
+            .unwrap_or_else(|| default_business_path(api, &path).to_string());
+        for (key, value) in [
+            ("cmdb.path", &path),
+            ("cmdb.topology_path", &topology_path),
+            ("cmdb.business_path", &business_path),
+        ] {
+            if !value.starts_with('/') {
+                self.problem(key, value, "must start with /");
+            }
         }
         let app_secret = if raw.app_secret.is_some() || raw.app_secret_file.is_some() {
             self.secret_at(
@@ -276,6 +288,9 @@ impl Validator<'_> {
             api,
             url,
             path,
+            topology_path,
+            business_path,
+            supplier_account: gse.supplier_account.clone(),
             app_code,
             app_secret,
             username: gse.username.clone(),
@@ -292,6 +307,10 @@ impl Validator<'_> {
                 raw.refresh_interval.as_deref(),
                 "10m",
             ),
+            tenant_id: match raw.tenant_id {
+                Some(tenant) => self.tenant("cmdb.tenant_id", tenant),
+                None => gse.tenant_id.clone(),
+            },
             max_shrink,
             tls: match raw.tls {
                 Some(tls) => self.upstream_tls("cmdb", Some(tls)),
@@ -400,7 +419,7 @@ impl Validator<'_> {
             app_secret,
             username,
             supplier_account: raw.supplier_account.unwrap_or_else(|| "0".into()),
-            tenant_id: raw.tenant_id,
+            tenant_id: raw.tenant_id.and_then(|t| self.tenant("gse.tenant_id", t)),
             timeout,
             batch_size: batch_size as usize,
             rate_limit,
@@ -477,6 +496,21 @@ impl Validator<'_> {
         }
     }
 
+    /// A tenant id: sent as a header, so letters, digits, `-` and `_` only.
+    fn tenant(&mut self, key: &str, tenant: String) -> Option<String> {
+        let ok = !tenant.is_empty()
+            && tenant.len() <= 64
+            && tenant
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            return Some(tenant);
+        }
+        let rule = "must be 1 to 64 letters, digits, '-' or '_' (it is sent as X-Bk-Tenant-Id)";
+        self.problem(key, &tenant, rule);
+        None
+    }
+
     fn rate_limit(&mut self, raw: Option<&RawRateLimit>) -> RateLimit {
         match raw {
             Some(raw) => self.rate_limit_at("gse.rate_limit", raw),
@@ -551,6 +585,10 @@ impl Validator<'_> {
                 self.problem(format!("{path}.labels.{name}"), name, rule);
             }
         }
+        let per_agent_metrics = raw.per_agent_metrics.unwrap_or(true);
+        if cmdb.as_ref().is_some_and(|c| c.topology) {
+            self.topology(path, &raw.labels, per_agent_metrics);
+        }
         GroupConfig {
             name: raw.name,
             bk_biz_id: raw.bk_biz_id,
@@ -559,7 +597,23 @@ impl Validator<'_> {
             hosts,
             hosts_file,
             cmdb,
-            per_agent_metrics: raw.per_agent_metrics.unwrap_or(true),
+            per_agent_metrics,
+        }
+    }
+
+    /// A group with `cmdb.topology`: its series are per agent, and its extra
+    /// labels may not be topology labels.
+    fn topology(&mut self, path: &str, labels: &BTreeMap<String, String>, per_agent: bool) {
+        if !per_agent {
+            let rule = "cmdb.topology needs per-agent series: one topology series per agent";
+            self.problem(format!("{path}.per_agent_metrics"), "false", rule);
+        }
+        for name in labels.keys() {
+            if TOPOLOGY_LABELS.contains(&name.as_str()) {
+                let rule =
+                    "is a label of gse_agent_topology_info, which the group has (cmdb.topology)";
+                self.problem(format!("{path}.labels.{name}"), name, rule);
+            }
         }
     }
 
@@ -585,6 +639,7 @@ impl Validator<'_> {
             bk_module_ids: raw.bk_module_ids,
             host_property_filter: raw.host_property_filter,
             labels: raw.labels,
+            topology: raw.topology,
         }
     }
 
@@ -615,6 +670,28 @@ fn shortest(key: &str) -> (Duration, &'static str) {
         "cmdb.refresh_interval" => (Duration::from_secs(1), "1s"),
         "gse.timeout" | "cmdb.timeout" | "otlp.timeout" => (Duration::from_millis(10), "10ms"),
         _ => (Duration::from_millis(1), "1ms"),
+    }
+}
+
+/// The listing path with `_topo` added to its last segment: CMDB names the
+/// topology variant of each host listing so (ESB `list_biz_hosts_topo`,
+/// gateway `list_hosts_topo`, with or without `/open`).
+fn default_topology_path(path: &str) -> String {
+    match path.strip_suffix('/') {
+        Some(bare) => format!("{bare}_topo/"),
+        None => format!("{path}_topo"),
+    }
+}
+
+/// ESB `search_business`; the gateway's `biz/search`, under `/open` when the
+/// listing is.
+fn default_business_path(api: CmdbApi, path: &str) -> &'static str {
+    match api {
+        CmdbApi::Esb => "/search_business/",
+        CmdbApi::Gateway if path.starts_with("/api/v3/open/") => {
+            "/api/v3/open/biz/search/{bk_supplier_account}"
+        }
+        CmdbApi::Gateway => "/api/v3/biz/search/{bk_supplier_account}",
     }
 }
 

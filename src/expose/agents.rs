@@ -2,15 +2,17 @@
 //!
 //! At fleet scale the per-agent gauges are nearly all of the body, so they are
 //! written here once per snapshot (each agent's label set escaped once and
-//! reused by the four families), not through the generic encoder. Gauges read
+//! reused by the five families), not through the generic encoder. Gauges read
 //! the same in the Prometheus text format and OpenMetrics, so this block is
 //! shared by both formats and compressed once (see [`super::gzip`]).
 //! Owns text layout and escaping; names, help texts and label names come
 //! from [`super::table`], values from the snapshot.
 
 use super::table::{
-    AGENT_HEARTBEAT_AGE, AGENT_INFO, AGENT_LABELS, AGENT_ONLINE, AGENT_STATUS_CODE, MetricDef,
+    AGENT_HEARTBEAT_AGE, AGENT_INFO, AGENT_LABELS, AGENT_ONLINE, AGENT_STATUS_CODE,
+    AGENT_TOPOLOGY_INFO, MetricDef,
 };
+use crate::model::Topology;
 use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
 
 /// The value of one per-agent family for an agent (None: no sample).
@@ -49,6 +51,9 @@ pub(crate) fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -
     }
     if !denied(&AGENT_INFO) {
         info_family(&mut out, &agents, &labels);
+    }
+    if !denied(&AGENT_TOPOLOGY_INFO) {
+        topology_family(&mut out, &agents, &labels);
     }
     let (def, value) = &families[2];
     if !denied(def) {
@@ -114,6 +119,48 @@ fn info_family(out: &mut Vec<u8>, agents: &[(&GroupSnapshot, &AgentRow)], labels
 
 /// The labels `gse_agent_info` adds after an agent's own, as the table names them.
 pub(super) const INFO_LABELS: [&str; 2] = [AGENT_INFO.labels[6], AGENT_INFO.labels[7]];
+
+/// One `gse_agent_topology_info` series per agent of a group with topology
+/// (empty values where CMDB has not placed the host).
+fn topology_family(out: &mut Vec<u8>, agents: &[(&GroupSnapshot, &AgentRow)], labels: &LabelSets) {
+    let with_topology = |(g, _): &&(&GroupSnapshot, &AgentRow)| g.bk_biz_name.is_some();
+    if !agents.iter().any(|a| with_topology(&a)) {
+        return;
+    }
+    header(out, &AGENT_TOPOLOGY_INFO);
+    for (i, (group, agent)) in agents.iter().enumerate() {
+        let Some(biz_name) = &group.bk_biz_name else {
+            continue;
+        };
+        out.extend_from_slice(AGENT_TOPOLOGY_INFO.name.as_bytes());
+        out.push(b'{');
+        out.extend_from_slice(labels.get(i));
+        for (name, value) in topology_labels(biz_name, agent.topology.as_deref()) {
+            label(out, name, value);
+        }
+        out.extend_from_slice(b"} 1\n");
+    }
+}
+
+/// The labels `gse_agent_topology_info` adds after an agent's own, paired
+/// with their values ("" where unknown): the one rule for `/metrics` and OTLP.
+pub(super) fn topology_labels<'a>(
+    bk_biz_name: &'a str,
+    topology: Option<&'a Topology>,
+) -> [(&'static str, &'a str); 5] {
+    let names = &AGENT_TOPOLOGY_INFO.labels[6..];
+    let values = match topology {
+        Some(t) => [
+            bk_biz_name,
+            &*t.bk_set_name,
+            &*t.bk_module_name,
+            &*t.operator,
+            &*t.bk_bak_operator,
+        ],
+        None => [bk_biz_name, "", "", "", ""],
+    };
+    std::array::from_fn(|i| (names[i], values[i]))
+}
 
 /// An agent's labels (before `version` and `parent_ip` of the info family),
 /// in exposition order: the one rule for both `/metrics` and OTLP.
@@ -207,5 +254,22 @@ mod tests {
         let mut out = Vec::new();
         label(&mut out, "a", "x\"y\\z\nw");
         assert_eq!(out, br#"a="x\"y\\z\nw""#);
+    }
+
+    #[test]
+    fn topology_labels_follow_the_table_and_are_empty_where_unknown() {
+        let t = Topology::from_names(["web"], ["api", "nginx"], "alice,bob", "");
+        let pairs = topology_labels("支付", Some(&t));
+        assert_eq!(
+            pairs,
+            [
+                ("bk_biz_name", "支付"),
+                ("bk_set_name", "web"),
+                ("bk_module_name", "api,nginx"),
+                ("operator", "alice,bob"),
+                ("bk_bak_operator", ""),
+            ]
+        );
+        assert!(topology_labels("", None).iter().all(|(_, v)| v.is_empty()));
     }
 }

@@ -48,14 +48,15 @@ use opentelemetry_sdk::metrics::{
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::agents::{AGENT_GAUGES, INFO_LABELS, agent_labels};
+use super::agents::{AGENT_GAUGES, INFO_LABELS, agent_labels, topology_labels};
 use super::table::{
-    AGENT_INFO, AGENT_LABELS, AGENT_VERSIONS, AGENTS, DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef,
+    AGENT_INFO, AGENT_LABELS, AGENT_TOPOLOGY_INFO, AGENT_VERSIONS, AGENTS, CLOUD_AGENTS,
+    DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef, PARENT_AGENTS,
 };
 use super::{Exposition, Published, deny_set, is_denied};
 use crate::config::{Config, OtlpConfig, OtlpProtocol, hide_credentials};
 use crate::model::SKIP_REASONS;
-use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Placement, Snapshot, StateCounts};
 
 /// The `group` label of the per-group gauges, as the table names it.
 const GROUP_LABEL: &str = AGENT_LABELS[0];
@@ -280,12 +281,16 @@ enum FamilyKind {
     Agent(usize),
     /// `gse_agent_info`.
     AgentInfo,
+    /// `gse_agent_topology_info`.
+    AgentTopology,
     /// `GROUP_GAUGES[i]`.
     Group(usize),
     /// `gse_agents` by state.
     States,
     /// `gse_agent_versions`.
     Versions,
+    /// `gse_parent_agents` (false) or `gse_cloud_agents` (true).
+    Placement(bool),
     /// `gse_exporter_discovery_hosts_skipped`.
     Skipped,
 }
@@ -312,6 +317,10 @@ impl Plan {
                 all.push((*def, FamilyKind::Agent(i), agents));
             }
             all.push((&AGENT_INFO, FamilyKind::AgentInfo, agents));
+            let placed = topology_agents(snapshot, &part.agents);
+            if placed > 0 {
+                all.push((&AGENT_TOPOLOGY_INFO, FamilyKind::AgentTopology, placed));
+            }
         }
         if part.groups {
             group_families(snapshot, &mut all);
@@ -338,6 +347,12 @@ fn group_families(snapshot: &Snapshot, all: &mut Vec<(&'static MetricDef, Family
     all.push((&AGENTS, FamilyKind::States, states));
     let versions = groups.iter().map(|g| g.versions.len()).sum();
     all.push((&AGENT_VERSIONS, FamilyKind::Versions, versions));
+    let parents: usize = groups.iter().map(|g| g.placement.parents.len()).sum();
+    let parents = parents * Placement::PARENT_STATES.len();
+    all.push((&PARENT_AGENTS, FamilyKind::Placement(false), parents));
+    let clouds: usize = groups.iter().map(|g| g.placement.clouds.len()).sum();
+    let clouds = clouds * AgentState::ALL.len();
+    all.push((&CLOUD_AGENTS, FamilyKind::Placement(true), clouds));
     for (i, (def, _)) in GROUP_GAUGES.iter().enumerate() {
         all.push((*def, FamilyKind::Group(i), groups.len()));
     }
@@ -347,6 +362,20 @@ fn group_families(snapshot: &Snapshot, all: &mut Vec<(&'static MetricDef, Family
 
 fn per_agent(snapshot: &Snapshot) -> impl Iterator<Item = &GroupSnapshot> {
     snapshot.groups.iter().filter(|g| g.per_agent_metrics)
+}
+
+/// Agents of `range` (of the exported agents) in groups with topology.
+fn topology_agents(snapshot: &Snapshot, range: &Range<usize>) -> usize {
+    let mut start = 0;
+    let mut placed = 0;
+    for g in per_agent(snapshot) {
+        let end = start + g.agents.len();
+        if g.bk_biz_name.is_some() {
+            placed += end.min(range.end).saturating_sub(start.max(range.start));
+        }
+        start = end;
+    }
+    placed
 }
 
 /// One snapshot pinned for one collection, with each group's attributes and
@@ -405,8 +434,16 @@ impl<T> Frame<T> {
 
     /// The exported agents of this frame's range, in the order of `agents`.
     fn rows<'a>(&self, snapshot: &'a Snapshot) -> impl Iterator<Item = &'a AgentRow> + use<'a, T> {
+        self.rows_in_groups(snapshot).map(|(_, a)| a)
+    }
+
+    /// The same, each with its group.
+    fn rows_in_groups<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+    ) -> impl Iterator<Item = (&'a GroupSnapshot, &'a AgentRow)> + use<'a, T> {
         per_agent(snapshot)
-            .flat_map(|g| g.agents.iter())
+            .flat_map(|g| g.agents.iter().map(move |a| (g, a)))
             .skip(self.range.start)
             .take(self.range.len())
     }
@@ -431,6 +468,17 @@ impl<T> Frame<T> {
                     out.observe(1.0, &sorted(attrs));
                 }
             }
+            FamilyKind::AgentTopology => {
+                for ((g, agent), attrs) in self.rows_in_groups(snapshot).zip(&self.agents) {
+                    let Some(biz_name) = &g.bk_biz_name else {
+                        continue;
+                    };
+                    let mut attrs = attrs.clone();
+                    let topology = topology_labels(biz_name, agent.topology.as_deref());
+                    attrs.extend(topology.iter().map(|(k, v)| kv(k, v)));
+                    out.observe(1.0, &sorted(attrs));
+                }
+            }
             FamilyKind::Group(i) => {
                 let value = GROUP_GAUGES[i].1;
                 for (g, attrs) in snapshot.groups.iter().zip(&self.groups) {
@@ -451,6 +499,7 @@ impl<T> Frame<T> {
                     .map(|(v, n)| (v.to_string(), *n as f64))
                     .collect()
             }),
+            FamilyKind::Placement(clouds) => observe_placement(snapshot, out, clouds),
             FamilyKind::Skipped => observe_skipped(snapshot, out),
         }
     }
@@ -468,6 +517,31 @@ fn group_pairs(
             let labels = def.labels([&g.name, &g.bk_biz_id, &label_value]);
             let attrs = labels.iter().map(|(k, v)| kv(k, v)).collect();
             out.observe(v, &sorted(attrs));
+        }
+    }
+}
+
+/// `gse_parent_agents` or `gse_cloud_agents`, as `/metrics` has them.
+fn observe_placement(snapshot: &Snapshot, out: &dyn AsyncInstrument<f64>, clouds: bool) {
+    let (def, states): (&MetricDef, &[AgentState]) = if clouds {
+        (&CLOUD_AGENTS, &AgentState::ALL)
+    } else {
+        (&PARENT_AGENTS, &Placement::PARENT_STATES)
+    };
+    for g in &snapshot.groups {
+        let rows: Vec<(String, StateCounts)> = if clouds {
+            let clouds = g.placement.clouds.iter();
+            clouds.map(|(c, n)| (c.to_string(), *n)).collect()
+        } else {
+            let parents = g.placement.parents.iter();
+            parents.map(|(p, n)| (p.to_string(), *n)).collect()
+        };
+        for (value, counts) in &rows {
+            for state in states {
+                let labels = def.labels([&g.name, &g.bk_biz_id, value, state.label()]);
+                let attrs = labels.iter().map(|(k, v)| kv(k, v)).collect();
+                out.observe(counts.get(*state) as f64, &sorted(attrs));
+            }
         }
     }
 }
@@ -628,6 +702,7 @@ mod tests {
                 ip: format!("10.0.0.{i}").as_str().into(),
                 bk_agent_id: format!("agent{i}").as_str().into(),
                 host_labels: Vec::new().into(),
+                topology: None,
                 record: AgentRecord::observe(
                     None,
                     None,
@@ -643,9 +718,11 @@ mod tests {
             labels: vec![("team".into(), "sre".into())],
             host_label_names: Vec::new(),
             per_agent_metrics,
+            bk_biz_name: None,
             agents,
             counts: StateCounts::default(),
             versions: BTreeMap::new(),
+            placement: Default::default(),
             up: true,
             poll_duration: 0.5,
             interval: 60.0,

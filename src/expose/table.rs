@@ -95,6 +95,25 @@ metric!(
     "Agent facts from GSE (version, upstream parent); value is always 1."
 );
 metric!(
+    AGENT_TOPOLOGY_INFO,
+    "gse_agent_topology_info",
+    Gauge,
+    &[
+        "group",
+        "bk_biz_id",
+        "bk_cloud_id",
+        "ip",
+        "bk_agent_id",
+        "+extra",
+        "bk_biz_name",
+        "bk_set_name",
+        "bk_module_name",
+        "operator",
+        "bk_bak_operator"
+    ],
+    "Where CMDB puts the agent's host (business, set and module names; several sets or modules: each distinct name once, sorted, joined by commas) and its maintainers, as of the last CMDB refresh, for groups with cmdb.topology; value is always 1."
+);
+metric!(
     AGENT_STATUS_CODE,
     "gse_agent_status_code",
     Gauge,
@@ -114,6 +133,20 @@ metric!(
     Gauge,
     ["group", "bk_biz_id", "version"],
     "Agents GSE knows in the group, per agent version (empty = unknown)."
+);
+metric!(
+    PARENT_AGENTS,
+    "gse_parent_agents",
+    Gauge,
+    ["group", "bk_biz_id", "parent_ip", "state"],
+    "Agents of the group GSE knows behind each upstream parent (a GSE proxy or server: parent_ip of the info call), online or offline."
+);
+metric!(
+    CLOUD_AGENTS,
+    "gse_cloud_agents",
+    Gauge,
+    ["group", "bk_biz_id", "bk_cloud_id", "state"],
+    "Agents of the group per BlueKing cloud area and state (online, offline, not_found, unknown)."
 );
 metric!(
     UP,
@@ -264,6 +297,41 @@ metric!(
     "OTLP pushes by result (success, failure), each one push with its retries."
 );
 metric!(
+    PROCESS_CPU,
+    "process_cpu_seconds_total",
+    Counter,
+    [],
+    "Total user and system CPU time spent in seconds, as of the last render (once per cycle)."
+);
+metric!(
+    PROCESS_RESIDENT_MEMORY,
+    "process_resident_memory_bytes",
+    Gauge,
+    [],
+    "Resident memory size in bytes, as of the last render (once per cycle)."
+);
+metric!(
+    PROCESS_START_TIME,
+    "process_start_time_seconds",
+    Gauge,
+    [],
+    "Start time of the process since unix epoch in seconds."
+);
+metric!(
+    PROCESS_OPEN_FDS,
+    "process_open_fds",
+    Gauge,
+    [],
+    "Number of open file descriptors, as of the last render (once per cycle)."
+);
+metric!(
+    PROCESS_MAX_FDS,
+    "process_max_fds",
+    Gauge,
+    [],
+    "Maximum number of open file descriptors."
+);
+metric!(
     TOTAL_SHARDS,
     "gse_exporter_total_shards",
     Gauge,
@@ -276,9 +344,12 @@ pub const TABLE: &[MetricDef] = &[
     AGENT_ONLINE,
     AGENT_HEARTBEAT_AGE,
     AGENT_INFO,
+    AGENT_TOPOLOGY_INFO,
     AGENT_STATUS_CODE,
     AGENTS,
     AGENT_VERSIONS,
+    PARENT_AGENTS,
+    CLOUD_AGENTS,
     UP,
     BUILD_INFO,
     API_REQUESTS,
@@ -301,6 +372,11 @@ pub const TABLE: &[MetricDef] = &[
     OTLP_EXPORTS,
     SHARD_ORDINAL,
     TOTAL_SHARDS,
+    PROCESS_CPU,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_START_TIME,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
 ];
 
 /// A per-group gauge whose only label is `group`: its value for a group (None: no sample).
@@ -329,3 +405,17 @@ pub(crate) const GROUP_GAUGES: [(&MetricDef, GroupValue); 8] = [
         g.discovery.map(|d| flag(d.held_back))
     }),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_labels_are_the_ones_config_reserves() {
+        assert_eq!(AGENT_TOPOLOGY_INFO.labels[..6], AGENT_INFO.labels[..6]);
+        assert_eq!(
+            AGENT_TOPOLOGY_INFO.labels[6..],
+            *crate::config::TOPOLOGY_LABELS
+        );
+    }
+}

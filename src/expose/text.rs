@@ -8,16 +8,18 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 use super::table::*;
 use crate::model::{SKIP_REASONS, build};
-use crate::snapshot::{AgentState, GroupSnapshot, Snapshot};
-use crate::telemetry::{BODY_ENCODINGS, OTLP_RESULTS, Rejection, Telemetry};
+use crate::snapshot::{AgentState, GroupSnapshot, Placement, Snapshot, StateCounts};
+use crate::telemetry::{BODY_ENCODINGS, OTLP_RESULTS, ProcessStats, Rejection, Telemetry};
 use crate::upstream::RESULT_LABELS;
 use crate::upstream::gse::Call;
 
@@ -145,10 +147,49 @@ impl Exposed {
                 }
             }
         }
+        self.placement_family(encoder, &PARENT_AGENTS, &Placement::PARENT_STATES, |g| {
+            g.placement
+                .parents
+                .iter()
+                .map(|(parent, counts)| (parent.to_string(), *counts))
+                .collect()
+        })?;
+        self.placement_family(encoder, &CLOUD_AGENTS, &AgentState::ALL, |g| {
+            g.placement
+                .clouds
+                .iter()
+                .map(|(cloud, counts)| (cloud.to_string(), *counts))
+                .collect()
+        })?;
         for (def, value) in GROUP_GAUGES {
             self.group_family(encoder, def, value)?;
         }
         self.encode_discovery(encoder)
+    }
+
+    /// A family of per-group counts by one more label and state.
+    fn placement_family(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        def: &MetricDef,
+        states: &[AgentState],
+        rows: impl Fn(&GroupSnapshot) -> Vec<(String, StateCounts)>,
+    ) -> Result<(), fmt::Error> {
+        let groups: Vec<_> = self.snapshot.groups.iter().map(|g| (g, rows(g))).collect();
+        if self.denied(def) || groups.iter().all(|(_, r)| r.is_empty()) {
+            return Ok(());
+        }
+        let mut m = descriptor(encoder, def, MetricType::Gauge)?;
+        for (g, rows) in &groups {
+            for (value, counts) in rows {
+                for state in states {
+                    let labels = def.labels([&g.name, &g.bk_biz_id, value, state.label()]);
+                    m.encode_family(&labels)?
+                        .encode_gauge(&(counts.get(*state) as i64))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn encode_discovery(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
@@ -226,6 +267,30 @@ impl Exposed {
             if !self.denied(def) {
                 let mut m = descriptor(encoder, def, MetricType::Gauge)?;
                 m.encode_gauge(&i64::from(value))?;
+            }
+        }
+        self.encode_process(encoder)
+    }
+
+    /// The `process_*` families, read from `/proc` now (absent elsewhere).
+    fn encode_process(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(p) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let gauges: [(&MetricDef, Option<f64>); 4] = [
+            (&PROCESS_RESIDENT_MEMORY, Some(p.resident_bytes as f64)),
+            (&PROCESS_START_TIME, Some(p.start_time)),
+            (&PROCESS_OPEN_FDS, p.open_fds.map(|n| n as f64)),
+            (&PROCESS_MAX_FDS, p.max_fds.map(|n| n as f64)),
+        ];
+        if !self.denied(&PROCESS_CPU) {
+            let cpu: Counter<f64, AtomicU64> = Counter::default();
+            cpu.inc_by(p.cpu_seconds);
+            cpu.encode(descriptor(encoder, &PROCESS_CPU, MetricType::Counter)?)?;
+        }
+        for (def, value) in gauges {
+            if let Some(value) = value.filter(|_| !self.denied(def)) {
+                descriptor(encoder, def, MetricType::Gauge)?.encode_gauge(&value)?;
             }
         }
         Ok(())

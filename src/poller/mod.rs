@@ -24,12 +24,47 @@ use crate::config::{Config, GroupConfig, V1_MAX_BATCH, V2_MAX_BATCH};
 use crate::discovery::{Discovery, ResolvedGroup};
 use crate::model::{ApiVersion, HostEntry, unix_seconds};
 use crate::pacing::Pacers;
-use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot, StateCounts, count_state};
+use crate::snapshot::{
+    AgentRow, AgentState, GroupSnapshot, Placement, Snapshot, StateCounts, count_state,
+};
 use crate::telemetry::Telemetry;
 use crate::upstream::GseError;
 use crate::upstream::gse::{Call, GseClient, Info, Reply, Status};
 use memory::Memory;
 use record::{AgentInfo, Interner, Observation};
+
+/// A group's agents counted per parent and per cloud area while its
+/// snapshot is built (hashing the shared parent strings, sorted at the end).
+#[derive(Default)]
+struct PlacementCounts {
+    parents: rustc_hash::FxHashMap<Arc<str>, StateCounts>,
+    clouds: rustc_hash::FxHashMap<i64, StateCounts>,
+}
+
+impl PlacementCounts {
+    /// Counts one agent: in its cloud area when known, behind its parent when
+    /// GSE knows the agent (online or offline) and named one.
+    fn add(&mut self, cloud: Option<i64>, info: Option<&AgentInfo>, state: AgentState) {
+        if let Some(cloud) = cloud {
+            self.clouds.entry(cloud).or_default().add(state);
+        }
+        let known = matches!(state, AgentState::Online | AgentState::Offline);
+        if let Some(parent) = info
+            .map(AgentInfo::parent_ip)
+            .filter(|p| known && !p.is_empty())
+        {
+            self.parents.entry(parent.clone()).or_default().add(state);
+        }
+    }
+
+    fn finish(self) -> Placement {
+        let mut parents: Vec<_> = self.parents.into_iter().collect();
+        parents.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut clouds: Vec<_> = self.clouds.into_iter().collect();
+        clouds.sort_unstable_by_key(|c| c.0);
+        Placement { parents, clouds }
+    }
+}
 
 /// Share of the interval a cycle may use before unfinished batches count as failed.
 const CYCLE_BUDGET: f64 = 0.9;
@@ -465,20 +500,24 @@ impl Poller {
         });
         let mut counts = StateCounts::default();
         let mut versions = BTreeMap::new();
+        let mut placement = PlacementCounts::default();
         let mut up = true;
         let mut duration = Duration::ZERO;
         for (entry, &slot) in resolved.hosts.iter().zip(slots) {
             let slot = slot as usize;
             up &= !failed[slot];
             duration = duration.max(finished[slot]);
+            let info = memory.info[slot].as_ref();
+            let cloud = entry.bk_cloud_id.or(info.and_then(AgentInfo::bk_cloud_id));
             let Some(observed) = memory.observed[slot]
                 .as_ref()
                 .filter(|o| !o.is_stale(now, stale_after))
             else {
                 counts.add(AgentState::Unknown);
+                placement.add(cloud, None, AgentState::Unknown);
                 continue;
             };
-            let info = memory.info[slot].as_ref();
+            placement.add(cloud, info, observed.state());
             count_state(
                 &mut counts,
                 &mut versions,
@@ -506,9 +545,11 @@ impl Poller {
             labels: group.labels.clone(),
             host_label_names: group.host_label_names().to_vec(),
             per_agent_metrics: group.per_agent_metrics,
+            bk_biz_name: resolved.bk_biz_name.clone(),
             agents,
             counts,
             versions,
+            placement: placement.finish(),
             up,
             poll_duration: if resolved.hosts.is_empty() {
                 elapsed

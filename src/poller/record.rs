@@ -144,6 +144,11 @@ impl AgentInfo {
         }
     }
 
+    /// Upstream proxy or server ("" when unknown), shared between agents.
+    pub(crate) fn parent_ip(&self) -> &Arc<str> {
+        &self.parent_ip
+    }
+
     /// Cloud area as GSE knows it.
     pub(crate) fn bk_cloud_id(&self) -> Option<i64> {
         (self.bk_cloud_id != i64::MIN).then_some(self.bk_cloud_id)
@@ -313,6 +318,7 @@ impl AgentRow {
             ip,
             bk_agent_id: entry.agent_id.clone().unwrap_or_else(|| strings.empty()),
             host_labels: entry.labels.clone(),
+            topology: entry.topology.clone(),
             record,
         }
     }

@@ -1,9 +1,26 @@
 //! The CMDB client: lists a business's hosts through ESB `list_biz_hosts` or
-//! the gateway's `list_hosts`, page by page.
+//! the gateway's `list_hosts`, page by page; with topology, through
+//! `list_biz_hosts_topo` / `list_hosts_topo` instead (the same hosts, each
+//! with its sets, modules and maintainers) plus one `search_business` for the
+//! business name.
 //!
 //! Owns the request shapes, authentication and decoding of CMDB replies. It
 //! does not pace itself, decide when to refresh, or turn hosts into lookups:
 //! [`crate::discovery`] does.
+//!
+//! Shapes relied on (bk-cmdb `docs/apidoc/apigw/open/en/list_biz_hosts_topo.md`,
+//! `search_business.md`; `src/common/metadata/hostserver.go`
+//! `ListBizHostsTopoParameter`, `HostTopo`; `src/scene_server/host_server/service/findhost.go`
+//! `ListBizHostsTopo`): the topology listing takes `page` (limit at most 500),
+//! `fields`, `host_property_filter` and `set_property_filter` /
+//! `module_property_filter` (it has no `bk_set_ids` / `bk_module_ids`: CMDB
+//! would ignore them, so they are sent as `bk_set_id` / `bk_module_id` `in`
+//! rules) and answers `{count, info: [{host: {..}, topo: [{bk_set_id,
+//! bk_set_name, module: [{bk_module_id, bk_module_name}]}]}]}`, `topo` in no
+//! particular order (a Go map). `search_business` takes the legacy
+//! `condition: {bk_biz_id}`, the one filter both the ESB component
+//! (legacy-bk-paas `components/bk/apisv2/cc/search_business.py` forwards only
+//! `fields`, `condition`, `page`) and the current server accept.
 
 use std::time::Duration;
 
@@ -11,8 +28,14 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
 use super::{GseError, read_capped, status_error, transport_error, with_tls};
 use crate::config::{CmdbApi, CmdbConfig, GroupCmdb};
+use crate::model::Topology;
+
+/// The tenant header of multi-tenant BlueKing.
+const TENANT_HEADER: &str = "X-Bk-Tenant-Id";
 
 /// Largest CMDB page read (500 hosts are far below this).
 const MAX_PAGE_BYTES: usize = 16 << 20;
@@ -27,6 +50,23 @@ const FIELDS: &[&str] = &[
     "bk_addressing",
     "bk_host_name",
 ];
+
+/// Host fields asked for with topology: the maintainers too (CMDB `objuser`
+/// fields, comma-separated user names).
+const TOPOLOGY_FIELDS: &[&str] = &[
+    "bk_host_id",
+    "bk_cloud_id",
+    "bk_host_innerip",
+    "bk_host_innerip_v6",
+    "bk_agent_id",
+    "bk_addressing",
+    "bk_host_name",
+    "operator",
+    "bk_bak_operator",
+];
+
+/// Largest business lookup read (one business).
+const MAX_BUSINESS_BYTES: usize = 1 << 20;
 
 /// One host as CMDB lists it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -52,17 +92,71 @@ pub(crate) struct CmdbHost {
     /// Host name.
     #[serde(default, deserialize_with = "string_or_null")]
     pub(crate) bk_host_name: String,
+    /// Main maintainers, comma-separated (asked for with topology only).
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub(crate) operator: String,
+    /// Backup maintainers, comma-separated (asked for with topology only).
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub(crate) bk_bak_operator: String,
+    /// Where the host sits, from a topology listing (None from a plain one).
+    #[serde(skip)]
+    pub(crate) topology: Option<Arc<Topology>>,
+}
+
+/// A set a host belongs to, with the host's modules in it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+struct CmdbSet {
+    /// Set name.
+    #[serde(default, deserialize_with = "string_or_null")]
+    bk_set_name: String,
+    /// The host's modules in the set.
+    #[serde(default, deserialize_with = "list_or_null")]
+    module: Vec<CmdbModule>,
+}
+
+/// A module a host belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+struct CmdbModule {
+    /// Module name.
+    #[serde(default, deserialize_with = "string_or_null")]
+    bk_module_name: String,
 }
 
 fn string_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
+fn list_or_null<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Deserialize)]
-struct Page {
+#[serde(bound = "T: Deserialize<'de>")]
+struct Page<T> {
     count: i64,
+    #[serde(default = "Vec::new", deserialize_with = "list_or_null")]
+    info: Vec<T>,
+}
+
+/// One row of a topology listing.
+#[derive(Deserialize)]
+struct TopoRow {
+    host: CmdbHost,
+    #[serde(default, deserialize_with = "list_or_null")]
+    topo: Vec<CmdbSet>,
+}
+
+/// One row of a business lookup.
+#[derive(Deserialize)]
+struct BusinessRow {
     #[serde(default)]
-    info: Vec<CmdbHost>,
+    bk_biz_id: Option<Value>,
+    #[serde(default, deserialize_with = "string_or_null")]
+    bk_biz_name: String,
 }
 
 /// A client for one CMDB endpoint.
@@ -101,67 +195,139 @@ impl CmdbClient {
         &self.config
     }
 
-    /// One page of a business's hosts: the total count and the rows. An
-    /// error's upstream text is cut short and never carries the secret.
+    /// One page of a business's hosts: the total count and the rows (with
+    /// their topology when the selection asks for it).
     pub(crate) async fn page(
         &self,
         bk_biz_id: i64,
         selection: &GroupCmdb,
         start: usize,
     ) -> Result<(usize, Vec<CmdbHost>), GseError> {
-        self.request_page(bk_biz_id, selection, start)
-            .await
-            .map_err(|e| e.scrubbed(&[self.config.app_secret.expose()]))
+        let path = if selection.topology {
+            &self.config.topology_path
+        } else {
+            &self.config.path
+        };
+        let path = path.replace("{bk_biz_id}", &bk_biz_id.to_string());
+        let body = self.body(bk_biz_id, selection, start);
+        let bytes = self.post(&path, &body, MAX_PAGE_BYTES).await?;
+        let decoded = if selection.topology {
+            decode_topology_page(&bytes)
+        } else {
+            decode_page(&bytes)
+        };
+        decoded.map_err(|e| self.scrub(e))
     }
 
-    async fn request_page(
-        &self,
-        bk_biz_id: i64,
-        selection: &GroupCmdb,
-        start: usize,
-    ) -> Result<(usize, Vec<CmdbHost>), GseError> {
-        let url = format!(
-            "{}{}",
-            self.config.url.trim_end_matches('/'),
-            self.config
-                .path
-                .replace("{bk_biz_id}", &bk_biz_id.to_string())
-        );
-        let body = self.body(bk_biz_id, selection, start);
+    /// An error as it may be logged: CMDB's text cut short, the secret gone.
+    fn scrub(&self, err: GseError) -> GseError {
+        err.scrubbed(&[self.config.app_secret.expose()])
+    }
+
+    /// The name of a business (None when CMDB lists no such business to this
+    /// app and user: unknown, archived or not permitted).
+    pub(crate) async fn business_name(&self, bk_biz_id: i64) -> Result<Option<String>, GseError> {
+        let path = self
+            .config
+            .business_path
+            .replace("{bk_supplier_account}", &self.config.supplier_account);
+        let mut body = json!({
+            "fields": ["bk_biz_id", "bk_biz_name"],
+            "condition": { "bk_biz_id": bk_biz_id },
+            "page": { "start": 0, "limit": 1 },
+        });
+        if self.config.api == CmdbApi::Esb {
+            body["bk_supplier_account"] = json!(self.config.supplier_account);
+            self.esb_auth(&mut body);
+        }
+        let bytes = self.post(&path, &body, MAX_BUSINESS_BYTES).await?;
+        decode_business(&bytes, bk_biz_id).map_err(|e| self.scrub(e))
+    }
+
+    /// POSTs `body` to `path` under the root with the API's credentials and
+    /// the tenant; returns the reply body of a 2xx status. An error's
+    /// upstream text is cut short and never carries the secret.
+    async fn post(&self, path: &str, body: &Value, cap: usize) -> Result<Vec<u8>, GseError> {
+        self.send(path, body, cap).await.map_err(|e| self.scrub(e))
+    }
+
+    async fn send(&self, path: &str, body: &Value, cap: usize) -> Result<Vec<u8>, GseError> {
+        let url = format!("{}{path}", self.config.url.trim_end_matches('/'));
         let request = match self.config.api {
-            CmdbApi::Esb => self.http.post(url).json(&body),
-            CmdbApi::Gateway => self.http.post(url).headers(self.auth_header()).json(&body),
+            CmdbApi::Esb => self.http.post(url).json(body),
+            CmdbApi::Gateway => self.http.post(url).headers(self.auth_header()).json(body),
+        };
+        let request = match self.tenant_header() {
+            Some(tenant) => request.header(TENANT_HEADER, tenant),
+            None => request,
         };
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
-        let bytes = read_capped(response, MAX_PAGE_BYTES).await?;
+        let bytes = read_capped(response, cap).await?;
         if !status.is_success() {
             return Err(status_error(status.as_u16(), &bytes));
         }
-        decode_page(&bytes)
+        Ok(bytes)
     }
 
     fn body(&self, bk_biz_id: i64, selection: &GroupCmdb, start: usize) -> Value {
+        let fields = if selection.topology {
+            TOPOLOGY_FIELDS
+        } else {
+            FIELDS
+        };
         let mut body = json!({
             "bk_biz_id": bk_biz_id,
             "page": { "start": start, "limit": self.config.page_size, "sort": "bk_host_id" },
-            "fields": FIELDS,
+            "fields": fields,
         });
-        if !selection.bk_set_ids.is_empty() {
-            body["bk_set_ids"] = json!(selection.bk_set_ids);
-        }
-        if !selection.bk_module_ids.is_empty() {
-            body["bk_module_ids"] = json!(selection.bk_module_ids);
+        let ids = [
+            (
+                "bk_set_ids",
+                "set_property_filter",
+                "bk_set_id",
+                &selection.bk_set_ids,
+            ),
+            (
+                "bk_module_ids",
+                "module_property_filter",
+                "bk_module_id",
+                &selection.bk_module_ids,
+            ),
+        ];
+        for (list_key, filter_key, field, ids) in ids {
+            if ids.is_empty() {
+                continue;
+            }
+            body[if selection.topology {
+                filter_key
+            } else {
+                list_key
+            }] = if selection.topology {
+                json!({ "condition": "AND", "rules": [{ "field": field, "operator": "in", "value": ids }] })
+            } else {
+                json!(ids)
+            };
         }
         if let Some(filter) = &selection.host_property_filter {
             body["host_property_filter"] = filter.clone();
         }
         if self.config.api == CmdbApi::Esb {
-            body["bk_app_code"] = json!(self.config.app_code);
-            body["bk_app_secret"] = json!(self.config.app_secret.expose());
-            body["bk_username"] = json!(self.config.username);
+            self.esb_auth(&mut body);
         }
         body
+    }
+
+    /// ESB credentials, in the body.
+    fn esb_auth(&self, body: &mut Value) {
+        body["bk_app_code"] = json!(self.config.app_code);
+        body["bk_app_secret"] = json!(self.config.app_secret.expose());
+        body["bk_username"] = json!(self.config.username);
+    }
+
+    /// `X-Bk-Tenant-Id`, when a tenant is configured (validated as a header value).
+    fn tenant_header(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(self.config.tenant_id.as_deref()?).ok()
     }
 
     fn auth_header(&self) -> HeaderMap {
@@ -182,18 +348,66 @@ impl CmdbClient {
 
 /// Decodes a `list_biz_hosts` / `list_hosts` reply.
 pub(crate) fn decode_page(body: &[u8]) -> Result<(usize, Vec<CmdbHost>), GseError> {
+    let page: Page<CmdbHost> = decode_data(body)?;
+    Ok((count(page.count)?, page.info))
+}
+
+/// Decodes a `list_biz_hosts_topo` / `list_hosts_topo` reply.
+pub(crate) fn decode_topology_page(body: &[u8]) -> Result<(usize, Vec<CmdbHost>), GseError> {
+    let page: Page<TopoRow> = decode_data(body)?;
+    let hosts = page
+        .info
+        .into_iter()
+        .map(|row| {
+            let sets = row.topo.iter().map(|s| s.bk_set_name.as_str());
+            let modules = row.topo.iter().flat_map(|s| &s.module);
+            let topology = Topology::from_names(
+                sets,
+                modules.map(|m| m.bk_module_name.as_str()),
+                &row.host.operator,
+                &row.host.bk_bak_operator,
+            );
+            CmdbHost {
+                topology: Some(Arc::new(topology)),
+                ..row.host
+            }
+        })
+        .collect();
+    Ok((count(page.count)?, hosts))
+}
+
+/// Decodes a `search_business` reply: the name of `bk_biz_id`'s row, if any.
+pub(crate) fn decode_business(body: &[u8], bk_biz_id: i64) -> Result<Option<String>, GseError> {
+    let page: Page<BusinessRow> = decode_data(body)?;
+    let id = |v: &Value| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok());
+    Ok(page
+        .info
+        .into_iter()
+        .find(|row| row.bk_biz_id.as_ref().and_then(id) == Some(bk_biz_id))
+        .map(|row| row.bk_biz_name))
+}
+
+fn count(n: i64) -> Result<usize, GseError> {
+    usize::try_from(n).map_err(|_| GseError::Decode(format!("negative count {n}")))
+}
+
+/// The `data` of a CMDB envelope, or the error it carries.
+fn decode_data<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GseError> {
     #[derive(Deserialize)]
-    struct Envelope {
+    struct Envelope<T> {
         #[serde(default)]
         code: Option<Value>,
         #[serde(default)]
         result: Option<bool>,
         #[serde(default)]
         message: Option<String>,
-        #[serde(default)]
-        data: Option<Page>,
+        #[serde(default = "none")]
+        data: Option<T>,
     }
-    let env: Envelope =
+    fn none<T>() -> Option<T> {
+        None
+    }
+    let env: Envelope<T> =
         serde_json::from_slice(body).map_err(|e| GseError::Decode(e.to_string()))?;
     let code = env
         .code
@@ -210,12 +424,8 @@ pub(crate) fn decode_page(body: &[u8]) -> Result<(usize, Vec<CmdbHost>), GseErro
             message: env.message.unwrap_or_default(),
         });
     }
-    let page = env
-        .data
-        .ok_or_else(|| GseError::Decode("reply has no data".into()))?;
-    let count = usize::try_from(page.count)
-        .map_err(|_| GseError::Decode(format!("negative count {}", page.count)))?;
-    Ok((count, page.info))
+    env.data
+        .ok_or_else(|| GseError::Decode("reply has no data".into()))
 }
 
 #[cfg(test)]
@@ -236,6 +446,48 @@ mod tests {
         assert!(matches!(
             decode_page(br#"{"result":true,"code":0}"#),
             Err(GseError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn topology_pages_and_business_names_decode() {
+        let body = br#"{"result":true,"code":0,"message":"success","data":{"count":3,"info":[
+            {"host":{"bk_host_id":1,"bk_cloud_id":0,"bk_host_innerip":"10.0.0.1","operator":"alice,bob","bk_bak_operator":null},
+             "topo":[{"bk_set_id":11,"bk_set_name":"set1","module":[{"bk_module_id":56,"bk_module_name":"m1"},{"bk_module_id":57,"bk_module_name":"m2"}]}]},
+            {"host":{"bk_host_id":2,"bk_host_innerip":"10.0.0.2"},"topo":null},
+            {"host":{"bk_host_id":3,"bk_host_innerip":"10.0.0.3"},"topo":[{"bk_set_id":10,"bk_set_name":"Idle Pool","module":null}]}]}}"#;
+        let (count, hosts) = decode_topology_page(body).unwrap();
+        assert_eq!(count, 3);
+        let topology = |i: usize| hosts[i].topology.as_deref().unwrap().clone();
+        let first = topology(0);
+        assert_eq!(&*first.operator, "alice,bob");
+        assert_eq!(&*first.bk_bak_operator, "");
+        assert_eq!(
+            (&*first.bk_set_name, &*first.bk_module_name),
+            ("set1", "m1,m2")
+        );
+        assert_eq!(topology(1), Topology::default());
+        assert_eq!(
+            (&*topology(2).bk_set_name, &*topology(2).bk_module_name),
+            ("Idle Pool", "")
+        );
+        // An empty business answers a plain listing with no rows.
+        assert_eq!(
+            decode_topology_page(br#"{"result":true,"code":0,"data":{"count":0,"info":[]}}"#)
+                .unwrap()
+                .0,
+            0
+        );
+
+        let names = r#"{"result":true,"code":0,"data":{"count":2,"info":[
+            {"bk_biz_id":2,"bk_biz_name":"other"},{"bk_biz_id":"3","bk_biz_name":"支付"}]}}"#;
+        let names = names.as_bytes();
+        assert_eq!(decode_business(names, 3).unwrap().as_deref(), Some("支付"));
+        assert_eq!(decode_business(names, 4).unwrap(), None);
+        let denied = br#"{"result":false,"code":9900403,"message":"no permission"}"#;
+        assert!(matches!(
+            decode_business(denied, 3),
+            Err(GseError::Api { code: 9900403, .. })
         ));
     }
 }

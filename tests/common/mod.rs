@@ -75,6 +75,16 @@ pub fn cmdb_group_yaml(sim: &RunningSim, name: &str, bk_biz_id: i64, extra: &str
     )
 }
 
+/// Like [`cmdb_group_yaml`], with `cmdb.topology` on for the group.
+pub fn cmdb_topology_group_yaml(
+    sim: &RunningSim,
+    name: &str,
+    bk_biz_id: i64,
+    extra: &str,
+) -> String {
+    cmdb_group_yaml(sim, name, bk_biz_id, extra).replacen("cmdb: {}", "cmdb: { topology: true }", 1)
+}
+
 /// Parses configuration text (panics with the problems if invalid).
 pub fn parse_config(yaml: &str) -> Config {
     Config::parse(yaml, Path::new(".")).unwrap_or_else(|e| panic!("test config is invalid: {e}"))

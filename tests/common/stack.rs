@@ -32,6 +32,10 @@ use super::wait_until;
 /// How much faster than production the stack runs (1m evaluation -> 1s).
 pub const TIME_SCALE: u64 = 60;
 
+/// The `site` target label of every target the stack scrapes (the site
+/// label of the mixin, `_config.siteLabel`).
+pub const E2E_SITE: &str = "e2e";
+
 /// How long to wait for a process to become ready.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -290,6 +294,8 @@ pub struct Notified {
     pub fingerprint: String,
     /// The alert's labels.
     pub labels: BTreeMap<String, String>,
+    /// The alert's annotations (`runbook_url`, ...).
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Notified {
@@ -363,6 +369,7 @@ impl Webhook {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
                     .collect();
+                let annotations = labels_of(&alert["annotations"]);
                 out.insert(Notified {
                     receiver: receiver.clone(),
                     status: alert["status"].as_str().expect("status").to_string(),
@@ -371,6 +378,7 @@ impl Webhook {
                         .expect("fingerprint")
                         .to_string(),
                     labels,
+                    annotations,
                 });
             }
         }
@@ -641,27 +649,57 @@ fn alertmanager_binary() -> &'static str {
     }
 }
 
+impl Alertmanager {
+    /// Starts an Alertmanager with the shipped (scaled) configuration in
+    /// `dir`, notifying `webhook`.
+    pub async fn start(dir: &Path, webhook: &Webhook) -> Alertmanager {
+        let am_config = dir.join("alertmanager.yml");
+        fs::write(&am_config, scaled_alertmanager_config(&webhook.url())).expect("AM config");
+        let am_args = vec![
+            format!("--config.file={}", am_config.display()),
+            format!("--storage.path={}", dir.join("am-data").display()),
+            "--cluster.listen-address=".to_string(),
+            "--log.level=warn".to_string(),
+        ];
+        Alertmanager {
+            process: Process::start("alertmanager", alertmanager_binary(), &am_args, dir).await,
+        }
+    }
+
+    /// Sends firing alerts with these labels, as Prometheus would
+    /// (`POST /api/v2/alerts`).
+    pub async fn post(&self, alerts: &[BTreeMap<String, String>]) {
+        let body: Vec<Json> = alerts
+            .iter()
+            .map(|labels| serde_json::json!({ "labels": labels, "annotations": {} }))
+            .collect();
+        let url = format!("{}/api/v2/alerts", self.url());
+        let response = reqwest::Client::new()
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        assert!(
+            response.status().is_success(),
+            "POST {url}: {}",
+            response.status()
+        );
+    }
+}
+
 impl Stack {
-    /// Starts the stack around an exporter listening on `exporter`.
-    pub async fn start(exporter: SocketAddr) -> Stack {
+    /// Starts the stack around an exporter listening on `exporter`, also
+    /// scraping each `(job, target)` of `extra` (e.g. `gse_exporter node` as
+    /// `gse_node`). Every target carries the site label `site="E2E_SITE"`,
+    /// as the multi-site file_sd example sets it.
+    pub async fn start(exporter: SocketAddr, extra: &[(&str, &str)]) -> Stack {
         let dir = tempfile::Builder::new()
             .prefix("gse-e2e-")
             .tempdir()
             .expect("temp dir");
         let webhook = Webhook::start().await;
-
-        let am_config = dir.path().join("alertmanager.yml");
-        fs::write(&am_config, scaled_alertmanager_config(&webhook.url())).expect("AM config");
-        let am_args = vec![
-            format!("--config.file={}", am_config.display()),
-            format!("--storage.path={}", dir.path().join("am-data").display()),
-            "--cluster.listen-address=".to_string(),
-            "--log.level=warn".to_string(),
-        ];
-        let alertmanager = Alertmanager {
-            process: Process::start("alertmanager", alertmanager_binary(), &am_args, dir.path())
-                .await,
-        };
+        let alertmanager = Alertmanager::start(dir.path(), &webhook).await;
 
         let rules_dir = dir.path().join("rules");
         let rule_files: Vec<String> = write_scaled_rules(&rules_dir)
@@ -669,7 +707,7 @@ impl Stack {
             .map(|p| p.display().to_string())
             .collect();
         let am_target = alertmanager.url().trim_start_matches("http://").to_string();
-        let prom_config = serde_json::json!({
+        let mut prom_config = serde_json::json!({
             "global": {
                 "scrape_interval": "1s",
                 "scrape_timeout": "1s",
@@ -681,9 +719,21 @@ impl Stack {
             },
             "scrape_configs": [{
                 "job_name": "gse_exporter",
-                "static_configs": [{ "targets": [exporter.to_string()] }],
+                "static_configs": [{
+                    "targets": [exporter.to_string()],
+                    "labels": { "site": E2E_SITE },
+                }],
             }],
         });
+        for (job, target) in extra {
+            prom_config["scrape_configs"]
+                .as_array_mut()
+                .expect("scrape_configs")
+                .push(serde_json::json!({
+                    "job_name": job,
+                    "static_configs": [{ "targets": [target], "labels": { "site": E2E_SITE } }],
+                }));
+        }
         let prom_config_path = dir.path().join("prometheus.yml");
         fs::write(
             &prom_config_path,

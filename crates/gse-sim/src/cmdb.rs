@@ -21,7 +21,12 @@
 //! Once the fleet is used up, further hosts are CMDB-only: cloud 0, an IP
 //! from 100.64.0.0/10 and (nine in ten) an agent id GSE does not know.
 //! Spare addresses of multi-IP hosts come from the same range. Membership:
-//! set `biz*100 + j%3 + 1`, module `biz*1000 + j%6 + 1` (module in its set).
+//! set `biz*100 + j%3 + 1`, module `biz*1000 + j%6 + 1` (module in its set);
+//! `j % 7 == 3` is also in module `(j+3)%6 + 1` of the same set and
+//! `j % 13 == 6` also in module `(j+1)%6 + 1` of the next set (see `topo`
+//! for the names). Maintainers: `operator` cycles through `alice`, `bob`,
+//! `carol` and `alice,dave` by `j % 4`; `bk_bak_operator` is `oncall` for
+//! even `j`, else empty.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
@@ -30,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::fleet::{Fleet, SimOptions, mix};
+use super::topo::Tables;
 
 /// Most rows one page may ask for (CMDB's documented limit).
 pub(crate) const MAX_PAGE: i64 = 500;
@@ -53,8 +59,11 @@ const HOST_FIELDS: [&str; 7] = [
     "bk_addressing",
     "bk_host_name",
 ];
-/// Membership fields: returned, filtered and sorted on only when asked.
-const TOPO_FIELDS: [&str; 2] = ["bk_set_id", "bk_module_id"];
+/// Membership and maintainer fields: returned, filtered and sorted on only
+/// when asked.
+const ASKED_FIELDS: [&str; 4] = ["bk_set_id", "bk_module_id", "operator", "bk_bak_operator"];
+/// Maintainers by `j % 4`.
+const OPERATORS: [&str; 4] = ["alice", "bob", "carol", "alice,dave"];
 
 /// One business of the simulated CMDB and how many hosts it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +146,24 @@ pub struct CmdbHost {
     /// Module the host belongs to (returned only when asked).
     #[serde(default)]
     pub bk_module_id: i64,
+    /// Further modules the host belongs to, besides `bk_module_id`.
+    #[serde(default)]
+    pub more_modules: Vec<ModuleRef>,
+    /// Main maintainers, comma-separated (CMDB `objuser`; returned only when asked).
+    #[serde(default)]
+    pub operator: String,
+    /// Backup maintainers, comma-separated (returned only when asked).
+    #[serde(default)]
+    pub bk_bak_operator: String,
+}
+
+/// A module a host belongs to and that module's set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ModuleRef {
+    /// The set.
+    pub bk_set_id: i64,
+    /// The module.
+    pub bk_module_id: i64,
 }
 
 impl CmdbHost {
@@ -148,8 +175,19 @@ impl CmdbHost {
             .find(|s| !s.is_empty())
     }
 
+    /// Every module the host belongs to, `bk_module_id` first.
+    pub fn memberships(&self) -> Vec<ModuleRef> {
+        let first = ModuleRef {
+            bk_set_id: self.bk_set_id,
+            bk_module_id: self.bk_module_id,
+        };
+        std::iter::once(first)
+            .chain(self.more_modules.iter().copied())
+            .collect()
+    }
+
     /// The value of a known field.
-    fn field(&self, name: &str) -> Option<Value> {
+    pub(crate) fn field(&self, name: &str) -> Option<Value> {
         Some(match name {
             "bk_host_id" => json!(self.bk_host_id),
             "bk_cloud_id" => json!(self.bk_cloud_id),
@@ -160,13 +198,15 @@ impl CmdbHost {
             "bk_host_name" => json!(self.bk_host_name),
             "bk_set_id" => json!(self.bk_set_id),
             "bk_module_id" => json!(self.bk_module_id),
+            "operator" => json!(self.operator),
+            "bk_bak_operator" => json!(self.bk_bak_operator),
             _ => return None,
         })
     }
 
     /// Values a filter rule compares with: IP fields match the whole
     /// string or any one of its comma-separated addresses.
-    fn candidates(&self, name: &str) -> Vec<Value> {
+    pub(crate) fn candidates(&self, name: &str) -> Vec<Value> {
         let Some(whole) = self.field(name) else {
             return Vec::new();
         };
@@ -184,8 +224,25 @@ impl CmdbHost {
     }
 }
 
-fn known_field(name: &str) -> bool {
-    HOST_FIELDS.contains(&name) || TOPO_FIELDS.contains(&name)
+/// Whether `name` is a host field the simulator knows.
+pub(crate) fn known_field(name: &str) -> bool {
+    HOST_FIELDS.contains(&name) || ASKED_FIELDS.contains(&name)
+}
+
+/// The modules of slot `j` besides its own (see the module docs).
+fn more_modules(biz: i64, j: usize) -> Vec<ModuleRef> {
+    let module = |m: usize| ModuleRef {
+        bk_set_id: biz.saturating_mul(100).saturating_add((m % 3) as i64 + 1),
+        bk_module_id: biz.saturating_mul(1000).saturating_add(m as i64 + 1),
+    };
+    let mut more = Vec::new();
+    if j % 7 == 3 {
+        more.push(module((j + 3) % 6));
+    }
+    if j % 13 == 6 {
+        more.push(module((j + 1) % 6));
+    }
+    more
 }
 
 /// Where a generated host's addresses come from.
@@ -225,6 +282,9 @@ impl Generator<'_> {
             bk_host_name: format!("sim-{id}"),
             bk_set_id: biz.saturating_mul(100).saturating_add(m % 3 + 1),
             bk_module_id: biz.saturating_mul(1000).saturating_add(m + 1),
+            more_modules: more_modules(biz, j),
+            operator: OPERATORS[j % 4].to_string(),
+            bk_bak_operator: if j.is_multiple_of(2) { "oncall" } else { "" }.to_string(),
         };
         if j % 50 == 25 {
             h.bk_host_innerip_v6 = format!("fd00::{id:x}");
@@ -280,18 +340,21 @@ impl Generator<'_> {
     }
 }
 
-/// One business: its hosts (sorted by id) and the share CMDB serves.
+/// One business: its hosts (sorted by id), the share CMDB serves, and its
+/// name and set and module names.
 #[derive(Debug, Clone)]
-struct Business {
-    hosts: Vec<CmdbHost>,
+pub(crate) struct Business {
+    pub(crate) hosts: Vec<CmdbHost>,
     visible_share: f64,
+    pub(crate) tables: Tables,
 }
 
-impl Default for Business {
-    fn default() -> Self {
+impl Business {
+    fn new(biz: i64) -> Self {
         Self {
             hosts: Vec::new(),
             visible_share: 1.0,
+            tables: Tables::generated(biz),
         }
     }
 }
@@ -321,7 +384,9 @@ impl Cmdb {
         let mut businesses: BTreeMap<i64, Business> = BTreeMap::new();
         for spec in specs {
             let hosts = generator.business(spec);
-            let biz = businesses.entry(spec.bk_biz_id).or_default();
+            let biz = businesses
+                .entry(spec.bk_biz_id)
+                .or_insert_with(|| Business::new(spec.bk_biz_id));
             biz.hosts.extend(hosts);
         }
         Self {
@@ -340,7 +405,24 @@ impl Cmdb {
         self.visible_refs(biz).into_iter().cloned().collect()
     }
 
-    fn visible_refs(&self, biz: i64) -> Vec<&CmdbHost> {
+    /// A business, if it exists.
+    pub(crate) fn business(&self, biz: i64) -> Option<&Business> {
+        self.businesses.get(&biz)
+    }
+
+    /// Every business, by id.
+    pub(crate) fn businesses(&self) -> impl Iterator<Item = (i64, &Business)> {
+        self.businesses.iter().map(|(id, b)| (*id, b))
+    }
+
+    /// A business, created (empty, with generated names) if new.
+    pub(crate) fn business_mut(&mut self, biz: i64) -> &mut Business {
+        self.businesses
+            .entry(biz)
+            .or_insert_with(|| Business::new(biz))
+    }
+
+    pub(crate) fn visible_refs(&self, biz: i64) -> Vec<&CmdbHost> {
         let Some(b) = self.businesses.get(&biz) else {
             return Vec::new();
         };
@@ -367,13 +449,13 @@ impl Cmdb {
 
     /// Replace the hosts of `biz` (created if new; visible share kept).
     pub fn set_hosts(&mut self, biz: i64, hosts: Vec<CmdbHost>) {
-        self.businesses.entry(biz).or_default().hosts.clear();
+        self.business_mut(biz).hosts.clear();
         self.add_hosts(biz, hosts);
     }
 
     /// Add hosts to `biz`, replacing any with the same id.
     pub fn add_hosts(&mut self, biz: i64, hosts: Vec<CmdbHost>) {
-        let b = self.businesses.entry(biz).or_default();
+        let b = self.business_mut(biz);
         let new: HashSet<i64> = hosts.iter().map(|h| h.bk_host_id).collect();
         b.hosts.retain(|h| !new.contains(&h.bk_host_id));
         b.hosts.extend(hosts);
@@ -398,7 +480,7 @@ impl Cmdb {
         } else {
             share.clamp(0.0, 1.0)
         };
-        self.businesses.entry(biz).or_default().visible_share = share;
+        self.business_mut(biz).visible_share = share;
     }
 
     /// The `data` of a `list_biz_hosts` reply: `{count, info}`. An unknown
@@ -485,17 +567,27 @@ impl HostQuery {
             fields: select_fields(raw.fields.unwrap_or_default()),
             set_ids,
             module_ids,
-            filter: parse_property_filter(raw.host_property_filter)?,
+            filter: parse_property_filter(
+                "host_property_filter",
+                raw.host_property_filter,
+                &known_field,
+            )?,
         })
     }
 
     fn admits(&self, h: &CmdbHost) -> bool {
-        (self.set_ids.is_empty() || self.set_ids.contains(&h.bk_set_id))
-            && (self.module_ids.is_empty() || self.module_ids.contains(&h.bk_module_id))
-            && self.filter.as_ref().is_none_or(|f| f.matches(h))
+        let memberships = h.memberships();
+        let in_set = |id: &i64| memberships.iter().any(|m| m.bk_set_id == *id);
+        let in_module = |id: &i64| memberships.iter().any(|m| m.bk_module_id == *id);
+        (self.set_ids.is_empty() || self.set_ids.iter().any(in_set))
+            && (self.module_ids.is_empty() || self.module_ids.iter().any(in_module))
+            && self
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.matches(&|name| h.candidates(name)))
     }
 
-    fn order(&self, a: &CmdbHost, b: &CmdbHost) -> Ordering {
+    pub(crate) fn order(&self, a: &CmdbHost, b: &CmdbHost) -> Ordering {
         let by_field = match (a.field(&self.sort), b.field(&self.sort)) {
             (Some(x), Some(y)) => value_cmp(&x, &y),
             _ => Ordering::Equal,
@@ -515,7 +607,7 @@ impl HostQuery {
 }
 
 /// `"bk_host_id"` or `"-bk_host_id"` (descending); "" means `bk_host_id`.
-fn parse_sort(sort: &str) -> Result<(String, bool), String> {
+pub(crate) fn parse_sort(sort: &str) -> Result<(String, bool), String> {
     let sort = sort.trim();
     let (field, desc) = match sort.strip_prefix('-') {
         Some(f) => (f, true),
@@ -534,7 +626,7 @@ fn parse_sort(sort: &str) -> Result<(String, bool), String> {
 }
 
 /// The known fields asked for, deduplicated; all host fields if none.
-fn select_fields(asked: Vec<String>) -> Vec<String> {
+pub(crate) fn select_fields(asked: Vec<String>) -> Vec<String> {
     if asked.is_empty() {
         return HOST_FIELDS.iter().map(|f| f.to_string()).collect();
     }
@@ -556,15 +648,15 @@ fn value_cmp(a: &Value, b: &Value) -> Ordering {
     }
 }
 
-/// `host_property_filter`: groups of rules, at most two levels deep.
+/// A `*_property_filter`: groups of rules, at most two levels deep.
 #[derive(Debug)]
-enum Filter {
+pub(crate) enum Filter {
     Group { any: bool, items: Vec<Filter> },
     Rule { field: String, op: Op, value: Value },
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Op {
+pub(crate) enum Op {
     Equal,
     NotEqual,
     In,
@@ -574,16 +666,25 @@ enum Op {
 /// Most levels of grouping a filter may use.
 const MAX_FILTER_DEPTH: usize = 2;
 
-fn parse_property_filter(v: Option<Value>) -> Result<Option<Filter>, String> {
+/// Which field names a filter may use.
+pub(crate) type Known<'a> = &'a dyn Fn(&str) -> bool;
+
+/// Parses the filter named `name` (for messages); `known` says which fields
+/// it may compare.
+pub(crate) fn parse_property_filter(
+    name: &str,
+    v: Option<Value>,
+    known: Known,
+) -> Result<Option<Filter>, String> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) if m.is_empty() => Ok(None),
-        Some(v) => parse_filter(&v, 0).map(Some),
+        Some(v) => parse_filter(name, &v, 0, known).map(Some),
     }
 }
 
-fn parse_filter(v: &Value, depth: usize) -> Result<Filter, String> {
-    let bad = |what: &str| format!("host_property_filter: {what}");
+fn parse_filter(name: &str, v: &Value, depth: usize, known: Known) -> Result<Filter, String> {
+    let bad = |what: &str| format!("{name}: {what}");
     let Some(obj) = v.as_object() else {
         return Err(bad("a rule must be an object"));
     };
@@ -601,16 +702,16 @@ fn parse_filter(v: &Value, depth: usize) -> Result<Filter, String> {
         let rules = rules.ok_or_else(|| bad("rules must be a non-empty list"))?;
         let items = rules
             .iter()
-            .map(|r| parse_filter(r, depth + 1))
+            .map(|r| parse_filter(name, r, depth + 1, known))
             .collect::<Result<_, _>>()?;
         return Ok(Filter::Group { any, items });
     }
-    parse_rule(obj).map_err(|e| bad(&e))
+    parse_rule(obj, known).map_err(|e| bad(&e))
 }
 
-fn parse_rule(obj: &Map<String, Value>) -> Result<Filter, String> {
+fn parse_rule(obj: &Map<String, Value>, known: Known) -> Result<Filter, String> {
     let field = obj.get("field").and_then(Value::as_str).unwrap_or("");
-    if !known_field(field) {
+    if !known(field) {
         return Err(format!("unknown field {field:?}"));
     }
     let op = match obj.get("operator").and_then(Value::as_str) {
@@ -638,12 +739,13 @@ fn parse_rule(obj: &Map<String, Value>) -> Result<Filter, String> {
 }
 
 impl Filter {
-    fn matches(&self, h: &CmdbHost) -> bool {
+    /// Whether the object whose field values `candidates` gives matches.
+    pub(crate) fn matches(&self, candidates: &dyn Fn(&str) -> Vec<Value>) -> bool {
         match self {
-            Filter::Group { any: true, items } => items.iter().any(|f| f.matches(h)),
-            Filter::Group { any: false, items } => items.iter().all(|f| f.matches(h)),
+            Filter::Group { any: true, items } => items.iter().any(|f| f.matches(candidates)),
+            Filter::Group { any: false, items } => items.iter().all(|f| f.matches(candidates)),
             Filter::Rule { field, op, value } => {
-                let cands = h.candidates(field);
+                let cands = candidates(field);
                 let hit = |v: &Value| cands.contains(v);
                 match op {
                     Op::Equal => hit(value),

@@ -12,10 +12,14 @@
 //! `http://ADDR/api/c/compapi/v2/cc` (`POST {root}/list_biz_hosts/`, body
 //! auth and `bk_biz_id`) and CMDB through the gateway
 //! `http://ADDR/api/bk-cmdb/prod` (`POST {root}/api/v3/hosts/app/{biz}/list_hosts`
-//! or `{root}/api/v3/open/hosts/app/{biz}/list_hosts`, header auth). Control:
+//! or `{root}/api/v3/open/hosts/app/{biz}/list_hosts`, header auth). With
+//! topology: ESB `list_biz_hosts_topo/` and `search_business/`, gateway
+//! `{root}/api/v3[/open]/hosts/app/{biz}/list_hosts_topo` and
+//! `{root}/api/v3[/open]/biz/search/{bk_supplier_account}`. Control:
 //! `POST /sim/agents`, `GET|POST /sim/faults`, `GET /sim/truth`,
 //! `GET|DELETE /sim/stats`, `POST /sim/cmdb` (`{"bk_biz_id", "set_hosts",
-//! "remove", "add", "visible_share"}`, applied in that order) and
+//! "remove", "add", "visible_share", "bk_biz_name", "rename_set",
+//! "rename_module"}`, applied in that order; a rename is `{"id", "name"}`) and
 //! `GET /sim/cmdb/{biz}` (the hosts CMDB serves). With `SimOptions::tls` the
 //! same routes are served over HTTPS (`https://` roots). It must never be reached from the exporter's
 //! production path unless the user asks for it (`--demo`, `simulate`), and it
@@ -40,6 +44,10 @@
 //!   `bk_host_innerip(_v6)` match the whole value or any one address.
 //!   `page.sort` takes any known field, `-` for descending, ties by id.
 //!   `set_cond`/`module_cond` are rejected with 1199006.
+//! - Topology (see `topo` for names and order): hosts belong to one or two
+//!   modules, `list_biz_hosts_topo` lists each host's sets and modules,
+//!   `search_business` answers business names; `operator` and
+//!   `bk_bak_operator` come back only when asked.
 #![forbid(unsafe_code)]
 
 mod cmdb;
@@ -51,6 +59,7 @@ mod log;
 mod reply;
 mod server;
 mod tls;
+mod topo;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -62,11 +71,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use cmdb::{Addressing, BizSpec, CmdbHost};
+pub use cmdb::{Addressing, BizSpec, CmdbHost, ModuleRef};
 pub use faults::{BodyFault, Faults, RateLimit};
 pub use fleet::{AgentTruth, SimOptions};
 pub use log::{Api, Outcome, RequestRecord, Stats, max_in_window};
 pub use tls::SimTls;
+pub use topo::{HostTopo, TopoModule, TopoSet};
 
 use cmdb_http::{CMDB_ESB_ROOT, CMDB_GATEWAY_ROOT};
 use conn::{ConnTag, SimListener};
@@ -131,6 +141,11 @@ impl SimHandle {
         self.shared.clear_requests();
     }
 
+    /// Requests per endpoint and `X-Bk-Tenant-Id` value ("" for none).
+    pub fn tenants(&self) -> std::collections::BTreeMap<(Api, String), usize> {
+        self.shared.tenants()
+    }
+
     /// Request counts by endpoint and outcome.
     pub fn stats(&self) -> Stats {
         self.shared.stats()
@@ -168,6 +183,39 @@ impl SimHandle {
     /// share keeps a subset of a larger one). 1 serves all again.
     pub fn set_cmdb_visible_share(&self, bk_biz_id: i64, share: f64) {
         self.shared.cmdb().set_visible_share(bk_biz_id, share);
+    }
+
+    /// Every host CMDB serves for a business with its sets and modules, as
+    /// `list_biz_hosts_topo` lists them (sets and modules by descending id).
+    pub fn cmdb_topology(&self, bk_biz_id: i64) -> Vec<HostTopo> {
+        self.shared.cmdb().topo(bk_biz_id)
+    }
+
+    /// A business's name as `search_business` answers it (None: no such business).
+    pub fn cmdb_business_name(&self, bk_biz_id: i64) -> Option<String> {
+        let cmdb = self.shared.cmdb();
+        cmdb.business(bk_biz_id).map(|b| b.tables.name.clone())
+    }
+
+    /// Renames a business (creating it, empty, if new).
+    pub fn set_cmdb_business_name(&self, bk_biz_id: i64, name: &str) {
+        self.shared.cmdb().business_mut(bk_biz_id).tables.name = name.to_string();
+    }
+
+    /// Renames a set of a business.
+    pub fn rename_cmdb_set(&self, bk_biz_id: i64, bk_set_id: i64, name: &str) {
+        let mut cmdb = self.shared.cmdb();
+        cmdb.business_mut(bk_biz_id)
+            .tables
+            .rename_set(bk_set_id, name);
+    }
+
+    /// Renames a module of a business.
+    pub fn rename_cmdb_module(&self, bk_biz_id: i64, bk_module_id: i64, name: &str) {
+        let mut cmdb = self.shared.cmdb();
+        cmdb.business_mut(bk_biz_id)
+            .tables
+            .rename_module(bk_module_id, name);
     }
 }
 

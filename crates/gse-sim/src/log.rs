@@ -26,6 +26,10 @@ pub enum Api {
     V2Info,
     /// CMDB host listing: ESB `list_biz_hosts` or gateway `list_hosts`.
     CmdbListHosts,
+    /// CMDB hosts with topology: ESB `list_biz_hosts_topo` or gateway `list_hosts_topo`.
+    CmdbListHostsTopo,
+    /// CMDB business lookup: `search_business` (gateway `biz/search`).
+    CmdbSearchBusiness,
 }
 
 impl Api {
@@ -36,7 +40,10 @@ impl Api {
 
     /// Whether this is a CMDB endpoint.
     pub fn is_cmdb(self) -> bool {
-        self == Api::CmdbListHosts
+        matches!(
+            self,
+            Api::CmdbListHosts | Api::CmdbListHostsTopo | Api::CmdbSearchBusiness
+        )
     }
 }
 
@@ -66,7 +73,7 @@ pub struct RequestRecord {
     /// Endpoint called.
     pub api: Api,
     /// Number of ids (v2) or hosts (v1) in the body, 0 if unreadable;
-    /// for CMDB the rows returned in `info` (0 on failure).
+    /// for CMDB the rows (hosts or businesses) returned in `info` (0 on failure).
     pub ids: usize,
     /// How it was answered.
     pub outcome: Outcome,

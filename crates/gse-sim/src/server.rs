@@ -8,6 +8,7 @@
 //! It does not know how envelopes are spelled (see `reply`) nor how the
 //! fleet is generated (see `fleet`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -36,6 +37,8 @@ pub(crate) const V1_ROOT: &str = "/api/c/compapi/v2/gse";
 /// Gateway root of the v2 endpoints.
 pub(crate) const V2_ROOT: &str = "/api/bk-gse/prod";
 const REQUEST_ID_HEADER: &str = "x-bkapi-request-id";
+/// The tenant header of multi-tenant BlueKing, recorded per request.
+const TENANT_HEADER: &str = "x-bk-tenant-id";
 
 /// State shared by every handler and by the Rust control methods.
 #[derive(Debug)]
@@ -46,6 +49,7 @@ pub(crate) struct Shared {
     bucket: Mutex<Option<TokenBucket>>,
     counter: AtomicU64,
     log: Mutex<RequestLog>,
+    tenants: Mutex<BTreeMap<(Api, String), usize>>,
     cmdb: Mutex<Cmdb>,
     cmdb_counter: AtomicU64,
 }
@@ -64,6 +68,7 @@ impl Shared {
             bucket: Mutex::new(None),
             counter: AtomicU64::new(0),
             log: Mutex::new(RequestLog::default()),
+            tenants: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -132,6 +137,21 @@ impl Shared {
     /// Record one request.
     pub fn record(&self, r: RequestRecord) {
         self.log.lock().push(r);
+    }
+
+    /// Counts a request's `X-Bk-Tenant-Id` ("" when it carries none).
+    pub fn record_tenant(&self, api: Api, headers: &HeaderMap) {
+        let tenant = headers
+            .get(TENANT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        *self.tenants.lock().entry((api, tenant)).or_default() += 1;
+    }
+
+    /// Requests per endpoint and tenant header seen so far.
+    pub fn tenants(&self) -> BTreeMap<(Api, String), usize> {
+        self.tenants.lock().clone()
     }
 
     /// A request id for the next CMDB request (own counter, so CMDB traffic
@@ -272,6 +292,7 @@ async fn gse_handler(
     let body = Body::parse(api, &bytes);
     let ids = body.as_ref().map_or(0, Body::ids);
     let request_id = request_id(&headers, shared.opts.seed, n);
+    shared.record_tenant(api, &headers);
     let ctx = Ctx {
         api,
         n,

@@ -866,21 +866,22 @@ async fn cmdb_filters() {
     let fields = json!(["bk_host_id", "bk_set_id", "bk_module_id", "unknown_field"]);
     let body = json!({"page": page(0, 500), "bk_set_ids": [set], "fields": fields});
     let r = cmdb_gw(&sim, "hosts", 2, body, "").await;
+    // A host in a second module of another set is in that set too.
+    let in_set = |h: &CmdbHost| h.memberships().iter().any(|m| m.bk_set_id == set);
     let want: Vec<i64> = hosts
         .iter()
-        .filter(|h| h.bk_set_id == set)
+        .filter(|h| in_set(h))
         .map(|h| h.bk_host_id)
         .collect();
+    assert!(want.len() > hosts.iter().filter(|h| h.bk_set_id == set).count());
     assert_eq!(host_ids(&r.body), want);
     let info = r.body["data"]["info"].as_array().unwrap();
-    assert!(
-        info.iter()
-            .all(|h| h["bk_set_id"] == json!(set) && h.as_object().unwrap().len() == 3)
-    );
+    assert!(info.iter().all(|h| h.as_object().unwrap().len() == 3));
 
     let body = json!({"page": page(0, 500), "bk_module_ids": [module]});
     let r = cmdb_gw(&sim, "hosts", 2, body, "").await;
-    let want = hosts.iter().filter(|h| h.bk_module_id == module).count();
+    let in_module = |h: &&CmdbHost| h.memberships().iter().any(|m| m.bk_module_id == module);
+    let want = hosts.iter().filter(in_module).count();
     assert_eq!(r.body["data"]["count"], json!(want));
     assert!(
         r.body["data"]["info"][0].get("bk_module_id").is_none(),
@@ -1136,4 +1137,100 @@ async fn cmdb_outage_is_separate_from_gse() {
     assert_eq!(r.body["code"], json!(0));
     let faults: Faults = serde_json::from_str(r#"{"cmdb_outage":true}"#).unwrap();
     assert!(faults.cmdb_outage);
+}
+
+/// A CMDB endpoint through ESB (`list_biz_hosts_topo`, `search_business`).
+async fn cmdb_esb_call(sim: &RunningSim, name: &str, body: Value) -> Reply {
+    let url = format!("{}/{name}/", sim.cmdb_esb_url());
+    post_json(url, None, &esb_auth(body)).await
+}
+
+/// A CMDB endpoint through the gateway, `path` under `api/v3`.
+async fn cmdb_gw_call(sim: &RunningSim, path: &str, body: Value) -> Reply {
+    let url = format!("{}/api/v3/{path}", sim.cmdb_gateway_url());
+    post_json(url, Some(auth_header("sim-secret")), &body).await
+}
+
+#[tokio::test]
+async fn cmdb_topology_over_both_apis_with_renames() {
+    let sim = sim().await;
+    let truth = sim.cmdb_topology(2);
+    let body = json!({"page": page(0, 500), "fields": ["bk_host_id", "bk_host_innerip", "operator", "bk_bak_operator"]});
+    let mut esb_body = body.clone();
+    esb_body["bk_biz_id"] = json!(2);
+    let esb = cmdb_esb_call(&sim, "list_biz_hosts_topo", esb_body).await;
+    assert_eq!(esb.body["code"], json!(0), "{}", esb.body);
+    for path in [
+        "hosts/app/2/list_hosts_topo",
+        "open/hosts/app/2/list_hosts_topo/",
+    ] {
+        let gw = cmdb_gw_call(&sim, path, body.clone()).await;
+        assert_eq!(gw.body["data"], esb.body["data"], "{path}");
+    }
+    let info = esb.body["data"]["info"].as_array().unwrap();
+    assert_eq!(info.len(), truth.len());
+    for (row, t) in info.iter().zip(&truth) {
+        assert_eq!(row["host"]["bk_host_id"], json!(t.host.bk_host_id));
+        assert_eq!(row["host"]["operator"], json!(t.host.operator));
+        assert_eq!(row["topo"], json!(t.topo));
+    }
+    assert!(
+        info.iter()
+            .any(|r| r["host"]["operator"] == json!("alice,dave")),
+        "multi-user maintainers"
+    );
+    assert!(truth.iter().any(|t| t.topo.len() == 2), "hosts in two sets");
+    assert_eq!(sim.stats().by_api[&Api::CmdbListHostsTopo], 3);
+
+    // Names as search_business answers them, and renamed.
+    let name = |r: &Reply| r.body["data"]["info"][0]["bk_biz_name"].clone();
+    let q = json!({"fields": ["bk_biz_id", "bk_biz_name"], "condition": {"bk_biz_id": 2}, "page": {"start": 0, "limit": 1}});
+    let r = cmdb_esb_call(&sim, "search_business", q.clone()).await;
+    assert_eq!(name(&r), json!("Business 2"));
+    let r = cmdb_gw_call(&sim, "biz/search/0", q.clone()).await;
+    assert_eq!(name(&r), json!("Business 2"));
+    let client = reqwest::Client::new();
+    let ctl = json!({"bk_biz_id": 2, "bk_biz_name": "支付", "rename_module": {"id": 2001, "name": "edge"},
+        "rename_set": {"id": 201, "name": "front"}});
+    let resp = client
+        .post(format!("http://{}/sim/cmdb", sim.addr()))
+        .json(&ctl)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let r = cmdb_gw_call(&sim, "open/biz/search/0/", q.clone()).await;
+    assert_eq!(name(&r), json!("支付"));
+    assert_eq!(sim.cmdb_business_name(2).as_deref(), Some("支付"));
+    let renamed = sim.cmdb_topology(2);
+    let first = renamed[0].topo.last().unwrap();
+    assert_eq!(
+        (
+            first.bk_set_name.as_str(),
+            first.module.last().unwrap().bk_module_name.as_str()
+        ),
+        ("front", "edge")
+    );
+
+    // The business lookup fails alone; every CMDB call fails in an outage.
+    sim.set_faults(Faults {
+        cmdb_business_outage: true,
+        ..Faults::default()
+    });
+    let r = cmdb_gw_call(&sim, "biz/search/0", q.clone()).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    let r = cmdb_gw_call(&sim, "hosts/app/2/list_hosts_topo", body.clone()).await;
+    assert_eq!(r.body["code"], json!(0));
+    let r = cmdb_esb_call(&sim, "search_business", q).await;
+    assert_eq!(r.body["code"], json!(1306201));
+    // The id lists of list_biz_hosts are refused here.
+    sim.set_faults(Faults::default());
+    let r = cmdb_gw_call(
+        &sim,
+        "hosts/app/2/list_hosts_topo",
+        json!({"page": page(0, 10), "bk_module_ids": [2001]}),
+    )
+    .await;
+    assert_eq!(r.body["code"], json!(1199006));
+    assert!(Api::CmdbSearchBusiness.is_cmdb() && Api::CmdbListHostsTopo.is_cmdb());
 }
