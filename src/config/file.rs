@@ -21,7 +21,7 @@ pub(crate) struct FileLimits {
     pub(crate) max_line: usize,
 }
 
-/// The exporter's configuration file and the web configuration.
+/// The exporter's configuration file.
 pub(crate) const YAML_FILE: FileLimits = FileLimits {
     max_bytes: 64 << 20,
     max_line: 1 << 20,
@@ -33,7 +33,7 @@ pub(crate) const HOSTS_FILE: FileLimits = FileLimits {
     max_line: 4096,
 };
 
-/// PEM certificates and keys, secret files.
+/// The web configuration, PEM certificates and keys, secret files.
 pub(crate) const SMALL_FILE: FileLimits = FileLimits {
     max_bytes: 1 << 20,
     max_line: 64 << 10,

@@ -144,8 +144,9 @@ impl WebAccess {
     /// Reads and validates a web configuration file; relative paths in it
     /// resolve against its directory.
     pub fn load(path: &Path) -> Result<WebAccess, ConfigError> {
+        // Small: it is re-read on the request path when it changes.
         let text =
-            super::read_text(path, super::YAML_FILE).map_err(|source| ConfigError::Read {
+            super::read_text(path, super::SMALL_FILE).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
@@ -842,7 +843,11 @@ impl WebConfigFile {
         let Some(path) = &self.path else {
             return Refresh::Unchanged;
         };
-        let mut watch = self.watch.lock();
+        // A request never waits behind another's re-read: it is served by
+        // the configuration in force, which is never weaker.
+        let Some(mut watch) = self.watch.try_lock() else {
+            return Refresh::Unchanged;
+        };
         if !watch.changed(path) {
             return Refresh::Unchanged;
         }
