@@ -7,6 +7,7 @@
 
 mod common;
 
+mod abuse;
 mod assets;
 mod cli;
 mod deploy;
@@ -19,6 +20,7 @@ mod exposition;
 mod faults;
 mod fuzz;
 mod layers;
+mod lifecycle;
 mod node;
 mod otlp;
 mod placement;
