@@ -6,14 +6,18 @@
 #   bench/fleet.sh 100000:off      # a size with per-agent metrics off
 #   bench/fleet.sh --smoke         # a few seconds, as CI runs it
 #
-# For each size it starts `gse_exporter simulate` (GSE 2.0, 200 ms latency)
-# and the exporter (batch 1000, 20 requests/s, burst 10, 8 in flight), waits
-# for the first full cycle (state + info), then measures status-only
-# cycles and prints one row:
-#   cycle      seconds of that cycle (gse_exporter_poll_duration_seconds)
-#   bound      requests / rate: the fastest the rate limit allows
-#   cpu        exporter CPU-seconds (user+sys) over the next cycle, read from /proc
-#              with no request to the exporter meanwhile: decode, snapshot, render, gzip
+# For each size it starts `gse_exporter simulate` (GSE 2.0, 200 ms latency,
+# agents reporting every third of the interval, as 20 s is of the default
+# 60 s) and the exporter (batch 1000, 20 requests/s, burst 10, 8 in flight),
+# waits for the first full cycle (state + info), then measures cycle 3
+# (state, and the info of the online agents for their heartbeat, which the
+# exporter re-reads every other cycle) and cycle 4 (state only), and prints
+# one row:
+#   req2, req3 GSE requests of cycles 2 and 3, as state+info (the simulator's count)
+#   cycle      seconds of cycle 3 (gse_exporter_poll_duration_seconds, from the landing page)
+#   bound      cycle 3's requests / rate: the fastest the rate limit allows
+#   cpu3, cpu4 exporter CPU-seconds (user+sys) over cycles 3 and 4, read from /proc
+#              with no /metrics request meanwhile: decode, snapshot, render, gzip
 #   p50 / p99  /metrics latency (wrk: 1 connection for the median; 10 for the
 #              median and p99 under load), plain and gzip, next to nginx serving
 #              the same bytes as a static file
@@ -72,8 +76,15 @@ wait_for() { # wait_for SECONDS COMMAND...: retry until it succeeds or time runs
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+gse_requests() { # gse_requests SIM_PORT: "STATE INFO" requests the simulator has had
+  curl -sf "http://127.0.0.1:$1/sim/stats" |
+    python3 -c 'import json, sys; a = json.load(sys.stdin)["by_api"]; print(a.get("v2_state", 0), a.get("v2_info", 0))'
+}
+per_cycle() { # per_cycle "STATE INFO" "STATE INFO": the requests between two readings, as state+info
+  local a=($1) b=($2); echo "$((b[0] - a[0]))+$((b[1] - a[1]))"
+}
+poll_took() { curl -sf "http://$1/" | grep -o '<td>[0-9.]*s</td>' | head -1 | tr -dc '0-9.'; }
 landing_success() { curl -sf "http://$1/" | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum; }
-metric() { curl -sf "http://$1/metrics" | awk -v m="$2" '$1 ~ "^"m {v=$2} END {print v}'; }
 wrk_pct() { # wrk_pct URL CONNECTIONS PERCENTILES [HEADER]: latency in ms at each percentile ("50 99")
   local header=()
   [[ -n "${4:-}" ]] && header=(-H "$4")
@@ -103,20 +114,20 @@ EOF
   wait_for 10 curl -sf -o /dev/null "http://127.0.0.1:$2/metrics"
 }
 
-printf '%10s %8s %8s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8s %7s %8s %8s\n' \
-  agents cycle_s bound_s cpu_s p50_ms ngx_p50 p50@10 p99@10 ngx_p99 gz_p50 ngxgz_p50 gz_p50@10 gz_p99@10 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
+printf '%10s %9s %9s %8s %8s %7s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8s %7s %8s %8s\n' \
+  agents req2 req3 cycle_s bound_s cpu3_s cpu4_s p50_ms ngx_p50 p50@10 p99@10 ngx_p99 gz_p50 ngxgz_p50 gz_p50@10 gz_p99@10 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
 for size in "${sizes[@]}"; do
   n=${size%%:*}
   per_agent=true; ((n >= 1000000)) && per_agent=false
   case "$size" in *:off) per_agent=false ;; *:on) per_agent=true ;; esac
   dir="$work/$size"; mkdir -p "$dir/www"
   sim_port=$(free_port); exp_port=$(free_port); ngx_port=$(free_port)
-  "$bin" simulate --listen-address "127.0.0.1:$sim_port" --agents "$n" --latency "$latency" \
-    --churn-per-minute 0 --hosts-out "$dir/hosts" >"$dir/sim.log" 2>&1 &
-  pids+=($!)
-  wait_for 120 test -s "$dir/hosts"
   requests=$(( (n + 999) / 1000 ))
   interval=$(( requests * 3 / rate + (smoke ? 2 : 10) ))
+  "$bin" simulate --listen-address "127.0.0.1:$sim_port" --agents "$n" --latency "$latency" \
+    --churn-per-minute 0 --report-period "$((interval * 1000 / 3))ms" --hosts-out "$dir/hosts" >"$dir/sim.log" 2>&1 &
+  pids+=($!)
+  wait_for 120 test -s "$dir/hosts"
   cat >"$dir/gse.yml" <<EOF
 gse:
   api: v2
@@ -139,18 +150,27 @@ EOF
   exp_pid=$!; pids+=($exp_pid)
   addr="127.0.0.1:$exp_port"
   wait_for $((interval * 3)) curl -sf "http://$addr/-/ready"
-  # Cycle 1 asked for state and info; measure the next, status-only, cycle.
+  # Cycle 1 asked for state and info; cycle 2 for state; cycle 3 for state
+  # and, for the heartbeat, the info of the online agents.
+  after1=$(gse_requests "$sim_port")
   first=$(landing_success "$addr")
   wait_for $((interval * 2)) bash -c "[[ \"\$(curl -sf http://$addr/ | grep -o 'last full success[^<]*</th></tr><tr>.*' | head -c 4000 | md5sum)\" != '$first' ]]"
+  after2=$(gse_requests "$sim_port")
   # CPU over one and a half intervals from just after cycle 2 ended: exactly
-  # cycle 3 (it ends about one interval later; cycle 4 starts half an interval
-  # after that), with no request to the exporter in the window.
+  # cycle 3 (it ends well within the window; cycle 4 starts half an interval
+  # after it), then over one interval: exactly cycle 4. Only the small
+  # landing page and the simulator are asked in between.
   ticks0=$(cpu_ticks "$exp_pid")
   sleep $((interval * 3 / 2))
   ticks1=$(cpu_ticks "$exp_pid")
-  cycle=$(metric "$addr" gse_exporter_poll_duration_seconds)
-  cpu=$(awk -v a="$ticks0" -v b="$ticks1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}')
-  bound=$(awk -v r="$requests" -v q="$rate" 'BEGIN {printf "%.2f", r / q}')
+  after3=$(gse_requests "$sim_port")
+  cycle=$(poll_took "$addr")
+  sleep "$interval"
+  ticks2=$(cpu_ticks "$exp_pid")
+  req2=$(per_cycle "$after1" "$after2"); req3=$(per_cycle "$after2" "$after3")
+  cpu_s() { awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}'; }
+  cpu3=$(cpu_s "$ticks0" "$ticks1"); cpu4=$(cpu_s "$ticks1" "$ticks2")
+  bound=$(awk -v r="$((req3))" -v q="$rate" 'BEGIN {printf "%.2f", r / q}')
 
   curl -sf -o "$dir/www/metrics" "http://$addr/metrics"
   curl -sf -H 'Accept-Encoding: gzip' -o "$dir/www/metrics.gz" "http://$addr/metrics"
@@ -167,8 +187,8 @@ EOF
   body=$(stat -c %s "$dir/www/metrics"); gzb=$(stat -c %s "$dir/www/metrics.gz")
   rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
-  printf '%10s %8.2f %8s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8.1f %7.1f %8s %8s\n' \
-    "$size" "$cycle" "$bound" "$cpu" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
+  printf '%10s %9s %9s %8.2f %8s %7s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8.1f %7.1f %8s %8s\n' \
+    "$size" "$req2" "$req3" "$cycle" "$bound" "$cpu3" "$cpu4" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
     "$(awk -v b="$gzb" 'BEGIN{print b/1e6}')" "$rss" "$hwm"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true

@@ -5,7 +5,7 @@
 //! Prints the median of several runs per size; no timing assertions.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gse_exporter::expose::Exposition;
 use gse_exporter::snapshot::{AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot};
@@ -13,6 +13,10 @@ use gse_exporter::telemetry::Telemetry;
 
 fn snapshot(agents: usize) -> Snapshot {
     let now = SystemTime::now();
+    let unix_now = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     let groups = (0..4)
         .map(|g| {
             let rows = (0..agents / 4)
@@ -34,6 +38,7 @@ fn snapshot(agents: usize) -> Snapshot {
                             status_code: Some(if n.is_multiple_of(20) { 3 } else { 2 }),
                             version: ["2.1.3", "2.1.4-beta.12", "2.0.9"][n % 3].into(),
                             parent_ip: format!("10.255.0.{}", n % 7).into(),
+                            heartbeat_at: Some(unix_now - (n % 20) as f64),
                             heartbeat_age: Some((n % 20) as f64),
                             observed_at: now,
                             last_seen_alive: Some(now),

@@ -61,10 +61,11 @@
     // registered: an inventory problem, not an outage.
     agentNotFoundFor: '30m',
 
-    // Agents report every few seconds to a minute and the exporter polls
-    // every 60s, so a healthy age stays below ~2 minutes. Ten missed minutes
-    // while GSE still says "online" means GSE's view lags (stuck proxy or
-    // data server) rather than the agent being down.
+    // Agents report every few seconds to a minute; the exporter polls every
+    // 60s and re-reads GSE 2.0 report times every other cycle, so a healthy
+    // age stays below two intervals plus the report period (~2.5 minutes).
+    // Ten missed minutes while GSE still says "online" means GSE's view lags
+    // (stuck proxy or data server) rather than the agent being down.
     heartbeatStaleSeconds: 600,
     heartbeatStaleFor: '10m',
 

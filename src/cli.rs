@@ -382,6 +382,9 @@ pub struct SimulateArgs {
     /// Delay before every GSE reply (e.g. 200ms).
     #[arg(long, env = "GSE_SIM_LATENCY", default_value = "0s", value_parser = latency)]
     pub latency: std::time::Duration,
+    /// How often an online agent reports to GSE: its report_time is never older.
+    #[arg(long = "report-period", env = "GSE_SIM_REPORT_PERIOD", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub report_period: std::time::Duration,
     /// Write every agent's GSE 2.0 query key (agent id, or cloud:ip) to this file, one per line, then serve (default: no file).
     #[arg(long = "hosts-out", env = "GSE_SIM_HOSTS_OUT", value_name = "PATH")]
     pub hosts_out: Option<PathBuf>,

@@ -262,6 +262,7 @@ async fn simulate(args: &SimulateArgs) -> Result<()> {
         app_code: args.app_code.clone(),
         app_secret: args.app_secret.clone(),
         latency: args.latency,
+        report_period: args.report_period,
         ..sim::SimOptions::default()
     };
     let running = sim::start(options, addr)

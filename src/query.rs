@@ -517,6 +517,7 @@ mod tests {
                 "2.1.3".into()
             },
             parent_ip: "".into(),
+            heartbeat_at: None,
             heartbeat_age: age,
             observed_at: SystemTime::now(),
             last_seen_alive: None,

@@ -137,7 +137,10 @@ pub struct AgentRecord {
     pub version: Arc<str>,
     /// Upstream proxy or server ("" when unknown), shared between agents.
     pub parent_ip: Arc<str>,
-    /// Seconds since the last heartbeat, as of `observed_at`.
+    /// Unix time of the last heartbeat known: GSE 2.0's `report_time`, else
+    /// when the exporter last saw the agent alive.
+    pub heartbeat_at: Option<f64>,
+    /// Seconds from `heartbeat_at` to `observed_at`.
     pub heartbeat_age: Option<f64>,
     /// When GSE last answered for this agent.
     pub observed_at: SystemTime,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::common::stack::*;
 use crate::common::*;
+use gse_exporter::config::{ConfigError, parse_raw};
 use gse_exporter::expose::table::{Kind, TABLE};
 use gse_exporter::node::metrics as node_metrics;
 use gse_sim::{Faults, SimOptions};
@@ -273,6 +274,18 @@ fn docs_names(docs: &str) -> BTreeSet<String> {
 struct DocRow {
     kind: String,
     labels: BTreeSet<String>,
+    /// The OTLP column: `pushed` or `no`.
+    otlp: String,
+}
+
+/// The families docs/metrics.md says an OTLP push carries.
+pub(crate) fn docs_pushed() -> BTreeSet<String> {
+    let docs = read(&repo_root().join("docs/metrics.md"));
+    docs_table(&docs)
+        .into_iter()
+        .filter(|(_, row)| row.otlp == "pushed")
+        .map(|(name, _)| name)
+        .collect()
 }
 
 fn backticked(text: &str) -> Vec<String> {
@@ -346,7 +359,8 @@ fn docs_table(docs: &str) -> BTreeMap<String, DocRow> {
             labels.extend(common_labels.iter().cloned());
             labels.extend(backticked(cell("extra labels")));
         }
-        let previous = rows.insert(name.clone(), DocRow { kind, labels });
+        let otlp = cell("OTLP").to_string();
+        let previous = rows.insert(name.clone(), DocRow { kind, labels, otlp });
         assert!(previous.is_none(), "{name} is documented twice");
     }
     rows
@@ -389,7 +403,14 @@ fn table_and_docs_agree() {
                 let want = DocRow {
                     kind: kind_name(def.kind).into(),
                     labels,
+                    otlp: row.otlp.clone(),
                 };
+                if !["pushed", "no"].contains(&row.otlp.as_str()) {
+                    problems.push(format!(
+                        "{}: its OTLP column says {:?}, not pushed or no",
+                        def.name, row.otlp
+                    ));
+                }
                 if *row != want {
                     problems.push(format!(
                         "{}: docs say {row:?}, TABLE says {want:?}",
@@ -405,9 +426,12 @@ fn table_and_docs_agree() {
             .chain(def.labels)
             .map(|l| l.to_string())
             .collect();
+        // The node mode's table has no OTLP column: the exporter never has
+        // these families, so it cannot push them.
         let want = DocRow {
             kind: def.kind.as_str().into(),
             labels,
+            otlp: String::new(),
         };
         match documented.get(def.name) {
             None => problems.push(format!(
@@ -569,6 +593,120 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     exporter.shutdown().await;
     sim.shutdown().await;
+}
+
+// ------------------------------------------------------------ config keys
+
+/// A key no configuration block has: the parser rejects it and names every
+/// key the block expects.
+const PROBE: &str = "zz_not_a_key";
+
+/// One step from the top of the configuration file to a block.
+#[derive(Clone)]
+enum Step {
+    Key(String),
+    Item,
+}
+
+/// The keys of the block at `path`, as the parser lists them when the block
+/// holds only [`PROBE`]; `None` when the value at `path` is not a block of
+/// keys (a plain value, a list of them, or a map of free names).
+fn block_keys(path: &[Step]) -> Option<Vec<String>> {
+    let mut yaml = format!("{{{PROBE}: 1}}");
+    for step in path.iter().rev() {
+        yaml = match step {
+            Step::Key(key) => format!("{{{key}: {yaml}}}"),
+            Step::Item => format!("[{yaml}]"),
+        };
+    }
+    // The message reads `<where>: unknown field `<probe>`, expected one of
+    // `a`, `b` at line 1 column 8` (or `expected `a``).
+    let Err(ConfigError::Parse { path, message }) = parse_raw(&yaml) else {
+        return None;
+    };
+    let unknown = format!("unknown field `{PROBE}`, ");
+    let at = message.find(&unknown).filter(|_| path.ends_with(PROBE))?;
+    Some(backticked(&message[at + unknown.len()..]))
+}
+
+/// Every key the parser accepts, as `gse.rate_limit.burst` or `groups.name`
+/// (a list's items add no step), split into leaves and blocks.
+fn parser_keys() -> (BTreeSet<String>, BTreeSet<String>) {
+    fn walk(path: &mut Vec<Step>, leaves: &mut BTreeSet<String>, blocks: &mut BTreeSet<String>) {
+        let keys = block_keys(path).expect("the path is a block");
+        for key in keys {
+            path.push(Step::Key(key));
+            let name = path
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Key(k) => Some(k.as_str()),
+                    Step::Item => None,
+                })
+                .collect::<Vec<_>>()
+                .join(".");
+            if block_keys(path).is_some() {
+                blocks.insert(name);
+                walk(path, leaves, blocks);
+            } else {
+                path.push(Step::Item);
+                if block_keys(path).is_some() {
+                    blocks.insert(name);
+                    walk(path, leaves, blocks);
+                } else {
+                    leaves.insert(name);
+                }
+                path.pop();
+            }
+            path.pop();
+        }
+    }
+    let (mut leaves, mut blocks) = (BTreeSet::new(), BTreeSet::new());
+    walk(&mut Vec::new(), &mut leaves, &mut blocks);
+    (leaves, blocks)
+}
+
+/// The keys of the "Keys" table of docs/configuration.md (first column,
+/// every backticked key; `groups[].name` read as `groups.name`).
+fn documented_keys() -> BTreeSet<String> {
+    let docs = read(&repo_root().join("docs/configuration.md"));
+    let table = docs
+        .split("\n## Keys\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/configuration.md has a Keys section");
+    table
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|l| backticked(l.split('|').nth(1).unwrap_or("")))
+        .map(|key| key.replace("[]", ""))
+        .collect()
+}
+
+#[test]
+fn configuration_keys_table_lists_every_key_the_parser_accepts() {
+    let (leaves, blocks) = parser_keys();
+    for key in [
+        "interval",
+        "gse.rate_limit.burst",
+        "groups.cmdb.labels",
+        "cmdb.timeout",
+    ] {
+        assert!(leaves.contains(key), "the walk finds {key}: {leaves:?}");
+    }
+    assert!(
+        blocks.contains("groups") && blocks.contains("cmdb.tls"),
+        "{blocks:?}"
+    );
+    let documented = documented_keys();
+    let missing: Vec<&String> = leaves.difference(&documented).collect();
+    let unknown: Vec<&String> = documented
+        .iter()
+        .filter(|k| !leaves.contains(*k) && !blocks.contains(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/configuration.md's Keys table lacks {missing:?} and lists keys the parser rejects: {unknown:?}"
+    );
 }
 
 // ------------------------------------------------------------ the mixin

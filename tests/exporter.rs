@@ -258,6 +258,41 @@ async fn the_rate_limit_holds_and_throttled_batches_are_retried_without_loss() {
     exporter.shutdown().await;
 }
 
+/// The poll duration of a cycle that asks info counts its info batches from
+/// the cycle's start: 8 state and 8 info requests of one id each through a
+/// bucket of 10 a second (burst 1) take at least 1.5 s, each phase half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_duration_counts_info_batches_from_the_start_of_the_cycle() {
+    let sim = start_sim(fleet_options(8)).await;
+    let truth = sim.truth();
+    let specs = [GroupSpec {
+        name: "web",
+        bk_biz_id: 2,
+        api: "v2",
+        agents: &truth,
+        labels: "",
+    }];
+    let gse = "  batch_size: 1\n  rate_limit: { requests_per_second: 10, burst: 1 }\n";
+    let exporter = start_exporter(parse_config(&config_yaml(&sim, gse, "", &specs))).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
+    let all = parse(&scrape(exporter.addr()).await);
+    let took = value(
+        &all,
+        "gse_exporter_poll_duration_seconds",
+        &[("group", "web")],
+    )
+    .unwrap();
+    let info = sim
+        .requests()
+        .iter()
+        .filter(|r| r.api == Api::V2Info)
+        .count();
+    assert_eq!(info, 8, "the first cycle asks every agent's info");
+    assert!(took >= 1.5, "16 requests at 10 a second took {took} s");
+    exporter.shutdown().await;
+    sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gse_outage_keeps_last_values_and_says_it_is_blind() {
     let sim = start_sim(fleet_options(600)).await;

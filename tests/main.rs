@@ -19,6 +19,7 @@ mod exporter;
 mod exposition;
 mod faults;
 mod fuzz;
+mod heartbeat;
 mod layers;
 mod lifecycle;
 mod node;

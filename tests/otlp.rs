@@ -4,7 +4,7 @@
 //! an agent going offline and an agent leaving the configuration, and a failing
 //! or hanging collector is counted without touching polling or scraping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -391,6 +391,49 @@ async fn pushes_the_fleet_as_on_metrics_and_follows_offline_and_removed_agents()
     let online = pushed.iter().filter(|p| p.name == "gse_agent_online");
     assert_eq!(online.count(), rest.len());
     exporter.shutdown().await;
+}
+
+/// The families a push carries are exactly those docs/metrics.md marks
+/// `pushed`, from a fleet where every family has data points: both APIs,
+/// online, offline and unknown agents, and a CMDB-discovered group with its
+/// topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_exactly_the_families_docs_metrics_md_marks_pushed() {
+    let sim = start_sim(SimOptions {
+        agents: 40,
+        seed: 3,
+        online_share: 0.7,
+        unknown_share: 0.15,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let group = |name, bk_biz_id, api, agents| GroupSpec {
+        name,
+        bk_biz_id,
+        api,
+        agents,
+        labels: "",
+    };
+    let specs = [
+        group("web", 2, "v2", &truth[..20]),
+        group("legacy", 3, "v1", &truth[20..]),
+    ];
+    let (addr, receiver) = start_http_receiver().await;
+    let mut yaml = config_yaml(&sim, "", "interval: 60s\n", &specs);
+    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-5", 5, ""));
+    yaml.push_str(&otlp_block(&format!("http://{addr}"), ""));
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
+    let request = receiver.request_after(0).await;
+    let pushed: BTreeSet<String> = points(&request).into_iter().map(|p| p.name).collect();
+    assert_eq!(
+        pushed,
+        crate::drift::docs_pushed(),
+        "the families pushed, and those docs/metrics.md marks pushed"
+    );
+    exporter.shutdown().await;
+    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,7 +135,7 @@ function(cfg)
       g.row('Offline agents'),
       g.table(
         'Offline agents (known to GSE)',
-        'Agents GSE knows and reports offline, with heartbeat age and version (join of gse_agent_online == 0, gse_agent_heartbeat_age_seconds and gse_agent_info). Empty heartbeat age = never seen alive.',
+        'Agents GSE knows and reports offline, with the age of their last heartbeat now (time() - gse_agent_heartbeat_timestamp_seconds, which keeps growing between polls) and version (join of gse_agent_online == 0 and gse_agent_info). Empty heartbeat age = never seen alive.',
         [
           |||
             max by (%(site)s, group, bk_biz_id, bk_cloud_id, ip, bk_agent_id, version) (
@@ -145,7 +145,7 @@ function(cfg)
           ||| % q,
           |||
             max by (%(site)s, group, bk_biz_id, bk_cloud_id, ip, bk_agent_id, version) (
-              (gse_agent_heartbeat_age_seconds{%(agents)s} and on (%(key)s) (%(offline)s))
+              ((time() - gse_agent_heartbeat_timestamp_seconds{%(agents)s}) and on (%(key)s) (%(offline)s))
               * on (%(key)s) group_left (version) gse_agent_info{%(agents)s}
             )
           ||| % q,

@@ -2,15 +2,15 @@
 //!
 //! At fleet scale the per-agent gauges are nearly all of the body, so they are
 //! written here once per snapshot (each agent's label set escaped once and
-//! reused by the five families), not through the generic encoder. Gauges read
+//! reused by every family), not through the generic encoder. Gauges read
 //! the same in the Prometheus text format and OpenMetrics, so this block is
 //! shared by both formats and compressed once (see [`super::gzip`]).
 //! Owns text layout and escaping; names, help texts and label names come
 //! from [`super::table`], values from the snapshot.
 
 use super::table::{
-    AGENT_HEARTBEAT_AGE, AGENT_INFO, AGENT_LABELS, AGENT_ONLINE, AGENT_STATUS_CODE,
-    AGENT_TOPOLOGY_INFO, MetricDef,
+    AGENT_HEARTBEAT_AGE, AGENT_HEARTBEAT_TIMESTAMP, AGENT_INFO, AGENT_LABELS, AGENT_ONLINE,
+    AGENT_STATUS_CODE, AGENT_TOPOLOGY_INFO, MetricDef,
 };
 use crate::model::Topology;
 use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
@@ -19,16 +19,25 @@ use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
 pub(crate) type AgentValue = fn(&AgentRow) -> Option<i64>;
 
 /// The per-agent gauges other than `gse_agent_info` (whose value is always 1),
-/// with the rule that reads each from an agent (shared with the OTLP push).
-pub(crate) const AGENT_GAUGES: [(&MetricDef, AgentValue); 3] = [
+/// in exposition order, with the rule that reads each from an agent (shared
+/// with the OTLP push). `gse_agent_info` and `gse_agent_topology_info` go
+/// after the first [`BEFORE_INFO`] of them.
+pub(crate) const AGENT_GAUGES: [(&MetricDef, AgentValue); 4] = [
     (&AGENT_ONLINE, |a| {
         Some(i64::from(a.record.state == AgentState::Online))
     }),
     (&AGENT_HEARTBEAT_AGE, |a| {
         a.record.heartbeat_age.map(|age| age.round() as i64)
     }),
+    // Whole seconds, rounded down: an age computed from it is never too young.
+    (&AGENT_HEARTBEAT_TIMESTAMP, |a| {
+        a.record.heartbeat_at.map(|at| at.floor() as i64)
+    }),
     (&AGENT_STATUS_CODE, |a| a.record.status_code),
 ];
+
+/// How many of [`AGENT_GAUGES`] come before `gse_agent_info`.
+const BEFORE_INFO: usize = 3;
 
 /// Renders every per-agent family not denied by `denied`.
 pub(crate) fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u8> {
@@ -42,9 +51,10 @@ pub(crate) fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -
         return Vec::new();
     }
     let labels = LabelSets::new(&agents);
-    let mut out = Vec::with_capacity((labels.text.len() + 48 * agents.len()) * 4 + 4096);
-    let families = &AGENT_GAUGES;
-    for (def, value) in &families[..2] {
+    let families = AGENT_GAUGES.len() + 1;
+    let mut out = Vec::with_capacity((labels.text.len() + 48 * agents.len()) * families + 4096);
+    let (before, after) = AGENT_GAUGES.split_at(BEFORE_INFO);
+    for (def, value) in before {
         if !denied(def) {
             family(&mut out, def, &agents, &labels, *value);
         }
@@ -55,9 +65,10 @@ pub(crate) fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -
     if !denied(&AGENT_TOPOLOGY_INFO) {
         topology_family(&mut out, &agents, &labels);
     }
-    let (def, value) = &families[2];
-    if !denied(def) {
-        family(&mut out, def, &agents, &labels, *value);
+    for (def, value) in after {
+        if !denied(def) {
+            family(&mut out, def, &agents, &labels, *value);
+        }
     }
     out
 }

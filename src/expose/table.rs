@@ -79,6 +79,13 @@ metric!(
     "Seconds since the agent's last heartbeat as of the poll: from GSE 2.0's report_time, or for GSE 1.x since the exporter last saw the agent alive."
 );
 metric!(
+    AGENT_HEARTBEAT_TIMESTAMP,
+    "gse_agent_heartbeat_timestamp_seconds",
+    Gauge,
+    AGENT_LABELS,
+    "Unix time of the agent's last heartbeat known to the exporter: GSE 2.0's report_time, or for GSE 1.x the last poll that saw the agent alive."
+);
+metric!(
     AGENT_INFO,
     "gse_agent_info",
     Gauge,
@@ -343,6 +350,7 @@ metric!(
 pub const TABLE: &[MetricDef] = &[
     AGENT_ONLINE,
     AGENT_HEARTBEAT_AGE,
+    AGENT_HEARTBEAT_TIMESTAMP,
     AGENT_INFO,
     AGENT_TOPOLOGY_INFO,
     AGENT_STATUS_CODE,

@@ -69,6 +69,11 @@ impl PlacementCounts {
 /// Share of the interval a cycle may use before unfinished batches count as failed.
 const CYCLE_BUDGET: f64 = 0.9;
 
+/// Intervals after which an online agent whose heartbeat comes from its info
+/// has that info asked again: every other cycle, with half an interval of
+/// slack either way for cycles that start late or end early.
+const HEARTBEAT_REFRESH: f64 = 1.5;
+
 /// The poller: configuration, client, pacing, and what it remembers between cycles.
 #[derive(Debug)]
 pub(crate) struct Poller {
@@ -148,23 +153,30 @@ struct Done<T> {
     slots: Vec<u32>,
     keys: Vec<Arc<str>>,
     result: Result<Reply<T>, GseError>,
-    finished: Duration,
+    finished: Instant,
 }
 
 /// What one cycle learned besides the answers, by API and slot.
 struct CycleOutcome {
+    /// When the cycle started.
+    started: Instant,
     /// The status batch failed: the agent keeps its last observation.
     failed: [Vec<bool>; 2],
-    /// When the last batch holding the slot finished.
+    /// The status answer changed the agent's state or status code.
+    changed: [Vec<bool>; 2],
+    /// When the last batch holding the slot finished, from the cycle's start
+    /// (status and info batches alike).
     finished: [Vec<Duration>; 2],
     errors: Vec<(Call, GseError)>,
     batches: usize,
 }
 
 impl CycleOutcome {
-    fn new(memory: &[Memory; 2]) -> CycleOutcome {
+    fn new(memory: &[Memory; 2], started: Instant) -> CycleOutcome {
         CycleOutcome {
+            started,
             failed: memory.each_ref().map(|m| vec![false; m.len()]),
+            changed: memory.each_ref().map(|m| vec![false; m.len()]),
             finished: memory.each_ref().map(|m| vec![Duration::ZERO; m.len()]),
             errors: Vec::new(),
             batches: 0,
@@ -178,7 +190,7 @@ impl CycleOutcome {
         self.batches += 1;
         for &slot in &batch.slots {
             let time = &mut self.finished[api][slot as usize];
-            *time = (*time).max(batch.finished);
+            *time = (*time).max(batch.finished.duration_since(self.started));
         }
         api
     }
@@ -228,7 +240,7 @@ impl Poller {
         let groups = self.discovery.resolve(&config, &self.telemetry).await;
         self.memory.iter_mut().for_each(Memory::restore_tables);
         self.update_plan(&config.groups, &groups);
-        let mut outcome = CycleOutcome::new(&self.memory);
+        let mut outcome = CycleOutcome::new(&self.memory, started);
         self.ask_status(deadline, &mut outcome).await;
         let now = SystemTime::now();
         self.ask_info(deadline, now, &mut outcome).await;
@@ -326,11 +338,13 @@ impl Poller {
         }
     }
 
-    /// Asks for the info of agents whose info is missing or older than `info_interval`.
+    /// Asks for the info of agents whose info is missing or older than
+    /// `info_interval`, and of those whose state changed or whose heartbeat
+    /// it carries and is due ([`Observation::wants_info`]).
     async fn ask_info(&mut self, deadline: Instant, now: SystemTime, outcome: &mut CycleOutcome) {
         let batches: Vec<Batch> = APIS
             .into_iter()
-            .flat_map(|api| self.batches(api, &self.info_due(api, now), true))
+            .flat_map(|api| self.batches(api, &self.info_due(api, now, outcome), true))
             .collect();
         if batches.is_empty() {
             return;
@@ -386,14 +400,25 @@ impl Poller {
             .collect()
     }
 
-    fn info_due(&self, api: ApiVersion, now: SystemTime) -> Vec<u32> {
+    fn info_due(&self, api: ApiVersion, now: SystemTime, outcome: &CycleOutcome) -> Vec<u32> {
         let every = self.config.info_interval;
-        let info = &self.memory[api_slot(api)].info;
-        (0..info.len() as u32)
-            .filter(|&slot| match &info[slot as usize] {
-                Some(info) => now.duration_since(info.fetched()).unwrap_or_default() >= every,
-                None => true,
-            })
+        let refresh = self.config.interval.mul_f64(HEARTBEAT_REFRESH);
+        let api = api_slot(api);
+        let memory = &self.memory[api];
+        let due = |slot: usize| {
+            let Some(info) = &memory.info[slot] else {
+                return true;
+            };
+            let answered = memory.observed[slot]
+                .as_ref()
+                .filter(|_| !outcome.failed[api][slot]);
+            now.duration_since(info.fetched()).unwrap_or_default() >= every
+                || answered.is_some_and(|observed| {
+                    observed.wants_info(info, outcome.changed[api][slot], now, refresh)
+                })
+        };
+        (0..memory.len() as u32)
+            .filter(|&slot| due(slot as usize))
             .collect()
     }
 
@@ -406,7 +431,6 @@ impl Poller {
         T: Send + 'static,
         Self: Fetch<T>,
     {
-        let started = Instant::now();
         let progress = &self.progress;
         progress
             .planned
@@ -422,7 +446,7 @@ impl Poller {
                     slots: batch.slots,
                     keys: batch.keys,
                     result,
-                    finished: started.elapsed(),
+                    finished: Instant::now(),
                 }
             })
             .collect();
@@ -602,7 +626,10 @@ fn absorb_status(
                 let status = reply.agents.remove(&**key);
                 let last = &mut observed[api][slot as usize];
                 let alive = last.as_ref().and_then(Observation::last_seen_alive);
-                *last = Some(Observation::new(status.as_ref(), alive, now, strings));
+                let next = Observation::new(status.as_ref(), alive, now, strings);
+                outcome.changed[api][slot as usize] =
+                    last.as_ref().is_some_and(|last| next.changed_since(last));
+                *last = Some(next);
             }
         }
         Err(err) => {

@@ -229,6 +229,38 @@ impl Observation {
         self.state
     }
 
+    /// Whether GSE's answer changed the agent's state or status code since
+    /// `earlier`.
+    pub(crate) fn changed_since(&self, earlier: &Observation) -> bool {
+        (self.state, self.has_status_code, self.status_code)
+            != (earlier.state, earlier.has_status_code, earlier.status_code)
+    }
+
+    /// Whether the agent's info should be asked again this cycle, before
+    /// `info_interval` is up: its state or status code just `changed` (an
+    /// agent that comes back shows its new report time at once, one that
+    /// leaves its last, one GSE just learned of its version and parent), or
+    /// it is online, its heartbeat comes from its info, and that info was
+    /// fetched `refresh` ago or more. GSE 2.0 keeps `report_time` in
+    /// `list_agent_info`; when the status call carries one (some GSE builds)
+    /// or the info has none (GSE 1.x), asking again tells nothing new.
+    pub(crate) fn wants_info(
+        &self,
+        info: &AgentInfo,
+        changed: bool,
+        now: SystemTime,
+        refresh: Duration,
+    ) -> bool {
+        let heartbeat_from_info = self.report_time.get().is_none() && info.report_time().is_some();
+        let fetched_ago = now.duration_since(info.fetched()).unwrap_or_default();
+        match self.state {
+            AgentState::NotFound | AgentState::Unknown => false,
+            _ if changed => true,
+            AgentState::Online => heartbeat_from_info && fetched_ago >= refresh,
+            AgentState::Offline => false,
+        }
+    }
+
     /// When the agent was last seen alive.
     pub(crate) fn last_seen_alive(&self) -> Option<SystemTime> {
         self.last_seen_alive.map(Stamp::time)
@@ -262,15 +294,17 @@ impl Observation {
         let info = info.filter(|_| found);
         let observed_at = self.observed_at.time();
         let last_seen_alive = self.last_seen_alive();
-        let since_alive = last_seen_alive.map(|seen| seconds_between(seen, observed_at));
-        let report_time = self
-            .report_time
-            .get()
-            .or(info.and_then(AgentInfo::report_time));
-        let heartbeat_age = match report_time {
-            Some(reported) => Some((unix_seconds(observed_at) - reported).max(0.0)),
-            None => since_alive,
+        // The newest report time either call gave, else (GSE 1.x, or a GSE
+        // that reports none) when the exporter last saw the agent alive.
+        let report_time = match (
+            self.report_time.get(),
+            info.and_then(AgentInfo::report_time),
+        ) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         };
+        let heartbeat_at = report_time.or(last_seen_alive.map(unix_seconds));
+        let heartbeat_age = heartbeat_at.map(|at| (unix_seconds(observed_at) - at).max(0.0));
         let version = self
             .shared_version(info)
             .map_or_else(|| strings.empty(), Arc::clone);
@@ -279,18 +313,12 @@ impl Observation {
             status_code: self.has_status_code.then_some(self.status_code),
             version,
             parent_ip: info.map_or_else(|| strings.empty(), |i| i.parent_ip.clone()),
+            heartbeat_at,
             heartbeat_age,
             observed_at,
             last_seen_alive,
         }
     }
-}
-
-fn seconds_between(earlier: SystemTime, later: SystemTime) -> f64 {
-    later
-        .duration_since(earlier)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 impl AgentRow {
@@ -411,6 +439,7 @@ mod tests {
         );
         assert_eq!(offline.state, AgentState::Offline);
         assert_eq!(offline.heartbeat_age, Some(90.0));
+        assert_eq!(offline.heartbeat_at, Some(1_000_000.0), "last seen alive");
         assert_eq!(offline.status_code, None);
     }
 
@@ -430,6 +459,98 @@ mod tests {
         s.report_time = Some(1_999_970.0);
         let rec = AgentRecord::observe(Some(&s), None, None, now, &mut Interner::default());
         assert_eq!(rec.heartbeat_age, Some(30.0));
+    }
+
+    #[test]
+    fn the_newest_report_time_wins_and_the_timestamp_matches_the_age() {
+        let mut strings = Interner::default();
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000);
+        let info = Info {
+            report_time: Some(1_999_900.0),
+            ..Info::default()
+        };
+        let info = AgentInfo::new(&info, now, &mut strings);
+        let rec = AgentRecord::observe(
+            Some(&status(true, Some(2))),
+            Some(&info),
+            None,
+            now,
+            &mut strings,
+        );
+        assert_eq!(rec.heartbeat_at, Some(1_999_900.0));
+        assert_eq!(rec.heartbeat_age, Some(100.0));
+        let mut s = status(true, Some(2));
+        s.report_time = Some(1_999_990.0);
+        let rec = AgentRecord::observe(Some(&s), Some(&info), None, now, &mut strings);
+        assert_eq!(rec.heartbeat_at, Some(1_999_990.0));
+        s.report_time = Some(1_999_000.0);
+        let rec = AgentRecord::observe(Some(&s), Some(&info), None, now, &mut strings);
+        assert_eq!(
+            rec.heartbeat_at,
+            Some(1_999_900.0),
+            "an older state report time loses"
+        );
+    }
+
+    #[test]
+    fn info_is_asked_again_on_a_change_and_for_a_heartbeat_it_carries() {
+        let mut strings = Interner::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(2_000_000);
+        let refresh = Duration::from_secs(90);
+        let with_report = Info {
+            report_time: Some(1_999_990.0),
+            ..Info::default()
+        };
+        let info = AgentInfo::new(&with_report, t0, &mut strings);
+        let observe = |status: Option<&Status>, strings: &mut Interner| {
+            Observation::new(status, None, t0, strings)
+        };
+        let online = observe(Some(&status(true, Some(2))), &mut strings);
+        let offline = observe(Some(&status(false, Some(3))), &mut strings);
+        let missing = observe(None, &mut strings);
+        let one_cycle = t0 + Duration::from_secs(60);
+        let two_cycles = t0 + Duration::from_secs(120);
+        // Online: every other cycle (fetched 90 s ago or more), or at once on a change.
+        assert!(!online.wants_info(&info, false, one_cycle, refresh));
+        assert!(online.wants_info(&info, false, two_cycles, refresh));
+        assert!(online.wants_info(&info, true, one_cycle, refresh));
+        // Offline: only when it just went offline (its last report time).
+        assert!(!offline.wants_info(&info, false, two_cycles, refresh));
+        assert!(offline.wants_info(&info, true, one_cycle, refresh));
+        // Not found: nothing to learn.
+        assert!(!missing.wants_info(&info, true, two_cycles, refresh));
+        // The status call carries report_time (some GSE builds), or the info
+        // has none (GSE 1.x, or GSE did not know the agent when asked): only
+        // a change asks again.
+        let mut s = status(true, Some(2));
+        s.report_time = Some(1_999_999.0);
+        let carried = observe(Some(&s), &mut strings);
+        assert!(!carried.wants_info(&info, false, two_cycles, refresh));
+        assert!(carried.wants_info(&info, true, one_cycle, refresh));
+        let bare = AgentInfo::new(&Info::default(), t0, &mut strings);
+        let v1 = observe(Some(&status(true, None)), &mut strings);
+        assert!(!v1.wants_info(&bare, false, two_cycles, refresh));
+        assert!(v1.wants_info(&bare, true, one_cycle, refresh));
+        assert!(
+            online.wants_info(&bare, true, one_cycle, refresh),
+            "GSE just learned of it"
+        );
+    }
+
+    #[test]
+    fn a_change_is_a_new_state_or_status_code() {
+        let mut strings = Interner::default();
+        let now = SystemTime::now();
+        let mut observe =
+            |status: Option<&Status>| Observation::new(status, None, now, &mut strings);
+        let running = observe(Some(&status(true, Some(2))));
+        let lossy = observe(Some(&status(false, Some(3))));
+        let stopping = observe(Some(&status(false, Some(6))));
+        let missing = observe(None);
+        assert!(!running.changed_since(&running.clone()));
+        assert!(lossy.changed_since(&running));
+        assert!(stopping.changed_since(&lossy));
+        assert!(missing.changed_since(&lossy));
     }
 
     #[test]

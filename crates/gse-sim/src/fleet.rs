@@ -12,9 +12,6 @@ use serde::Serialize;
 use super::cmdb::BizSpec;
 use super::tls::SimTls;
 
-/// Heartbeat period of an online agent: its `report_time` is never older.
-const HEARTBEAT_MS: u64 = 20_000;
-
 /// Knobs of the simulated fleet and of the server's credentials.
 ///
 /// Every field is plain so the `simulate` subcommand can map flags onto it.
@@ -52,6 +49,13 @@ pub struct SimOptions {
     pub businesses: Vec<BizSpec>,
     /// Serve HTTPS with this certificate instead of plain HTTP.
     pub tls: Option<SimTls>,
+    /// How often an online agent reports to GSE: its `report_time` is never
+    /// older (default 20s).
+    pub report_period: Duration,
+    /// Whether `list_agent_state` items carry `report_time` too, as in
+    /// bk-nodemgr's model of the reply (default false: bk-job's and
+    /// bk-cmdb's models have it only in `list_agent_info`).
+    pub state_report_time: bool,
 }
 
 impl Default for SimOptions {
@@ -76,6 +80,8 @@ impl Default for SimOptions {
             max_batch_v2: 1000,
             businesses: Vec::new(),
             tls: None,
+            report_period: Duration::from_secs(20),
+            state_report_time: false,
         }
     }
 }
@@ -173,6 +179,7 @@ pub(crate) struct Agent {
     pub version: String,
     pub parent_ip: String,
     pub parent_port: u16,
+    pub period_ms: u64,
     pub phase_ms: u64,
     pub online_since_ms: u64,
     pub last_report_ms: u64,
@@ -187,12 +194,12 @@ impl Agent {
         format!("{}:{}", self.cloud, self.ip)
     }
 
-    /// Last heartbeat in ms as of `now`: online agents beat every 20 s.
+    /// Last heartbeat in ms as of `now`: online agents beat every `period_ms`.
     pub fn report_time_ms(&self, now: u64) -> u64 {
         if !self.online {
             return self.last_report_ms;
         }
-        let beat = now.saturating_sub((now + self.phase_ms) % HEARTBEAT_MS);
+        let beat = now.saturating_sub((now + self.phase_ms) % self.period_ms);
         beat.max(self.online_since_ms)
     }
 
@@ -261,6 +268,9 @@ fn make_agent(opts: &SimOptions, i: usize, now: u64) -> Agent {
     let version = pick_version(opts, &mut rng, legacy);
     let offline_code = [3, 3, 3, 3, 3, 3, 7, 7, 7, 0][rng.below(10) as usize];
     let idle_ms = 300_000 + rng.below(7_200_000);
+    let period_ms = u64::try_from(opts.report_period.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
     Agent {
         cloud,
         ip: ip_for(i),
@@ -271,7 +281,8 @@ fn make_agent(opts: &SimOptions, i: usize, now: u64) -> Agent {
         last_status_code: 2,
         parent_ip: parent_for(cloud, &mut rng),
         parent_port: if legacy { 50000 } else { 58625 },
-        phase_ms: rng.below(HEARTBEAT_MS),
+        period_ms,
+        phase_ms: rng.below(period_ms),
         online_since_ms: 0,
         last_report_ms: now.saturating_sub(idle_ms),
         start_time_s: (now / 1000).saturating_sub(rng.below(30 * 86_400) + idle_ms / 1000),
@@ -486,12 +497,21 @@ mod tests {
 
     #[test]
     fn online_report_times_are_recent() {
-        let fleet = Fleet::new(&SimOptions::default());
+        for period in [20_000, 300] {
+            let fleet = Fleet::new(&SimOptions {
+                report_period: Duration::from_millis(period),
+                ..SimOptions::default()
+            });
+            assert_report_times_within(&fleet, period);
+        }
+    }
+
+    fn assert_report_times_within(fleet: &Fleet, period: u64) {
         let now = now_ms();
         for t in fleet.truth().iter().filter(|t| t.known) {
             let age = now.saturating_sub(t.report_time_ms);
             if t.online {
-                assert!(age <= HEARTBEAT_MS + 1000, "age {age}");
+                assert!(age <= period + 1000, "age {age}");
             } else {
                 assert!(age >= 300_000, "age {age}");
             }

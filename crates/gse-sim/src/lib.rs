@@ -26,7 +26,11 @@
 //! must not depend on the exporter's own modules.
 //!
 //! Choices where GSE itself is silent:
-//! - v2 `report_time` is in milliseconds, `start_time` in seconds.
+//! - v2 `report_time` is in milliseconds, `start_time` in seconds. It is in
+//!   `list_agent_info` items only, as bk-job's and bk-cmdb's models have it
+//!   (`SimOptions::state_report_time` adds it to `list_agent_state`, as
+//!   bk-nodemgr's model has it). Online agents report every
+//!   `SimOptions::report_period`.
 //! - More than `max_batch_v2` ids: HTTP 400, gateway envelope code 1640001.
 //! - A v2 `cloud:ip` id only resolves for legacy agents (no agent id).
 //! - Rate-limit replies: `X-Bkapi-RateLimit-Reset` and `Retry-After` are

@@ -513,7 +513,7 @@ impl Shared {
                 continue;
             };
             if self.visible(ctx.faults, idx, a) {
-                items.push(v2_item(ctx.api, a, id, now));
+                items.push(v2_item(ctx.api, a, id, now, self.opts.state_report_time));
             }
         }
         if items.is_empty() {
@@ -532,11 +532,16 @@ fn v1_item(api: Api, a: &Agent) -> Value {
     }
 }
 
-fn v2_item(api: Api, a: &Agent, asked: &str, now: u64) -> Value {
+fn v2_item(api: Api, a: &Agent, asked: &str, now: u64, state_report_time: bool) -> Value {
     let mut item = json!({
         "bk_agent_id": asked, "bk_cloud_id": a.cloud, "version": a.version, "run_mode": 1,
-        "status_code": a.status_code, "report_time": a.report_time_ms(now),
+        "status_code": a.status_code,
     });
+    if (api == Api::V2Info || state_report_time)
+        && let Some(m) = item.as_object_mut()
+    {
+        m.insert("report_time".into(), json!(a.report_time_ms(now)));
+    }
     if api == Api::V2Info {
         let extra = json!({
             "bk_host_ip": a.ip, "bk_os_type": "linux", "bk_cpu_architecture": "x86",
