@@ -503,10 +503,7 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
         let path = err.path().to_string();
         ConfigError::Parse {
             path: if path == "." { "<root>".into() } else { path },
-            message: cut(
-                &without_values(&err.into_inner().to_string()),
-                MAX_RULE_BYTES,
-            ),
+            message: bounded_message(&err.into_inner().to_string()),
         }
     })
 }
@@ -547,6 +544,22 @@ where
 
 /// A parser's message without the value it quotes (`invalid type: string
 /// "…", expected …`): the value may be a secret written in the wrong place.
+/// A parser message, bounded: an unknown key is cut like any quoted value,
+/// but the keys the block expects (the schema's own names, bounded by it) are
+/// kept whole so the user sees every valid key; any other message is cut.
+fn bounded_message(message: &str) -> String {
+    const UNKNOWN: &str = "unknown field `";
+    if let Some(at) = message.find(UNKNOWN) {
+        let (head, rest) = message.split_at(at + UNKNOWN.len());
+        if let Some((field, tail)) = rest.split_once("`, expected") {
+            let head = cut(head, MAX_QUOTE_BYTES);
+            let field = cut(field, MAX_QUOTE_BYTES);
+            return format!("{head}{field}`, expected{tail}");
+        }
+    }
+    cut(&without_values(message), MAX_RULE_BYTES)
+}
+
 fn without_values(message: &str) -> String {
     for marker in ["invalid type: ", "invalid value: "] {
         if let Some((head, rest)) = message.split_once(marker)
@@ -569,6 +582,20 @@ mod tests {
             value: "x".into(),
             rule: "is bad".into(),
         }
+    }
+
+    #[test]
+    fn unknown_keys_are_cut_and_the_expected_keys_kept() {
+        let key = "k".repeat(500);
+        let expected: Vec<String> = (0..40).map(|i| format!("`key_{i}`")).collect();
+        let message = format!(
+            "unknown field `{key}`, expected one of {}",
+            expected.join(", ")
+        );
+        let shown = bounded_message(&message);
+        assert!(!shown.contains(&key), "the unknown key is cut");
+        assert!(shown.ends_with(&expected.join(", ")), "{shown}");
+        assert!(bounded_message(&"x".repeat(5000)).len() < MAX_RULE_BYTES + 40);
     }
 
     #[test]
