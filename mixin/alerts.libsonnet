@@ -70,6 +70,25 @@ local util = import 'lib/util.libsonnet';
       unless on (%(agent)s)
         (gse_agent_info{%(sel)s} and on (%(parent)s) gse_parent:agents_offline:ratio_proxy_down)
     ||| % p,
+    // An agent alert with the host's CMDB topology and maintainers added
+    // (gse_agent_topology_info, groups with `cmdb: { topology: true }`), so
+    // Alertmanager can route by `operator`; the `or` keeps agents of groups
+    // without topology, with no extra label.
+    local withTopology(expr) = |||
+      (
+      %(expr)s
+      )
+      * on (%(agent)s) group_left (bk_biz_name, bk_set_name, bk_module_name, operator, bk_bak_operator)
+        (
+          gse_agent_topology_info{%(sel)s}
+          or on (%(agent)s) (0 * gse_agent_online{%(sel)s} + 1)
+        )
+    ||| % (p { expr: expr }),
+    // The topology of an agent alert, when it has one (renders to nothing otherwise).
+    local topologyText = '{{ with $labels.bk_set_name }} Set {{ . }}{{ end }}'
+                         + '{{ with $labels.bk_module_name }}, module {{ . }}{{ end }}'
+                         + '{{ with $labels.operator }}; maintainers {{ . }}{{ end }}'
+                         + '{{ with $labels.bk_bak_operator }} (backup {{ . }}){{ end }}',
     // A per-group self-metric condition with the group's business added:
     // the join only adds bk_biz_id, and the `or` keeps the alert when the
     // group has no gse_agents series.
@@ -95,18 +114,18 @@ local util = import 'lib/util.libsonnet';
               Hosts whose node (gse_exporter node) reports why are left to the
               alert naming the cause (gse-node.rules.yml).
             |||,
-            |||
+            withTopology(|||
               (
                 gse_agent_online{%(sel)s} == 0
                 unless on (%(agent)s) gse_agent_status_code{%(sel)s} == -2
               )
             ||| % p + muted + |||
               unless on (%s, bk_cloud_id, ip) gse_node:agent_fault:max
-            ||| % site + behindDownProxy,
+            ||| % site + behindDownProxy),
             cfg.agentOfflineFor,
             'A GSE agent is offline.',
-            'GSE reports the agent on %s as offline for more than %s.'
-            % [agentText, util.words(cfg.agentOfflineFor)],
+            'GSE reports the agent on %s as offline for more than %s.%s'
+            % [agentText, util.words(cfg.agentOfflineFor), topologyText],
           ),
           alert(
             'GseAgentNotFound',

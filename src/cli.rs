@@ -47,11 +47,12 @@ pub struct Cli {
     )]
     pub listen_address: String,
 
-    /// Path of the metrics endpoint.
+    /// Path of the metrics endpoint (letters, digits, `-_.~/`; not `/` or under `/-/`).
     #[arg(
         long = "web.telemetry-path",
         env = "GSE_EXPORTER_TELEMETRY_PATH",
-        default_value = "/metrics"
+        default_value = "/metrics",
+        value_parser = parse_telemetry_path
     )]
     pub telemetry_path: String,
 
@@ -63,24 +64,25 @@ pub struct Cli {
     )]
     pub web_config_file: Option<PathBuf>,
 
-    /// Most concurrent /metrics requests; more get 503 (0: no limit).
+    /// Most concurrent /metrics requests; more get 503 (0: no limit; at most 100000).
     #[arg(
         long = "web.max-requests",
         env = "GSE_EXPORTER_WEB_MAX_REQUESTS",
-        default_value_t = 40
+        default_value_t = 40,
+        value_parser = count(0, MAX_WEB_COUNT)
     )]
     pub(crate) max_requests: usize,
 
-    /// Most open HTTP connections; more are closed at once.
+    /// Most open HTTP connections (1 to 100000); at the cap the one idle the longest is closed to make room.
     #[arg(
         long = "web.max-connections",
         env = "GSE_EXPORTER_WEB_MAX_CONNECTIONS",
         default_value_t = 512,
-        value_parser = clap::value_parser!(u32).range(1..)
+        value_parser = clap::value_parser!(u32).range(1..=MAX_WEB_COUNT as i64)
     )]
     pub(crate) max_connections: u32,
 
-    /// Time a client has for the TLS handshake, each request's headers and a request body.
+    /// Time a client has for the TLS handshake, each request's headers and a request body (100ms to 1h).
     #[arg(
         long = "web.read-timeout",
         env = "GSE_EXPORTER_WEB_READ_TIMEOUT",
@@ -88,6 +90,14 @@ pub struct Cli {
         value_parser = parse_timeout
     )]
     pub(crate) read_timeout: std::time::Duration,
+
+    /// Answer `POST /-/reload` (as Prometheus' flag of the same name; SIGHUP always reloads).
+    #[arg(
+        long = "web.enable-lifecycle",
+        env = "GSE_EXPORTER_WEB_ENABLE_LIFECYCLE",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub(crate) enable_lifecycle: bool,
 
     /// Log level.
     #[arg(long = "log.level", env = "GSE_EXPORTER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, global = true)]
@@ -98,11 +108,11 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// This process's shard of the agents, from 0 (default: the config's `sharding`, else 0).
-    #[arg(long, env = "GSE_EXPORTER_SHARD", requires = "total_shards")]
+    #[arg(long, env = "GSE_EXPORTER_SHARD", requires = "total_shards", value_parser = clap::value_parser!(u32).range(0..MAX_SHARDS as i64))]
     pub(crate) shard: Option<u32>,
 
     /// Number of shards the agents are split into (default: the config's `sharding`, else 1).
-    #[arg(long = "total-shards", env = "GSE_EXPORTER_TOTAL_SHARDS")]
+    #[arg(long = "total-shards", env = "GSE_EXPORTER_TOTAL_SHARDS", value_parser = clap::value_parser!(u32).range(1..=MAX_SHARDS as i64))]
     pub(crate) total_shards: Option<u32>,
 
     /// Take the shard from the host name's trailing ordinal (StatefulSet pod `gse-exporter-3` is shard 3).
@@ -124,11 +134,12 @@ pub struct Cli {
     )]
     pub demo: bool,
 
-    /// Agents in the demo fleet.
+    /// Agents in the demo fleet (1 to 2000000).
     #[arg(
         long = "demo.agents",
         env = "GSE_EXPORTER_DEMO_AGENTS",
-        default_value_t = 3000
+        default_value_t = 3000,
+        value_parser = count(1, MAX_AGENTS)
     )]
     pub demo_agents: usize,
 
@@ -145,9 +156,6 @@ pub fn sharding(
     let Some(total) = cli.total_shards else {
         return Ok(None);
     };
-    if total == 0 {
-        return Err("--total-shards must be at least 1".into());
-    }
     let shard = if cli.shard_from_hostname {
         let name = hostname().ok_or("--shard.from-hostname: the host name is unknown")?;
         ordinal_of(&name).ok_or_else(|| {
@@ -164,11 +172,70 @@ pub fn sharding(
     Ok(Some(crate::model::Sharding { shard, total }))
 }
 
-fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+fn parse_telemetry_path(text: &str) -> Result<String, String> {
+    crate::http::check_telemetry_path(text)
+        .map(|()| text.to_string())
+        .map_err(str::to_string)
+}
+
+/// Most agents of the demo and the simulator.
+const MAX_AGENTS: u64 = 2_000_000;
+/// Most open connections or concurrent scrapes.
+const MAX_WEB_COUNT: u64 = 100_000;
+/// Most shards (as the configuration's `sharding.total_shards`).
+const MAX_SHARDS: u32 = 10_000;
+
+/// A duration between `min` and `max`, or a rule naming both.
+fn duration_between(
+    text: &str,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let range = || {
+        let show = |d| humantime::format_duration(d).to_string();
+        format!("must be between {} and {}", show(min), show(max))
+    };
     match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
-        Ok(d) => Ok(d),
-        Err(_) => Err("not a duration (examples: 5s, 500ms)".into()),
+        Ok(d) if (min..=max).contains(&d) => Ok(d),
+        Ok(_) => Err(range()),
+        Err(_) => Err(format!("not a duration (examples: 5s, 500ms); {}", range())),
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    duration_between(text, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn latency(text: &str) -> Result<std::time::Duration, String> {
+    duration_between(
+        text,
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(3600),
+    )
+}
+
+/// A whole number from `min` to `max`.
+fn count(min: u64, max: u64) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync {
+    move |text| match text.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n as usize),
+        _ => Err(format!("must be a whole number from {min} to {max}")),
+    }
+}
+
+/// A share of the fleet, from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err("must be a number from 0 to 1".into()),
+    }
+}
+
+/// Agents per minute, from 0 to a million.
+fn per_minute(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1e6).contains(&x) => Ok(x),
+        _ => Err("must be a number from 0 to 1000000".into()),
     }
 }
 
@@ -178,6 +245,7 @@ pub fn limits(cli: &Cli) -> crate::http::Limits {
         read_timeout: cli.read_timeout,
         max_connections: cli.max_connections as usize,
         max_scrapes: cli.max_requests,
+        enable_lifecycle: cli.enable_lifecycle,
         ..crate::http::Limits::default()
     }
 }
@@ -281,8 +349,8 @@ pub struct SimulateArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub listen_address: String,
-    /// Agents in the fleet.
-    #[arg(long, env = "GSE_SIM_AGENTS", default_value_t = 2000)]
+    /// Agents in the fleet (1 to 2000000).
+    #[arg(long, env = "GSE_SIM_AGENTS", default_value_t = 2000, value_parser = count(1, MAX_AGENTS))]
     pub agents: usize,
     /// Seed of the fleet.
     #[arg(long, env = "GSE_SIM_SEED", default_value_t = 1)]
@@ -291,25 +359,28 @@ pub struct SimulateArgs {
     #[arg(
         long = "online-share",
         env = "GSE_SIM_ONLINE_SHARE",
-        default_value_t = 0.95
+        default_value_t = 0.95,
+        value_parser = share
     )]
     pub online_share: f64,
     /// Share of the fleet GSE does not know.
     #[arg(
         long = "unknown-share",
         env = "GSE_SIM_UNKNOWN_SHARE",
-        default_value_t = 0.02
+        default_value_t = 0.02,
+        value_parser = share
     )]
     pub unknown_share: f64,
     /// Agents whose state flips per minute.
     #[arg(
         long = "churn-per-minute",
         env = "GSE_SIM_CHURN_PER_MINUTE",
-        default_value_t = 6.0
+        default_value_t = 6.0,
+        value_parser = per_minute
     )]
     pub churn_per_minute: f64,
     /// Delay before every GSE reply (e.g. 200ms).
-    #[arg(long, env = "GSE_SIM_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GSE_SIM_LATENCY", default_value = "0s", value_parser = latency)]
     pub latency: std::time::Duration,
     /// How often an online agent reports to GSE: its report_time is never older.
     #[arg(long = "report-period", env = "GSE_SIM_REPORT_PERIOD", default_value = "20s", value_parser = humantime::parse_duration)]

@@ -18,11 +18,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::task::JoinHandle;
 
 use crate::config::hosts::{parse_agent_id, parse_hosts_file};
 use crate::config::watch::FileWatch;
-use crate::config::{CmdbConfig, Config, GroupCmdb, GroupConfig};
+use crate::config::{
+    CmdbConfig, Config, GroupCmdb, GroupConfig, HOSTS_FILE, MAX_LISTED_PROBLEMS, read_text,
+};
 use crate::model::{
     ApiVersion, DiscoveryStatus, Host, HostEntry, SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1, Sharding,
     Topology, unix_seconds,
@@ -47,10 +51,22 @@ pub(crate) struct ResolvedGroup {
     pub(crate) bk_biz_name: Option<Arc<str>>,
 }
 
-#[derive(Debug)]
+/// How long a cycle waits for a hosts file to be looked at and read; a
+/// slower read goes on in the background while the group keeps its last
+/// hosts.
+const HOSTS_FILE_WAIT: Duration = Duration::from_secs(5);
+
+/// What a look at a hosts file gives back: its watch, and its hosts when it
+/// changed and could be read.
+type Look = (FileWatch, Option<Arc<Vec<HostEntry>>>);
+
+#[derive(Debug, Default)]
 struct FileState {
-    watch: FileWatch,
     hosts: Arc<Vec<HostEntry>>,
+    /// The watch while no look is running (it travels with the look).
+    watch: Option<FileWatch>,
+    /// A look still running from an earlier cycle.
+    looking: Option<JoinHandle<Look>>,
 }
 
 /// A file is read into entries for one API and label count.
@@ -144,10 +160,10 @@ impl Discovery {
         telemetry: &Telemetry,
     ) -> ResolvedGroup {
         let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
-        let file = group
-            .hosts_file
-            .as_ref()
-            .map(|path| self.file_hosts(path, group.api, &blank));
+        let file = match &group.hosts_file {
+            Some(path) => Some(self.file_hosts(path, group.api, &blank).await),
+            None => None,
+        };
         let mut discovery = None;
         let mut cmdb = None;
         let mut bk_biz_name = None;
@@ -192,57 +208,38 @@ impl Discovery {
         }
     }
 
-    fn file_hosts(
+    /// The hosts of a hosts file: re-read, off the async workers, when it
+    /// changed; its last hosts while it cannot be read.
+    async fn file_hosts(
         &mut self,
         path: &Path,
         api: ApiVersion,
         blank: &Arc<[String]>,
     ) -> Arc<Vec<HostEntry>> {
         let key = (path.to_owned(), api, blank.len());
-        let (mut watch, previous) = match self.files.remove(&key) {
-            Some(state) => (state.watch, Some(state.hosts)),
-            None => (FileWatch::default(), None),
-        };
-        if !watch.changed(path)
-            && let Some(hosts) = &previous
-        {
-            let hosts = hosts.clone();
-            let state = FileState {
-                watch,
-                hosts: hosts.clone(),
-            };
-            self.files.insert(key, state);
-            return hosts;
-        }
-        let hosts = match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let (hosts, problems) = parse_hosts_file(&text, api);
-                drop(text);
-                for problem in &problems {
-                    tracing::warn!(file = %path.display(), problem = %problem, "skipping a bad line of a hosts file");
+        let state = self.files.entry(key).or_default();
+        let looking = state.looking.get_or_insert_with(|| {
+            let watch = state.watch.take().unwrap_or_default();
+            let (path, blank) = (path.to_owned(), blank.clone());
+            tokio::task::spawn_blocking(move || look(watch, &path, api, &blank))
+        });
+        match tokio::time::timeout(HOSTS_FILE_WAIT, looking).await {
+            Ok(Ok((watch, hosts))) => {
+                state.looking = None;
+                state.watch = Some(watch);
+                if let Some(hosts) = hosts {
+                    state.hosts = hosts;
                 }
-                tracing::info!(file = %path.display(), hosts = hosts.len(), "hosts file read");
-                let mut entries: Vec<HostEntry> = hosts
-                    .iter()
-                    .filter_map(|h| HostEntry::new(h, api, blank.clone()))
-                    .collect();
-                // Kept until the file changes: no room to spare.
-                entries.shrink_to_fit();
-                Arc::new(entries)
             }
-            Err(err) => {
-                tracing::warn!(file = %path.display(), error = %err, "cannot read the hosts file; keeping its last hosts");
-                previous.unwrap_or_default()
+            Ok(Err(err)) => {
+                state.looking = None;
+                tracing::warn!(file = %path.display(), error = %err, "reading the hosts file failed; keeping its last hosts");
             }
-        };
-        self.files.insert(
-            key,
-            FileState {
-                watch,
-                hosts: hosts.clone(),
-            },
-        );
-        hosts
+            Err(_) => {
+                tracing::warn!(file = %path.display(), "the hosts file is still being read; keeping its last hosts");
+            }
+        }
+        state.hosts.clone()
     }
 
     async fn refresh_cmdb(
@@ -375,6 +372,40 @@ fn apply_listing(
     state.held = false;
     share_topologies(&mut hosts);
     state.hosts = Arc::new(hosts);
+}
+
+/// Looks at a hosts file and reads it if it changed (blocking).
+fn look(mut watch: FileWatch, path: &Path, api: ApiVersion, blank: &Arc<[String]>) -> Look {
+    if !watch.changed(path) {
+        return (watch, None);
+    }
+    let text = match read_text(path, HOSTS_FILE) {
+        Ok(text) => text,
+        Err(err) => {
+            tracing::warn!(file = %path.display(), error = %err, "cannot read the hosts file; keeping its last hosts");
+            return (watch, None);
+        }
+    };
+    let (hosts, problems) = parse_hosts_file(&text, api);
+    drop(text);
+    for bad in problems.iter().take(MAX_LISTED_PROBLEMS) {
+        tracing::warn!(file = %path.display(), line = bad.line, rule = bad.rule, "skipping a bad line of a hosts file");
+    }
+    if let Some(more) = problems
+        .len()
+        .checked_sub(MAX_LISTED_PROBLEMS)
+        .filter(|n| *n > 0)
+    {
+        tracing::warn!(file = %path.display(), more, "skipping more bad lines of the hosts file");
+    }
+    tracing::info!(file = %path.display(), hosts = hosts.len(), "hosts file read");
+    let mut entries: Vec<HostEntry> = hosts
+        .iter()
+        .filter_map(|h| HostEntry::new(h, api, blank.clone()))
+        .collect();
+    // Kept until the file changes: no room to spare.
+    entries.shrink_to_fit();
+    (watch, Some(Arc::new(entries)))
 }
 
 /// Makes hosts with equal topologies share one `Arc` (a business has few

@@ -1,6 +1,7 @@
 //! The `gse_exporter` binary: parses the command line, sets up logging, and
 //! dispatches to a mode. All behaviour lives in the library.
 
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -10,8 +11,8 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 use gse_exporter::cli::{Cli, Command, LogFormat, QueryArgs, SimulateArgs};
 use gse_exporter::config::Config;
-use gse_exporter::http::{Reload, parse_listen_address};
-use gse_exporter::run::{Exporter, ExporterOptions};
+use gse_exporter::http::parse_listen_address;
+use gse_exporter::run::{Exporter, ExporterOptions, SHUTDOWN_DEADLINE};
 use gse_exporter::{demo, node, query};
 use gse_sim as sim;
 
@@ -55,10 +56,14 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&anyhow::Error::from(err)),
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => fail(&err),
-    }
+    };
+    // A blocking read that never returns (a hung network file system) must
+    // not hold the process after its tasks have ended.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {
@@ -83,12 +88,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Query(args)) => return run_query(&cli, args).await,
         Some(Command::Node(args)) => {
-            let stop = async {
-                if let Err(err) = stop_signal().await {
-                    tracing::error!(error = %err, "cannot wait for signals");
-                }
-            };
-            let code = node::run(args, &mut std::io::stdout(), stop).await?;
+            let code = node::run(args, &mut std::io::stdout(), stop_signal()?).await?;
             return Ok(ExitCode::from(code));
         }
         Some(Command::Completions { shell }) => {
@@ -114,36 +114,49 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         web_config_file: cli.web_config_file.clone(),
         limits: gse_exporter::cli::limits(&cli),
         after_publish: Some(release_memory),
+        reload_on_sighup: true,
     };
     if cli.demo {
-        return run_demo(&cli, options).await;
+        let stop = stop_signal()?;
+        return run_demo(&cli, options, stop).await;
     }
     let path = cli.config_file.as_deref().context(
         "no configuration: pass --config.file=PATH, or --demo to try the built-in simulator",
     )?;
     let config = Config::load(path)?;
-    serve(config, options).await
+    let stop = stop_signal()?;
+    serve(config, options, stop).await
 }
 
-async fn serve(config: Config, options: ExporterOptions) -> Result<ExitCode> {
+async fn serve(
+    config: Config,
+    options: ExporterOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<ExitCode> {
     let groups = config.groups.len();
     let exporter = Exporter::start(config, options).await?;
     tracing::info!(groups, "polling GSE");
-    let reloader = exporter.reloader();
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            let reloader = reloader.clone();
-            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
-        }
-    });
-    stop_signal().await?;
-    tracing::info!("shutting down");
-    exporter.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    supervise(exporter, stop).await
 }
 
-async fn run_demo(cli: &Cli, options: ExporterOptions) -> Result<ExitCode> {
+/// Runs the exporter until SIGTERM or SIGINT (status 0), or until one of its
+/// tasks ends on its own (status 1: the error is logged, naming the task).
+async fn supervise(exporter: Exporter, stop: impl Future<Output = ()>) -> Result<ExitCode> {
+    let stop = async move {
+        stop.await;
+        tracing::info!("shutting down");
+    };
+    match exporter.run_until(stop).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(_) => Ok(ExitCode::FAILURE),
+    }
+}
+
+async fn run_demo(
+    cli: &Cli,
+    options: ExporterOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<ExitCode> {
     let demo_options = demo::DemoOptions {
         agents: cli.demo_agents,
         interval: Duration::from_secs(10),
@@ -159,10 +172,9 @@ async fn run_demo(cli: &Cli, options: ExporterOptions) -> Result<ExitCode> {
         cli.telemetry_path,
         demo.sim.addr()
     );
-    stop_signal().await?;
-    exporter.shutdown().await;
-    demo.sim.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    let code = supervise(exporter, stop).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), demo.sim.shutdown()).await;
+    code
 }
 
 fn check_config(cli: &Cli) -> ExitCode {
@@ -196,11 +208,17 @@ fn check_web_config(path: &std::path::Path) -> bool {
 fn check_exporter_config(path: &std::path::Path) -> bool {
     match Config::load(path) {
         Ok(config) => {
-            let hosts: usize = config.groups.iter().map(|g| g.hosts.len()).sum();
+            let count = config.count_hosts();
+            let cmdb = match count.from_cmdb {
+                0 => String::new(),
+                1 => "; 1 group lists its hosts from CMDB at run time".into(),
+                n => format!("; {n} groups list their hosts from CMDB at run time"),
+            };
             println!(
-                "{}: OK ({} groups, {hosts} hosts)",
+                "{}: OK ({} groups, {} hosts{cmdb})",
                 path.display(),
-                config.groups.len()
+                config.groups.len(),
+                count.listed
             );
             true
         }
@@ -260,8 +278,8 @@ async fn simulate(args: &SimulateArgs) -> Result<()> {
         running.v1_url(),
         running.v2_url()
     );
-    stop_signal().await?;
-    running.shutdown().await;
+    stop_signal()?.await;
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, running.shutdown()).await;
     Ok(())
 }
 
@@ -303,15 +321,17 @@ fn man_pages(subcommand: Option<&str>, dir: Option<&std::path::Path>) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stop_signal() -> Result<()> {
+/// Resolves on the first SIGTERM or SIGINT (listening starts at the call).
+fn stop_signal() -> Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn init_logging(cli: &Cli) {

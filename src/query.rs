@@ -139,13 +139,13 @@ pub(crate) fn select(mut config: Config, selection: &Selection) -> Result<Config
 fn parse_hosts(texts: &[String], api: ApiVersion) -> Result<Vec<Host>, QueryError> {
     let mut hosts = Vec::with_capacity(texts.len());
     for text in texts {
-        let bad = |rule: String| QueryError::BadHost {
+        let bad = |rule: &str| QueryError::BadHost {
             text: text.clone(),
-            rule,
+            rule: rule.to_string(),
         };
         let host = parse_host_text(text).map_err(bad)?;
         if host.query_key(api).is_none() {
-            return Err(bad("GSE 1.x asks by cloud:ip; this host has no ip".into()));
+            return Err(bad("GSE 1.x asks by cloud:ip; this host has no ip"));
         }
         if !hosts.contains(&host) {
             hosts.push(host);

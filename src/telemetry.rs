@@ -41,16 +41,19 @@ pub(crate) enum Rejection {
     TooManyConnections,
     /// A TLS handshake failed or timed out.
     TlsHandshake,
+    /// An idle connection closed to make room at `--web.max-connections`.
+    IdleClosed,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub(crate) const ALL: [Rejection; 5] = [
+    pub(crate) const ALL: [Rejection; 6] = [
         Rejection::Unauthorized,
         Rejection::RateLimited,
         Rejection::TooManyScrapes,
         Rejection::TooManyConnections,
         Rejection::TlsHandshake,
+        Rejection::IdleClosed,
     ];
 
     /// The `reason` label value.
@@ -61,6 +64,7 @@ impl Rejection {
             Rejection::TooManyScrapes => "too_many_scrapes",
             Rejection::TooManyConnections => "too_many_connections",
             Rejection::TlsHandshake => "tls_handshake",
+            Rejection::IdleClosed => "idle_closed",
         }
     }
 }
@@ -83,8 +87,10 @@ pub struct Telemetry {
     pub(crate) reload_success: Gauge,
     /// Unix time of the last successful reload (or the start).
     pub(crate) reload_timestamp: Gauge<f64, AtomicU64>,
+    /// Whether the last change of the web configuration file was applied.
+    pub(crate) web_config_success: Gauge,
     /// Rejections per reason, in [`Rejection::ALL`] order.
-    pub(crate) http_rejected: [Counter; 5],
+    pub(crate) http_rejected: [Counter; 6],
     /// OTLP pushes per [`OTLP_RESULTS`].
     pub(crate) otlp_exports: [Counter; 2],
     otlp_enabled: AtomicBool,
@@ -102,11 +108,13 @@ impl Default for Telemetry {
             body_bytes: Default::default(),
             reload_success: Gauge::default(),
             reload_timestamp: Gauge::default(),
+            web_config_success: Gauge::default(),
             http_rejected: Default::default(),
             otlp_exports: Default::default(),
             otlp_enabled: AtomicBool::new(false),
         };
         telemetry.reload_success.set(1);
+        telemetry.web_config_success.set(1);
         telemetry
             .reload_timestamp
             .set(unix_seconds(SystemTime::now()));
@@ -164,6 +172,11 @@ impl Telemetry {
     /// Counts one finished OTLP push.
     pub(crate) fn record_otlp_export(&self, success: bool) {
         self.otlp_exports[usize::from(!success)].inc();
+    }
+
+    /// Records whether a changed web configuration file was applied or refused.
+    pub(crate) fn record_web_config_reload(&self, applied: bool) {
+        self.web_config_success.set(i64::from(applied));
     }
 
     /// Records the outcome of a configuration reload.

@@ -713,11 +713,7 @@ fn configuration_keys_table_lists_every_key_the_parser_accepts() {
 
 /// Families no panel and no rule uses, on purpose, with the reason. Each
 /// entry must be a family of a metric table and really unused.
-const DELIBERATELY_UNUSED: &[(&str, &str)] = &[(
-    "gse_agent_topology_info",
-    "new (CMDB topology, issue 16): its joins are in docs/metrics.md and tested there \
-     (tests/topology.rs); the mixin's panel and alert join come next, and then this entry goes",
-)];
+const DELIBERATELY_UNUSED: &[(&str, &str)] = &[];
 
 /// Every sample name of every family the shipped assets could use: the
 /// exporter's table (with its process_* families) and the node mode's.

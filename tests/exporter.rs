@@ -431,3 +431,55 @@ async fn a_scrape_returns_promptly_while_a_poll_waits_on_a_slow_gse() {
     assert_eq!(ready.status(), 503, "not ready before the first cycle");
     exporter.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_cloud_ip_agent_ids_are_accepted_and_labelled_as_gse_answered() {
+    let sim = start_sim(SimOptions {
+        agents: 60,
+        legacy_share: 0.5,
+        online_share: 1.0,
+        unknown_share: 0.0,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let legacy: Vec<&AgentTruth> = truth.iter().filter(|a| a.bk_agent_id.is_empty()).collect();
+    assert!(legacy.len() >= 10, "{} legacy agents", legacy.len());
+    // Legacy agents as `cloud:ip` strings and as maps carrying the legacy
+    // id; upgraded agents by their real id.
+    let mut hosts = String::new();
+    for (i, agent) in truth.iter().enumerate() {
+        let id = agent.v2_id();
+        hosts.push_str(&match (agent.bk_agent_id.is_empty(), i % 2) {
+            (true, 0) => format!(
+                "      - {{ip: {}, bk_cloud_id: {}, bk_agent_id: \"{id}\"}}\n",
+                agent.ip, agent.bk_cloud_id
+            ),
+            _ => format!("      - \"{id}\"\n"),
+        });
+    }
+    let yaml = format!(
+        "{}interval: 60s\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts:\n{hosts}",
+        gse_block(&sim, "")
+    );
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let all = parse(&scrape(exporter.addr()).await);
+    let online = samples(&all, "gse_agent_online");
+    assert_eq!(online.len(), truth.len());
+    for agent in &legacy {
+        let series = online
+            .iter()
+            .find(|s| {
+                s.label("ip") == agent.ip && s.label("bk_cloud_id") == agent.bk_cloud_id.to_string()
+            })
+            .unwrap_or_else(|| panic!("no series for {}", agent.hosts_key()));
+        assert_eq!(
+            series.label("bk_agent_id"),
+            agent.hosts_key(),
+            "the id GSE answered with"
+        );
+        assert_eq!(series.value, 1.0);
+    }
+    exporter.shutdown().await;
+}

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod abuse;
 mod assets;
 mod cli;
 mod deploy;
@@ -20,6 +21,7 @@ mod faults;
 mod fuzz;
 mod heartbeat;
 mod layers;
+mod lifecycle;
 mod node;
 mod otlp;
 mod placement;

@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use gse_exporter::config::{Config, parse_raw};
-use gse_exporter::http::Reload;
 use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_sim::{AgentTruth, RunningSim, SimOptions};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -272,7 +271,7 @@ async fn start_from_file(path: &Path) -> Exporter {
 /// arrive after the publication started after it.
 async fn reload_and_push(exporter: &Exporter, receiver: &Receiver) -> Vec<Point> {
     let cycles = cycles_now(exporter);
-    exporter.reloader().reload().unwrap();
+    exporter.reloader().reload_now().await.unwrap();
     wait_cycles(exporter, cycles + 1, Duration::from_secs(20)).await;
     let request = receiver.request_after(receiver.count() + 1).await;
     points(&request)
@@ -378,7 +377,10 @@ async fn pushes_the_fleet_as_on_metrics_and_follows_offline_and_removed_agents()
         .filter(|a| a.bk_agent_id != gone.bk_agent_id)
         .cloned()
         .collect();
-    std::fs::write(&path, fleet_yaml(&sim, &rest, batch, &otlp)).unwrap();
+    // A second reload within the interval adds no cycle of its own: the
+    // shorter interval it sets brings the next scheduled one.
+    let shorter = fleet_yaml(&sim, &rest, batch, &otlp).replace("interval: 60s", "interval: 1s");
+    std::fs::write(&path, shorter).unwrap();
     let pushed = reload_and_push(&exporter, &receiver).await;
     assert!(
         !pushed

@@ -158,6 +158,10 @@ async fn post_reload_rejects_a_broken_file_keeps_running_and_applies_a_fixed_one
     let config = gse_exporter::config::Config::load(&path).unwrap();
     let options = ExporterOptions {
         config_file: Some(path.clone()),
+        limits: gse_exporter::http::Limits {
+            enable_lifecycle: true,
+            ..Default::default()
+        },
         ..ExporterOptions::default()
     };
     let exporter = gse_exporter::run::Exporter::start(config, options)
@@ -272,4 +276,216 @@ async fn sighup_reloads_and_an_unchanged_group_has_no_gap() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_answers_only_with_web_enable_lifecycle() {
+    let (sim, truth, dir) = reload_fixture().await;
+    let path = dir.path().join("gse.yml");
+    let options = ExporterOptions {
+        config_file: Some(path.clone()),
+        ..ExporterOptions::default()
+    };
+    let config = gse_exporter::config::Config::load(&path).unwrap();
+    let exporter = gse_exporter::run::Exporter::start(config, options)
+        .await
+        .unwrap();
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    std::fs::write(&path, two_group_yaml(&sim, &truth, true)).unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/-/reload", exporter.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("--web.enable-lifecycle")
+    );
+    let cycles = cycles_now(&exporter);
+    wait_cycles(&exporter, cycles + 2, Duration::from_secs(20)).await;
+    let all = parse(&scrape(exporter.addr()).await);
+    assert!(
+        online_keys(&all, "added").is_empty(),
+        "nothing was reloaded"
+    );
+    exporter.shutdown().await;
+}
+
+/// The sliding-window maximum of requests within `window`.
+fn most_within(times: &[std::time::Instant], window: Duration) -> usize {
+    let mut most = 0;
+    for (i, start) in times.iter().enumerate() {
+        let within = times[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*start) < window)
+            .count();
+        most = most.max(within);
+    }
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_storms_add_at_most_one_cycle_per_interval_and_keep_the_rate_limit() {
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    // Two files that differ in the gse block (not in its pace), so every
+    // reload is a real change.
+    let variant = |timeout: &str| {
+        let specs = [GroupSpec {
+            name: "storm",
+            bk_biz_id: 2,
+            api: "v2",
+            agents: &truth,
+            labels: "",
+        }];
+        config_yaml(
+            &sim,
+            &format!(
+                "  timeout: {timeout}\n  rate_limit: {{ requests_per_second: 2, burst: 2 }}\n"
+            ),
+            "interval: 2s\n",
+            &specs,
+        )
+    };
+    std::fs::write(&path, variant("10s")).unwrap();
+    let binary = Binary::start(
+        &[
+            format!("--config.file={}", path.display()),
+            "--web.enable-lifecycle".into(),
+        ],
+        &[],
+    )
+    .await;
+    wait_until("the first cycle", Duration::from_secs(20), || async {
+        (!online_keys(&scrape_url(&binary.addr).await, "storm").is_empty()).then_some(())
+    })
+    .await;
+    let url = format!("http://{}/-/reload", binary.addr);
+    let storm = Duration::from_secs(6);
+    let started = std::time::Instant::now();
+    let mut posters = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        posters.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = 0u64;
+            while started.elapsed() < storm {
+                if client
+                    .post(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+                {
+                    answered += 1;
+                }
+            }
+            answered
+        }));
+    }
+    let mut flips = 0;
+    while started.elapsed() < storm {
+        flips += 1;
+        std::fs::write(&path, variant(if flips % 2 == 0 { "10s" } else { "11s" })).unwrap();
+        binary.signal("-HUP");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut answered = 0;
+    for poster in posters {
+        answered += poster.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let times: Vec<std::time::Instant> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.api == Api::V2State && r.at >= started)
+        .map(|r| r.at)
+        .collect();
+    let intervals = (elapsed.as_secs_f64() / 2.0).ceil() as usize;
+    assert!(answered > 20, "only {answered} reloads answered");
+    assert!(
+        times.len() <= 2 * intervals + 1,
+        "{} cycles in {elapsed:?} of {answered} reloads and {flips} SIGHUPs (interval 2s)",
+        times.len()
+    );
+    assert!(
+        most_within(&times, Duration::from_secs(1)) <= 4,
+        "the 2/s, burst 2 rate limit was broken: {times:?}"
+    );
+    let (status, logs, _) = binary.stop();
+    assert!(status.success(), "{logs}");
+}
+
+/// POSTs `/-/reload` and returns the status and the answer.
+async fn post_reload(addr: &str) -> (u16, String) {
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reloads_answer_short_and_never_quote_a_file() {
+    let (sim, truth, dir) = reload_fixture().await;
+    let path = dir.path().join("gse.yml");
+    let binary = Binary::start(
+        &[
+            format!("--config.file={}", path.display()),
+            "--web.enable-lifecycle".into(),
+        ],
+        &[],
+    )
+    .await;
+    let good = two_group_yaml(&sim, &truth, false);
+    let with_group = |extra: &str| format!("{good}  - name: extra\n    bk_biz_id: 9\n{extra}");
+    let long_line = dir.path().join("long.hosts");
+    std::fs::write(&long_line, format!("0:10.0.0.1\n{}\n", "x".repeat(5 << 20))).unwrap();
+    let many: Vec<String> = (0..300).map(|i| format!("\"bad-host-{i}!\"")).collect();
+    let cases = [
+        (
+            "hosts_file: /etc/passwd",
+            with_group("    hosts_file: /etc/passwd\n"),
+        ),
+        (
+            "a 5 MB line",
+            with_group(&format!("    hosts_file: {}\n", long_line.display())),
+        ),
+        (
+            "300 bad hosts",
+            with_group(&format!("    hosts: [{}]\n", many.join(", "))),
+        ),
+    ];
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let first_passwd_line = passwd.lines().next().unwrap().to_string();
+    for (what, text) in &cases {
+        std::fs::write(&path, text).unwrap();
+        let (status, answer) = post_reload(&binary.addr).await;
+        assert_eq!(status, 500, "{what}: {answer}");
+        assert!(
+            answer.len() < 1024,
+            "{what}: {} bytes: {answer}",
+            answer.len()
+        );
+        assert!(answer.contains("problem"), "{what}: {answer}");
+        assert!(!answer.contains(&first_passwd_line), "{what}: {answer}");
+        assert!(!answer.contains("xxxxxxxx"), "{what}: {answer}");
+    }
+    let (_, logs, _) = binary.stop();
+    let longest = logs.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+    assert!(
+        !logs.contains(&first_passwd_line),
+        "the log quotes /etc/passwd"
+    );
 }

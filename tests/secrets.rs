@@ -73,6 +73,7 @@ async fn a_canary_secret_never_appears_in_anything_printed_or_served() {
             format!("--config.file={}", path.display()),
             "--log.level=debug".into(),
             "--log.format=json".into(),
+            "--web.enable-lifecycle".into(),
         ],
         &[("BK_APP_SECRET", CANARY)],
     )
@@ -252,4 +253,77 @@ fn indent(text: &str) -> String {
 /// The body of a GET, or None if the request or the read failed.
 async fn get_text(client: &reqwest::Client, url: &str) -> Option<String> {
     client.get(url).send().await.ok()?.text().await.ok()
+}
+
+/// A gateway that answers every request with an error quoting the request
+/// back (its headers and body, so the secret) and a megabyte of padding: as
+/// an error envelope, as an HTTP 500, and as a `data` of the wrong type.
+async fn echo_gateway() -> std::net::SocketAddr {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let echo = move |headers: HeaderMap, body: String| {
+        let n = served.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let echoed = format!("you sent {headers:?} {body} {}", "#".repeat(1 << 20));
+            let (status, reply) = match n % 3 {
+                0 => (
+                    StatusCode::OK,
+                    serde_json::json!({"code": 1640001, "result": false, "message": echoed}),
+                ),
+                1 => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({"code": 1650200, "message": echoed}),
+                ),
+                _ => (
+                    StatusCode::OK,
+                    serde_json::json!({"code": 0, "result": true, "data": echoed}),
+                ),
+            };
+            (status, axum::Json(reply))
+        }
+    };
+    let app = axum::Router::new().fallback(axum::routing::any(echo));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_echoing_the_request_never_puts_the_secret_or_a_megabyte_in_the_log() {
+    let gateway = echo_gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "gse:\n  api: v2\n  url: http://{gateway}/api/bk-gse/prod\n  app_code: gse-exporter\n  app_secret: ${{BK_APP_SECRET}}\n  max_attempts: 2\n  initial_backoff: 10ms\n\
+             interval: 300ms\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts: [\"0:10.0.0.1\"]\n  - name: old\n    bk_biz_id: 3\n    gse_api: v1\n    hosts: [\"0:10.0.0.2\"]\n",
+        )
+        .replace("  url: ", "  v1_url: http://GATEWAY/api/c/compapi/v2/gse\n  url: ")
+        .replace("GATEWAY", &gateway.to_string()),
+    )
+    .unwrap();
+    let binary = Binary::start(
+        &[
+            format!("--config.file={}", path.display()),
+            "--log.level=debug".into(),
+        ],
+        &[("BK_APP_SECRET", CANARY)],
+    )
+    .await;
+    wait_until("several failed cycles", Duration::from_secs(30), || async {
+        let failed = binary.logs().matches("could not ask GSE").count();
+        (failed >= 4).then_some(())
+    })
+    .await;
+    let (_, logs, _) = binary.stop();
+    assert!(!logs.contains(CANARY), "the secret leaked into the log");
+    let longest = logs.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+    assert!(
+        logs.contains("<redacted>"),
+        "the echo reached the log, redacted"
+    );
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::common::tls::TestPki;
 use crate::common::*;
-use gse_exporter::http::Reload;
 use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_sim::{RunningSim, SimOptions};
 
@@ -177,7 +176,7 @@ async fn insecure_skip_verify_works_and_warns_at_start_and_on_reload() {
     let warning = "TLS certificate verification is off for GSE (gse.tls.insecure_skip_verify)";
     assert_eq!(logs.text().matches(warning).count(), 1, "{}", logs.text());
 
-    exporter.reloader().reload().expect("reload");
+    exporter.reloader().reload_now().await.expect("reload");
     assert_eq!(logs.text().matches(warning).count(), 2, "{}", logs.text());
     assert!(logs.text().contains("WARN"), "{}", logs.text());
     exporter.shutdown().await;

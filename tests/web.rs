@@ -314,6 +314,150 @@ async fn web_config_changes_apply_and_a_bad_one_keeps_the_last_good() {
     assert_eq!(status("second").await, 200);
 }
 
+/// What a client without credentials saw while the web config was rewritten.
+#[derive(Default)]
+struct Hammered {
+    requests: std::sync::atomic::AtomicU64,
+    weaker: std::sync::Mutex<Vec<String>>,
+}
+
+/// Requests `/-/healthy` over and over, on a new connection each time: over
+/// TLS without a password (must be 401) and over plain HTTP (must get no HTTP
+/// answer at all).
+async fn hammer(tls: reqwest::Client, port: u16, seen: std::sync::Arc<Hammered>) {
+    use std::sync::atomic::Ordering;
+    let plain = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    loop {
+        let anonymous = tls
+            .get(format!("https://localhost:{port}/-/healthy"))
+            .send()
+            .await;
+        match anonymous {
+            Ok(r) if r.status() == 401 => {}
+            other => seen.weaker.lock().unwrap().push(format!(
+                "TLS without a password: {:?}",
+                other.map(|r| r.status())
+            )),
+        }
+        if let Ok(r) = plain
+            .get(format!("http://127.0.0.1:{port}/-/healthy"))
+            .send()
+            .await
+        {
+            seen.weaker
+                .lock()
+                .unwrap()
+                .push(format!("plain HTTP answered {}", r.status()));
+        }
+        seen.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_web_config_is_never_served_weaker_than_configured() {
+    use std::sync::atomic::Ordering;
+    let ca = TestCa::new("never-weaker");
+    let server = ca.server(&["localhost", "127.0.0.1"]);
+    let users = |password: &str| {
+        format!(
+            "basic_auth_users:\n  prometheus: {}\n",
+            bcrypt::hash(password, 4).unwrap()
+        )
+    };
+    let good = tls_yaml(&server, &users("first"));
+    let served = serve(Some(&good), Limits::default(), 20).await;
+    let port = served.exporter.addr().port();
+    let seen = std::sync::Arc::new(Hammered::default());
+    let tls = ca
+        .client_builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let hammering = tokio::spawn(hammer(tls, port, seen.clone()));
+    let authed = ca.https_client(None);
+    let web_config_ok = |password: &'static str| {
+        let request = authed
+            .get(https_url(&served, "/metrics"))
+            .basic_auth("prometheus", Some(password));
+        async move {
+            let response = request.send().await.ok()?;
+            if response.status() != 200 {
+                return None;
+            }
+            let text = response.text().await.ok()?;
+            value(
+                &parse(&text),
+                "gse_exporter_web_config_last_reload_successful",
+                &[],
+            )
+        }
+    };
+    // After each change: enough requests that every one of them was served
+    // under the changed file, none weaker than configured, and the metric
+    // saying whether the change was applied.
+    let settle = |what: &'static str, applied: f64, password: &'static str| {
+        let seen = seen.clone();
+        async move {
+            let after = seen.requests.load(Ordering::Relaxed) + 20;
+            wait_until("requests under the changed file", DEADLINE, || async {
+                (seen.requests.load(Ordering::Relaxed) >= after).then_some(())
+            })
+            .await;
+            let weaker = seen.weaker.lock().unwrap().clone();
+            assert!(
+                weaker.is_empty(),
+                "{what}: served weaker than configured {} times, first: {:?}",
+                weaker.len(),
+                weaker.first()
+            );
+            wait_until(what, DEADLINE, || async {
+                (web_config_ok(password).await == Some(applied)).then_some(())
+            })
+            .await;
+        }
+    };
+    let path = &served.web_file;
+    let refused: Vec<(&str, String)> = vec![
+        ("emptied", String::new()),
+        ("only a comment", "# rotated by hand\n".into()),
+        ("a quarter written", good[..good.len() / 4].into()),
+        ("half written", good[..good.len() / 2].into()),
+        ("three quarters written", good[..good.len() * 3 / 4].into()),
+        ("without TLS", users("first")),
+        ("without users", tls_yaml(&server, "")),
+        ("not YAML", "tls_server_config: [\n".into()),
+    ];
+    for (what, text) in refused {
+        std::fs::write(path, text).unwrap();
+        settle(what, 0.0, "first").await;
+    }
+    std::fs::remove_file(path).unwrap();
+    settle("deleted", 0.0, "first").await;
+    // Copied over in place, as `cp` does: truncated, then written in two parts.
+    let mut file = std::fs::File::create(path).unwrap();
+    use std::io::Write;
+    file.write_all(&good.as_bytes()[..good.len() / 2]).unwrap();
+    settle("copied in place, half way", 0.0, "first").await;
+    file.write_all(&good.as_bytes()[good.len() / 2..]).unwrap();
+    drop(file);
+    settle("copied in place", 1.0, "first").await;
+    // Users and certificates still rotate.
+    std::fs::write(path, tls_yaml(&server, &users("second"))).unwrap();
+    settle("a new password", 1.0, "second").await;
+    assert_eq!(
+        web_config_ok("first").await,
+        None,
+        "the old password is refused"
+    );
+    hammering.abort();
+    assert!(seen.weaker.lock().unwrap().is_empty());
+    assert!(seen.requests.load(Ordering::Relaxed) > 200);
+}
+
 #[test]
 fn invalid_web_configs_name_the_key_the_value_and_the_rule() {
     let ca = TestCa::new("invalid");
@@ -451,21 +595,93 @@ async fn slow_tls_handshakes_are_cut_off() {
     closed_by_server(&mut silent, Duration::from_secs(10)).await;
 }
 
+/// Holds `count` idle connections open (never sending a byte), opening a
+/// new one whenever the server closes one, until aborted.
+async fn hold_idle_connections(addr: std::net::SocketAddr, count: usize) {
+    let mut held: Vec<TcpStream> = Vec::new();
+    loop {
+        // Still open: nothing to read yet. Closed: 0 bytes, or an error.
+        held.retain(|stream| {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        while held.len() < count {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_limit_are_closed_at_once() {
+async fn a_client_holding_idle_connections_cannot_lock_others_out() {
+    let limits = Limits {
+        max_connections: 16,
+        ..Limits::default()
+    };
+    let served = serve(None, limits, 50).await;
+    let addr = served.exporter.addr();
+    let flood = tokio::spawn(hold_idle_connections(addr, 24));
+    // Let the flood fill every slot first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..40 {
+        let path = if i % 2 == 0 { "/metrics" } else { "/-/healthy" };
+        let answer = client.get(format!("http://{addr}{path}")).send().await;
+        assert_eq!(
+            answer
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string()),
+            Ok(200),
+            "request {i} to {path} while a client holds idle connections"
+        );
+    }
+    flood.abort();
+    wait_until(
+        "idle connections counted as closed to make room",
+        DEADLINE,
+        || async {
+            let text = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let closed = value(
+                &parse(&text),
+                "gse_exporter_http_requests_rejected_total",
+                &[("reason", "idle_closed")],
+            )?;
+            (closed > 0.0).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_connection_is_busy_a_new_one_is_closed_at_once() {
     let limits = Limits {
         max_connections: 2,
         ..Limits::default()
     };
-    let served = serve(None, limits, 50).await;
-    let first = connect(&served).await;
-    let second = connect(&served).await;
-    // Both are accepted and held (idle, well within the read timeout).
+    // Bodies larger than socket buffers: a client that never reads keeps
+    // its connection busy.
+    let served = serve(None, limits, 20_000).await;
+    let addr = served.exporter.addr();
+    let first = stalled_scrape(addr).await;
+    let second = stalled_scrape(addr).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut third = connect(&served).await;
     closed_by_server(&mut third, Duration::from_secs(10)).await;
     drop((first, second));
     wait_until("a free connection slot", DEADLINE, || async {
-        reqwest::get(format!("http://{}/-/healthy", served.exporter.addr()))
+        reqwest::get(format!("http://{addr}/-/healthy"))
             .await
             .ok()
             .filter(|r| r.status() == 200)
@@ -520,7 +736,11 @@ async fn a_reader_that_stalls_loses_its_scrape_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_answers_get_and_head_only_and_reload_bodies_are_bounded() {
-    let served = serve(None, Limits::default(), 50).await;
+    let limits = Limits {
+        enable_lifecycle: true,
+        ..Limits::default()
+    };
+    let served = serve(None, limits, 50).await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("http://{}{path}", served.exporter.addr());
     assert_eq!(

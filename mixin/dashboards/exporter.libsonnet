@@ -281,8 +281,8 @@ function(cfg)
       ),
       g.stat(
         'Last config reload',
-        'gse_exporter_config_last_reload_successful (1 = the last reload succeeded; GseExporterConfigReloadFailed after %s at 0).' % cfg.configReloadFailedFor,
-        'min(gse_exporter_config_last_reload_successful{%(job)s} %(inInstances)s)' % q,
+        'gse_exporter_config_last_reload_successful and gse_exporter_web_config_last_reload_successful (1 = the last reload of the configuration file and the last change of the web configuration were applied; GseExporterConfigReloadFailed after %s at 0 for the configuration file; a refused web configuration keeps the last good one, see the exporter log).' % cfg.configReloadFailedFor,
+        'min(gse_exporter_config_last_reload_successful{%(job)s} %(inInstances)s or label_replace(gse_exporter_web_config_last_reload_successful{%(job)s} %(inInstances)s, "file", "web", "", ""))' % q,
         w=6,
         thresholds=[['red', null], ['green', 1]],
         mappings=[{ type: 'value', options: { '0': { text: 'failed', index: 0 }, '1': { text: 'ok', index: 1 } } }],

@@ -13,13 +13,16 @@
 //! No network I/O and no knowledge of metrics. Secrets stay in
 //! [`Secret`], whose `Debug` never shows the value.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::{ApiVersion, Host, RateLimit, Secret, Sharding};
 
+mod file;
 pub(crate) mod hosts;
+mod nesting;
 mod pem;
 pub(crate) mod schema;
 mod tls;
@@ -27,6 +30,9 @@ mod validate;
 pub(crate) mod watch;
 pub mod web;
 
+pub use file::FileError;
+pub(crate) use file::{HOSTS_FILE, read_text};
+use file::{SMALL_FILE, YAML_FILE};
 pub(crate) use schema::RawConfig;
 pub(crate) use tls::TlsConfig;
 use validate::Validator;
@@ -35,6 +41,17 @@ use validate::Validator;
 pub(crate) const V2_MAX_BATCH: usize = 1000;
 /// Largest batch we send to GSE 1.x's ESB (no documented cap; nodeman uses 2000).
 pub(crate) const V1_MAX_BATCH: usize = 2000;
+
+/// Problems kept of one file; more are only counted.
+const MAX_KEPT_PROBLEMS: usize = 100;
+/// Problems listed in logs and by `--config.check`; more are counted.
+pub const MAX_LISTED_PROBLEMS: usize = 20;
+/// Problems named in an HTTP answer.
+const MAX_ANSWERED_PROBLEMS: usize = 3;
+/// Longest value quoted in a problem, in bytes.
+pub(crate) const MAX_QUOTE_BYTES: usize = 80;
+/// Longest rule or parser message in a problem, in bytes.
+pub(crate) const MAX_RULE_BYTES: usize = 300;
 
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,16 +74,83 @@ impl fmt::Display for Problem {
     }
 }
 
+/// `text` with control characters escaped, cut to at most `max` bytes (on a
+/// character boundary) with the full length said, so that no file, reply or
+/// flag can make a log line or an answer large.
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 24);
+    for c in text.chars() {
+        let escaped: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if out.len() + escaped.len() > max {
+            out.push_str(&format!("… ({} bytes)", text.len()));
+            return out;
+        }
+        out.push_str(&escaped);
+    }
+    out
+}
+
+/// The user and password of a URL (`user:pass` of `http://user:pass@host`), if any.
+fn credentials(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority.rfind('@').map(|at| &authority[..at])
+}
+
+/// `text` with the user and password of `url` replaced by `***`: for a URL
+/// and for any message that quotes it (an HTTP client's error names its URL).
+pub(crate) fn hide_credentials(text: &str, url: &str) -> String {
+    match credentials(url).filter(|c| !c.is_empty()) {
+        Some(credentials) => text.replace(credentials, "***"),
+        None => text.to_string(),
+    }
+}
+
+/// The problems of one file: the first [`MAX_KEPT_PROBLEMS`] and how many
+/// there were in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems {
+    kept: Vec<Problem>,
+    total: usize,
+}
+
+impl Problems {
+    /// Adds a problem (kept while there are few).
+    pub(crate) fn push(&mut self, problem: Problem) {
+        self.total += 1;
+        if self.kept.len() < MAX_KEPT_PROBLEMS {
+            self.kept.push(problem);
+        }
+    }
+
+    /// How many problems were found.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    fn listed(&self, max: usize) -> Vec<String> {
+        let mut lines: Vec<String> = self.kept.iter().take(max).map(|p| p.to_string()).collect();
+        if self.total > lines.len() {
+            lines.push(format!("and {} more problems", self.total - lines.len()));
+        }
+        lines
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("config file {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why.
+        source: FileError,
     },
     /// The file is not valid YAML of the expected shape.
     #[error("invalid config {path}: {message}")]
@@ -77,23 +161,51 @@ pub enum ConfigError {
         message: String,
     },
     /// The file parsed but breaks one or more rules.
-    #[error("invalid config: {}", list_problems(.0))]
-    Invalid(Vec<Problem>),
+    #[error("invalid config: {}", .0.listed(5).join("; "))]
+    Invalid(Problems),
 }
 
 impl ConfigError {
-    /// Every problem, one per line, for `--config.check`.
+    /// The problems, one per line, at most [`MAX_LISTED_PROBLEMS`] and then
+    /// how many more: for logs and `--config.check`.
     pub fn problems(&self) -> Vec<String> {
         match self {
-            ConfigError::Invalid(problems) => problems.iter().map(|p| p.to_string()).collect(),
+            ConfigError::Invalid(problems) => problems.listed(MAX_LISTED_PROBLEMS),
             other => vec![other.to_string()],
         }
     }
+
+    /// A short answer for a client: how many problems, and the key and rule
+    /// of the first few, never a value from a file.
+    pub fn brief(&self) -> String {
+        let ConfigError::Invalid(problems) = self else {
+            return match self {
+                ConfigError::Parse { path, .. } => {
+                    format!(
+                        "1 problem: {}: not valid YAML of the expected shape",
+                        cut(path, MAX_QUOTE_BYTES)
+                    )
+                }
+                other => format!("1 problem: {}", cut(&other.to_string(), MAX_RULE_BYTES)),
+            };
+        };
+        let first: Vec<String> = problems
+            .kept
+            .iter()
+            .take(MAX_ANSWERED_PROBLEMS)
+            .map(|p| format!("{}: {}", p.path, p.rule))
+            .collect();
+        format!("{} problems; first: {}", problems.total, first.join("; "))
+    }
 }
 
-fn list_problems(problems: &[Problem]) -> String {
-    let parts: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    parts.join("; ")
+/// The hosts of a configuration, as `--config.check` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCount {
+    /// Hosts listed inline or in hosts files, summed over groups.
+    pub listed: usize,
+    /// Groups whose hosts CMDB lists at run time.
+    pub from_cmdb: usize,
 }
 
 /// Validated configuration.
@@ -322,11 +434,37 @@ pub(crate) const RESERVED_LABELS: &[&str] = &[
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_text(path, YAML_FILE).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         Config::parse(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Counts the hosts of every group from the sources that can be read
+    /// now: inline hosts and hosts files (re-read, bounded, and
+    /// de-duplicated per group by the key GSE is asked with). Groups with
+    /// `cmdb:` learn theirs at run time and are counted apart.
+    pub fn count_hosts(&self) -> HostCount {
+        let mut count = HostCount::default();
+        for group in &self.groups {
+            let mut keys: std::collections::HashSet<String> = group
+                .hosts
+                .iter()
+                .filter_map(|h| h.query_key(group.api))
+                .collect();
+            if let Some(text) = group
+                .hosts_file
+                .as_deref()
+                .and_then(|f| read_text(f, HOSTS_FILE).ok())
+            {
+                let (hosts, _) = hosts::parse_hosts_file(&text, group.api);
+                keys.extend(hosts.iter().filter_map(|h| h.query_key(group.api)));
+            }
+            count.listed += keys.len();
+            count.from_cmdb += usize::from(group.cmdb.is_some());
+        }
+        count
     }
 
     /// Parses and validates configuration text; relative files resolve against `base_dir`.
@@ -354,12 +492,192 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
 
 /// Parses YAML into any file shape, reporting the key path of the first shape error.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    if let Some((line, rule)) = nesting::too_deep(text) {
+        return Err(ConfigError::Parse {
+            path: format!("line {line}"),
+            message: rule.into(),
+        });
+    }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         ConfigError::Parse {
             path: if path == "." { "<root>".into() } else { path },
-            message: err.into_inner().to_string(),
+            message: bounded_message(&err.into_inner().to_string()),
         }
     })
+}
+
+/// Reads a map, refusing a key written twice: serde's own maps silently keep
+/// the last (a second `basic_auth_users` entry for one user, a label set
+/// twice). Structs refuse duplicate fields by themselves, and host maps are
+/// YAML values, which refuse them too.
+pub(crate) fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: serde::Deserialize<'de>,
+{
+    use serde::de::{Error, MapAccess, Visitor};
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: serde::Deserialize<'de>> Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    let shown = cut(&key, MAX_QUOTE_BYTES);
+                    return Err(A::Error::custom(format!("duplicate key `{shown}`")));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique(std::marker::PhantomData))
+}
+
+/// A parser's message without the value it quotes (`invalid type: string
+/// "…", expected …`): the value may be a secret written in the wrong place.
+/// A parser message, bounded: an unknown key is cut like any quoted value,
+/// but the keys the block expects (the schema's own names, bounded by it) are
+/// kept whole so the user sees every valid key; any other message is cut.
+fn bounded_message(message: &str) -> String {
+    const UNKNOWN: &str = "unknown field `";
+    if let Some(at) = message.find(UNKNOWN) {
+        let (head, rest) = message.split_at(at + UNKNOWN.len());
+        if let Some((field, tail)) = rest.split_once("`, expected") {
+            let head = cut(head, MAX_QUOTE_BYTES);
+            let field = cut(field, MAX_QUOTE_BYTES);
+            return format!("{head}{field}`, expected{tail}");
+        }
+    }
+    cut(&without_values(message), MAX_RULE_BYTES)
+}
+
+fn without_values(message: &str) -> String {
+    for marker in ["invalid type: ", "invalid value: "] {
+        if let Some((head, rest)) = message.split_once(marker)
+            && let Some((what, tail)) = rest.split_once(", expected")
+        {
+            let kind = what.split([' ', '"', '`']).next().unwrap_or(what);
+            return format!("{head}{marker}{kind}, expected{tail}");
+        }
+    }
+    message.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(n: usize) -> Problem {
+        Problem {
+            path: format!("groups[0].hosts[{n}]"),
+            value: "x".into(),
+            rule: "is bad".into(),
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_cut_and_the_expected_keys_kept() {
+        let key = "k".repeat(500);
+        let expected: Vec<String> = (0..40).map(|i| format!("`key_{i}`")).collect();
+        let message = format!(
+            "unknown field `{key}`, expected one of {}",
+            expected.join(", ")
+        );
+        let shown = bounded_message(&message);
+        assert!(!shown.contains(&key), "the unknown key is cut");
+        assert!(shown.ends_with(&expected.join(", ")), "{shown}");
+        assert!(bounded_message(&"x".repeat(5000)).len() < MAX_RULE_BYTES + 40);
+    }
+
+    #[test]
+    fn long_values_are_cut_and_control_characters_escaped() {
+        assert_eq!(cut("short", 80), "short");
+        let long = "y".repeat(5 << 20);
+        let shown = cut(&long, MAX_QUOTE_BYTES);
+        assert!(shown.len() < 120, "{shown}");
+        assert!(shown.ends_with(&format!("({} bytes)", 5 << 20)), "{shown}");
+        assert_eq!(cut("a\nb\x1b", 80), "a\\nb\\u{1b}");
+        assert!(cut(&"é".repeat(100), 81).is_char_boundary(0));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        let url = "https://user:pa55@collector:4318/v1/metrics";
+        assert_eq!(
+            hide_credentials(url, url),
+            "https://***@collector:4318/v1/metrics"
+        );
+        let error = format!("error sending request for url ({url})");
+        assert!(!hide_credentials(&error, url).contains("pa55"));
+        assert_eq!(
+            hide_credentials("http://c:4318", "http://c:4318"),
+            "http://c:4318"
+        );
+        assert_eq!(hide_credentials("x", "http://c/a@b"), "x");
+    }
+
+    #[test]
+    fn problem_lists_are_capped_and_say_how_many_more() {
+        let mut problems = Problems::default();
+        for n in 0..300 {
+            problems.push(problem(n));
+        }
+        assert_eq!(problems.total(), 300);
+        assert_eq!(problems.kept.len(), MAX_KEPT_PROBLEMS);
+        let err = ConfigError::Invalid(problems);
+        let lines = err.problems();
+        assert_eq!(lines.len(), MAX_LISTED_PROBLEMS + 1);
+        assert_eq!(lines.last().unwrap(), "and 280 more problems");
+        assert!(err.to_string().len() < 400, "{err}");
+        let brief = err.brief();
+        assert!(
+            brief.starts_with("300 problems; first: groups[0].hosts[0]: is bad"),
+            "{brief}"
+        );
+        assert!(
+            !brief.contains(": x:"),
+            "a brief answer shows no value: {brief}"
+        );
+    }
+
+    #[test]
+    fn a_key_written_twice_is_refused_wherever_it_is() {
+        for text in [
+            "gse: {url: x}\ninterval: 1s\ninterval: 2s\n",
+            "gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, labels: {a: b, a: c}}]\n",
+            "gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, hosts: [{ip: 10.0.0.1, ip: 10.0.0.2}]}]\n",
+            "gse: {url: x}\notlp: {headers: {a: b, a: c}}\n",
+        ] {
+            let err = parse_raw(text).expect_err(text).to_string();
+            assert!(err.contains("duplicate"), "{text}: {err}");
+        }
+        let users = "basic_auth_users:\n  alice: $2y$x\n  alice: $2y$y\n";
+        let err = parse_yaml::<web::RawWebConfig>(users)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate key `alice`"), "{err}");
+        assert!(parse_raw("gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, labels: }]\n").is_ok());
+    }
+
+    #[test]
+    fn parser_messages_do_not_quote_the_value() {
+        let err =
+            parse_yaml::<RawConfig>("gse: {url: x}\ninterval: [\"s3cret-value\"]\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("interval"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(
+            without_values("invalid type: string \"s3cret\", expected i64 at line 2"),
+            "invalid type: string, expected i64 at line 2"
+        );
+    }
 }

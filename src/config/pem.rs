@@ -56,7 +56,7 @@ impl Validator<'_> {
         key: &str,
         file: &Path,
     ) -> Option<Vec<CertificateDer<'static>>> {
-        let bytes = self.read_file(key, file)?;
+        let bytes = self.read_file(key, file, super::SMALL_FILE)?;
         self.certificates(key, &file.display().to_string(), &bytes)
     }
 
@@ -66,7 +66,7 @@ impl Validator<'_> {
         key: &str,
         file: &Path,
     ) -> Option<PrivateKeyDer<'static>> {
-        let bytes = self.read_file(key, file)?;
+        let bytes = self.read_file(key, file, super::SMALL_FILE)?;
         self.private_key(key, &file.display().to_string(), &bytes)
     }
 }

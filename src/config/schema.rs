@@ -44,14 +44,14 @@ pub(crate) struct RawOtlp {
     /// `http/protobuf` (default) or `grpc`.
     pub(crate) protocol: Option<String>,
     /// Request headers or gRPC metadata; values may be `${ENV}` and are secrets.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub(crate) headers: BTreeMap<String, String>,
     /// Time between pushes (default 30s).
     pub(crate) interval: Option<String>,
     /// Deadline of one push, retries included (default 10s; below `interval`).
     pub(crate) timeout: Option<String>,
     /// Extra resource attributes (values may be `${ENV}`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub(crate) resource_attributes: BTreeMap<String, String>,
 }
 
@@ -166,7 +166,7 @@ pub(crate) struct RawGroup {
     /// Overrides `gse.api` for this group.
     pub(crate) gse_api: Option<String>,
     /// Extra labels on every series of this group.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub(crate) labels: BTreeMap<String, String>,
     /// Hosts: `"cloud:ip"`, an agent id, or `{ip, bk_cloud_id, bk_agent_id}`.
     #[serde(default)]

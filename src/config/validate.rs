@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use super::file::{self, FileLimits};
 use super::schema::*;
 use super::*;
 
 /// Collects every problem of one file, with the key path, the value and the rule.
 pub(super) struct Validator<'a> {
-    pub(super) problems: Vec<Problem>,
+    pub(super) problems: Problems,
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
     pub(super) base_dir: &'a Path,
 }
@@ -26,7 +27,7 @@ impl<'a> Validator<'a> {
         base_dir: &'a Path,
     ) -> Validator<'a> {
         Validator {
-            problems: Vec::new(),
+            problems: Problems::default(),
             env,
             base_dir,
         }
@@ -34,7 +35,7 @@ impl<'a> Validator<'a> {
 
     /// The problems found, or `value` when there are none.
     pub(super) fn finish<T>(self, value: T) -> Result<T, ConfigError> {
-        if self.problems.is_empty() {
+        if self.problems.total() == 0 {
             Ok(value)
         } else {
             Err(ConfigError::Invalid(self.problems))
@@ -44,20 +45,26 @@ impl<'a> Validator<'a> {
 
 impl Validator<'_> {
     /// Records a problem: the key, the value as written (never a secret) and the rule.
+    /// Values and rules are cut short here, so a huge value costs nothing kept.
     pub(super) fn problem(&mut self, path: impl Into<String>, value: impl ToString, rule: &str) {
         self.problems.push(Problem {
-            path: path.into(),
-            value: value.to_string(),
-            rule: rule.into(),
+            path: cut(&path.into(), MAX_QUOTE_BYTES),
+            value: cut(&value.to_string(), MAX_QUOTE_BYTES),
+            rule: cut(rule, MAX_RULE_BYTES),
         });
     }
 
     /// The bytes of a file the configuration names, or a problem at `key`.
-    pub(super) fn read_file(&mut self, key: &str, file: &Path) -> Option<Vec<u8>> {
-        match std::fs::read(file) {
+    pub(super) fn read_file(
+        &mut self,
+        key: &str,
+        file: &Path,
+        limits: FileLimits,
+    ) -> Option<Vec<u8>> {
+        match file::read_bytes(file, limits) {
             Ok(bytes) => Some(bytes),
             Err(err) => {
-                self.problem(key, file.display(), &format!("cannot be read: {err}"));
+                self.problem(key, file.display(), &err.to_string());
                 None
             }
         }
@@ -151,7 +158,8 @@ impl Validator<'_> {
             self.problem(&path, name, "is not a valid HTTP header name");
         }
         let value = self.expand(&path, value, true);
-        if HeaderValue::from_str(&value).is_err() {
+        let visible = value.bytes().all(|b| (b' '..=b'~').contains(&b));
+        if !visible || HeaderValue::from_str(&value).is_err() {
             self.problem(&path, "", "value must be visible ASCII (no line breaks)");
         }
         (lower, Secret::new(value))
@@ -312,27 +320,23 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
-        const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
         let text = value.unwrap_or(default);
-        match humantime::parse_duration(text) {
-            Ok(d) if d.is_zero() => {
-                self.problem(path, text, "must be greater than zero");
-                Duration::from_secs(1)
-            }
-            Ok(d) if d > LONGEST => {
-                self.problem(path, text, "must be at most 30d");
-                Duration::from_secs(1)
-            }
-            Ok(d) => d,
-            Err(_) => {
-                self.problem(
-                    path,
-                    text,
-                    "is not a duration (examples: 500ms, 10s, 5m, 1h)",
-                );
-                Duration::from_secs(1)
-            }
+        let Ok(d) = humantime::parse_duration(text) else {
+            let rule = "is not a duration (examples: 500ms, 10s, 5m, 1h)";
+            self.problem(path, text, rule);
+            return Duration::from_secs(1);
+        };
+        let (shortest, shown) = shortest(path);
+        if d.is_zero() {
+            self.problem(path, text, "must be greater than zero");
+        } else if d < shortest {
+            self.problem(path, text, &format!("must be at least {shown}"));
+        } else if d > LONGEST_DURATION {
+            self.problem(path, text, "must be at most 30d");
+        } else {
+            return d;
         }
+        Duration::from_secs(1)
     }
 
     fn api(&mut self, path: &str, value: &str) -> ApiVersion {
@@ -369,7 +373,8 @@ impl Validator<'_> {
                 Some(trimmed)
             }
             _ => {
-                self.problem(path, value, "must be an absolute http:// or https:// URL");
+                let shown = hide_credentials(&value, &value);
+                self.problem(path, shown, "must be an absolute http:// or https:// URL");
                 None
             }
         }
@@ -455,7 +460,14 @@ impl Validator<'_> {
                 self.problem(key, "", "set app_secret or app_secret_file, not both");
                 Secret::default()
             }
-            (Some(value), None) => Secret::new(self.expand(&key, value, true)),
+            (Some(value), None) => {
+                let before = self.problems.total();
+                let secret = self.expand(&key, value, true);
+                if self.problems.total() == before && secret.trim().is_empty() {
+                    self.problem(key, "", "must not be empty");
+                }
+                Secret::new(secret)
+            }
             (None, Some(path)) => self.secret_file(&format!("{block}.app_secret_file"), path),
             (None, None) => {
                 self.problem(key, "", "is required (or app_secret_file)");
@@ -468,15 +480,17 @@ impl Validator<'_> {
         let path_text = path.to_string_lossy().to_string();
         let expanded = self.expand(key, &path_text, false);
         let full = self.base_dir.join(expanded);
-        match std::fs::read_to_string(&full) {
-            Ok(text) if !text.trim().is_empty() => Secret::new(text.trim()),
+        let Some(bytes) = self.read_file(key, &full, SMALL_FILE) else {
+            return Secret::default();
+        };
+        match std::str::from_utf8(&bytes).map(str::trim) {
+            Ok(secret) if !secret.is_empty() => Secret::new(secret),
             Ok(_) => {
-                self.problem(key, full.display().to_string(), "file is empty");
+                self.problem(key, full.display(), "file is empty");
                 Secret::default()
             }
-            Err(err) => {
-                let rule = format!("cannot be read: {err}");
-                self.problem(key, full.display().to_string(), &rule);
+            Err(_) => {
+                self.problem(key, full.display(), "is not UTF-8 text");
                 Secret::default()
             }
         }
@@ -642,6 +656,20 @@ impl Validator<'_> {
                 self.problem(key, name, "is reserved: the exporter sets it");
             }
         }
+    }
+}
+
+/// The longest duration any key takes.
+const LONGEST_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The shortest value of a duration key (and how the rule says it): a
+/// schedule faster than this only floods GSE and the logs.
+fn shortest(key: &str) -> (Duration, &'static str) {
+    match key {
+        "interval" | "info_interval" | "otlp.interval" => (Duration::from_millis(100), "100ms"),
+        "cmdb.refresh_interval" => (Duration::from_secs(1), "1s"),
+        "gse.timeout" | "cmdb.timeout" | "otlp.timeout" => (Duration::from_millis(10), "10ms"),
+        _ => (Duration::from_millis(1), "1ms"),
     }
 }
 

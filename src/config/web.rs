@@ -36,10 +36,19 @@ pub struct RawWebConfig {
     /// HTTP options.
     pub(crate) http_server_config: Option<RawHttpServer>,
     /// User name → bcrypt hash.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub basic_auth_users: BTreeMap<String, Secret>,
     /// Token bucket for all requests.
     pub(crate) rate_limit: Option<RawIntervalLimit>,
+}
+
+impl RawWebConfig {
+    fn sets_nothing(&self) -> bool {
+        self.tls_server_config.is_none()
+            && self.http_server_config.is_none()
+            && self.basic_auth_users.is_empty()
+            && self.rate_limit.is_none()
+    }
 }
 
 /// `tls_server_config:` as written.
@@ -84,7 +93,7 @@ pub(crate) struct RawHttpServer {
     /// HTTP/2 (accepted for compatibility; this server speaks HTTP/1.1).
     pub(crate) http2: Option<bool>,
     /// Security headers added to every response.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub(crate) headers: BTreeMap<String, String>,
 }
 
@@ -135,10 +144,12 @@ impl WebAccess {
     /// Reads and validates a web configuration file; relative paths in it
     /// resolve against its directory.
     pub fn load(path: &Path) -> Result<WebAccess, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        // Small: it is re-read on the request path when it changes.
+        let text =
+            super::read_text(path, super::SMALL_FILE).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         let raw: RawWebConfig = super::parse_yaml(&text)?;
         WebAccess::from_raw(raw, path.parent().unwrap_or(Path::new(".")))
     }
@@ -147,6 +158,14 @@ impl WebAccess {
     pub(crate) fn from_raw(raw: RawWebConfig, base_dir: &Path) -> Result<WebAccess, ConfigError> {
         let no_env = |_: &str| None;
         let mut v = Validator::new(&no_env, base_dir);
+        if raw.sets_nothing() {
+            // Also what a file caught empty in the middle of a rewrite looks like.
+            v.problem(
+                "<root>",
+                "",
+                "the file sets nothing (empty or only comments); omit --web.config.file for plain HTTP without auth",
+            );
+        }
         let access = WebAccess {
             tls: raw
                 .tls_server_config
@@ -173,7 +192,7 @@ enum ClientAuth {
 impl Validator<'_> {
     fn tls_server(&mut self, raw: RawTlsServer) -> Option<ServerConfig> {
         const AT: &str = "tls_server_config";
-        let before = self.problems.len();
+        let before = self.problems.total();
         let certs = self.pem_certs(
             &format!("{AT}.cert"),
             raw.cert.as_deref(),
@@ -195,7 +214,7 @@ impl Validator<'_> {
             !client_roots.is_empty(),
             &raw.client_allowed_sans,
         );
-        if self.problems.len() > before {
+        if self.problems.total() > before {
             return None;
         }
         let provider = Arc::new(provider?);
@@ -754,15 +773,47 @@ impl ClientCertVerifier for AllowedSans {
     }
 }
 
+/// What the web configuration in force at start fixed until a restart:
+/// whether the server speaks TLS and whether it asks for a password.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Strength {
+    tls: bool,
+    auth: bool,
+}
+
+impl Strength {
+    fn of(access: &WebAccess) -> Strength {
+        Strength {
+            tls: access.tls.is_some(),
+            auth: !access.users.is_empty(),
+        }
+    }
+}
+
+/// What looking at the web configuration file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// The file did not change since the last look.
+    Unchanged,
+    /// It changed and the new file is in force.
+    Applied,
+    /// It changed and was refused: the last good one stays.
+    Refused,
+}
+
 /// The web configuration file, re-read when it changes (as exporter-toolkit
 /// does, so renewed certificates and changed users apply without a restart).
-/// A changed file that is invalid is rejected with an error log and the last
-/// good one stays.
+///
+/// Never weaker than configured: TLS on or off and basic auth on or off are
+/// fixed when the process starts. A changed file that would turn either off
+/// (or on), or that cannot be read or parsed (deleted, empty, comment-only,
+/// half-written), is refused with an error log and the last good one stays.
 #[derive(Debug, Default)]
 pub(crate) struct WebConfigFile {
     path: Option<PathBuf>,
     current: arc_swap::ArcSwap<WebAccess>,
     watch: parking_lot::Mutex<FileWatch>,
+    fixed: Strength,
 }
 
 impl WebConfigFile {
@@ -775,34 +826,67 @@ impl WebConfigFile {
         let access = WebAccess::load(path)?;
         Ok(WebConfigFile {
             path: Some(path.to_owned()),
+            fixed: Strength::of(&access),
             current: arc_swap::ArcSwap::from_pointee(access),
             watch: parking_lot::Mutex::new(watch),
         })
     }
 
-    /// The configuration in force, re-reading the file first if it changed.
+    /// The configuration in force.
     pub(crate) fn current(&self) -> Arc<WebAccess> {
-        if let Some(path) = &self.path {
-            self.refresh(path);
-        }
         self.current.load_full()
     }
 
-    fn refresh(&self, path: &Path) {
-        let mut watch = self.watch.lock();
-        if !watch.changed(path) || !path.exists() {
-            return;
+    /// Re-reads the file if it changed since the last look, and applies it
+    /// unless it is refused.
+    pub(crate) fn refresh(&self) -> Refresh {
+        let Some(path) = &self.path else {
+            return Refresh::Unchanged;
+        };
+        // A request never waits behind another's re-read: it is served by
+        // the configuration in force, which is never weaker.
+        let Some(mut watch) = self.watch.try_lock() else {
+            return Refresh::Unchanged;
+        };
+        if !watch.changed(path) {
+            return Refresh::Unchanged;
         }
-        match WebAccess::load(path) {
+        match WebAccess::load(path).and_then(|access| self.keeps_strength(access)) {
             Ok(access) => {
                 tracing::info!(file = %path.display(), "web configuration reloaded");
                 self.current.store(Arc::new(access));
+                Refresh::Applied
             }
             Err(err) => {
                 for problem in err.problems() {
-                    tracing::error!(file = %path.display(), problem = %problem, "web configuration invalid; the last good one stays");
+                    tracing::error!(file = %path.display(), problem = %problem, "web configuration refused; the last good one stays");
                 }
+                Refresh::Refused
             }
         }
+    }
+
+    /// `access`, unless it turns TLS or basic auth on or off.
+    fn keeps_strength(&self, access: WebAccess) -> Result<WebAccess, ConfigError> {
+        let no_env = |_: &str| None;
+        let mut v = Validator::new(&no_env, Path::new("."));
+        let now = Strength::of(&access);
+        if now.tls != self.fixed.tls {
+            let rule = if self.fixed.tls {
+                "is missing: TLS was on when the exporter started and stays on until a restart"
+            } else {
+                "is set: TLS was off when the exporter started and stays off until a restart"
+            };
+            v.problem("tls_server_config", "", rule);
+        }
+        if now.auth != self.fixed.auth {
+            let rule = if self.fixed.auth {
+                "has no users: basic auth was on when the exporter started and stays on until a restart"
+            } else {
+                "has users: basic auth was off when the exporter started and stays off until a restart"
+            };
+            v.problem("basic_auth_users", "", rule);
+        }
+        v.finish(access)
     }
 }

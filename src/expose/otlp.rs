@@ -54,7 +54,7 @@ use super::table::{
     DISCOVERY_SKIPPED, GROUP_GAUGES, MetricDef, PARENT_AGENTS,
 };
 use super::{Exposition, Published, deny_set, is_denied};
-use crate::config::{Config, OtlpConfig, OtlpProtocol};
+use crate::config::{Config, OtlpConfig, OtlpProtocol, hide_credentials};
 use crate::model::SKIP_REASONS;
 use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Placement, Snapshot, StateCounts};
 
@@ -619,17 +619,18 @@ struct Pusher {
 
 impl Pusher {
     fn start(config: OtlpConfig, instance_id: &str, published: &Published) -> Option<Pusher> {
+        let shown = |text: &str| hide_credentials(text, &config.endpoint);
         let exporter = match exporter(&config) {
             Ok(exporter) => exporter,
             Err(err) => {
-                tracing::error!(error = %err, "OTLP push disabled");
+                tracing::error!(error = %shown(&err.to_string()), "OTLP push disabled");
                 return None;
             }
         };
         published.telemetry().enable_otlp();
         let mut ticker = tokio::time::interval(config.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        tracing::info!(endpoint = %config.endpoint, interval = ?config.interval, "OTLP push enabled");
+        tracing::info!(endpoint = %shown(&config.endpoint), interval = ?config.interval, "OTLP push enabled");
         Some(Pusher {
             resource: resource(&config, instance_id),
             exporter: Arc::new(exporter),
@@ -648,7 +649,10 @@ impl Pusher {
         published.telemetry().record_otlp_export(result.is_ok());
         match result {
             Ok(()) => tracing::debug!("OTLP push succeeded"),
-            Err(err) => tracing::warn!(error = %err, "OTLP push failed"),
+            Err(err) => {
+                let shown = hide_credentials(&err.to_string(), &self.config.endpoint);
+                tracing::warn!(error = %shown, "OTLP push failed");
+            }
         }
     }
 

@@ -87,6 +87,25 @@ impl Exposition {
         }
     }
 
+    /// The same snapshot with the self-metrics rendered again; the per-agent
+    /// block is reused as it is.
+    fn refreshed(&self) -> Exposition {
+        let rest = render(
+            self.snapshot.clone(),
+            self.telemetry.clone(),
+            Format::Prometheus,
+        );
+        let prometheus = assemble(&self.agents, &self.agents_deflated, rest);
+        Exposition {
+            snapshot: self.snapshot.clone(),
+            telemetry: self.telemetry.clone(),
+            agents: self.agents.clone(),
+            agents_deflated: self.agents_deflated.clone(),
+            prometheus,
+            openmetrics: OnceLock::new(),
+        }
+    }
+
     /// The snapshot behind this exposition.
     pub(crate) fn snapshot(&self) -> &Snapshot {
         &self.snapshot
@@ -130,11 +149,13 @@ impl Published {
         }
     }
 
-    /// Re-renders the current snapshot (after a reload, so its metrics show at once).
+    /// Renders the self-metrics of the current snapshot again (after a
+    /// reload, so its outcome shows at once). A snapshot published meanwhile
+    /// is never replaced by an older one.
     pub(crate) fn refresh(&self) {
-        let snapshot = self.current().snapshot.clone();
-        let exposition = Exposition::new(snapshot, self.telemetry.clone());
-        self.current.store(Arc::new(exposition));
+        let current = self.current.load();
+        let refreshed = Arc::new(current.refreshed());
+        self.current.compare_and_swap(&*current, refreshed);
     }
 
     /// The current exposition.

@@ -276,11 +276,18 @@ metric!(
     "Unix time of the last successful configuration load."
 );
 metric!(
+    WEB_CONFIG_SUCCESS,
+    "gse_exporter_web_config_last_reload_successful",
+    Gauge,
+    [],
+    "Whether the last change of the web configuration file was applied (0: refused, the last good one stays in force)."
+);
+metric!(
     HTTP_REJECTED,
     "gse_exporter_http_requests_rejected_total",
     Counter,
     ["reason"],
-    "Connections and requests the HTTP server turned away, by reason: unauthorized, rate_limited, too_many_scrapes, too_many_connections, tls_handshake."
+    "Connections and requests the HTTP server turned away, by reason: unauthorized, rate_limited, too_many_scrapes, too_many_connections, tls_handshake, idle_closed."
 );
 metric!(
     SHARD_ORDINAL,
@@ -368,6 +375,7 @@ pub const TABLE: &[MetricDef] = &[
     DISCOVERY_SKIPPED,
     RELOAD_SUCCESS,
     RELOAD_TIMESTAMP,
+    WEB_CONFIG_SUCCESS,
     HTTP_REJECTED,
     OTLP_EXPORTS,
     SHARD_ORDINAL,

@@ -218,10 +218,15 @@ impl Exposed {
             m.encode_family(&labels)?.encode_gauge(&1i64)?;
         }
         self.encode_requests(encoder, t)?;
-        let plain: [(&MetricDef, MetricType, &dyn EncodeMetric); 3] = [
+        let plain: [(&MetricDef, MetricType, &dyn EncodeMetric); 4] = [
             (&RATE_LIMIT_WAIT, MetricType::Counter, &t.rate_limit_wait),
             (&RELOAD_SUCCESS, MetricType::Gauge, &t.reload_success),
             (&RELOAD_TIMESTAMP, MetricType::Gauge, &t.reload_timestamp),
+            (
+                &WEB_CONFIG_SUCCESS,
+                MetricType::Gauge,
+                &t.web_config_success,
+            ),
         ];
         let by_label: [(&MetricDef, MetricType, Series); 3] = [
             (

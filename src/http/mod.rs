@@ -15,7 +15,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,21 +24,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub(crate) mod auth;
+mod conn;
 mod landing;
 
 use auth::{BasicAuth, Verdict};
+use conn::{Connection, Connections};
 use landing::landing;
 
 use crate::config::ConfigError;
-use crate::config::web::{WebAccess, WebConfigFile};
+use crate::config::web::{Refresh, WebAccess, WebConfigFile};
 use crate::expose::{Body, Exposition, Format, Published};
 use crate::model::RateLimit;
 use crate::pacing::quota;
@@ -47,8 +45,11 @@ use crate::telemetry::Rejection;
 
 /// Largest request body accepted (only `/-/reload` takes one, and ignores it).
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
-/// How long in-flight requests may finish after shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long in-flight requests may finish after shutdown begins (within the
+/// runner's whole shutdown deadline).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Longest telemetry path.
+const MAX_TELEMETRY_PATH: usize = 256;
 
 /// Limits that keep slow or greedy clients from exhausting the server.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +64,8 @@ pub struct Limits {
     /// A client that accepts no response bytes for this long is disconnected,
     /// so a reader that stalls cannot hold a scrape slot for ever.
     pub write_stall: Duration,
+    /// `POST /-/reload` answers (`--web.enable-lifecycle`); without it, 403.
+    pub enable_lifecycle: bool,
 }
 
 impl Default for Limits {
@@ -72,14 +75,16 @@ impl Default for Limits {
             max_connections: 512,
             max_scrapes: 40,
             write_stall: Duration::from_secs(30),
+            enable_lifecycle: false,
         }
     }
 }
 
 /// Re-reads the configuration on `POST /-/reload` (implemented by the runner).
 pub trait Reload: std::fmt::Debug + Send + Sync {
-    /// Reloads now; a bad file is refused and the running configuration stays.
-    fn reload(&self) -> Result<(), ConfigError>;
+    /// Reloads, in a reload that starts after the call; a bad file is
+    /// refused and the running configuration stays.
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), Arc<ConfigError>>> + Send + '_>>;
 }
 
 /// What the handlers share.
@@ -97,6 +102,23 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     /// Access checks with their caches and counters.
     pub(crate) gate: Arc<Gate>,
+}
+
+impl AppState {
+    /// The web configuration in force, after looking whether its file
+    /// changed; whether a change was applied or refused shows on `/metrics`
+    /// at once.
+    fn web_access(&self) -> Arc<WebAccess> {
+        let refresh = self.web.refresh();
+        if refresh != Refresh::Unchanged {
+            let published = self.published.clone();
+            published
+                .telemetry()
+                .record_web_config_reload(refresh == Refresh::Applied);
+            tokio::task::spawn_blocking(move || published.refresh());
+        }
+        self.web.current()
+    }
 }
 
 /// Per-server access state: the password cache, the scrape slots, the rate limiter.
@@ -163,8 +185,8 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let service = TowerToHyperService::new(router(state.clone()));
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    let connections = Arc::new(Connections::new(state.limits.max_connections));
+    let (stopping, stop_watch) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -179,23 +201,26 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            state
-                .published
-                .telemetry()
-                .record_rejection(Rejection::TooManyConnections);
+        let telemetry = state.published.telemetry();
+        let Some((slot, evicted)) = connections.admit() else {
+            telemetry.record_rejection(Rejection::TooManyConnections);
             continue;
         };
+        if evicted {
+            telemetry.record_rejection(Rejection::IdleClosed);
+        }
         let connection = Connection {
             state: state.clone(),
             service: service.clone(),
-            watcher: graceful.watcher(),
-            _permit: permit,
+            connections: connections.clone(),
+            slot,
+            stopping: stop_watch.clone(),
         };
         tokio::spawn(connection.run(stream));
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let _ = stopping.send(true);
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.all_closed())
         .await
         .is_err()
     {
@@ -204,147 +229,10 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-type Service = TowerToHyperService<Router>;
-
-/// One accepted connection.
-struct Connection {
-    state: AppState,
-    service: Service,
-    watcher: hyper_util::server::graceful::Watcher,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connection {
-    async fn run(self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let Some(tls) = self.state.web.current().tls.clone() else {
-            return self.http(stream).await;
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        match tokio::time::timeout(self.state.limits.read_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.http(stream).await,
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "TLS handshake failed");
-                self.state
-                    .published
-                    .telemetry()
-                    .record_rejection(Rejection::TlsHandshake);
-            }
-            Err(_) => {
-                tracing::debug!("TLS handshake timed out");
-                self.state
-                    .published
-                    .telemetry()
-                    .record_rejection(Rejection::TlsHandshake);
-            }
-        }
-    }
-
-    async fn http<I>(self, io: I)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.state.limits.read_timeout)
-            .keep_alive(true);
-        let io = StallGuard::new(io, self.state.limits.write_stall);
-        let conn = builder.serve_connection(TokioIo::new(io), self.service);
-        if let Err(err) = self.watcher.watch(conn).await {
-            tracing::debug!(error = %err, "HTTP connection ended with an error");
-        }
-    }
-}
-
-/// Fails writes that make no progress for a while (a client that stopped
-/// reading); reads pass through.
-struct StallGuard<I> {
-    io: I,
-    limit: Duration,
-    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<I> StallGuard<I> {
-    fn new(io: I, limit: Duration) -> StallGuard<I> {
-        StallGuard {
-            io,
-            limit,
-            stalled_since: None,
-        }
-    }
-
-    /// Passes a write's result on, arming the stall timer while it is pending.
-    fn watch<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        result: Poll<std::io::Result<T>>,
-    ) -> Poll<std::io::Result<T>> {
-        if result.is_ready() {
-            self.stalled_since = None;
-            return result;
-        }
-        let limit = self.limit;
-        let timer = self
-            .stalled_since
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client stopped reading the response",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for StallGuard<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.watch(cx, result)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.watch(cx, result)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let result = Pin::new(&mut self.io).poll_flush(cx);
-        self.watch(cx, result)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 /// Rate limit and basic authentication for every route, and the configured
 /// security headers on every response.
 async fn access(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let web = state.web.current();
+    let web = state.web_access();
     let mut response = match admit(&state, &web, request.headers()).await {
         Ok(()) => next.run(request).await,
         Err(rejection) => rejection,
@@ -401,6 +289,24 @@ async fn check_password(
     tokio::task::spawn_blocking(move || gate.auth.check(&web.users, authorization.as_deref()))
         .await
         .unwrap_or(Verdict::Denied)
+}
+
+/// Checks `--web.telemetry-path`: an absolute path of letters, digits and
+/// `-_.~/`, at most 256 bytes, that is not `/` (the landing page) and not
+/// under `/-/` (health, readiness, reload).
+pub fn check_telemetry_path(path: &str) -> Result<(), &'static str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~/".contains(c);
+    if !path.starts_with('/') {
+        Err("must start with /")
+    } else if path == "/" || path.starts_with("/-/") {
+        Err("must not be / or under /-/: the landing page, health, readiness and reload live there")
+    } else if path.len() > MAX_TELEMETRY_PATH {
+        Err("must be at most 256 bytes")
+    } else if !path.chars().all(allowed) || path.contains("//") {
+        Err("may hold only letters, digits, '-', '_', '.', '~' and single '/'")
+    } else {
+        Ok(())
+    }
 }
 
 /// Parses a Prometheus-style listen address: `:10909`, `0.0.0.0:10909`, `[::1]:10909`.
@@ -544,6 +450,13 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 async fn reload(State(state): State<AppState>, request: Request) -> Response {
+    if !state.limits.enable_lifecycle {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (--web.enable-lifecycle); SIGHUP reloads.\n",
+        )
+            .into_response();
+    }
     // The body means nothing, but is read (bounded in size and time) so that
     // a client cannot hold the connection with an endless one.
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES);
@@ -554,17 +467,16 @@ async fn reload(State(state): State<AppState>, request: Request) -> Response {
         }
         Err(_) => return (StatusCode::REQUEST_TIMEOUT, "Request body too slow.\n").into_response(),
     }
-    let reloader = state.reloader.clone();
-    match tokio::task::spawn_blocking(move || reloader.reload()).await {
-        Ok(Ok(())) => (StatusCode::OK, "Configuration reloaded.\n").into_response(),
-        Ok(Err(err)) => {
+    match state.reloader.reload().await {
+        Ok(()) => (StatusCode::OK, "Configuration reloaded.\n").into_response(),
+        Err(err) => {
+            // Short, and never a value from a file: the log has the details.
             let body = format!(
-                "Reload failed; the running configuration stays.\n{}\n",
-                err.problems().join("\n")
+                "Reload failed; the running configuration stays. {}.\n",
+                err.brief()
             );
             (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
         }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -618,6 +530,30 @@ mod tests {
         )])));
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
         assert!(!accepts_gzip(&headers(&[])));
+    }
+
+    #[test]
+    fn telemetry_paths_that_cannot_be_served_are_refused() {
+        for good in ["/metrics", "/gse/metrics", "/metrics.txt", "/a-b_c~d"] {
+            assert_eq!(check_telemetry_path(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "metrics",
+            "",
+            "/",
+            "/-/healthy",
+            "/-/metrics",
+            "/{id}",
+            "/:id",
+            "/*rest",
+            "/a b",
+            "//metrics",
+            "/metrics?x=1",
+            "/métriques",
+        ] {
+            assert!(check_telemetry_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_telemetry_path(&format!("/{}", "m".repeat(300))).is_err());
     }
 
     #[test]

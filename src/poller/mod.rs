@@ -364,11 +364,20 @@ impl Poller {
     /// Replaces the configuration from the next cycle on. What is known of
     /// agents still configured is kept, so their series have no gap; the
     /// client and pacing are rebuilt only when the `gse:` block changed.
+    ///
+    /// The token buckets are kept while the endpoints and the rate limit are
+    /// the same, so reloads never refill them: the rate limit holds across
+    /// any number of reloads.
     pub(crate) fn set_config(&mut self, config: Arc<Config>) -> Result<(), GseError> {
-        if config.gse != self.config.gse {
+        let (old, new) = (&self.config.gse, &config.gse);
+        if new != old {
             let fresh = Poller::new(config.clone(), self.telemetry.clone())?;
             self.client = fresh.client;
-            self.pacers = fresh.pacers;
+            let same_pace = (&new.v1_url, &new.v2_url, new.rate_limit, new.max_in_flight)
+                == (&old.v1_url, &old.v2_url, old.rate_limit, old.max_in_flight);
+            if !same_pace {
+                self.pacers = fresh.pacers;
+            }
         }
         self.config = config;
         Ok(())
@@ -543,7 +552,11 @@ impl Poller {
             // keeps memory flat at a million agents.
             if group.per_agent_metrics {
                 let record = observed.record(info, &self.strings);
-                agents.push(AgentRow::new(entry, info, record, &mut self.strings));
+                let mut row = AgentRow::new(entry, info, record, &mut self.strings);
+                if let Some(id) = answered_id(group.api, entry, observed) {
+                    row.bk_agent_id = id;
+                }
+                agents.push(row);
             }
         }
         if up {
@@ -686,6 +699,14 @@ impl Poller {
             .url_for(api)
             .ok_or_else(|| GseError::Transport(format!("no URL configured for GSE {api}")))
     }
+}
+
+/// The agent id GSE 2.0 answered with for a host configured without one
+/// (by `cloud:ip`): the key it was asked by, which is the legacy id of an
+/// agent not yet upgraded. None when GSE did not answer for it.
+fn answered_id(api: ApiVersion, entry: &HostEntry, observed: &Observation) -> Option<Arc<str>> {
+    let answered = observed.state() != AgentState::NotFound;
+    (api == ApiVersion::V2 && entry.agent_id.is_none() && answered).then(|| entry.key.clone())
 }
 
 fn api_of(call: Call) -> ApiVersion {

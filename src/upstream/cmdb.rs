@@ -211,11 +211,17 @@ impl CmdbClient {
         let path = path.replace("{bk_biz_id}", &bk_biz_id.to_string());
         let body = self.body(bk_biz_id, selection, start);
         let bytes = self.post(&path, &body, MAX_PAGE_BYTES).await?;
-        if selection.topology {
+        let decoded = if selection.topology {
             decode_topology_page(&bytes)
         } else {
             decode_page(&bytes)
-        }
+        };
+        decoded.map_err(|e| self.scrub(e))
+    }
+
+    /// An error as it may be logged: CMDB's text cut short, the secret gone.
+    fn scrub(&self, err: GseError) -> GseError {
+        err.scrubbed(&[self.config.app_secret.expose()])
     }
 
     /// The name of a business (None when CMDB lists no such business to this
@@ -235,12 +241,17 @@ impl CmdbClient {
             self.esb_auth(&mut body);
         }
         let bytes = self.post(&path, &body, MAX_BUSINESS_BYTES).await?;
-        decode_business(&bytes, bk_biz_id)
+        decode_business(&bytes, bk_biz_id).map_err(|e| self.scrub(e))
     }
 
     /// POSTs `body` to `path` under the root with the API's credentials and
-    /// the tenant; returns the reply body of a 2xx status.
+    /// the tenant; returns the reply body of a 2xx status. An error's
+    /// upstream text is cut short and never carries the secret.
     async fn post(&self, path: &str, body: &Value, cap: usize) -> Result<Vec<u8>, GseError> {
+        self.send(path, body, cap).await.map_err(|e| self.scrub(e))
+    }
+
+    async fn send(&self, path: &str, body: &Value, cap: usize) -> Result<Vec<u8>, GseError> {
         let url = format!("{}{path}", self.config.url.trim_end_matches('/'));
         let request = match self.config.api {
             CmdbApi::Esb => self.http.post(url).json(body),

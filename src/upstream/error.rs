@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::config::cut;
+
 /// Why a GSE call did not produce a usable reply.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GseError {
@@ -45,6 +47,9 @@ pub enum GseError {
     TooLarge(usize),
 }
 
+/// Longest text kept of what an upstream said (a message, a parser error).
+const MAX_UPSTREAM_TEXT: usize = 256;
+
 /// ESB codes that are transient failures upstream of ESB (worth a retry).
 const ESB_TRANSIENT: &[i64] = &[1306000, 1306201, 1306203, 1306208];
 
@@ -71,6 +76,32 @@ impl GseError {
         }
     }
 
+    /// This error with every text that came from upstream cut short and
+    /// stripped of what the exporter sent it (`sent`: the app secret), so a
+    /// gateway that echoes a request back, or answers with a megabyte of
+    /// message, puts neither the secret nor the megabyte into a log.
+    pub(crate) fn scrubbed(self, sent: &[&str]) -> GseError {
+        let clean = |text: String| scrub(&text, sent);
+        match self {
+            GseError::Transport(text) => GseError::Transport(clean(text)),
+            GseError::HttpStatus {
+                status,
+                code,
+                message,
+            } => GseError::HttpStatus {
+                status,
+                code,
+                message: clean(message),
+            },
+            GseError::Api { code, message } => GseError::Api {
+                code,
+                message: clean(message),
+            },
+            GseError::Decode(text) => GseError::Decode(clean(text)),
+            other => other,
+        }
+    }
+
     /// The wait GSE asked for, if any.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -78,6 +109,21 @@ impl GseError {
             _ => None,
         }
     }
+}
+
+/// `text` without any of `sent` (as sent, or escaped inside JSON), cut short.
+fn scrub(text: &str, sent: &[&str]) -> String {
+    let mut text = text.to_string();
+    for secret in sent.iter().filter(|s| !s.is_empty()) {
+        let quoted = serde_json::to_string(secret).unwrap_or_default();
+        let escaped = quoted.trim_matches('"');
+        for form in [*secret, escaped] {
+            if !form.is_empty() {
+                text = text.replace(form, "<redacted>");
+            }
+        }
+    }
+    cut(&text, MAX_UPSTREAM_TEXT)
 }
 
 /// Every `result` label value, for pre-creating series.
@@ -91,3 +137,29 @@ pub const RESULT_LABELS: &[&str] = &[
     "api_error",
     "decode_error",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_text_is_cut_and_never_carries_the_secret() {
+        let echo = format!(
+            "request: {{\"bk_app_secret\": \"s3cr\\\"et\"}} {}",
+            "x".repeat(1 << 20)
+        );
+        let scrubbed = GseError::Api {
+            code: 1,
+            message: echo,
+        }
+        .scrubbed(&["s3cr\"et"]);
+        let GseError::Api { message, .. } = scrubbed else {
+            panic!("still an API error");
+        };
+        assert!(!message.contains("s3cr"), "{message}");
+        assert!(message.contains("<redacted>"), "{message}");
+        assert!(message.len() < 300, "{} bytes", message.len());
+        let plain = GseError::Decode("s3cr\"et".into()).scrubbed(&["s3cr\"et"]);
+        assert_eq!(plain, GseError::Decode("<redacted>".into()));
+    }
+}

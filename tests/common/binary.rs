@@ -48,6 +48,22 @@ impl Binary {
         binary
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory in KiB (`VmRSS`), while it runs.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// Everything written to stderr so far.
     pub fn logs(&self) -> String {
         self.logs.lock().expect("log buffer").clone()
@@ -63,9 +79,18 @@ impl Binary {
     }
 
     /// Stops it with SIGTERM; returns its exit status, stderr and stdout.
-    pub fn stop(mut self) -> (ExitStatus, String, String) {
+    pub fn stop(self) -> (ExitStatus, String, String) {
+        let (status, _, logs, stdout) = self.stop_timed();
+        (status, logs, stdout)
+    }
+
+    /// Stops it with SIGTERM; returns its exit status, how long it took to
+    /// exit, stderr and stdout. Fails the test if it takes 30 s.
+    pub fn stop_timed(mut self) -> (ExitStatus, Duration, String, String) {
+        let sent = std::time::Instant::now();
         self.signal("-TERM");
-        let status = self.child.wait().expect("the binary exits");
+        let status = self.wait_exit(Duration::from_secs(30));
+        let took = sent.elapsed();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
@@ -73,8 +98,64 @@ impl Binary {
         if let Some(mut out) = self.child.stdout.take() {
             let _ = out.read_to_string(&mut stdout);
         }
-        (status, self.logs(), stdout)
+        (status, took, self.logs(), stdout)
     }
+
+    /// Waits for it to exit on its own; fails the test at the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the binary is waited for") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "still running after {deadline:?}; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs the binary with `args` to its end; fails the test if it is still
+/// running after `deadline`. Returns its status, stdout and stderr.
+pub fn run_to_end(args: &[&str], deadline: Duration) -> (ExitStatus, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
+        .args(args)
+        .env_remove("GSE_EXPORTER_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let stdout = std::thread::spawn(move || read_all(out));
+    let stderr = std::thread::spawn(move || read_all(err));
+    let end = std::time::Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the binary is waited for") {
+            break status;
+        }
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gse_exporter {args:?} still running after {deadline:?}; stderr:\n{}",
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    (status, stdout, stderr.join().unwrap_or_default())
+}
+
+fn read_all(pipe: Option<impl Read>) -> String {
+    let mut text = String::new();
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.read_to_string(&mut text);
+    }
+    text
 }
 
 impl Drop for Binary {

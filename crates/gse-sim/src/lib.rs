@@ -129,9 +129,15 @@ impl SimHandle {
         self.shared.truth()
     }
 
-    /// Every GSE request recorded so far, oldest first.
+    /// Every GSE request recorded so far, oldest first (a request is
+    /// recorded once answered).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests()
+    }
+
+    /// GSE requests received so far, those still being answered included.
+    pub fn received(&self) -> u64 {
+        self.shared.received()
     }
 
     /// Forget the recorded requests.

@@ -109,6 +109,11 @@ impl Shared {
         fleet.truth()
     }
 
+    /// GSE requests received, answered or not.
+    pub fn received(&self) -> u64 {
+        self.counter.load(Ordering::SeqCst)
+    }
+
     /// Every recorded GSE request.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.log.lock().all()

@@ -66,15 +66,19 @@ impl GseClient {
         base: &str,
         keys: &[Arc<str>],
     ) -> Result<Reply<Status>, GseError> {
-        let body = self.send(call, base, keys).await?;
-        match call {
+        let body = self
+            .send(call, base, keys)
+            .await
+            .map_err(|e| self.scrub(e))?;
+        let decoded = match call {
             Call::V1Status => decode::v1_status(&body),
             Call::V2State => decode::v2_state(&body),
             other => Err(GseError::Decode(format!(
                 "{} is not a status call",
                 other.label()
             ))),
-        }
+        };
+        decoded.map_err(|e| self.scrub(e))
     }
 
     /// Asks for the info (version, parent) of a batch.
@@ -84,15 +88,24 @@ impl GseClient {
         base: &str,
         keys: &[Arc<str>],
     ) -> Result<Reply<Info>, GseError> {
-        let body = self.send(call, base, keys).await?;
-        match call {
+        let body = self
+            .send(call, base, keys)
+            .await
+            .map_err(|e| self.scrub(e))?;
+        let decoded = match call {
             Call::V1Info => decode::v1_info(&body),
             Call::V2Info => decode::v2_info(&body),
             other => Err(GseError::Decode(format!(
                 "{} is not an info call",
                 other.label()
             ))),
-        }
+        };
+        decoded.map_err(|e| self.scrub(e))
+    }
+
+    /// An error as it may be logged: upstream text cut, the secret gone.
+    fn scrub(&self, err: GseError) -> GseError {
+        err.scrubbed(&[self.app_secret.expose()])
     }
 
     async fn send(&self, call: Call, base: &str, keys: &[Arc<str>]) -> Result<Vec<u8>, GseError> {

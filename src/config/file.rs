@@ -1,0 +1,168 @@
+//! Reading a file the configuration names, bounded: the configuration file,
+//! the web configuration, hosts files, PEM files and secret files.
+//!
+//! Only regular files are read (a FIFO, a device, a directory or a socket is
+//! refused before it is opened, so a read can never wait for a writer or
+//! stream for ever), at most a size cap of them, with a cap on the length of
+//! a line. Callers that run on the async runtime read through
+//! `spawn_blocking`; this module only does the blocking read itself.
+
+use std::fs::FileType;
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+/// How much of a file may be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileLimits {
+    /// Largest file, in bytes.
+    pub(crate) max_bytes: u64,
+    /// Longest line, in bytes (its line break not counted).
+    pub(crate) max_line: usize,
+}
+
+/// The exporter's configuration file.
+pub(crate) const YAML_FILE: FileLimits = FileLimits {
+    max_bytes: 64 << 20,
+    max_line: 1 << 20,
+};
+
+/// A hosts file: one short host per line.
+pub(crate) const HOSTS_FILE: FileLimits = FileLimits {
+    max_bytes: 64 << 20,
+    max_line: 4096,
+};
+
+/// The web configuration, PEM certificates and keys, secret files.
+pub(crate) const SMALL_FILE: FileLimits = FileLimits {
+    max_bytes: 1 << 20,
+    max_line: 64 << 10,
+};
+
+/// Why a file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Opening, looking at or reading it failed.
+    #[error("cannot be read: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not a regular file.
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    /// Larger than the cap.
+    #[error("is larger than the limit of {max} bytes")]
+    TooLarge {
+        /// The cap.
+        max: u64,
+    },
+    /// A line longer than the cap.
+    #[error("line {line} is longer than the limit of {max} bytes")]
+    LineTooLong {
+        /// 1-based line number.
+        line: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Not UTF-8 text.
+    #[error("is not UTF-8 text")]
+    NotText,
+}
+
+/// The bytes of a regular file within `limits`.
+pub(crate) fn read_bytes(path: &Path, limits: FileLimits) -> Result<Vec<u8>, FileError> {
+    // Looked at before it is opened: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular(kind(meta.file_type())));
+    }
+    if meta.len() > limits.max_bytes {
+        return Err(FileError::TooLarge {
+            max: limits.max_bytes,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // A file that grows while it is read is cut at the cap, and refused.
+    std::fs::File::open(path)?
+        .take(limits.max_bytes + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(FileError::TooLarge {
+            max: limits.max_bytes,
+        });
+    }
+    check_lines(&bytes, limits.max_line)?;
+    Ok(bytes)
+}
+
+/// The text of a regular file within `limits`.
+pub(crate) fn read_text(path: &Path, limits: FileLimits) -> Result<String, FileError> {
+    String::from_utf8(read_bytes(path, limits)?).map_err(|_| FileError::NotText)
+}
+
+fn check_lines(bytes: &[u8], max: usize) -> Result<(), FileError> {
+    match bytes
+        .split(|b| *b == b'\n')
+        .position(|line| line.len() > max)
+    {
+        Some(index) => Err(FileError::LineTooLong {
+            line: index + 1,
+            max,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn kind(file_type: FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_within_the_caps_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = FileLimits {
+            max_bytes: 100,
+            max_line: 10,
+        };
+        let good = dir.path().join("good");
+        std::fs::write(&good, "0:10.0.0.1\nabc\n").unwrap();
+        assert_eq!(read_text(&good, small).unwrap(), "0:10.0.0.1\nabc\n");
+        let long = dir.path().join("long");
+        std::fs::write(&long, "ok\n0123456789x\n").unwrap();
+        assert!(matches!(
+            read_text(&long, small),
+            Err(FileError::LineTooLong { line: 2, max: 10 })
+        ));
+        let big = dir.path().join("big");
+        std::fs::File::create(&big).unwrap().set_len(101).unwrap();
+        assert!(matches!(
+            read_bytes(&big, small),
+            Err(FileError::TooLarge { max: 100 })
+        ));
+        let err = read_bytes(dir.path(), small).unwrap_err();
+        assert_eq!(err.to_string(), "is a directory, not a regular file");
+        let err = read_bytes(Path::new("/dev/zero"), small).unwrap_err();
+        assert_eq!(err.to_string(), "is a character device, not a regular file");
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe]).unwrap();
+        assert!(matches!(read_text(&binary, small), Err(FileError::NotText)));
+        assert!(matches!(
+            read_bytes(&dir.path().join("missing"), small),
+            Err(FileError::Io(_))
+        ));
+    }
+}

@@ -1,0 +1,351 @@
+//! One accepted connection, and the set of open ones.
+//!
+//! Owns what happens between `accept` and the router: the cap on open
+//! connections with its fairness rule (when the cap is reached, the
+//! connection idle the longest is closed to make room, so a client holding
+//! idle connections cannot lock others out; only when every connection is
+//! busy is a new one refused), the TLS handshake with its deadline, HTTP/1.1
+//! with header and write deadlines, and closing connections on shutdown.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body as HttpBody;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+use super::AppState;
+use crate::telemetry::Rejection;
+
+type Service = TowerToHyperService<Router>;
+
+/// One open connection as the set of them sees it.
+#[derive(Debug)]
+pub(super) struct Slot {
+    id: u64,
+    /// Requests in progress (a response counts until its body is sent).
+    busy: AtomicUsize,
+    /// When it last became idle, in milliseconds since the server started.
+    idle_since: AtomicU64,
+    /// Told to close (it was the idlest when room was needed).
+    close: Notify,
+}
+
+/// The open connections, and which of them are idle.
+#[derive(Debug)]
+pub(super) struct Connections {
+    max: usize,
+    open: parking_lot::Mutex<HashMap<u64, Arc<Slot>>>,
+    next: AtomicU64,
+    closed: Notify,
+    started: Instant,
+}
+
+impl Connections {
+    pub(super) fn new(max: usize) -> Connections {
+        Connections {
+            max: max.max(1),
+            open: parking_lot::Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            closed: Notify::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Room for one more connection: at once under the cap, else by closing
+    /// the connection idle the longest (then `true`); `None` when every
+    /// connection is busy.
+    pub(super) fn admit(&self) -> Option<(Arc<Slot>, bool)> {
+        let mut open = self.open.lock();
+        let evicted = open.len() >= self.max;
+        if evicted {
+            let idlest = open
+                .values()
+                .filter(|s| s.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|s| s.idle_since.load(Ordering::Acquire))?
+                .id;
+            if let Some(slot) = open.remove(&idlest) {
+                slot.close.notify_one();
+            }
+        }
+        let slot = Arc::new(Slot {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(self.now()),
+            close: Notify::new(),
+        });
+        open.insert(slot.id, slot.clone());
+        Some((slot, evicted))
+    }
+
+    fn release(&self, slot: &Slot) {
+        self.open.lock().remove(&slot.id);
+        self.closed.notify_waiters();
+    }
+
+    /// Waits until every connection has closed.
+    pub(super) async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.open.lock().is_empty() {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// A request in progress on a connection, until its response body is sent
+/// or dropped.
+struct Busy {
+    slot: Arc<Slot>,
+    connections: Arc<Connections>,
+}
+
+impl Busy {
+    fn new(slot: Arc<Slot>, connections: Arc<Connections>) -> Busy {
+        slot.busy.fetch_add(1, Ordering::AcqRel);
+        Busy { slot, connections }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let now = self.connections.now();
+        self.slot.idle_since.store(now, Ordering::Release);
+        self.slot.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection busy until it is sent.
+struct BusyBody {
+    body: HttpBody,
+    _busy: Busy,
+}
+
+impl http_body::Body for BusyBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The router behind a connection, counting the requests in progress.
+struct BusyService {
+    service: Service,
+    slot: Arc<Slot>,
+    connections: Arc<Connections>,
+}
+
+type Answer = Result<hyper::Response<BusyBody>, Infallible>;
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for BusyService {
+    type Response = hyper::Response<BusyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let busy = Busy::new(self.slot.clone(), self.connections.clone());
+        let response = self.service.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| BusyBody { body, _busy: busy }))
+        })
+    }
+}
+
+/// One accepted connection.
+pub(super) struct Connection {
+    pub(super) state: AppState,
+    pub(super) service: Service,
+    pub(super) connections: Arc<Connections>,
+    pub(super) slot: Arc<Slot>,
+    /// True once the server shuts down.
+    pub(super) stopping: watch::Receiver<bool>,
+}
+
+impl Connection {
+    pub(super) async fn run(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = self.state.web_access().tls.clone() else {
+            return self.http(stream).await;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let handshake =
+            tokio::time::timeout(self.state.limits.read_timeout, acceptor.accept(stream));
+        let mut stopping = self.stopping.clone();
+        let outcome = tokio::select! {
+            outcome = handshake => outcome,
+            () = self.slot.close.notified() => return self.release(),
+            _ = stopping.wait_for(|s| *s) => return self.release(),
+        };
+        match outcome {
+            Ok(Ok(stream)) => return self.http(stream).await,
+            Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+        self.state
+            .published
+            .telemetry()
+            .record_rejection(Rejection::TlsHandshake);
+        self.release();
+    }
+
+    async fn http<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.state.limits.read_timeout)
+            .keep_alive(true);
+        let io = StallGuard::new(io, self.state.limits.write_stall);
+        let conn = builder.serve_connection(TokioIo::new(io), self.busy_service());
+        tokio::pin!(conn);
+        let mut stopping = self.stopping.clone();
+        let mut closing = false;
+        let result = loop {
+            tokio::select! {
+                result = conn.as_mut() => break result,
+                () = self.slot.close.notified(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = stopping.wait_for(|s| *s), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "HTTP connection ended with an error");
+        }
+        self.release();
+    }
+
+    /// The router, marking the connection busy from a request's headers to
+    /// the end of its response.
+    fn busy_service(&self) -> BusyService {
+        BusyService {
+            service: self.service.clone(),
+            slot: self.slot.clone(),
+            connections: self.connections.clone(),
+        }
+    }
+
+    fn release(&self) {
+        self.connections.release(&self.slot);
+    }
+}
+
+/// Fails writes that make no progress for a while (a client that stopped
+/// reading); reads pass through.
+struct StallGuard<I> {
+    io: I,
+    limit: Duration,
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> StallGuard<I> {
+    fn new(io: I, limit: Duration) -> StallGuard<I> {
+        StallGuard {
+            io,
+            limit,
+            stalled_since: None,
+        }
+    }
+
+    /// Passes a write's result on, arming the stall timer while it is pending.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if result.is_ready() {
+            self.stalled_since = None;
+            return result;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading the response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for StallGuard<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,567 @@
+//! The abuse corpus: what a hostile or careless user can hand the exporter
+//! (configuration files, web configurations, hosts files, flags) is refused
+//! with the key, a short quote and the rule; nothing hangs, crashes, floods a
+//! log or a reply, or grows the process. The file corpus is in
+//! `tests/fixtures/abuse/` (see its README); inputs that cannot be files in
+//! git are made here.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::binary::{Binary, run_to_end};
+use crate::common::*;
+use gse_sim::SimOptions;
+
+/// Long enough for any refusal; a hang or a read of /dev/zero is not one.
+const PROMPTLY: Duration = Duration::from_secs(10);
+
+fn corpus(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/abuse")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The `# expect:` and `# never:` lines of a corpus file.
+fn expectations(path: &Path) -> (Vec<String>, Vec<String>) {
+    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
+    let pick = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    (pick("# expect: "), pick("# never: "))
+}
+
+/// A good configuration file in `dir`, for checking web configurations.
+fn good_config(dir: &Path) -> PathBuf {
+    let path = dir.join("gse.yml");
+    std::fs::write(
+        &path,
+        "gse:\n  url: http://127.0.0.1:9\n  app_code: a\n  app_secret: b\ngroups: [{name: a, bk_biz_id: 1, hosts: [\"0:10.0.0.1\"]}]\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Runs `--config.check` promptly and checks that it refused the input
+/// briefly, saying `expect` and never `never`.
+fn check_refused(args: &[&str], expect: &[String], never: &[String], what: &str) {
+    let mut all = vec!["--config.check"];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = run_to_end(&all, PROMPTLY);
+    let printed = format!("{stdout}{stderr}");
+    assert_eq!(status.code(), Some(1), "{what}: {printed}");
+    for text in expect {
+        assert!(
+            printed.contains(text.as_str()),
+            "{what}: {text:?} not in:\n{printed}"
+        );
+    }
+    for text in never {
+        assert!(
+            !printed.contains(text.as_str()),
+            "{what}: {text:?} printed:\n{printed}"
+        );
+    }
+    assert!(!printed.contains("panicked"), "{what}: {printed}");
+    assert!(
+        printed.len() < 8192,
+        "{what}: {} bytes printed",
+        printed.len()
+    );
+    let longest = printed.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1024, "{what}: a line of {longest} bytes");
+}
+
+#[test]
+fn every_configuration_of_the_corpus_is_refused_briefly() {
+    let files = corpus("config");
+    assert!(files.len() >= 20, "only {} corpus files", files.len());
+    for file in files {
+        let (expect, never) = expectations(&file);
+        assert!(
+            !expect.is_empty(),
+            "{} has no '# expect:' line",
+            file.display()
+        );
+        let flag = format!("--config.file={}", file.display());
+        check_refused(&[&flag], &expect, &never, &file.display().to_string());
+    }
+}
+
+#[test]
+fn every_web_configuration_of_the_corpus_is_refused_briefly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("--config.file={}", good_config(dir.path()).display());
+    let empty = dir.path().join("empty.yml");
+    std::fs::write(&empty, "").unwrap();
+    let mut files = corpus("web");
+    files.push(empty);
+    for file in files {
+        let (mut expect, never) = expectations(&file);
+        if expect.is_empty() {
+            expect.push("<root>: the file sets nothing".into());
+        }
+        let web = format!("--web.config.file={}", file.display());
+        check_refused(
+            &[&config, &web],
+            &expect,
+            &never,
+            &file.display().to_string(),
+        );
+    }
+}
+
+fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn fifos_and_oversized_files_are_refused_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let big = dir.path().join("big.hosts");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((64 << 20) + 1)
+        .unwrap();
+    let config_with = |name: &str, hosts_file: &Path| {
+        let path = dir.path().join(name);
+        let text = std::fs::read_to_string(good_config(dir.path())).unwrap()
+            + &format!(
+                "  - {{name: b, bk_biz_id: 1, hosts_file: {}}}\n",
+                hosts_file.display()
+            );
+        std::fs::write(
+            &path,
+            text.replace(
+                "groups: [{name: a, bk_biz_id: 1, hosts: [\"0:10.0.0.1\"]}]\n",
+                "groups:\n  - {name: a, bk_biz_id: 1, hosts: [\"0:10.0.0.1\"]}\n",
+            ),
+        )
+        .unwrap();
+        format!("--config.file={}", path.display())
+    };
+    let good = format!("--config.file={}", good_config(dir.path()).display());
+    let web_fifo = format!("--web.config.file={}", fifo.display());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![format!("--config.file={}", fifo.display())],
+            "is a FIFO, not a regular file",
+        ),
+        (
+            vec![config_with("fifo-hosts.yml", &fifo)],
+            "groups[1].hosts_file",
+        ),
+        (
+            vec![config_with("fifo-hosts2.yml", &fifo)],
+            "is a FIFO, not a regular file",
+        ),
+        (
+            vec![config_with("big-hosts.yml", &big)],
+            "is larger than the limit of 67108864 bytes",
+        ),
+        (
+            vec![format!("--config.file={}", big.display())],
+            "is larger than the limit",
+        ),
+        (vec![good, web_fifo], "is a FIFO, not a regular file"),
+    ];
+    for (args, expect) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        check_refused(&args, &[expect.to_string()], &[], &format!("{args:?}"));
+    }
+}
+
+#[test]
+fn a_yaml_document_nested_100000_deep_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.yml");
+    let deep = format!(
+        "gse: {{url: http://x, app_code: a, app_secret: b}}\ngroups: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    std::fs::write(&path, deep).unwrap();
+    let started = Instant::now();
+    let flag = format!("--config.file={}", path.display());
+    check_refused(
+        &[&flag],
+        &["line 2: nests flow collections".into()],
+        &[],
+        "100k deep",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn flags_out_of_range_stop_with_status_2_and_never_panic() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--web.read-timeout=5124095576030431h"],
+            "--web.read-timeout",
+        ),
+        (&["--web.read-timeout=0s"], "--web.read-timeout"),
+        (
+            &["--web.max-requests=18446744073709551615"],
+            "--web.max-requests",
+        ),
+        (&["--web.max-connections=0"], "--web.max-connections"),
+        (
+            &["--web.max-connections=4294967296"],
+            "--web.max-connections",
+        ),
+        (&["--demo", "--demo.agents=99999999999999"], "--demo.agents"),
+        (&["--demo", "--demo.agents=0"], "--demo.agents"),
+        (&["--total-shards=0"], "--total-shards"),
+        (&["--shard=5", "--total-shards=99999999"], "--total-shards"),
+        (&["--web.telemetry-path=/-/ready"], "--web.telemetry-path"),
+        (
+            &["simulate", "--agents", "18446744073709551615"],
+            "--agents",
+        ),
+        (&["simulate", "--online-share", "NaN"], "--online-share"),
+        (&["simulate", "--unknown-share=-1"], "--unknown-share"),
+        (
+            &["simulate", "--churn-per-minute", "inf"],
+            "--churn-per-minute",
+        ),
+        (&["simulate", "--latency", "5124095576030431h"], "--latency"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("--config.file={}", good_config(dir.path()).display());
+    for (args, flag) in cases {
+        let mut all = args.to_vec();
+        match args[0] {
+            "simulate" => all.push("--listen-address=127.0.0.1:0"),
+            "--demo" => all.push("--web.listen-address=127.0.0.1:0"),
+            _ => all.extend(["--web.listen-address=127.0.0.1:0", &config]),
+        }
+        let (status, _, stderr) = run_to_end(&all, PROMPTLY);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn config_check_counts_hosts_from_every_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: String = (0..2000)
+        .map(|i| format!("0:10.1.{}.{}\n", i / 250, i % 250 + 1))
+        .collect();
+    std::fs::write(
+        dir.path().join("big.hosts"),
+        format!("# fleet\n{hosts}0:10.1.0.1\n"),
+    )
+    .unwrap();
+    let path = dir.path().join("gse.yml");
+    std::fs::write(
+        &path,
+        "gse:\n  url: http://127.0.0.1:9\n  app_code: a\n  app_secret: b\ngroups:\n\
+         - {name: inline, bk_biz_id: 1, hosts: [\"0:10.0.0.1\", \"0:10.0.0.2\"]}\n\
+         - {name: file, bk_biz_id: 1, hosts: [\"0:10.1.0.1\"], hosts_file: big.hosts}\n\
+         - {name: cmdb, bk_biz_id: 3, cmdb: {}}\n\
+         cmdb: {url: http://127.0.0.1:9}\n",
+    )
+    .unwrap();
+    let (status, stdout, stderr) = run_to_end(
+        &[
+            "--config.check",
+            &format!("--config.file={}", path.display()),
+        ],
+        PROMPTLY,
+    );
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("OK (3 groups, 2002 hosts; 1 group lists its hosts from CMDB at run time)"),
+        "{stdout}"
+    );
+}
+
+/// A simulator and a configuration polling a few of its agents from a hosts
+/// file every second; `extra` is appended to the file.
+async fn hosts_file_fixture(
+    extra: &str,
+) -> (gse_sim::RunningSim, tempfile::TempDir, PathBuf, PathBuf) {
+    let sim = start_sim(SimOptions {
+        agents: 10,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("web.hosts");
+    let lines: String = sim
+        .truth()
+        .iter()
+        .map(|a| format!("{}\n", a.v2_id()))
+        .collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let config = dir.path().join("gse.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}interval: 1s\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts_file: {}\n{extra}",
+            gse_block(&sim, ""),
+            hosts.display()
+        ),
+    )
+    .unwrap();
+    (sim, dir, config, hosts)
+}
+
+/// The number of GSE requests the exporter reports having made (None when
+/// it does not answer within a few seconds).
+async fn requests_made(addr: &str) -> Option<f64> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .ok()?;
+    let response = client.get(format!("http://{addr}/metrics")).send().await;
+    let all = parse(&response.ok()?.text().await.ok()?);
+    let counts = samples(&all, "gse_exporter_api_requests_total");
+    Some(counts.iter().map(|s| s.value).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_file_turned_fifo_never_stops_polling_reloads_or_sigterm() {
+    let (_sim, dir, config, hosts) = hosts_file_fixture("").await;
+    let binary = Binary::start(
+        &[
+            format!("--config.file={}", config.display()),
+            "--web.enable-lifecycle".into(),
+        ],
+        &[],
+    )
+    .await;
+    let addr = binary.addr.clone();
+    wait_until("polling", Duration::from_secs(20), || async {
+        requests_made(&addr).await.filter(|n| *n > 0.0)
+    })
+    .await;
+    let fifo = dir.path().join("new.hosts");
+    mkfifo(&fifo);
+    std::fs::rename(&fifo, &hosts).unwrap();
+    let before = requests_made(&addr).await.expect("an answer");
+    wait_until("polling to go on", Duration::from_secs(20), || async {
+        requests_made(&addr).await.filter(|n| *n >= before + 3.0)
+    })
+    .await;
+    assert!(binary.logs().contains("is a FIFO, not a regular file"));
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let text = answer.text().await.unwrap();
+    assert_eq!(status, 500, "{text}");
+    assert!(
+        text.contains("hosts_file: is a FIFO, not a regular file"),
+        "{text}"
+    );
+    assert_eq!(get_status(addr.parse().unwrap(), "/-/ready").await, 200);
+    let (status, took, logs, _) = tokio::task::spawn_blocking(move || binary.stop_timed())
+        .await
+        .unwrap();
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert!(status.success(), "{status:?}: {logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_file_pointed_at_dev_zero_is_refused_without_growing_the_process() {
+    let (_sim, _dir, config, hosts) = hosts_file_fixture("").await;
+    let binary = Binary::start(
+        &[
+            format!("--config.file={}", config.display()),
+            "--web.enable-lifecycle".into(),
+        ],
+        &[],
+    )
+    .await;
+    let addr = binary.addr.clone();
+    wait_until("polling", Duration::from_secs(20), || async {
+        requests_made(&addr).await.filter(|n| *n > 0.0)
+    })
+    .await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&hosts.display().to_string(), "/dev/zero"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 500);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let rss = binary.rss_kib();
+    assert!(
+        rss < 200 * 1024,
+        "resident memory {rss} KiB after the reload"
+    );
+    let (status, _, logs, _) = tokio::task::spawn_blocking(move || binary.stop_timed())
+        .await
+        .unwrap();
+    assert!(status.success(), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_endpoint_credentials_never_reach_the_log() {
+    let (_sim, _dir, config, _) = hosts_file_fixture(
+        "otlp:\n  endpoint: http://pusher:pa55-canary@127.0.0.1:9/v1/metrics\n  interval: 200ms\n  timeout: 100ms\n",
+    )
+    .await;
+    let binary = Binary::start(
+        &[
+            format!("--config.file={}", config.display()),
+            "--log.level=debug".into(),
+        ],
+        &[],
+    )
+    .await;
+    wait_until("a failed push logged", Duration::from_secs(20), || async {
+        binary.logs().contains("OTLP push failed").then_some(())
+    })
+    .await;
+    let (_, logs, _) = binary.stop();
+    assert!(logs.contains("OTLP push enabled"), "{logs}");
+    assert!(!logs.contains("pa55-canary"), "{logs}");
+}
+
+/// Sends raw bytes and returns the status of the answer, or None when the
+/// server closed the connection without one. Fails the test if the server
+/// neither answers nor closes within a few seconds.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 8192];
+        while answer.len() < 64 << 10 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer and no close within 5 s");
+    let head = String::from_utf8_lossy(&answer);
+    assert!(
+        !head.contains("root:x:0"),
+        "a file's content in the answer: {head}"
+    );
+    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http_requests_get_a_4xx_or_a_closed_connection_and_the_server_stays_up() {
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let group = GroupSpec {
+        name: "web",
+        bk_biz_id: 2,
+        api: "v2",
+        agents: &truth,
+        labels: "",
+    };
+    let yaml = config_yaml(&sim, "", "interval: 1s\n", &[group]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    std::fs::write(&path, &yaml).unwrap();
+    let config = parse_config(&yaml);
+    let options = gse_exporter::run::ExporterOptions {
+        config_file: Some(path),
+        limits: gse_exporter::http::Limits {
+            read_timeout: Duration::from_secs(1),
+            enable_lifecycle: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let exporter = gse_exporter::run::Exporter::start(config, options)
+        .await
+        .unwrap();
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let addr = exporter.addr();
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long_path = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(64 << 10));
+    let huge_header = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let endless_body = format!(
+        "POST /-/reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+        "10000\r\n".to_string()
+            + &"b".repeat(0x10000)
+            + "\r\n10000\r\n"
+            + &"b".repeat(0x10000)
+            + "\r\n"
+    );
+    let pipelined = "GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n".repeat(500);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("an unknown method", b"BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("DELETE /metrics", b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("a path out of the root", b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("an encoded path out of the root", b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("200 headers", format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes()),
+        ("a 64 KiB path", long_path.into_bytes()),
+        ("a 1 MiB header", huge_header.into_bytes()),
+        ("a NUL in a header", b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n".to_vec()),
+        ("an absurd Content-Length", b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec()),
+        ("Content-Length and chunked", b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
+        ("a 128 KiB chunked reload body", endless_body.into_bytes()),
+        ("an HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()),
+        ("a TLS hello on plain HTTP", vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]),
+        ("bare garbage", vec![0xff; 4096]),
+        ("a request line without a version", b"GET /metrics\r\n\r\n".to_vec()),
+        ("an absolute-form target", b"GET http://elsewhere.example/metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("a huge Accept-Encoding list", format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {}\r\n\r\n", "gzip;q=0, ".repeat(3000)).into_bytes()),
+        ("500 pipelined requests", pipelined.into_bytes()),
+    ];
+    for (what, request) in cases {
+        let status = raw_exchange(addr, &request).await;
+        assert!(
+            status.is_none_or(|s| s < 500),
+            "{what}: answered {status:?}"
+        );
+        assert_eq!(get_status(addr, "/-/healthy").await, 200, "after {what}");
+    }
+    let all = parse(&scrape(addr).await);
+    assert_eq!(value(&all, "gse_up", &[("group", "web")]), Some(1.0));
+    exporter.shutdown().await;
+}
