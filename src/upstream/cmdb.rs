@@ -30,12 +30,11 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use super::{GseError, read_capped, status_error, transport_error, with_tls};
+use super::{
+    GseError, TENANT_HEADER, read_capped, status_error, tenant_header, transport_error, with_tls,
+};
 use crate::config::{CmdbApi, CmdbConfig, GroupCmdb};
 use crate::model::Topology;
-
-/// The tenant header of multi-tenant BlueKing.
-const TENANT_HEADER: &str = "X-Bk-Tenant-Id";
 
 /// Largest CMDB page read (500 hosts are far below this).
 const MAX_PAGE_BYTES: usize = 16 << 20;
@@ -257,7 +256,7 @@ impl CmdbClient {
             CmdbApi::Esb => self.http.post(url).json(body),
             CmdbApi::Gateway => self.http.post(url).headers(self.auth_header()).json(body),
         };
-        let request = match self.tenant_header() {
+        let request = match tenant_header(self.config.tenant_id.as_deref()) {
             Some(tenant) => request.header(TENANT_HEADER, tenant),
             None => request,
         };
@@ -323,11 +322,6 @@ impl CmdbClient {
         body["bk_app_code"] = json!(self.config.app_code);
         body["bk_app_secret"] = json!(self.config.app_secret.expose());
         body["bk_username"] = json!(self.config.username);
-    }
-
-    /// `X-Bk-Tenant-Id`, when a tenant is configured (validated as a header value).
-    fn tenant_header(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(self.config.tenant_id.as_deref()?).ok()
     }
 
     fn auth_header(&self) -> HeaderMap {

@@ -86,6 +86,15 @@ pub(crate) async fn read_capped(
     Ok(body)
 }
 
+/// The header multi-tenant BlueKing reads the tenant from.
+pub(crate) const TENANT_HEADER: &str = "X-Bk-Tenant-Id";
+
+/// `X-Bk-Tenant-Id`'s value for a configured tenant (validated at load as
+/// header-safe; `None` without one). GSE and CMDB calls both use it.
+pub(crate) fn tenant_header(tenant_id: Option<&str>) -> Option<reqwest::header::HeaderValue> {
+    reqwest::header::HeaderValue::from_str(tenant_id?).ok()
+}
+
 /// An HTTP error status as an error: the envelope's code and message when
 /// the body is one.
 pub(crate) fn status_error(status: u16, body: &[u8]) -> GseError {

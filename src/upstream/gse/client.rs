@@ -13,7 +13,10 @@ use serde_json::json;
 use super::{Call, Info, Reply, Status, decode};
 use crate::config::GseConfig;
 use crate::model::Secret;
-use crate::upstream::{GseError, error_chain, http_error, read_capped, transport_error, with_tls};
+use crate::upstream::{
+    GseError, TENANT_HEADER, error_chain, http_error, read_capped, tenant_header, transport_error,
+    with_tls,
+};
 
 /// A client for both GSE APIs. Cheap to clone.
 #[derive(Clone)]
@@ -160,12 +163,8 @@ impl GseClient {
             value.set_sensitive(true);
             headers.insert("X-Bkapi-Authorization", value);
         }
-        if let Some(tenant) = self
-            .tenant_id
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
-        {
-            headers.insert("X-Bk-Tenant-Id", tenant);
+        if let Some(tenant) = tenant_header(self.tenant_id.as_deref()) {
+            headers.insert(TENANT_HEADER, tenant);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers
