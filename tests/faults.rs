@@ -562,14 +562,14 @@ fn duplicate_agents_in_a_reply_last_one_wins() {
     // As in Python's json (what GSE's own tools read replies with), on both APIs.
     let v1 = br#"{"result":true,"code":0,"data":{
         "0:10.0.0.1":{"bk_agent_alive":1},"0:10.0.0.1":{"bk_agent_alive":0}}}"#;
-    let reply = decode::v1_status(v1).expect("duplicate map keys decode");
-    assert_eq!(reply.agents.len(), 1);
-    assert!(!reply.agents["0:10.0.0.1"].alive);
+    let reply = decode::v1_status(v1, &["0:10.0.0.1".into()]).expect("duplicate map keys decode");
+    assert_eq!(reply.answers.len(), 1);
+    assert!(!reply.answers[0].as_ref().unwrap().alive);
     let v2 = br#"{"code":0,"result":true,"data":[
         {"bk_agent_id":"a","status_code":3},{"bk_agent_id":"a","status_code":2}]}"#;
-    let reply = decode::v2_state(v2).expect("duplicate list items decode");
-    assert_eq!(reply.agents.len(), 1);
-    assert!(reply.agents["a"].alive);
+    let reply = decode::v2_state(v2, &["a".into()]).expect("duplicate list items decode");
+    assert_eq!(reply.answers.len(), 1);
+    assert!(reply.answers[0].as_ref().unwrap().alive);
 }
 
 #[test]
@@ -580,7 +580,7 @@ fn duplicate_fields_are_a_decode_error() {
         br#"{"result":true,"code":0,"code":1306201,"data":{}}"#,
         br#"{"result":true,"code":0,"data":{},"data":{"0:10.0.0.1":{"bk_agent_alive":1}}}"#,
     ] {
-        let got = decode::v1_status(body);
+        let got = decode::v1_status(body, &[]);
         assert!(
             matches!(got, Err(GseError::Decode(_))),
             "{}: {got:?}",
@@ -588,20 +588,26 @@ fn duplicate_fields_are_a_decode_error() {
         );
     }
     let v2 = br#"{"code":0,"result":true,"data":[{"bk_agent_id":"a","bk_agent_id":"b","status_code":2}]}"#;
-    assert!(matches!(decode::v2_state(v2), Err(GseError::Decode(_))));
+    assert!(matches!(
+        decode::v2_state(v2, &[]),
+        Err(GseError::Decode(_))
+    ));
     let v2 =
         br#"{"code":0,"result":true,"data":[{"bk_agent_id":"a","status_code":2,"status_code":3}]}"#;
-    assert!(matches!(decode::v2_state(v2), Err(GseError::Decode(_))));
+    assert!(matches!(
+        decode::v2_state(v2, &[]),
+        Err(GseError::Decode(_))
+    ));
 }
 
 #[test]
 fn html_with_status_200_is_a_decode_error() {
     let page = b"<html><body><h1>Welcome to nginx!</h1></body></html>";
     for got in [
-        decode::v1_status(page).map(|_| ()),
-        decode::v1_info(page).map(|_| ()),
-        decode::v2_state(page).map(|_| ()),
-        decode::v2_info(page).map(|_| ()),
+        decode::v1_status(page, &[]).map(|_| ()),
+        decode::v1_info(page, &[]).map(|_| ()),
+        decode::v2_state(page, &[]).map(|_| ()),
+        decode::v2_info(page, &[]).map(|_| ()),
     ] {
         assert!(matches!(got, Err(GseError::Decode(_))), "{got:?}");
     }

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use gse_exporter::config::Config;
 use gse_exporter::upstream::gse::decode;
@@ -291,36 +292,70 @@ fn parse_json(body: &[u8]) -> Parsed {
     serde_json::from_str(&text).map_or(Parsed::SyntaxOnly, Parsed::Json)
 }
 
+/// What a poller would have asked for a body: every key its `data` could
+/// answer (the keys of a map, the `bk_agent_id` strings of a list), and one
+/// key no reply holds.
+fn asked_of(parsed: &Parsed) -> Vec<Arc<str>> {
+    let mut keys: Vec<Arc<str>> = vec![Arc::from("never-in-any-reply")];
+    if let Parsed::Json(env) = parsed {
+        match env.get("data") {
+            Some(Value::Object(map)) => keys.extend(map.keys().map(|k| Arc::from(k.as_str()))),
+            Some(Value::Array(items)) => keys.extend(
+                items
+                    .iter()
+                    .filter_map(|i| i.get("bk_agent_id")?.as_str())
+                    .map(Arc::from),
+            ),
+            _ => {}
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The asked keys a reply answered.
+fn answered<T>(asked: &[Arc<str>], answers: &[Option<T>]) -> BTreeSet<String> {
+    assert_eq!(asked.len(), answers.len(), "one answer slot per asked key");
+    asked
+        .iter()
+        .zip(answers)
+        .filter(|(_, a)| a.is_some())
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
 /// Every decoder either refuses the body or decodes what its `data` really
 /// holds; a panic (a failed case) otherwise.
 fn check_decoders(body: &[u8]) {
     let parsed = &parse_json(body);
-    if let Ok(reply) = decode::v1_status(body) {
-        let found = reply.agents.keys().cloned().collect();
+    let asked = &asked_of(parsed);
+    if let Ok(reply) = decode::v1_status(body, asked) {
+        let found = answered(asked, &reply.answers);
         let keys = |d: &Value| v1_keys(d, &["bk_agent_alive"]);
         accepted(body, parsed, keys, found, reply.none_found, "v1_status");
     }
-    if let Ok(reply) = decode::v1_info(body) {
-        for info in reply.agents.values() {
+    if let Ok(reply) = decode::v1_info(body, asked) {
+        for info in reply.answers.iter().flatten() {
             assert_eq!(info.version, decode::clean_version(&info.version));
         }
-        let found = reply.agents.keys().cloned().collect();
+        let found = answered(asked, &reply.answers);
         let keys = |d: &Value| v1_keys(d, &[]);
         accepted(body, parsed, keys, found, reply.none_found, "v1_info");
     }
-    if let Ok(reply) = decode::v2_state(body) {
-        for status in reply.agents.values() {
+    if let Ok(reply) = decode::v2_state(body, asked) {
+        for status in reply.answers.iter().flatten() {
             assert_eq!(status.alive, status.status_code == Some(2));
             if let Some(t) = status.report_time {
                 assert!(t.is_finite() && t > 0.0, "report_time {t}");
             }
         }
-        let found = reply.agents.keys().cloned().collect();
+        let found = answered(asked, &reply.answers);
         let keys = |d: &Value| v2_keys(d, &["status_code"]);
         accepted(body, parsed, keys, found, reply.none_found, "v2_state");
     }
-    if let Ok(reply) = decode::v2_info(body) {
-        let found = reply.agents.keys().cloned().collect();
+    if let Ok(reply) = decode::v2_info(body, asked) {
+        let found = answered(asked, &reply.answers);
         let keys = |d: &Value| v2_keys(d, &[]);
         accepted(body, parsed, keys, found, reply.none_found, "v2_info");
     }

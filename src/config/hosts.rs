@@ -3,8 +3,11 @@
 //! the validator's rules for a group's hosts and hosts file.
 
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::path::Path;
+
+use rustc_hash::FxBuildHasher;
 
 use super::validate::Validator;
 use crate::model::{ApiVersion, Host};
@@ -24,11 +27,13 @@ pub(crate) struct BadLine {
 }
 
 /// Parses a hosts file: one host per line (`cloud:ip` or an agent id), `#`
-/// starts a comment. Returns the hosts and every bad line.
+/// starts a comment. Returns the hosts (each once, in first-seen order) and
+/// every bad line.
 pub(crate) fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<BadLine>) {
     let mut hosts = Vec::new();
     let mut bad = Vec::new();
-    let mut seen = HashSet::new();
+    // Indexes into `hosts`, hashed by the host: no second copy of each host.
+    let mut seen = hashbrown::HashTable::<u32>::new();
     for (n, line) in text.lines().enumerate() {
         let entry = line.split('#').next().unwrap_or("").trim();
         if entry.is_empty() {
@@ -43,7 +48,12 @@ pub(crate) fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<B
         });
         match parsed {
             Ok(host) => {
-                if seen.insert(host.clone()) {
+                let hash = FxBuildHasher.hash_one(&host);
+                let known = seen.find(hash, |&i| hosts[i as usize] == host).is_some();
+                if !known {
+                    seen.insert_unique(hash, hosts.len() as u32, |&i| {
+                        FxBuildHasher.hash_one(&hosts[i as usize])
+                    });
                     hosts.push(host);
                 }
             }
@@ -126,7 +136,7 @@ pub(crate) fn parse_agent_id(text: &str) -> Result<String, &'static str> {
         return Ok(format!("{}:{}", parse_cloud_text(cloud)?, parse_ipv4(ip)?));
     }
     let ok =
-        !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
+        !text.is_empty() && text.len() <= 64 && text.bytes().all(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(text.to_string())
     } else {

@@ -147,11 +147,10 @@ struct Batch {
     keys: Vec<Arc<str>>,
 }
 
-/// The outcome of one batch, after retries.
+/// The outcome of one batch, after retries: an answer per slot, in order.
 struct Done<T> {
     call: Call,
     slots: Vec<u32>,
-    keys: Vec<Arc<str>>,
     result: Result<Reply<T>, GseError>,
     finished: Instant,
 }
@@ -444,7 +443,6 @@ impl Poller {
                 Done {
                     call: batch.call,
                     slots: batch.slots,
-                    keys: batch.keys,
                     result,
                     finished: Instant::now(),
                 }
@@ -620,10 +618,9 @@ fn absorb_status(
 ) {
     let api = outcome.count(&batch);
     match batch.result {
-        Ok(mut reply) => {
+        Ok(reply) => {
             let now = SystemTime::now();
-            for (&slot, key) in batch.slots.iter().zip(&batch.keys) {
-                let status = reply.agents.remove(&**key);
+            for (&slot, status) in batch.slots.iter().zip(reply.answers) {
                 let last = &mut observed[api][slot as usize];
                 let alive = last.as_ref().and_then(Observation::last_seen_alive);
                 let next = Observation::new(status.as_ref(), alive, now, strings);
@@ -652,9 +649,9 @@ fn absorb_info(
 ) {
     let api = outcome.count(&batch);
     match batch.result {
-        Ok(mut reply) => {
-            for (&slot, key) in batch.slots.iter().zip(&batch.keys) {
-                let got = reply.agents.remove(&**key).unwrap_or_default();
+        Ok(reply) => {
+            for (&slot, got) in batch.slots.iter().zip(reply.answers) {
+                let got = got.unwrap_or_default();
                 info[api][slot as usize] = Some(AgentInfo::new(&got, now, strings));
             }
         }

@@ -74,8 +74,8 @@ impl GseClient {
             .await
             .map_err(|e| self.scrub(e))?;
         let decoded = match call {
-            Call::V1Status => decode::v1_status(&body),
-            Call::V2State => decode::v2_state(&body),
+            Call::V1Status => decode::v1_status(&body, keys),
+            Call::V2State => decode::v2_state(&body, keys),
             other => Err(GseError::Decode(format!(
                 "{} is not a status call",
                 other.label()
@@ -96,8 +96,8 @@ impl GseClient {
             .await
             .map_err(|e| self.scrub(e))?;
         let decoded = match call {
-            Call::V1Info => decode::v1_info(&body),
-            Call::V2Info => decode::v2_info(&body),
+            Call::V1Info => decode::v1_info(&body, keys),
+            Call::V2Info => decode::v2_info(&body, keys),
             other => Err(GseError::Decode(format!(
                 "{} is not an info call",
                 other.label()

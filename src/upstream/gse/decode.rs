@@ -8,8 +8,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::value::RawValue;
@@ -27,15 +28,28 @@ pub(crate) const GATEWAY_RATE_LIMITED_FIRST: i64 = 1642900;
 pub(crate) const GATEWAY_RATE_LIMITED_LAST: i64 = 1642999;
 
 #[derive(Deserialize)]
-struct Envelope<'a> {
+#[serde(bound(deserialize = "D: Deserialize<'de>"))]
+struct Envelope<D> {
     #[serde(default, deserialize_with = "lenient_opt_i64")]
     code: Option<i64>,
     #[serde(default)]
     result: Option<bool>,
     #[serde(default)]
     message: Option<serde_json::Value>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
+    #[serde(default)]
+    data: Option<D>,
+}
+
+impl<D> Envelope<D> {
+    /// Whether the envelope says the call succeeded (`code` 0, else
+    /// `result` true); `None` when it has neither.
+    fn succeeded(&self) -> Option<bool> {
+        match (self.code, self.result) {
+            (Some(code), _) => Some(code == 0),
+            (None, Some(result)) => Some(result),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The outcome of reading an envelope: its `data` on success.
@@ -45,12 +59,10 @@ enum Body<'a> {
 }
 
 fn open_envelope(body: &[u8]) -> Result<Body<'_>, GseError> {
-    let Obj(env): Obj<Envelope> =
+    let Obj(env): Obj<Envelope<&RawValue>> =
         serde_json::from_slice(body).map_err(|e| GseError::Decode(e.to_string()))?;
-    let ok = match (env.code, env.result) {
-        (Some(code), _) => code == 0,
-        (None, Some(result)) => result,
-        (None, None) => return Err(GseError::Decode("reply has neither code nor result".into())),
+    let Some(ok) = env.succeeded() else {
+        return Err(GseError::Decode("reply has neither code nor result".into()));
     };
     let code = env.code.unwrap_or(-1);
     if !ok {
@@ -59,6 +71,22 @@ fn open_envelope(body: &[u8]) -> Result<Body<'_>, GseError> {
     match env.data {
         Some(data) if data.get() != "null" => Ok(Body::Data(data)),
         _ => Err(GseError::Decode("reply has no data".into())),
+    }
+}
+
+/// Reads a reply's `data` as `D`. A successful reply is read in one pass;
+/// anything else (an error envelope, no data, data of the wrong shape) is
+/// read again the careful way, envelope first, for the right error.
+fn read_data<'a, D: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<Option<D>, GseError> {
+    if let Ok(Obj(env)) = serde_json::from_slice::<Obj<Envelope<D>>>(body)
+        && env.succeeded() == Some(true)
+        && let Some(data) = env.data
+    {
+        return Ok(Some(data));
+    }
+    match open_envelope(body)? {
+        Body::NoneFound => Ok(None),
+        Body::Data(data) => typed(data, what).map(Some),
     }
 }
 
@@ -82,7 +110,7 @@ fn error_envelope<'a>(code: i64, message: Option<serde_json::Value>) -> Result<B
 
 /// Reads the code and message of an error body, if it is an envelope at all.
 pub(crate) fn error_code(body: &[u8]) -> (Option<i64>, String) {
-    match serde_json::from_slice::<Obj<Envelope>>(body) {
+    match serde_json::from_slice::<Obj<Envelope<serde::de::IgnoredAny>>>(body) {
         Ok(Obj(env)) => {
             let message = match env.message {
                 Some(serde_json::Value::String(s)) => s,
@@ -115,8 +143,92 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     }
 }
 
+/// An object read as its entries in order, keys borrowed from the reply
+/// where they have no escapes (ESB's `data` maps `cloud:ip` to an item).
+struct Entries<'a, V>(Vec<(Cow<'a, str>, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<'de, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> de::Visitor<'de> for Visit<V> {
+            type Value = Entries<'de, V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+                while let Some((Key(key), value)) = map.next_entry()? {
+                    entries.push((key, value));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visit(PhantomData))
+    }
+}
+
+/// An object key, borrowed where it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Loose::deserialize(d)? {
+            Loose::Text(text) => Ok(Key(text)),
+            _ => Err(de::Error::custom("expected a string key")),
+        }
+    }
+}
+
 fn typed<'a, T: Deserialize<'a>>(data: &'a RawValue, what: &str) -> Result<T, GseError> {
     serde_json::from_str(data.get()).map_err(|e| GseError::Decode(format!("{what}: {e}")))
+}
+
+/// The answers of a batch in the order its keys were asked. GSE answers in
+/// that order in every reply seen, so an item is first tried against the
+/// next asked key; an index of the asked keys is built only for a reply in
+/// another order.
+struct Answers<'k, T> {
+    asked: &'k [Arc<str>],
+    next: usize,
+    index: Option<FxHashMap<&'k str, usize>>,
+    got: Vec<Option<T>>,
+}
+
+impl<'k, T> Answers<'k, T> {
+    fn new(asked: &'k [Arc<str>]) -> Self {
+        Answers {
+            asked,
+            next: 0,
+            index: None,
+            got: std::iter::repeat_with(|| None).take(asked.len()).collect(),
+        }
+    }
+
+    /// Keeps `value` as the answer for `key`; a key not asked is ignored,
+    /// and a key answered twice keeps its last answer.
+    fn put(&mut self, key: &str, value: T) {
+        let at = match self.asked.get(self.next) {
+            Some(next) if **next == *key => Some(self.next),
+            _ => {
+                let asked = self.asked;
+                let index = self.index.get_or_insert_with(|| {
+                    asked.iter().enumerate().map(|(i, k)| (&**k, i)).collect()
+                });
+                index.get(key).copied()
+            }
+        };
+        if let Some(at) = at {
+            self.next = at + 1;
+            self.got[at] = Some(value);
+        }
+    }
+
+    fn reply(self) -> Reply<T> {
+        Reply {
+            answers: self.got,
+            none_found: false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -126,7 +238,7 @@ struct V1StatusItem {
 }
 
 // Strings borrow from the reply where they have no escapes, so an item costs
-// one allocation for its key and one for each cleaned value kept.
+// no allocation for its key and one for each cleaned value kept.
 
 #[derive(Deserialize)]
 struct V1InfoItem<'a> {
@@ -164,17 +276,40 @@ struct V2InfoItem<'a> {
     report_time: Option<f64>,
 }
 
-/// Decodes an ESB `get_agent_status` reply: `data` maps `cloud:ip` to status.
-pub fn v1_status(body: &[u8]) -> Result<Reply<Status>, GseError> {
-    let Body::Data(data) = open_envelope(body)? else {
-        return Ok(none_found());
+/// Decodes a reply's `data` as `D` and files each item it holds under the
+/// asked key it answers (`file` calls `Answers::put` per item).
+fn decode<'a, D, T>(
+    body: &'a [u8],
+    what: &str,
+    asked: &[Arc<str>],
+    file: impl FnOnce(D, &mut Answers<'_, T>),
+) -> Result<Reply<T>, GseError>
+where
+    D: Deserialize<'a>,
+{
+    let Some(data) = read_data::<D>(body, what)? else {
+        return Ok(Reply {
+            answers: std::iter::repeat_with(|| None).take(asked.len()).collect(),
+            none_found: true,
+        });
     };
-    let items: HashMap<String, Obj<V1StatusItem>> = typed(data, "get_agent_status data")?;
-    let agents = items
-        .into_iter()
-        .map(|(key, Obj(item))| (key, v1_status_of(&item)))
-        .collect();
-    Ok(found(agents))
+    let mut answers = Answers::new(asked);
+    file(data, &mut answers);
+    Ok(answers.reply())
+}
+
+/// Decodes an ESB `get_agent_status` reply: `data` maps `cloud:ip` to status.
+pub fn v1_status(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Status>, GseError> {
+    decode(
+        body,
+        "get_agent_status data",
+        asked,
+        |Entries(items): Entries<Obj<V1StatusItem>>, answers| {
+            for (key, Obj(item)) in items {
+                answers.put(&key, v1_status_of(&item));
+            }
+        },
+    )
 }
 
 fn v1_status_of(item: &V1StatusItem) -> Status {
@@ -187,80 +322,63 @@ fn v1_status_of(item: &V1StatusItem) -> Status {
 }
 
 /// Decodes an ESB `get_agent_info` reply: `data` maps `cloud:ip` to info.
-pub fn v1_info(body: &[u8]) -> Result<Reply<Info>, GseError> {
-    let Body::Data(data) = open_envelope(body)? else {
-        return Ok(none_found());
-    };
-    let items: HashMap<String, Obj<V1InfoItem>> = typed(data, "get_agent_info data")?;
-    let agents = items
-        .into_iter()
-        .map(|(key, Obj(item))| {
-            let info = Info {
-                version: clean_version(&item.version),
-                parent_ip: clean_ip(&item.parent_ip),
-                ..Info::default()
-            };
-            (key, info)
-        })
-        .collect();
-    Ok(found(agents))
+pub fn v1_info(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Info>, GseError> {
+    decode(
+        body,
+        "get_agent_info data",
+        asked,
+        |Entries(items): Entries<Obj<V1InfoItem>>, answers| {
+            for (key, Obj(item)) in items {
+                let info = Info {
+                    version: clean_version(&item.version),
+                    parent_ip: clean_ip(&item.parent_ip),
+                    ..Info::default()
+                };
+                answers.put(&key, info);
+            }
+        },
+    )
 }
 
 /// Decodes a gateway `list_agent_state` reply: `data` lists items by `bk_agent_id`.
-pub fn v2_state(body: &[u8]) -> Result<Reply<Status>, GseError> {
-    let Body::Data(data) = open_envelope(body)? else {
-        return Ok(none_found());
-    };
-    let items: Vec<Obj<V2StateItem>> = typed(data, "list_agent_state data")?;
-    let agents = items
-        .into_iter()
-        .map(|Obj(item)| {
-            let status = Status {
-                alive: item.status_code == 2,
-                status_code: Some(item.status_code),
-                version: Some(clean_version(&item.version)),
-                report_time: item.report_time.and_then(unix_seconds),
-            };
-            (item.bk_agent_id.into_owned(), status)
-        })
-        .collect();
-    Ok(found(agents))
+pub fn v2_state(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Status>, GseError> {
+    decode(
+        body,
+        "list_agent_state data",
+        asked,
+        |items: Vec<Obj<V2StateItem>>, answers| {
+            for Obj(item) in items {
+                let status = Status {
+                    alive: item.status_code == 2,
+                    status_code: Some(item.status_code),
+                    version: Some(clean_version(&item.version)),
+                    report_time: item.report_time.and_then(unix_seconds),
+                };
+                answers.put(&item.bk_agent_id, status);
+            }
+        },
+    )
 }
 
 /// Decodes a gateway `list_agent_info` reply.
-pub fn v2_info(body: &[u8]) -> Result<Reply<Info>, GseError> {
-    let Body::Data(data) = open_envelope(body)? else {
-        return Ok(none_found());
-    };
-    let items: Vec<Obj<V2InfoItem>> = typed(data, "list_agent_info data")?;
-    let agents = items
-        .into_iter()
-        .map(|Obj(item)| {
-            let info = Info {
-                version: clean_version(&item.version),
-                parent_ip: clean_ip(&item.parent_ip),
-                host_ip: Some(clean_ip(&item.bk_host_ip)).filter(|ip| !ip.is_empty()),
-                bk_cloud_id: item.bk_cloud_id,
-                report_time: item.report_time.and_then(unix_seconds),
-            };
-            (item.bk_agent_id.into_owned(), info)
-        })
-        .collect();
-    Ok(found(agents))
-}
-
-fn found<T>(agents: HashMap<String, T>) -> Reply<T> {
-    Reply {
-        agents,
-        none_found: false,
-    }
-}
-
-fn none_found<T>() -> Reply<T> {
-    Reply {
-        agents: HashMap::default(),
-        none_found: true,
-    }
+pub fn v2_info(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Info>, GseError> {
+    decode(
+        body,
+        "list_agent_info data",
+        asked,
+        |items: Vec<Obj<V2InfoItem>>, answers| {
+            for Obj(item) in items {
+                let info = Info {
+                    version: clean_version(&item.version),
+                    parent_ip: clean_ip(&item.parent_ip),
+                    host_ip: Some(clean_ip(&item.bk_host_ip)).filter(|ip| !ip.is_empty()),
+                    bk_cloud_id: item.bk_cloud_id,
+                    report_time: item.report_time.and_then(unix_seconds),
+                };
+                answers.put(&item.bk_agent_id, info);
+            }
+        },
+    )
 }
 
 /// Cleans a version string the way bk-nodeman does: trimmed, and emptied
@@ -390,27 +508,68 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::E
 mod tests {
     use super::*;
 
+    fn keys(keys: &[&str]) -> Vec<Arc<str>> {
+        keys.iter().map(|&k| Arc::from(k)).collect()
+    }
+
+    #[test]
+    fn answers_follow_the_asked_order_whatever_the_reply_order() {
+        let body = br#"{"code":0,"result":true,"data":[
+            {"bk_agent_id":"c","status_code":2},
+            {"bk_agent_id":"x","status_code":2},
+            {"bk_agent_id":"a","status_code":3},
+            {"bk_agent_id":"b","status_code":2}]}"#;
+        let reply = v2_state(body, &keys(&["a", "b", "c", "d"])).unwrap();
+        let codes: Vec<_> = reply
+            .answers
+            .iter()
+            .map(|a| a.as_ref().and_then(|s| s.status_code))
+            .collect();
+        assert_eq!(
+            codes,
+            [Some(3), Some(2), Some(2), None],
+            "x was not asked: ignored"
+        );
+        assert!(!reply.none_found);
+    }
+
+    #[test]
+    fn an_error_envelope_with_a_list_for_data_is_still_an_error() {
+        // The one-pass read must not take a failed reply's data for answers.
+        let body = br#"{"code":1640001,"result":false,"message":"no","data":[{"bk_agent_id":"a","status_code":2}]}"#;
+        assert!(matches!(
+            v2_state(body, &keys(&["a"])),
+            Err(GseError::Api { code: 1640001, .. })
+        ));
+        let body =
+            br#"{"data":[{"bk_agent_id":"a","status_code":2}],"result":true,"code":"1306201"}"#;
+        assert!(matches!(
+            v2_state(body, &keys(&["a"])),
+            Err(GseError::Api { code: 1306201, .. })
+        ));
+    }
+
     #[test]
     fn v1_status_reads_the_map_and_alive_flag() {
         let body = br#"{"result":true,"code":0,"message":"ok","request_id":"x","data":{
             "0:10.0.0.1":{"ip":"10.0.0.1","bk_cloud_id":0,"bk_agent_alive":1},
             "0:10.0.0.2":{"ip":"10.0.0.2","bk_cloud_id":0,"bk_agent_alive":0,"extra":[1]}}}"#;
-        let reply = v1_status(body).unwrap();
-        assert!(reply.agents["0:10.0.0.1"].alive);
-        assert!(!reply.agents["0:10.0.0.2"].alive);
-        assert_eq!(reply.agents.len(), 2);
+        let reply = v1_status(body, &keys(&["0:10.0.0.1", "0:10.0.0.2"])).unwrap();
+        assert!(reply.answers[0].as_ref().unwrap().alive);
+        assert!(!reply.answers[1].as_ref().unwrap().alive);
+        assert_eq!(reply.answers.len(), 2);
     }
 
     #[test]
     fn esb_error_envelope_is_an_error_not_an_empty_fleet() {
         let body = br#"{"result":false,"code":1306201,"message":"third party","data":null}"#;
         assert!(matches!(
-            v1_status(body),
+            v1_status(body, &[]),
             Err(GseError::Api { code: 1306201, .. })
         ));
         let body = br#"{"result":false,"code":1306429,"message":"slow down"}"#;
         assert!(matches!(
-            v1_status(body),
+            v1_status(body, &[]),
             Err(GseError::RateLimited { code: 1306429, .. })
         ));
     }
@@ -427,12 +586,12 @@ mod tests {
             br#"{"result":true,"code":0,"data":{"0:1.2.3.4":"#,
         ] {
             assert!(
-                matches!(v1_status(body), Err(GseError::Decode(_))),
+                matches!(v1_status(body, &[]), Err(GseError::Decode(_))),
                 "{body:?}"
             );
         }
         assert!(matches!(
-            v2_state(br#"{"code":0,"data":{}}"#),
+            v2_state(br#"{"code":0,"data":{}}"#, &[]),
             Err(GseError::Decode(_))
         ));
     }
@@ -442,23 +601,23 @@ mod tests {
         // serde's derive reads structs from arrays too: these were decoded as
         // agents (a1 online) before items had to be objects.
         assert!(matches!(
-            v2_state(br#"{"code":0,"data":[["a1",2]]}"#),
+            v2_state(br#"{"code":0,"data":[["a1",2]]}"#, &[]),
             Err(GseError::Decode(_))
         ));
         assert!(matches!(
-            v2_info(br#"{"code":0,"data":[["a1"]]}"#),
+            v2_info(br#"{"code":0,"data":[["a1"]]}"#, &[]),
             Err(GseError::Decode(_))
         ));
         assert!(matches!(
-            v1_status(br#"{"result":true,"data":{"0:10.0.0.1":[1]}}"#),
+            v1_status(br#"{"result":true,"data":{"0:10.0.0.1":[1]}}"#, &[]),
             Err(GseError::Decode(_))
         ));
         assert!(matches!(
-            v1_info(br#"{"result":true,"data":{"0:10.0.0.1":["1.0"]}}"#),
+            v1_info(br#"{"result":true,"data":{"0:10.0.0.1":["1.0"]}}"#, &[]),
             Err(GseError::Decode(_))
         ));
         assert!(matches!(
-            v1_status(br#"[0,true,"ok",{"0:10.0.0.1":{"bk_agent_alive":1}}]"#),
+            v1_status(br#"[0,true,"ok",{"0:10.0.0.1":{"bk_agent_alive":1}}]"#, &[]),
             Err(GseError::Decode(_))
         ));
         assert_eq!(error_code(br#"[1306201,false,"m"]"#), (None, String::new()));
@@ -467,9 +626,9 @@ mod tests {
     #[test]
     fn v2_none_found_is_not_a_failure() {
         let body = br#"{"code":1011003,"result":false,"message":"agent not found","data":null}"#;
-        let reply = v2_state(body).unwrap();
+        let reply = v2_state(body, &keys(&["a1", "a2"])).unwrap();
         assert!(reply.none_found);
-        assert!(reply.agents.is_empty());
+        assert_eq!(reply.answers, [None, None]);
     }
 
     #[test]
@@ -477,11 +636,11 @@ mod tests {
         let body = br#"{"code":0,"result":true,"data":[
             {"bk_agent_id":"a1","bk_cloud_id":0,"version":"2.1.3","status_code":2,"report_time":1700000000000},
             {"bk_agent_id":"a2","status_code":"3","version":"2.1.3\n\u001b[0m","report_time":1700000000}]}"#;
-        let reply = v2_state(body).unwrap();
-        let a1 = &reply.agents["a1"];
+        let reply = v2_state(body, &keys(&["a1", "a2"])).unwrap();
+        let a1 = reply.answers[0].as_ref().unwrap();
         assert!(a1.alive);
         assert_eq!(a1.report_time, Some(1_700_000_000.0));
-        let a2 = &reply.agents["a2"];
+        let a2 = reply.answers[1].as_ref().unwrap();
         assert!(!a2.alive);
         assert_eq!(a2.status_code, Some(3));
         assert_eq!(a2.version.as_deref(), Some(""));
@@ -500,7 +659,7 @@ mod tests {
     fn gateway_rate_limit_codes_are_rate_limits() {
         let body = br#"{"result":false,"code":1642902,"code_name":"RATE_LIMIT_RESTRICTION","message":"m","data":null}"#;
         assert!(matches!(
-            v2_info(body),
+            v2_info(body, &[]),
             Err(GseError::RateLimited { code: 1642902, .. })
         ));
     }

@@ -87,12 +87,14 @@ pub struct Info {
     pub(crate) report_time: Option<f64>,
 }
 
-/// A decoded reply: observations keyed by the query key, plus whether GSE
-/// said it knows none of the batch (GSE 2.0 code 1011003).
+/// A decoded reply: one answer per asked key, in the order asked, plus
+/// whether GSE said it knows none of the batch (GSE 2.0 code 1011003).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply<T> {
-    /// Observations by query key; keys absent are "not found".
-    pub agents: rustc_hash::FxHashMap<String, T>,
+    /// The answer for each asked key, in the order asked; `None`: GSE left
+    /// that agent out of its reply ("not found"). Items for keys that were
+    /// not asked are ignored.
+    pub answers: Vec<Option<T>>,
     /// GSE answered 1011003: none of the batch is known.
     pub none_found: bool,
 }
