@@ -15,6 +15,7 @@
 //! listing, as before, next cycle with the name.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -386,7 +387,14 @@ fn look(mut watch: FileWatch, path: &Path, api: ApiVersion, blank: &Arc<[String]
             return (watch, None);
         }
     };
-    let (hosts, problems) = parse_hosts_file(&text, api);
+    // Each line becomes its entry at once: no list of parsed hosts beside
+    // the entries (at a million hosts that list weighed 80 MB).
+    let mut entries = KeyedEntries::default();
+    let problems = parse_hosts_file(&text, api, |host| {
+        if let Some(entry) = HostEntry::new(&host, api, blank.clone()) {
+            entries.push(entry);
+        }
+    });
     drop(text);
     for bad in problems.iter().take(MAX_LISTED_PROBLEMS) {
         tracing::warn!(file = %path.display(), line = bad.line, rule = bad.rule, "skipping a bad line of a hosts file");
@@ -398,14 +406,34 @@ fn look(mut watch: FileWatch, path: &Path, api: ApiVersion, blank: &Arc<[String]
     {
         tracing::warn!(file = %path.display(), more, "skipping more bad lines of the hosts file");
     }
-    tracing::info!(file = %path.display(), hosts = hosts.len(), "hosts file read");
-    let mut entries: Vec<HostEntry> = hosts
-        .iter()
-        .filter_map(|h| HostEntry::new(h, api, blank.clone()))
-        .collect();
+    let mut entries = entries.list;
+    tracing::info!(file = %path.display(), hosts = entries.len(), "hosts file read");
     // Kept until the file changes: no room to spare.
     entries.shrink_to_fit();
     (watch, Some(Arc::new(entries)))
+}
+
+/// Entries in first-seen order, each key once, found by an index of
+/// positions hashed by key (no second copy of any key).
+#[derive(Default)]
+struct KeyedEntries {
+    list: Vec<HostEntry>,
+    index: hashbrown::HashTable<u32>,
+}
+
+impl KeyedEntries {
+    fn push(&mut self, entry: HostEntry) {
+        let hash = |key: &str| rustc_hash::FxBuildHasher.hash_one(key);
+        let KeyedEntries { list, index } = self;
+        let at = hash(&entry.key);
+        if index
+            .find(at, |&i| list[i as usize].key == entry.key)
+            .is_none()
+        {
+            index.insert_unique(at, list.len() as u32, |&i| hash(&list[i as usize].key));
+            list.push(entry);
+        }
+    }
 }
 
 /// Makes hosts with equal topologies share one `Arc` (a business has few

@@ -3,11 +3,8 @@
 //! the validator's rules for a group's hosts and hosts file.
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::path::Path;
-
-use rustc_hash::FxBuildHasher;
 
 use super::validate::Validator;
 use crate::model::{ApiVersion, Host};
@@ -27,13 +24,15 @@ pub(crate) struct BadLine {
 }
 
 /// Parses a hosts file: one host per line (`cloud:ip` or an agent id), `#`
-/// starts a comment. Returns the hosts (each once, in first-seen order) and
-/// every bad line.
-pub(crate) fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<BadLine>) {
-    let mut hosts = Vec::new();
+/// starts a comment. Hands each good line's host to `each`, in file order
+/// (a host written twice comes twice: callers de-duplicate by the key they
+/// ask with), keeping no list of its own, and returns every bad line.
+pub(crate) fn parse_hosts_file(
+    text: &str,
+    api: ApiVersion,
+    mut each: impl FnMut(Host),
+) -> Vec<BadLine> {
     let mut bad = Vec::new();
-    // Indexes into `hosts`, hashed by the host: no second copy of each host.
-    let mut seen = hashbrown::HashTable::<u32>::new();
     for (n, line) in text.lines().enumerate() {
         let entry = line.split('#').next().unwrap_or("").trim();
         if entry.is_empty() {
@@ -47,20 +46,11 @@ pub(crate) fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<B
             }
         });
         match parsed {
-            Ok(host) => {
-                let hash = FxBuildHasher.hash_one(&host);
-                let known = seen.find(hash, |&i| hosts[i as usize] == host).is_some();
-                if !known {
-                    seen.insert_unique(hash, hosts.len() as u32, |&i| {
-                        FxBuildHasher.hash_one(&hosts[i as usize])
-                    });
-                    hosts.push(host);
-                }
-            }
+            Ok(host) => each(host),
             Err(rule) => bad.push(BadLine { line: n + 1, rule }),
         }
     }
-    (hosts, bad)
+    bad
 }
 
 /// Parses one host entry: `"cloud:ip"`, an agent id, or a map.
@@ -169,7 +159,7 @@ impl Validator<'_> {
         };
         match String::from_utf8(bytes) {
             Ok(text) => {
-                for bad in parse_hosts_file(&text, api).1 {
+                for bad in parse_hosts_file(&text, api, drop) {
                     let at = format!("{} line {}", file.display(), bad.line);
                     self.problem(key, at, bad.rule);
                 }

@@ -458,8 +458,9 @@ impl Config {
                 .as_deref()
                 .and_then(|f| read_text(f, HOSTS_FILE).ok())
             {
-                let (hosts, _) = hosts::parse_hosts_file(&text, group.api);
-                keys.extend(hosts.iter().filter_map(|h| h.query_key(group.api)));
+                hosts::parse_hosts_file(&text, group.api, |h| {
+                    keys.extend(h.query_key(group.api));
+                });
             }
             count.listed += keys.len();
             count.from_cmdb += usize::from(group.cmdb.is_some());
