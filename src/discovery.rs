@@ -532,7 +532,7 @@ pub(crate) fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEnt
         })
         .collect();
     let mut entry = HostEntry::new(&host, group.api, labels.into()).ok_or(SKIP_NO_ADDRESS)?;
-    entry.topology = cmdb.topology.clone();
+    entry.set_topology(cmdb.topology.clone());
     Ok(entry)
 }
 
@@ -544,8 +544,8 @@ fn dedupe(entries: Vec<HostEntry>, topology: bool) -> Vec<HostEntry> {
     for entry in entries {
         match seen.get(&entry.key) {
             Some(&kept) => {
-                if topology && out[kept].topology.is_none() {
-                    out[kept].topology = entry.topology;
+                if topology && out[kept].topology().is_none() {
+                    out[kept].set_topology(entry.topology().cloned());
                 }
             }
             None => {
@@ -602,8 +602,8 @@ mod tests {
             ..CmdbHost::default()
         };
         let entry = cmdb_entry(&multi, &v2).unwrap();
-        assert_eq!(entry.ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(&*entry.labels, ["web-1".to_string()]);
+        assert_eq!(entry.ip(), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(&**entry.labels().unwrap(), ["web-1".to_string()]);
         let v6_only = CmdbHost {
             bk_host_innerip_v6: "::1".into(),
             ..CmdbHost::default()
@@ -658,7 +658,7 @@ mod tests {
             &Some(Arc::new(listed)),
         );
         assert_eq!(hosts.len(), 2);
-        assert!(hosts.iter().all(|h| h.topology.as_ref() == Some(&topology)));
+        assert!(hosts.iter().all(|h| h.topology() == Some(&topology)));
     }
 
     #[test]

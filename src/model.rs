@@ -112,51 +112,111 @@ impl Topology {
 /// A host to poll, with the values of the group's CMDB labels and its
 /// topology. Built when its source is read and kept across cycles; its
 /// strings are shared with the poller's memory and the snapshot's rows.
+///
+/// 40 bytes: a million of them are kept. What few hosts have (CMDB label
+/// values, a topology, an agent id other than the key) sits behind one
+/// pointer, and the cloud id and address are packed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct HostEntry {
-    /// BlueKing cloud area id, when configured.
-    pub(crate) bk_cloud_id: Option<i64>,
-    /// Inner IPv4 address, when configured.
-    pub(crate) ip: Option<Ipv4Addr>,
-    /// GSE 2.0 agent id, when configured (the same string as `key` on v2).
-    pub(crate) agent_id: Option<Arc<str>>,
     /// The key GSE is asked with for this host in its group's API.
     pub(crate) key: Arc<str>,
-    /// Values of `GroupConfig::host_label_names`, in order ("" where unknown).
-    pub(crate) labels: Arc<[String]>,
-    /// Where CMDB puts the host, for groups with `cmdb.topology` (None: not
-    /// listed by CMDB, or topology off).
-    pub(crate) topology: Option<Arc<Topology>>,
+    extra: Option<Arc<EntryExtra>>,
+    /// BlueKing cloud area id; [`NO_CLOUD`] when not configured.
+    cloud: i64,
+    /// The IPv4 address's bits, when `has_ip`.
+    ip: u32,
+    has_ip: bool,
+    /// The GSE 2.0 agent id is `key` itself.
+    id_is_key: bool,
 }
+
+/// What few hosts have: kept apart so that the rest cost no room for it.
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+struct EntryExtra {
+    /// The agent id, when it is not the key (a GSE 1.x group's host).
+    agent_id: Option<Arc<str>>,
+    /// Values of `GroupConfig::host_label_names`, when any is not empty.
+    labels: Option<Arc<[String]>>,
+    topology: Option<Arc<Topology>>,
+}
+
+/// The packed form of "no cloud id configured".
+const NO_CLOUD: i64 = i64::MIN;
 
 impl HostEntry {
     /// An entry for a host polled through `api`; None when it cannot be asked for.
     pub(crate) fn new(host: &Host, api: ApiVersion, labels: Arc<[String]>) -> Option<HostEntry> {
         let key: Arc<str> = host.query_key(api)?.into();
-        let agent_id = host.agent_id.as_deref().map(|id| {
-            if *id == *key {
-                key.clone()
-            } else {
-                Arc::from(id)
-            }
-        });
-        Some(HostEntry {
-            bk_cloud_id: host.bk_cloud_id,
-            ip: host.ip,
-            agent_id,
-            key,
-            labels,
+        let id_is_key = host.agent_id.as_deref() == Some(&*key);
+        let extra = EntryExtra {
+            agent_id: host
+                .agent_id
+                .as_deref()
+                .filter(|_| !id_is_key)
+                .map(Arc::from),
+            labels: Some(labels).filter(|l| l.iter().any(|v| !v.is_empty())),
             topology: None,
+        };
+        Some(HostEntry {
+            key,
+            extra: (extra != EntryExtra::default()).then(|| Arc::new(extra)),
+            cloud: host.bk_cloud_id.unwrap_or(NO_CLOUD),
+            ip: host.ip.map_or(0, u32::from),
+            has_ip: host.ip.is_some(),
+            id_is_key,
         })
+    }
+
+    /// BlueKing cloud area id, when configured.
+    pub(crate) fn bk_cloud_id(&self) -> Option<i64> {
+        (self.cloud != NO_CLOUD).then_some(self.cloud)
+    }
+
+    /// Inner IPv4 address, when configured.
+    pub(crate) fn ip(&self) -> Option<Ipv4Addr> {
+        self.has_ip.then(|| Ipv4Addr::from(self.ip))
+    }
+
+    /// GSE 2.0 agent id, when configured (the same string as `key` on v2).
+    pub(crate) fn agent_id(&self) -> Option<&Arc<str>> {
+        if self.id_is_key {
+            return Some(&self.key);
+        }
+        self.extra.as_ref()?.agent_id.as_ref()
+    }
+
+    /// Values of `GroupConfig::host_label_names`, in order; `None` when
+    /// every one is "" (or the group has none).
+    pub(crate) fn labels(&self) -> Option<&Arc<[String]>> {
+        self.extra.as_ref()?.labels.as_ref()
+    }
+
+    /// Where CMDB puts the host, for groups with `cmdb.topology` (None: not
+    /// listed by CMDB, or topology off).
+    pub(crate) fn topology(&self) -> Option<&Arc<Topology>> {
+        self.extra.as_ref()?.topology.as_ref()
+    }
+
+    /// Sets (or clears) where CMDB puts the host.
+    pub(crate) fn set_topology(&mut self, topology: Option<Arc<Topology>>) {
+        let mut extra = self.extra.take().map_or_else(EntryExtra::default, |e| {
+            Arc::try_unwrap(e).unwrap_or_else(|shared| EntryExtra {
+                agent_id: shared.agent_id.clone(),
+                labels: shared.labels.clone(),
+                topology: shared.topology.clone(),
+            })
+        });
+        extra.topology = topology;
+        self.extra = (extra != EntryExtra::default()).then(|| Arc::new(extra));
     }
 
     /// The host as configured.
     #[cfg(test)]
     pub(crate) fn host(&self) -> Host {
         Host {
-            bk_cloud_id: self.bk_cloud_id,
-            ip: self.ip,
-            agent_id: self.agent_id.as_deref().map(String::from),
+            bk_cloud_id: self.bk_cloud_id(),
+            ip: self.ip(),
+            agent_id: self.agent_id().map(|id| id.to_string()),
         }
     }
 }

@@ -171,8 +171,9 @@ mod tests {
     #[test]
     fn what_is_kept_per_agent_stays_small() {
         // A million agents keep one of each: every byte here is a megabyte.
-        assert!(size_of::<Option<Observation>>() <= 56);
-        assert!(size_of::<Option<AgentInfo>>() <= 72);
+        assert!(size_of::<Option<Observation>>() <= 40);
+        assert!(size_of::<Option<AgentInfo>>() <= 40);
+        assert!(size_of::<crate::model::HostEntry>() <= 40);
         assert!(size_of::<u32>() + size_of::<Arc<str>>() <= 20);
     }
 }

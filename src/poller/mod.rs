@@ -43,13 +43,19 @@ struct PlacementCounts {
 impl PlacementCounts {
     /// Counts one agent: in its cloud area when known, behind its parent when
     /// GSE knows the agent (online or offline) and named one.
-    fn add(&mut self, cloud: Option<i64>, info: Option<&AgentInfo>, state: AgentState) {
+    fn add(
+        &mut self,
+        cloud: Option<i64>,
+        info: Option<&AgentInfo>,
+        state: AgentState,
+        strings: &Interner,
+    ) {
         if let Some(cloud) = cloud {
             self.clouds.entry(cloud).or_default().add(state);
         }
         let known = matches!(state, AgentState::Online | AgentState::Offline);
         if let Some(parent) = info
-            .map(AgentInfo::parent_ip)
+            .map(|info| info.parent_ip(strings))
             .filter(|p| known && !p.is_empty())
         {
             self.parents.entry(parent.clone()).or_default().add(state);
@@ -82,8 +88,10 @@ pub(crate) struct Poller {
     telemetry: Arc<Telemetry>,
     /// What is known of each listed agent, one table set per API (`api_slot`).
     memory: [Memory; 2],
-    /// Versions, parents and cloud ids, shared between agents.
-    strings: Interner,
+    /// Versions, parents and cloud ids, shared between agents (behind a
+    /// lock so that batches absorbed while others are in flight can number
+    /// new strings, and a cycle dropped half-way leaves it whole).
+    strings: parking_lot::Mutex<Interner>,
     /// Last cycle's host lists and each group's slots in its API's memory.
     plan: Plan,
     last_success: HashMap<String, f64>,
@@ -217,7 +225,7 @@ impl Poller {
             pacers,
             telemetry,
             memory: Default::default(),
-            strings: Interner::default(),
+            strings: Default::default(),
             plan: Plan::default(),
             last_success: HashMap::new(),
             discovery: Discovery::default(),
@@ -262,7 +270,13 @@ impl Poller {
             })
             .collect();
         self.plan.slots = slots;
-        self.strings.prune();
+        let memory = &self.memory;
+        self.strings.get_mut().sweep(|mark| {
+            for memory in memory {
+                memory.observed.iter().flatten().for_each(|o| o.mark(mark));
+                memory.info.iter().flatten().for_each(|i| i.mark(mark));
+            }
+        });
         Snapshot {
             groups,
             complete: true,
@@ -324,7 +338,7 @@ impl Poller {
             .memory
             .each_mut()
             .map(|m| std::mem::take(&mut m.observed));
-        let mut strings = std::mem::take(&mut self.strings);
+        let strings = &self.strings;
         let batches = APIS
             .into_iter()
             .map(|api| {
@@ -333,10 +347,9 @@ impl Poller {
             })
             .collect();
         self.run_batches(batches, deadline, |done| {
-            absorb_status(done, &mut observed, &mut strings, outcome)
+            absorb_status(done, &mut observed, &mut strings.lock(), outcome)
         })
         .await;
-        self.strings = strings;
         for (memory, observed) in self.memory.iter_mut().zip(observed) {
             memory.observed = observed;
         }
@@ -351,17 +364,16 @@ impl Poller {
             return;
         }
         let mut info = self.memory.each_mut().map(|m| std::mem::take(&mut m.info));
-        let mut strings = std::mem::take(&mut self.strings);
+        let strings = &self.strings;
         let batches = APIS
             .into_iter()
             .zip(due)
             .map(|(api, due)| self.batches(api, due, true))
             .collect();
         self.run_batches(batches, deadline, |done| {
-            absorb_info(done, now, &mut info, &mut strings, outcome)
+            absorb_info(done, now, &mut info, &mut strings.lock(), outcome)
         })
         .await;
-        self.strings = strings;
         for (memory, info) in self.memory.iter_mut().zip(info) {
             memory.info = info;
         }
@@ -551,6 +563,9 @@ impl Poller {
         let mut counts = StateCounts::default();
         let mut versions = BTreeMap::new();
         let mut placement = PlacementCounts::default();
+        let mut strings = self.strings.lock();
+        // The label values of the hosts that have none of their own.
+        let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
         let mut up = true;
         let mut duration = Duration::ZERO;
         for (entry, &slot) in resolved.hosts.iter().zip(slots) {
@@ -558,27 +573,29 @@ impl Poller {
             up &= !failed[slot];
             duration = duration.max(finished[slot]);
             let info = memory.info[slot].as_ref();
-            let cloud = entry.bk_cloud_id.or(info.and_then(AgentInfo::bk_cloud_id));
+            let cloud = entry
+                .bk_cloud_id()
+                .or(info.and_then(AgentInfo::bk_cloud_id));
             let Some(observed) = memory.observed[slot]
                 .as_ref()
                 .filter(|o| !o.is_stale(now, stale_after))
             else {
                 counts.add(AgentState::Unknown);
-                placement.add(cloud, None, AgentState::Unknown);
+                placement.add(cloud, None, AgentState::Unknown, &strings);
                 continue;
             };
-            placement.add(cloud, info, observed.state());
+            placement.add(cloud, info, observed.state(), &strings);
             count_state(
                 &mut counts,
                 &mut versions,
                 observed.state(),
-                observed.version(info),
+                observed.version(info, &strings),
             );
             // Groups without per-agent series keep only their counts, which
             // keeps memory flat at a million agents.
             if group.per_agent_metrics {
-                let record = observed.record(info, &self.strings);
-                let mut row = AgentRow::new(entry, info, record, &mut self.strings);
+                let record = observed.record(info, &strings);
+                let mut row = AgentRow::new(entry, info, record, &blank, &mut strings);
                 if let Some(id) = answered_id(group.api, entry, observed) {
                     row.bk_agent_id = id;
                 }
@@ -731,7 +748,7 @@ impl Poller {
 /// agent not yet upgraded. None when GSE did not answer for it.
 fn answered_id(api: ApiVersion, entry: &HostEntry, observed: &Observation) -> Option<Arc<str>> {
     let answered = observed.state() != AgentState::NotFound;
-    (api == ApiVersion::V2 && entry.agent_id.is_none() && answered).then(|| entry.key.clone())
+    (api == ApiVersion::V2 && entry.agent_id().is_none() && answered).then(|| entry.key.clone())
 }
 
 fn api_of(call: Call) -> ApiVersion {

@@ -11,42 +11,99 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustc_hash::FxHashSet;
-
 use crate::model::{HostEntry, unix_seconds};
 use crate::snapshot::{AgentRecord, AgentRow, AgentState, IpLabel, STATUS_NOT_FOUND};
 use crate::upstream::gse::{Info, Status};
 
-/// Shared copies of strings that many agents have in common (versions,
-/// parent addresses, cloud ids), so a million agents hold a handful of them.
-#[derive(Debug, Default)]
+/// A number standing for a shared string in an [`Interner`]: 4 bytes in
+/// each of a million records where an `Arc<str>` took 16. 0 is "".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Sid(u32);
+
+/// Numbered shared copies of strings that many agents have in common
+/// (versions, parent addresses, cloud ids), so a million agents hold a
+/// handful of them and a record holds a [`Sid`] for each.
+#[derive(Debug)]
 pub(crate) struct Interner {
-    shared: FxHashSet<Arc<str>>,
-    empty: Arc<str>,
+    /// The string of each number; `None` for a number free to reuse.
+    table: Vec<Option<Arc<str>>>,
+    ids: rustc_hash::FxHashMap<Arc<str>, u32>,
+    free: Vec<u32>,
+}
+
+impl Default for Interner {
+    fn default() -> Interner {
+        Interner {
+            table: vec![Some(Arc::from(""))],
+            ids: Default::default(),
+            free: Vec::new(),
+        }
+    }
 }
 
 impl Interner {
-    /// The shared copy of `text`.
-    pub(crate) fn intern(&mut self, text: &str) -> Arc<str> {
+    /// The number of `text`, given one when it has none.
+    pub(crate) fn id(&mut self, text: &str) -> Sid {
         if text.is_empty() {
-            return self.empty();
+            return Sid(0);
         }
-        if let Some(shared) = self.shared.get(text) {
-            return shared.clone();
+        if let Some(&id) = self.ids.get(text) {
+            return Sid(id);
         }
         let shared: Arc<str> = Arc::from(text);
-        self.shared.insert(shared.clone());
-        shared
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.table[id as usize] = Some(shared.clone());
+                id
+            }
+            None => {
+                self.table.push(Some(shared.clone()));
+                (self.table.len() - 1) as u32
+            }
+        };
+        self.ids.insert(shared, id);
+        Sid(id)
+    }
+
+    /// The shared copy of `text`.
+    pub(crate) fn intern(&mut self, text: &str) -> Arc<str> {
+        let id = self.id(text);
+        self.get(id).clone()
+    }
+
+    /// The string of a number ("" for a number not given out).
+    pub(crate) fn get(&self, id: Sid) -> &Arc<str> {
+        match self.table.get(id.0 as usize) {
+            Some(Some(text)) => text,
+            _ => self.empty_ref(),
+        }
+    }
+
+    fn empty_ref(&self) -> &Arc<str> {
+        self.table[0].as_ref().expect("0 is always \"\"")
     }
 
     /// The shared empty string.
     pub(crate) fn empty(&self) -> Arc<str> {
-        self.empty.clone()
+        self.empty_ref().clone()
     }
 
-    /// Forgets strings nothing else holds any more.
-    pub(crate) fn prune(&mut self) {
-        self.shared.retain(|s| Arc::strong_count(s) > 1);
+    /// Frees every number `in_use` does not mark (it is called with a
+    /// marker and marks the numbers still held), for reuse.
+    pub(crate) fn sweep(&mut self, in_use: impl FnOnce(&mut dyn FnMut(Sid))) {
+        let mut used = vec![false; self.table.len()];
+        used[0] = true;
+        in_use(&mut |Sid(id)| {
+            if let Some(u) = used.get_mut(id as usize) {
+                *u = true;
+            }
+        });
+        for (id, used) in used.into_iter().enumerate() {
+            if !used && let Some(text) = self.table[id].take() {
+                self.ids.remove(&text);
+                self.free.push(id as u32);
+            }
+        }
     }
 }
 
@@ -93,27 +150,27 @@ pub(crate) enum HostIp {
     Unknown,
     /// An IPv4 address.
     V4(Ipv4Addr),
-    /// Anything else GSE sent, as sent.
-    Text(Arc<String>),
+    /// Anything else GSE sent, as sent (shared).
+    Text(Sid),
 }
 
 impl HostIp {
-    fn new(text: Option<&str>) -> HostIp {
+    fn new(text: Option<&str>, strings: &mut Interner) -> HostIp {
         match text {
             None | Some("") => HostIp::Unknown,
             Some(text) => match text.parse() {
                 Ok(v4) => HostIp::V4(v4),
-                Err(_) => HostIp::Text(Arc::new(text.to_string())),
+                Err(_) => HostIp::Text(strings.id(text)),
             },
         }
     }
 
     /// The address as a label value, `None` when unknown.
-    pub(crate) fn label(&self) -> Option<IpLabel> {
+    pub(crate) fn label(&self, strings: &Interner) -> Option<IpLabel> {
         match self {
             HostIp::Unknown => None,
             HostIp::V4(ip) => Some(IpLabel::v4(*ip)),
-            HostIp::Text(text) => Some(IpLabel::from(text.as_str())),
+            HostIp::Text(text) => Some(IpLabel::from(strings.get(*text).clone())),
         }
     }
 }
@@ -122,8 +179,8 @@ impl HostIp {
 /// no optional wider than it must be, as a million of them are kept.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AgentInfo {
-    version: Arc<str>,
-    parent_ip: Arc<str>,
+    version: Sid,
+    parent_ip: Sid,
     host_ip: HostIp,
     /// `i64::MIN` when GSE did not say.
     bk_cloud_id: i64,
@@ -135,9 +192,9 @@ impl AgentInfo {
     /// The compact form of a decoded info fetched at `fetched`.
     pub(crate) fn new(info: &Info, fetched: SystemTime, strings: &mut Interner) -> AgentInfo {
         AgentInfo {
-            version: strings.intern(&info.version),
-            parent_ip: strings.intern(&info.parent_ip),
-            host_ip: HostIp::new(info.host_ip.as_deref()),
+            version: strings.id(&info.version),
+            parent_ip: strings.id(&info.parent_ip),
+            host_ip: HostIp::new(info.host_ip.as_deref(), strings),
             bk_cloud_id: info.bk_cloud_id.unwrap_or(i64::MIN),
             report_time: OptF64::new(info.report_time),
             fetched: Stamp::new(fetched),
@@ -145,8 +202,17 @@ impl AgentInfo {
     }
 
     /// Upstream proxy or server ("" when unknown), shared between agents.
-    pub(crate) fn parent_ip(&self) -> &Arc<str> {
-        &self.parent_ip
+    pub(crate) fn parent_ip<'a>(&self, strings: &'a Interner) -> &'a Arc<str> {
+        strings.get(self.parent_ip)
+    }
+
+    /// Marks the shared strings this info holds.
+    pub(crate) fn mark(&self, mark: &mut dyn FnMut(Sid)) {
+        mark(self.version);
+        mark(self.parent_ip);
+        if let HostIp::Text(text) = self.host_ip {
+            mark(text);
+        }
     }
 
     /// Cloud area as GSE knows it.
@@ -173,8 +239,8 @@ pub(crate) struct Observation {
     state: AgentState,
     has_status_code: bool,
     status_code: i64,
-    /// The version the status call carried (GSE 2.0), when not empty.
-    version: Option<Arc<str>>,
+    /// The version the status call carried (GSE 2.0); `Sid(0)` when none.
+    version: Sid,
     report_time: OptF64,
     observed_at: Stamp,
     last_seen_alive: Option<Stamp>,
@@ -195,7 +261,7 @@ impl Observation {
                 state: AgentState::NotFound,
                 has_status_code: true,
                 status_code: STATUS_NOT_FOUND,
-                version: None,
+                version: Sid::default(),
                 report_time: OptF64::new(None),
                 observed_at,
                 last_seen_alive,
@@ -209,11 +275,7 @@ impl Observation {
             },
             has_status_code: status.status_code.is_some(),
             status_code: status.status_code.unwrap_or_default(),
-            version: status
-                .version
-                .as_deref()
-                .filter(|v| !v.is_empty())
-                .map(|v| strings.intern(v)),
+            version: strings.id(status.version.as_deref().unwrap_or("")),
             report_time: OptF64::new(status.report_time),
             observed_at,
             last_seen_alive: if status.alive {
@@ -275,17 +337,22 @@ impl Observation {
 
     /// The version to count and export: the status call's, else the info's
     /// (none for an agent GSE does not know).
-    fn shared_version<'a>(&'a self, info: Option<&'a AgentInfo>) -> Option<&'a Arc<str>> {
-        match (self.state, &self.version, info) {
+    fn shared_version(&self, info: Option<&AgentInfo>) -> Option<Sid> {
+        match (self.state, self.version, info) {
             (AgentState::NotFound, _, _) => None,
-            (_, Some(version), _) => Some(version),
-            (_, None, info) => info.map(|info| &info.version),
+            (_, version, _) if version != Sid::default() => Some(version),
+            (_, _, info) => info.map(|info| info.version),
         }
     }
 
     /// The version to count and export ("" when unknown).
-    pub(crate) fn version<'a>(&'a self, info: Option<&'a AgentInfo>) -> &'a str {
-        self.shared_version(info).map_or("", |v| v)
+    pub(crate) fn version<'a>(&self, info: Option<&AgentInfo>, strings: &'a Interner) -> &'a str {
+        self.shared_version(info).map_or("", |v| strings.get(v))
+    }
+
+    /// Marks the shared strings this observation holds.
+    pub(crate) fn mark(&self, mark: &mut dyn FnMut(Sid)) {
+        mark(self.version);
     }
 
     /// The full record, with what info adds (version, parent, heartbeat).
@@ -307,12 +374,12 @@ impl Observation {
         let heartbeat_age = heartbeat_at.map(|at| (unix_seconds(observed_at) - at).max(0.0));
         let version = self
             .shared_version(info)
-            .map_or_else(|| strings.empty(), Arc::clone);
+            .map_or_else(|| strings.empty(), |v| strings.get(v).clone());
         AgentRecord {
             state: self.state,
             status_code: self.has_status_code.then_some(self.status_code),
             version,
-            parent_ip: info.map_or_else(|| strings.empty(), |i| i.parent_ip.clone()),
+            parent_ip: info.map_or_else(|| strings.empty(), |i| i.parent_ip(strings).clone()),
             heartbeat_at,
             heartbeat_age,
             observed_at,
@@ -328,25 +395,28 @@ impl AgentRow {
         entry: &HostEntry,
         info: Option<&AgentInfo>,
         record: AgentRecord,
+        blank_labels: &Arc<[String]>,
         strings: &mut Interner,
     ) -> AgentRow {
-        let cloud = entry.bk_cloud_id.or(info.and_then(AgentInfo::bk_cloud_id));
+        let cloud = entry
+            .bk_cloud_id()
+            .or(info.and_then(AgentInfo::bk_cloud_id));
         let bk_cloud_id = match cloud {
             Some(cloud) => strings.intern(itoa::Buffer::new().format(cloud)),
             None => strings.empty(),
         };
-        let ip = match entry.ip {
+        let ip = match entry.ip() {
             Some(ip) => IpLabel::v4(ip),
             None => info
-                .and_then(|i| i.host_ip.label())
+                .and_then(|i| i.host_ip.label(strings))
                 .unwrap_or_else(|| IpLabel::Text(strings.empty())),
         };
         AgentRow {
             bk_cloud_id,
             ip,
-            bk_agent_id: entry.agent_id.clone().unwrap_or_else(|| strings.empty()),
-            host_labels: entry.labels.clone(),
-            topology: entry.topology.clone(),
+            bk_agent_id: entry.agent_id().cloned().unwrap_or_else(|| strings.empty()),
+            host_labels: entry.labels().unwrap_or(blank_labels).clone(),
+            topology: entry.topology().cloned(),
             record,
         }
     }
@@ -372,6 +442,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shared_strings_are_numbered_once_and_freed_when_no_record_holds_them() {
+        let mut strings = Interner::default();
+        let a = strings.id("2.1.3");
+        assert_eq!(strings.id("2.1.3"), a);
+        assert_eq!(strings.id(""), Sid(0));
+        let b = strings.id("10.0.0.9");
+        assert_ne!(a, b);
+        let row_copy = strings.intern("10.0.0.9");
+        strings.sweep(|mark| mark(a));
+        assert_eq!(&**strings.get(a), "2.1.3");
+        assert_eq!(&**strings.get(b), "", "freed: nothing marked it");
+        assert_eq!(&*row_copy, "10.0.0.9", "a copy handed out lives on");
+        let c = strings.id("2.2.0");
+        assert_eq!(c, b, "the freed number is reused");
+        assert_eq!(&**strings.get(c), "2.2.0");
+        let again = strings.id("10.0.0.9");
+        assert!(
+            again != a && again != c,
+            "a freed string comes back with a new number"
+        );
+        assert_eq!(&**strings.get(again), "10.0.0.9");
+        assert_eq!(&**strings.get(Sid(0)), "");
+    }
+
+    #[test]
     fn stamps_keep_milliseconds_and_clamp_before_1970() {
         let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
         assert_eq!(Stamp::new(t).time(), t);
@@ -392,8 +487,8 @@ mod tests {
             report_time: Some(1_763_999_990.5),
         };
         let info = AgentInfo::new(&full, now, &mut strings);
-        assert_eq!(&*info.version, "2.1.5");
-        assert_eq!(info.host_ip.label().as_deref(), Some("10.0.0.7"));
+        assert_eq!(&**strings.get(info.version), "2.1.5");
+        assert_eq!(info.host_ip.label(&strings).as_deref(), Some("10.0.0.7"));
         assert_eq!(info.bk_cloud_id(), Some(-3));
         assert_eq!(info.report_time(), Some(1_763_999_990.5));
         assert_eq!(info.fetched(), now);
@@ -402,11 +497,11 @@ mod tests {
             ..Info::default()
         };
         let info = AgentInfo::new(&odd, now, &mut strings);
-        assert_eq!(info.host_ip.label().as_deref(), Some("fe80::1"));
+        assert_eq!(info.host_ip.label(&strings).as_deref(), Some("fe80::1"));
         assert_eq!(info.bk_cloud_id(), None);
         assert_eq!(info.report_time(), None);
         let blank = AgentInfo::new(&Info::default(), now, &mut strings);
-        assert_eq!(blank.host_ip.label(), None);
+        assert_eq!(blank.host_ip.label(&strings), None);
     }
 
     fn status(alive: bool, code: Option<i64>) -> Status {
