@@ -176,9 +176,9 @@ struct CycleOutcome {
     failed: [Vec<bool>; 2],
     /// The status answer changed the agent's state or status code.
     changed: [Vec<bool>; 2],
-    /// When the last batch holding the slot finished, from the cycle's start
-    /// (status and info batches alike).
-    finished: [Vec<Duration>; 2],
+    /// When the last batch holding the slot finished, in seconds from the
+    /// cycle's start (status and info batches alike; 4 bytes a slot).
+    finished: [Vec<f32>; 2],
     errors: Vec<(Call, GseError)>,
     batches: usize,
 }
@@ -189,7 +189,7 @@ impl CycleOutcome {
             started,
             failed: memory.each_ref().map(|m| vec![false; m.len()]),
             changed: memory.each_ref().map(|m| vec![false; m.len()]),
-            finished: memory.each_ref().map(|m| vec![Duration::ZERO; m.len()]),
+            finished: memory.each_ref().map(|m| vec![0.0; m.len()]),
             errors: Vec::new(),
             batches: 0,
         }
@@ -200,9 +200,10 @@ impl CycleOutcome {
     fn count<T>(&mut self, batch: &Done<T>) -> usize {
         let api = api_slot(api_of(batch.call));
         self.batches += 1;
+        let at = batch.finished.duration_since(self.started).as_secs_f32();
         for &slot in &batch.slots {
             let time = &mut self.finished[api][slot as usize];
-            *time = (*time).max(batch.finished.duration_since(self.started));
+            *time = time.max(at);
         }
         api
     }
@@ -567,7 +568,7 @@ impl Poller {
         // The label values of the hosts that have none of their own.
         let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
         let mut up = true;
-        let mut duration = Duration::ZERO;
+        let mut duration = 0f32;
         for (entry, &slot) in resolved.hosts.iter().zip(slots) {
             let slot = slot as usize;
             up &= !failed[slot];
@@ -619,11 +620,10 @@ impl Poller {
             placement: placement.finish(),
             up,
             poll_duration: if resolved.hosts.is_empty() {
-                elapsed
+                elapsed.as_secs_f64()
             } else {
-                duration
-            }
-            .as_secs_f64(),
+                f64::from(duration)
+            },
             interval: self.config.interval.as_secs_f64(),
             last_success: self.last_success.get(&group.name).copied(),
             skipped: resolved.skipped.clone(),
