@@ -269,7 +269,7 @@ impl Discovery {
             && (due || name_due)
         {
             if name_due {
-                let named = ask_name(client, pacer, group.bk_biz_id, telemetry).await;
+                let named = ask_name(client, pacer, group.bk_biz_id, selection, telemetry).await;
                 apply_name(state, named, group);
             }
             if due {
@@ -293,11 +293,12 @@ async fn ask_name(
     client: &CmdbClient,
     pacer: &Pacer,
     biz: i64,
+    selection: &GroupCmdb,
     telemetry: &Telemetry,
 ) -> Result<Option<String>, GseError> {
     let (permit, waited) = pacer.acquire().await;
     telemetry.add_rate_limit_wait(waited);
-    let name = client.business_name(biz).await;
+    let name = client.business_name(biz, selection).await;
     drop(permit);
     name
 }
@@ -562,6 +563,7 @@ mod tests {
                 ..GroupCmdb::default()
             }),
             per_agent_metrics: true,
+            tenant_id: None,
         }
     }
 
