@@ -106,9 +106,17 @@ pub(crate) struct Discovery {
     cmdb: Option<(CmdbClient, Arc<Pacer>)>,
     groups: HashMap<String, CmdbGroupState>,
     last: HashMap<String, LastResolved>,
+    /// Business names are never looked up (`query` shows none).
+    skip_names: bool,
 }
 
 impl Discovery {
+    /// Leaves out the business-name lookup of topology groups: their hosts
+    /// are listed as configured, their `bk_biz_name` stays "".
+    pub(crate) fn skip_business_names(&mut self) {
+        self.skip_names = true;
+    }
+
     /// Resolves every group of `config`, in order.
     pub(crate) async fn resolve(
         &mut self,
@@ -250,11 +258,12 @@ impl Discovery {
         telemetry: &Telemetry,
     ) -> DiscoveryStatus {
         let key = (group.bk_biz_id, selection.clone());
+        let wants_name = selection.topology && !self.skip_names;
         let state = self.groups.entry(group.name.clone()).or_default();
         if state.selection.as_ref() != Some(&key) {
             *state = CmdbGroupState {
                 selection: Some(key),
-                named: !selection.topology,
+                named: !wants_name,
                 ..CmdbGroupState::default()
             };
         }
@@ -264,7 +273,7 @@ impl Discovery {
             .map(|c| c.refresh_interval)
             .unwrap_or_default();
         let due = !state.listed || state.last_attempt.is_none_or(|t| t.elapsed() >= refresh);
-        let name_due = selection.topology && (due || !state.named);
+        let name_due = wants_name && (due || !state.named);
         if let Some((client, pacer)) = &self.cmdb
             && (due || name_due)
         {

@@ -241,6 +241,11 @@ impl Poller {
         })
     }
 
+    /// Never asks CMDB for business names (for `query`, which shows none).
+    pub(crate) fn skip_business_names(&mut self) {
+        self.discovery.skip_business_names();
+    }
+
     /// The batch counts of this poller's cycles, readable while one runs.
     pub(crate) fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
