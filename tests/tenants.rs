@@ -1,7 +1,8 @@
 //! Tenants per group: a group's `tenant_id` overrides `gse.tenant_id` for
 //! its GSE calls and `cmdb.tenant_id` for its CMDB calls; the same agent id
 //! in groups of two tenants is two agents, asked for in separate requests,
-//! in the exporter and in `query` alike; hostile tenant ids are refused.
+//! in the exporter and in `query` alike, and a reload that changes a
+//! group's tenant asks in the new one only; hostile tenant ids are refused.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -158,6 +159,67 @@ async fn query_asks_each_tenant_apart_too() {
     );
     let each = counts(&[("tenant-a", 1), ("tenant-b", 1)]);
     assert_eq!(per_tenant(&sim, Api::V2State), each);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_a_group_to_another_tenant_asks_in_that_tenant_only() {
+    let sim = start_sim(SimOptions {
+        agents: 50,
+        online_share: 1.0,
+        unknown_share: 0.0,
+        ..SimOptions::default()
+    })
+    .await;
+    let agents = shared_agents(&sim);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    let yaml = two_tenants_yaml(&sim, &agents).replace("interval: 1h", "interval: 1s");
+    std::fs::write(&path, &yaml).unwrap();
+    let options = gse_exporter::run::ExporterOptions {
+        config_file: Some(path.clone()),
+        ..Default::default()
+    };
+    let config = gse_exporter::config::Config::load(&path).unwrap();
+    let exporter = gse_exporter::run::Exporter::start(config, options)
+        .await
+        .unwrap();
+    let b_online = || async {
+        let all = parse(&scrape(exporter.addr()).await);
+        let labels = [
+            ("group", "b"),
+            ("bk_agent_id", agents[0].bk_agent_id.as_str()),
+        ];
+        value(&all, "gse_agent_online", &labels)
+    };
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    assert_eq!(b_online().await, Some(0.0), "tenant-b's answer");
+
+    std::fs::write(
+        &path,
+        yaml.replace("tenant_id: tenant-b", "tenant_id: tenant-c"),
+    )
+    .unwrap();
+    exporter.reloader().reload_now().await.expect("reload");
+    wait_until("group b in tenant-c", Duration::from_secs(20), || async {
+        (b_online().await == Some(1.0)).then_some(())
+    })
+    .await;
+    let before = per_tenant(&sim, Api::V2State);
+    wait_more_cycles(&exporter, 3, Duration::from_secs(20)).await;
+    let after = per_tenant(&sim, Api::V2State);
+    let grew = |tenant: &str| after.get(tenant) > before.get(tenant);
+    assert!(
+        grew("tenant-a") && grew("tenant-c"),
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after.get("tenant-b"),
+        before.get("tenant-b"),
+        "tenant-b is no longer asked"
+    );
+    assert_eq!(after.get(""), None, "no request without a tenant");
+    exporter.shutdown().await;
     sim.shutdown().await;
 }
 

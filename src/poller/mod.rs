@@ -88,7 +88,7 @@ pub(crate) struct Poller {
     memory: Vec<Memory>,
     /// Versions, parents and cloud ids, shared between agents.
     strings: Interner,
-    /// Last cycle's host lists and each group's slots in its API's memory.
+    /// Last cycle's host lists and each group's slots in its space's memory.
     plan: Plan,
     last_success: HashMap<String, f64>,
     discovery: Discovery,
@@ -342,13 +342,11 @@ impl Poller {
     /// Drops the spaces (and their memory) no list is in, and adds an empty
     /// one for each new space.
     fn update_spaces(&mut self, lists: &[(Space, Arc<Vec<HostEntry>>)]) {
-        let used = |space: &Space| lists.iter().any(|(s, _)| s == space);
-        let mut index = 0;
-        self.memory.retain(|_| {
-            index += 1;
-            used(&self.spaces[index - 1])
-        });
-        self.spaces.retain(used);
+        let spaces = std::mem::take(&mut self.spaces).into_iter();
+        (self.spaces, self.memory) = spaces
+            .zip(std::mem::take(&mut self.memory))
+            .filter(|(space, _)| lists.iter().any(|(s, _)| s == space))
+            .unzip();
         for (space, _) in lists {
             if !self.spaces.contains(space) {
                 self.spaces.push(space.clone());
