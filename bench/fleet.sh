@@ -16,6 +16,9 @@
 #   req2, req3 GSE requests of cycles 2 and 3, as state+info (the simulator's count)
 #   cycle      seconds of cycle 3 (gse_exporter_poll_duration_seconds, from the landing page)
 #   bound      cycle 3's requests / rate: the fastest the rate limit allows
+#   cpu1       exporter CPU-seconds from its start to the end of its first full
+#              cycle (reading the config and hosts, state and info of every
+#              agent, the first render): what a restart or a new shard costs
 #   cpu3, cpu4 exporter CPU-seconds (user+sys) over cycles 3 and 4, read from /proc
 #              with no /metrics request meanwhile: decode, snapshot, render, gzip
 #   p50 / p99  /metrics latency (wrk: 1 connection for the median; 10 for the
@@ -114,8 +117,9 @@ EOF
   wait_for 10 curl -sf -o /dev/null "http://127.0.0.1:$2/metrics"
 }
 
-printf '%10s %9s %9s %8s %8s %7s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8s %7s %8s %8s\n' \
-  agents req2 req3 cycle_s bound_s cpu3_s cpu4_s p50_ms ngx_p50 p50@10 p99@10 ngx_p99 gz_p50 ngxgz_p50 gz_p50@10 gz_p99@10 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
+cpu_s() { awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}'; }
+printf '%10s %9s %9s %8s %8s %7s %7s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8s %7s %8s %8s\n' \
+  agents req2 req3 cycle_s bound_s cpu1_s cpu3_s cpu4_s p50_ms ngx_p50 p50@10 p99@10 ngx_p99 gz_p50 ngxgz_p50 gz_p50@10 gz_p99@10 ngxgz_p99 body_MB gz_MB rss_MiB hwm_MiB
 for size in "${sizes[@]}"; do
   n=${size%%:*}
   per_agent=true; ((n >= 1000000)) && per_agent=false
@@ -150,6 +154,7 @@ EOF
   exp_pid=$!; pids+=($exp_pid)
   addr="127.0.0.1:$exp_port"
   wait_for $((interval * 3)) curl -sf "http://$addr/-/ready"
+  cpu1=$(cpu_s 0 "$(cpu_ticks "$exp_pid")")
   # Cycle 1 asked for state and info; cycle 2 for state; cycle 3 for state
   # and, for the heartbeat, the info of the online agents.
   after1=$(gse_requests "$sim_port")
@@ -168,7 +173,6 @@ EOF
   sleep "$interval"
   ticks2=$(cpu_ticks "$exp_pid")
   req2=$(per_cycle "$after1" "$after2"); req3=$(per_cycle "$after2" "$after3")
-  cpu_s() { awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}'; }
   cpu3=$(cpu_s "$ticks0" "$ticks1"); cpu4=$(cpu_s "$ticks1" "$ticks2")
   bound=$(awk -v r="$((req3))" -v q="$rate" 'BEGIN {printf "%.2f", r / q}')
 
@@ -187,8 +191,8 @@ EOF
   body=$(stat -c %s "$dir/www/metrics"); gzb=$(stat -c %s "$dir/www/metrics.gz")
   rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$exp_pid/status")
-  printf '%10s %9s %9s %8.2f %8s %7s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8.1f %7.1f %8s %8s\n' \
-    "$size" "$req2" "$req3" "$cycle" "$bound" "$cpu3" "$cpu4" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
+  printf '%10s %9s %9s %8.2f %8s %7s %7s %7s | %8s %8s %8s %8s %8s | %8s %8s %8s %8s %8s | %8.1f %7.1f %8s %8s\n' \
+    "$size" "$req2" "$req3" "$cycle" "$bound" "$cpu1" "$cpu3" "$cpu4" "${row[@]}" "$(awk -v b="$body" 'BEGIN{print b/1e6}')" \
     "$(awk -v b="$gzb" 'BEGIN{print b/1e6}')" "$rss" "$hwm"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true

@@ -107,9 +107,17 @@ pub(crate) struct Discovery {
     cmdb: Option<(CmdbClient, Arc<Pacer>)>,
     groups: HashMap<String, CmdbGroupState>,
     last: HashMap<String, LastResolved>,
+    /// Business names are never looked up (`query` shows none).
+    skip_names: bool,
 }
 
 impl Discovery {
+    /// Leaves out the business-name lookup of topology groups: their hosts
+    /// are listed as configured, their `bk_biz_name` stays "".
+    pub(crate) fn skip_business_names(&mut self) {
+        self.skip_names = true;
+    }
+
     /// Resolves every group of `config`, in order.
     pub(crate) async fn resolve(
         &mut self,
@@ -251,11 +259,12 @@ impl Discovery {
         telemetry: &Telemetry,
     ) -> DiscoveryStatus {
         let key = (group.bk_biz_id, selection.clone());
+        let wants_name = selection.topology && !self.skip_names;
         let state = self.groups.entry(group.name.clone()).or_default();
         if state.selection.as_ref() != Some(&key) {
             *state = CmdbGroupState {
                 selection: Some(key),
-                named: !selection.topology,
+                named: !wants_name,
                 ..CmdbGroupState::default()
             };
         }
@@ -265,12 +274,12 @@ impl Discovery {
             .map(|c| c.refresh_interval)
             .unwrap_or_default();
         let due = !state.listed || state.last_attempt.is_none_or(|t| t.elapsed() >= refresh);
-        let name_due = selection.topology && (due || !state.named);
+        let name_due = wants_name && (due || !state.named);
         if let Some((client, pacer)) = &self.cmdb
             && (due || name_due)
         {
             if name_due {
-                let named = ask_name(client, pacer, group.bk_biz_id, telemetry).await;
+                let named = ask_name(client, pacer, group.bk_biz_id, selection, telemetry).await;
                 apply_name(state, named, group);
             }
             if due {
@@ -294,11 +303,12 @@ async fn ask_name(
     client: &CmdbClient,
     pacer: &Pacer,
     biz: i64,
+    selection: &GroupCmdb,
     telemetry: &Telemetry,
 ) -> Result<Option<String>, GseError> {
     let (permit, waited) = pacer.acquire().await;
     telemetry.add_rate_limit_wait(waited);
-    let name = client.business_name(biz).await;
+    let name = client.business_name(biz, selection).await;
     drop(permit);
     name
 }
@@ -590,6 +600,7 @@ mod tests {
                 ..GroupCmdb::default()
             }),
             per_agent_metrics: true,
+            tenant_id: None,
         }
     }
 

@@ -157,6 +157,7 @@ fn parse_hosts(texts: &[String], api: ApiVersion) -> Result<Vec<Host>, QueryErro
 /// Polls `config` once, drawing a progress bar on stderr when `progress`.
 pub(crate) async fn poll(config: Config, progress: bool) -> Result<Snapshot, QueryError> {
     let mut poller = Poller::new(Arc::new(config), Arc::new(Telemetry::default()))?;
+    poller.skip_business_names();
     if !progress {
         return Ok(poller.run_cycle().await);
     }

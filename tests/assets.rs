@@ -789,7 +789,9 @@ fn panel_query(file: &str, title: &str, ref_id: &str, biz: &str) -> String {
 /// Panel queries evaluated by promtool against series where the old queries
 /// misled: heartbeat ages of offline agents (6,537 s), gse_up without a
 /// business, and info-API counters that do not move between info polls
-/// (NaN). promtool fails on any sample that differs, NaN included.
+/// (NaN); and the topology panels (a host GSE does not know is not offline,
+/// a set with none offline is 0). promtool fails on any sample that
+/// differs, NaN included.
 #[test]
 fn dashboard_panels_tell_the_truth() {
     const FLEET: &str = "gse-agents-fleet.json";
@@ -798,6 +800,12 @@ fn dashboard_panels_tell_the_truth() {
     let sz = r#"job="gse_exporter",instance="gse-exporter-sz.example.com",site="shenzhen""#;
     let agent = |ip: &str| {
         format!(r#"{sh},group="web-prod",bk_biz_id="2",bk_cloud_id="0",ip="{ip}",bk_agent_id="""#)
+    };
+    let topology = |ip: &str, set: &str, module: &str, operator: &str| {
+        format!(
+            r#"gse_agent_topology_info{{{},bk_biz_name="pay",bk_set_name="{set}",bk_module_name="{module}",operator="{operator}",bk_bak_operator=""}}"#,
+            agent(ip)
+        )
     };
     let series: Vec<(String, &str)> = vec![
         // shanghai web-prod (business 2): two online agents, one offline
@@ -829,6 +837,17 @@ fn dashboard_panels_tell_the_truth() {
             format!("gse_agent_heartbeat_age_seconds{{{}}}", agent("10.0.0.3")),
             "4737+60x40",
         ),
+        // A host GSE does not know (status -2: not offline), and where
+        // CMDB puts the four hosts: sets s1 (.1, .3, .4) and s2 (.2).
+        (format!("gse_agent_online{{{}}}", agent("10.0.0.4")), "0x40"),
+        (
+            format!("gse_agent_status_code{{{}}}", agent("10.0.0.4")),
+            "-2x40",
+        ),
+        (topology("10.0.0.1", "s1", "m1", "alice"), "1x40"),
+        (topology("10.0.0.2", "s2", "m3", "bob"), "1x40"),
+        (topology("10.0.0.3", "s1", "m1,m2", "alice"), "1x40"),
+        (topology("10.0.0.4", "s1", "m1", "alice"), "1x40"),
         // GSE unreachable for both shanghai groups; shenzhen's web-prod fine.
         (format!("gse_up{{{sh},group=\"web-prod\"}}"), "0x40"),
         (format!("gse_up{{{sh},group=\"db\"}}"), "0x40"),
@@ -958,6 +977,55 @@ fn dashboard_panels_tell_the_truth() {
         (
             panel_query(EXPORTER, "GSE reachable per group (gse_up)", "A", "3"),
             vec![(r#"{site="shanghai", group="db"}"#, 0.0)],
+        ),
+        // Offline agents by topology: the not-found host is not offline, a
+        // set or maintainer with none offline shows 0.
+        (
+            panel_query(FLEET, "Offline agents per set", "A", ".*"),
+            vec![
+                (r#"{site="shanghai", bk_biz_id="2", bk_set_name="s1"}"#, 1.0),
+                (r#"{site="shanghai", bk_biz_id="2", bk_set_name="s2"}"#, 0.0),
+            ],
+        ),
+        (
+            panel_query(FLEET, "Offline agents per module", "A", "2"),
+            vec![
+                (
+                    r#"{site="shanghai", bk_biz_id="2", bk_module_name="m1"}"#,
+                    0.0,
+                ),
+                (
+                    r#"{site="shanghai", bk_biz_id="2", bk_module_name="m1,m2"}"#,
+                    1.0,
+                ),
+                (
+                    r#"{site="shanghai", bk_biz_id="2", bk_module_name="m3"}"#,
+                    0.0,
+                ),
+            ],
+        ),
+        (
+            panel_query(FLEET, "Offline agents per maintainer", "A", ".*"),
+            vec![
+                (r#"{site="shanghai", operator="alice"}"#, 1.0),
+                (r#"{site="shanghai", operator="bob"}"#, 0.0),
+            ],
+        ),
+        (
+            panel_query(FLEET, "Offline agents per maintainer", "A", "3"),
+            vec![],
+        ),
+        (
+            panel_query(
+                FLEET,
+                "Offline agents with set, module and maintainers",
+                "A",
+                ".*",
+            ),
+            vec![(
+                r#"{site="shanghai", group="web-prod", bk_biz_id="2", bk_cloud_id="0", ip="10.0.0.3", bk_biz_name="pay", bk_set_name="s1", bk_module_name="m1,m2", operator="alice"}"#,
+                0.0,
+            )],
         ),
         // Between info polls the info API has no ratio and no latency, not NaN.
         (

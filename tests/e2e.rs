@@ -91,8 +91,8 @@ impl World {
     }
 
     /// Like `around_with_node`, with the `web` group also discovered from
-    /// the simulator's CMDB (its business 2), so the discovery families
-    /// have samples for `group="web"` too.
+    /// the simulator's CMDB (its business 2) with its topology, so the
+    /// discovery and topology families have samples for `group="web"` too.
     async fn around_with_node_and_cmdb(sim: RunningSim, top: &str) -> World {
         World::build(sim, top, true, true).await
     }
@@ -119,8 +119,11 @@ impl World {
         let yaml = match web_cmdb {
             false => yaml,
             true => {
-                let with_cmdb =
-                    yaml.replacen("  - name: web\n", "  - name: web\n    cmdb: {}\n", 1);
+                let with_cmdb = yaml.replacen(
+                    "  - name: web\n",
+                    "  - name: web\n    cmdb: { topology: true }\n",
+                    1,
+                );
                 assert_ne!(with_cmdb, yaml, "the web group is in the config");
                 format!(
                     "{with_cmdb}cmdb:\n  url: {}\n  refresh_interval: 1s\n  rate_limit: {{ requests_per_second: 100, burst: 10 }}\n",
@@ -648,8 +651,9 @@ async fn every_dashboard_query_runs_and_returns_data() {
         sim.shutdown().await;
     };
     // The node mode runs on the host of one web agent, for the "Host" row;
-    // web is also discovered from CMDB, and OTLP pushes go to a closed port
-    // (they fail), so the discovery and OTLP panels have data.
+    // web is also discovered from CMDB with its topology, and OTLP pushes go
+    // to a closed port (they fail), so the discovery, topology and OTLP
+    // panels have data.
     let otlp = "otlp:\n  endpoint: http://127.0.0.1:9\n  interval: 1s\n  timeout: 500ms\n";
     let world = World::around_with_node_and_cmdb(sim, otlp).await;
     let stack = &world.stack;

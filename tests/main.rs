@@ -29,6 +29,7 @@ mod query;
 mod reload;
 mod secrets;
 mod sharding;
+mod tenants;
 mod topology;
 mod translations;
 mod upstream_tls;

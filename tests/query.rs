@@ -360,6 +360,45 @@ async fn an_unreachable_gse_exits_2_and_says_which_group() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topology_group_is_listed_without_the_business_name_query_never_shows() {
+    let sim = start_sim(SimOptions {
+        agents: 60,
+        ..SimOptions::default()
+    })
+    .await;
+    let yaml = format!(
+        "{}groups:\n{}",
+        gse_block(&sim, ""),
+        cmdb_topology_group_yaml(&sim, "biz-2", 2, "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gse.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = query(&config, &["-o", "json"]).await;
+    let rows = json_states(&out);
+    assert!(!rows.is_empty(), "{}", text(&out.stderr));
+    let calls = |api: gse_sim::Api| -> usize {
+        let tenants = sim.tenants().into_iter();
+        tenants
+            .filter(|((a, _), _)| *a == api)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert_eq!(
+        calls(gse_sim::Api::CmdbListHostsTopo),
+        1,
+        "the listing as configured"
+    );
+    assert_eq!(calls(gse_sim::Api::CmdbListHosts), 0);
+    assert_eq!(
+        calls(gse_sim::Api::CmdbSearchBusiness),
+        0,
+        "no business name asked"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_exit_2_with_a_message() {
     let f = fixture(1.0, 0.0).await;
     let out = query(&f.config, &["--group", "nope"]).await;

@@ -35,6 +35,38 @@ function(cfg)
            instant=true,
            graphMode='none',
            textMode='name');
+  // Offline agents (known to GSE) of topology groups with their
+  // gse_agent_topology_info labels `labels` added (groups without
+  // `cmdb: { topology: true }` have no such series and drop out).
+  local offlineWith(labels) = |||
+    (%(offline)s)
+      * on (%(key)s) group_left (%(labels)s)
+        gse_agent_topology_info{%(agents)s}
+  ||| % (q { labels: labels });
+  // Offline agents per value of one topology label (and `also`), every value
+  // of the selection shown (0 where none is offline).
+  local offlinePer(label, also) =
+    local by = '%s, %s%s' % [q.site, also, label];
+    |||
+      sort_desc(
+        count by (%(by)s) (
+          %(offline)s
+        )
+        or
+        0 * count by (%(by)s) (gse_agent_topology_info{%(agents)s})
+      )
+    ||| % (q { by: by, offline: std.stripChars(offlineWith(label), '\n') });
+  // Sets and modules are named per business; maintainers are people.
+  local perTopologyBars(title, label, what, perBiz=true) =
+    g.bargauge(
+      title,
+      'Agents GSE knows and reports offline, per %s (gse_agent_online == 0 joined to gse_agent_topology_info; groups with `cmdb: { topology: true }` only). A host in several %ss, or with several maintainers, counts under the names joined by `,`.'
+      % [what, what],
+      offlinePer(label, if perBiz then 'bk_biz_id, ' else ''),
+      sl + '{{%s}}' % label + (if perBiz then ' (biz {{bk_biz_id}})' else ''),
+      w=8,
+      thresholds=[['green', null], ['orange', 1]],
+    );
   local stateColumn(state) =
     'sum by (%s, group, bk_biz_id) (gse_agents{%s, state="%s"})' % [q.site, q.agents, state];
 
@@ -195,6 +227,55 @@ function(cfg)
               ip: 'IP',
               bk_cloud_id: 'Cloud',
               bk_agent_id: 'Agent ID',
+            },
+          },
+        }],
+      ),
+
+      g.row('Offline agents by CMDB topology'),
+      perTopologyBars('Offline agents per set', 'bk_set_name', 'set'),
+      perTopologyBars('Offline agents per module', 'bk_module_name', 'module'),
+      perTopologyBars('Offline agents per maintainer', 'operator', 'maintainer', perBiz=false),
+      g.table(
+        'Offline agents with set, module and maintainers',
+        'Agents GSE knows and reports offline, with where CMDB puts the host and who maintains it (gse_agent_topology_info, as of the last CMDB refresh; groups with `cmdb: { topology: true }` only).',
+        [
+          |||
+            max by (%(site)s, group, bk_biz_id, bk_cloud_id, ip, bk_agent_id, bk_biz_name, bk_set_name, bk_module_name, operator, bk_bak_operator) (
+              %(offline)s
+            )
+          ||| % (q { offline: std.stripChars(offlineWith('bk_biz_name, bk_set_name, bk_module_name, operator, bk_bak_operator'), '\n') }),
+        ],
+        w=24,
+        transformations=[{
+          id: 'organize',
+          options: {
+            excludeByName: { Time: true, Value: true },
+            indexByName: {
+              [c.site]: 0,
+              group: 1,
+              bk_biz_id: 2,
+              bk_biz_name: 3,
+              ip: 4,
+              bk_cloud_id: 5,
+              bk_agent_id: 6,
+              bk_set_name: 7,
+              bk_module_name: 8,
+              operator: 9,
+              bk_bak_operator: 10,
+            },
+            renameByName: {
+              [c.site]: 'Site',
+              group: 'Group',
+              bk_biz_id: 'Business',
+              bk_biz_name: 'Business name',
+              ip: 'IP',
+              bk_cloud_id: 'Cloud',
+              bk_agent_id: 'Agent ID',
+              bk_set_name: 'Set',
+              bk_module_name: 'Module',
+              operator: 'Maintainers',
+              bk_bak_operator: 'Backup maintainers',
             },
           },
         }],

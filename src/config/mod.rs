@@ -333,6 +333,9 @@ pub(crate) struct GroupCmdb {
     pub(crate) labels: Vec<String>,
     /// Ask for each host's topology and maintainers and the business name.
     pub(crate) topology: bool,
+    /// `X-Bk-Tenant-Id` of the group's CMDB calls: the group's `tenant_id`,
+    /// else `cmdb.tenant_id`.
+    pub(crate) tenant_id: Option<String>,
 }
 
 /// Validated `gse:` block.
@@ -403,6 +406,9 @@ pub struct GroupConfig {
     pub(crate) cmdb: Option<GroupCmdb>,
     /// Export per-agent series.
     pub(crate) per_agent_metrics: bool,
+    /// `X-Bk-Tenant-Id` of the group's GSE 2.0 calls: the group's
+    /// `tenant_id`, else `gse.tenant_id`.
+    pub(crate) tenant_id: Option<String>,
 }
 
 impl GroupConfig {

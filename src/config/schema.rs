@@ -177,6 +177,9 @@ pub(crate) struct RawGroup {
     pub(crate) cmdb: Option<RawGroupCmdb>,
     /// Export per-agent series (default true); per-group counts stay either way.
     pub(crate) per_agent_metrics: Option<bool>,
+    /// Tenant of this group's GSE and CMDB calls (default: `gse.tenant_id`
+    /// for GSE, `cmdb.tenant_id` for CMDB).
+    pub(crate) tenant_id: Option<String>,
 }
 
 /// A group's `cmdb:` as written.

@@ -87,7 +87,9 @@ impl Validator<'_> {
         let gse = self.gse(raw.gse);
         let groups = self.groups(raw.groups, &gse);
         self.batch_cap(&gse, &groups);
+        let mut groups = groups;
         let cmdb = self.cmdb(raw.cmdb, &gse, &groups);
+        default_cmdb_tenants(&mut groups, cmdb.as_ref());
         let sharding = self.sharding(raw.sharding.as_ref());
         self.metric_deny(&raw.metric_deny);
         let otlp = raw.otlp.map(|o| self.otlp(o));
@@ -578,7 +580,13 @@ impl Validator<'_> {
         if let Some(file) = &hosts_file {
             self.hosts_file(&format!("{path}.hosts_file"), file, api);
         }
-        let cmdb = raw.cmdb.map(|c| self.group_cmdb(path, c));
+        let tenant_id = raw
+            .tenant_id
+            .and_then(|t| self.tenant(&format!("{path}.tenant_id"), t));
+        let cmdb = raw.cmdb.map(|c| GroupCmdb {
+            tenant_id: tenant_id.clone(),
+            ..self.group_cmdb(path, c)
+        });
         for name in cmdb.iter().flat_map(|c| c.labels.iter()) {
             if raw.labels.contains_key(name) {
                 let rule = "is also a cmdb label of the group";
@@ -598,6 +606,7 @@ impl Validator<'_> {
             hosts_file,
             cmdb,
             per_agent_metrics,
+            tenant_id: tenant_id.or_else(|| gse.tenant_id.clone()),
         }
     }
 
@@ -640,6 +649,7 @@ impl Validator<'_> {
             host_property_filter: raw.host_property_filter,
             labels: raw.labels,
             topology: raw.topology,
+            tenant_id: None,
         }
     }
 
@@ -655,6 +665,17 @@ impl Validator<'_> {
             } else if name.starts_with("__") || RESERVED_LABELS.contains(&name.as_str()) {
                 self.problem(key, name, "is reserved: the exporter sets it");
             }
+        }
+    }
+}
+
+/// Gives each CMDB group without a `tenant_id` of its own the `cmdb:`
+/// block's (groups are read before that block).
+fn default_cmdb_tenants(groups: &mut [GroupConfig], cmdb: Option<&CmdbConfig>) {
+    let Some(cmdb) = cmdb else { return };
+    for selection in groups.iter_mut().filter_map(|g| g.cmdb.as_mut()) {
+        if selection.tenant_id.is_none() {
+            selection.tenant_id = cmdb.tenant_id.clone();
         }
     }
 }

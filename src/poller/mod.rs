@@ -28,7 +28,7 @@ use crate::snapshot::{
 };
 use crate::telemetry::Telemetry;
 use crate::upstream::GseError;
-use crate::upstream::gse::{Call, GseClient, Info, Reply, Status};
+use crate::upstream::gse::{Call, GseClient, Info, Reply, Status, tenant_sent};
 use memory::Memory;
 use record::{AgentInfo, Interner, Observation};
 
@@ -86,13 +86,16 @@ pub(crate) struct Poller {
     client: GseClient,
     pacers: Pacers,
     telemetry: Arc<Telemetry>,
-    /// What is known of each listed agent, one table set per API (`api_slot`).
-    memory: [Memory; 2],
+    /// The (API, tenant) pairs of the groups, each with its [`Memory`] at
+    /// the same index in `memory`.
+    spaces: Vec<Space>,
+    /// What is known of each listed agent, one table set per space.
+    memory: Vec<Memory>,
     /// Versions, parents and cloud ids, shared between agents (behind a
     /// lock so that batches absorbed while others are in flight can number
     /// new strings, and a cycle dropped half-way leaves it whole).
     strings: parking_lot::Mutex<Interner>,
-    /// Last cycle's host lists and each group's slots in its API's memory.
+    /// Last cycle's host lists and each group's slots in its space's memory.
     plan: Plan,
     last_success: HashMap<String, f64>,
     discovery: Discovery,
@@ -100,16 +103,36 @@ pub(crate) struct Poller {
     progress: Arc<Progress>,
 }
 
-/// Each group's hosts as slots of its API's [`Memory`], kept while the host
-/// lists are the same lists.
+/// Whose agents one [`Memory`] holds: an API and the tenant its calls
+/// carry. An agent id listed in two spaces is two agents (two tenants may
+/// use the same id), asked for in separate batches, so that every request
+/// carries exactly one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Space {
+    api: ApiVersion,
+    /// `X-Bk-Tenant-Id` of the calls (none for GSE 1.x, which sends none).
+    tenant: Option<Arc<str>>,
+}
+
+impl Space {
+    fn of(group: &GroupConfig) -> Space {
+        Space {
+            api: group.api,
+            tenant: tenant_sent(group.api, group.tenant_id.as_deref()).map(Arc::from),
+        }
+    }
+}
+
+/// Each group's hosts as slots of its space's [`Memory`], kept while the
+/// host lists are the same lists.
 #[derive(Debug, Default)]
 struct Plan {
-    lists: Vec<(ApiVersion, Arc<Vec<HostEntry>>)>,
+    lists: Vec<(Space, Arc<Vec<HostEntry>>)>,
     slots: Vec<Vec<u32>>,
 }
 
 impl Plan {
-    fn is_for(&self, lists: &[(ApiVersion, Arc<Vec<HostEntry>>)]) -> bool {
+    fn is_for(&self, lists: &[(Space, Arc<Vec<HostEntry>>)]) -> bool {
         lists.len() == self.lists.len()
             && lists
                 .iter()
@@ -138,17 +161,9 @@ impl Progress {
     }
 }
 
-const APIS: [ApiVersion; 2] = [ApiVersion::V1, ApiVersion::V2];
-
-fn api_slot(api: ApiVersion) -> usize {
-    match api {
-        ApiVersion::V1 => 0,
-        ApiVersion::V2 => 1,
-    }
-}
-
-/// One batch of one call: slots of its API's memory and their keys.
+/// One batch of one call: slots of its space's memory and their keys.
 struct Batch {
+    space: usize,
     call: Call,
     slots: Vec<u32>,
     keys: Vec<Arc<str>>,
@@ -162,50 +177,50 @@ struct Planned<'a> {
 
 /// The outcome of one batch, after retries: an answer per slot, in order.
 struct Done<T> {
+    space: usize,
     call: Call,
     slots: Vec<u32>,
     result: Result<Reply<T>, GseError>,
     finished: Instant,
 }
 
-/// What one cycle learned besides the answers, by API and slot.
+/// What one cycle learned besides the answers, by space and slot.
 struct CycleOutcome {
     /// When the cycle started.
     started: Instant,
     /// The status batch failed: the agent keeps its last observation.
-    failed: [Vec<bool>; 2],
+    failed: Vec<Vec<bool>>,
     /// The status answer changed the agent's state or status code.
-    changed: [Vec<bool>; 2],
+    changed: Vec<Vec<bool>>,
     /// When the last batch holding the slot finished, in seconds from the
     /// cycle's start (status and info batches alike; 4 bytes a slot).
-    finished: [Vec<f32>; 2],
+    finished: Vec<Vec<f32>>,
     errors: Vec<(Call, GseError)>,
     batches: usize,
 }
 
 impl CycleOutcome {
-    fn new(memory: &[Memory; 2], started: Instant) -> CycleOutcome {
+    fn new(memory: &[Memory], started: Instant) -> CycleOutcome {
         CycleOutcome {
             started,
-            failed: memory.each_ref().map(|m| vec![false; m.len()]),
-            changed: memory.each_ref().map(|m| vec![false; m.len()]),
-            finished: memory.each_ref().map(|m| vec![0.0; m.len()]),
+            failed: memory.iter().map(|m| vec![false; m.len()]).collect(),
+            changed: memory.iter().map(|m| vec![false; m.len()]).collect(),
+            finished: memory.iter().map(|m| vec![0.0; m.len()]).collect(),
             errors: Vec::new(),
             batches: 0,
         }
     }
 
     /// Counts a finished batch, marks when its slots were done, and returns
-    /// its API's table index.
+    /// its space.
     fn count<T>(&mut self, batch: &Done<T>) -> usize {
-        let api = api_slot(api_of(batch.call));
         self.batches += 1;
         let at = batch.finished.duration_since(self.started).as_secs_f32();
         for &slot in &batch.slots {
-            let time = &mut self.finished[api][slot as usize];
+            let time = &mut self.finished[batch.space][slot as usize];
             *time = time.max(at);
         }
-        api
+        batch.space
     }
 }
 
@@ -225,7 +240,8 @@ impl Poller {
             client,
             pacers,
             telemetry,
-            memory: Default::default(),
+            spaces: Vec::new(),
+            memory: Vec::new(),
             strings: Default::default(),
             plan: Plan::default(),
             last_success: HashMap::new(),
@@ -233,6 +249,11 @@ impl Poller {
             cycles: 0,
             progress: Arc::default(),
         })
+    }
+
+    /// Never asks CMDB for business names (for `query`, which shows none).
+    pub(crate) fn skip_business_names(&mut self) {
+        self.discovery.skip_business_names();
     }
 
     /// The batch counts of this poller's cycles, readable while one runs.
@@ -286,23 +307,26 @@ impl Poller {
         }
     }
 
-    /// Gives every listed host a slot in its API's memory and, when the lists
-    /// changed, forgets the agents no list has any more.
+    /// Gives every listed host a slot in its space's memory and, when the
+    /// lists changed, forgets the agents no list has any more (and the
+    /// spaces no group uses).
     fn update_plan(&mut self, configs: &[GroupConfig], groups: &[ResolvedGroup]) {
         let lists: Vec<_> = configs
             .iter()
             .zip(groups)
-            .map(|(config, group)| (config.api, group.hosts.clone()))
+            .map(|(config, group)| (Space::of(config), group.hosts.clone()))
             .collect();
         if self.plan.is_for(&lists) {
             return;
         }
-        let mut listed = self.memory.each_ref().map(|m| vec![false; m.len()]);
+        self.update_spaces(&lists);
+        let mut listed: Vec<_> = self.memory.iter().map(|m| vec![false; m.len()]).collect();
         let mut slots: Vec<Vec<u32>> = lists
             .iter()
-            .map(|(api, hosts)| {
-                let memory = &mut self.memory[api_slot(*api)];
-                let listed = &mut listed[api_slot(*api)];
+            .map(|(space, hosts)| {
+                let space = self.space_index(space);
+                let memory = &mut self.memory[space];
+                let listed = &mut listed[space];
                 hosts
                     .iter()
                     .map(|entry| {
@@ -314,15 +338,14 @@ impl Poller {
                     .collect()
             })
             .collect();
-        for api in APIS {
-            let listed = &listed[api_slot(api)];
+        for (space, listed) in listed.iter().enumerate() {
             if listed.iter().all(|&l| l) {
-                self.memory[api_slot(api)].shrink();
+                self.memory[space].shrink();
                 continue;
             }
-            let renumbered = self.memory[api_slot(api)].retain(listed);
-            for (group, (group_api, _)) in slots.iter_mut().zip(&lists) {
-                if *group_api == api {
+            let renumbered = self.memory[space].retain(listed);
+            for (group, (group_space, _)) in slots.iter_mut().zip(&lists) {
+                if *group_space == self.spaces[space] {
                     for slot in group.iter_mut() {
                         *slot = renumbered[*slot as usize].unwrap_or(u32::MAX);
                     }
@@ -332,19 +355,41 @@ impl Poller {
         self.plan = Plan { lists, slots };
     }
 
+    /// Drops the spaces (and their memory) no list is in, and adds an empty
+    /// one for each new space.
+    fn update_spaces(&mut self, lists: &[(Space, Arc<Vec<HostEntry>>)]) {
+        let spaces = std::mem::take(&mut self.spaces).into_iter();
+        (self.spaces, self.memory) = spaces
+            .zip(std::mem::take(&mut self.memory))
+            .filter(|(space, _)| lists.iter().any(|(s, _)| s == space))
+            .unzip();
+        for (space, _) in lists {
+            if !self.spaces.contains(space) {
+                self.spaces.push(space.clone());
+                self.memory.push(Memory::default());
+            }
+        }
+    }
+
+    /// The index of a space in use.
+    fn space_index(&self, space: &Space) -> usize {
+        let found = self.spaces.iter().position(|s| s == space);
+        found.expect("every listed space has a memory")
+    }
+
     /// Asks every remembered agent's status; each reply is absorbed, and
     /// dropped, as soon as its batch is done.
     async fn ask_status(&mut self, deadline: Instant, outcome: &mut CycleOutcome) {
-        let mut observed = self
+        let mut observed: Vec<_> = self
             .memory
-            .each_mut()
-            .map(|m| std::mem::take(&mut m.observed));
+            .iter_mut()
+            .map(|m| std::mem::take(&mut m.observed))
+            .collect();
         let strings = &self.strings;
-        let batches = APIS
-            .into_iter()
-            .map(|api| {
-                let all = 0..self.memory[api_slot(api)].len() as u32;
-                self.batches(api, all, false)
+        let batches = (0..self.spaces.len())
+            .map(|space| {
+                let all = 0..self.memory[space].len() as u32;
+                self.batches(space, all, false)
             })
             .collect();
         self.run_batches(batches, deadline, |done| {
@@ -360,16 +405,22 @@ impl Poller {
     /// `info_interval`, and of those whose state changed or whose heartbeat
     /// it carries and is due ([`Observation::wants_info`]).
     async fn ask_info(&mut self, deadline: Instant, now: SystemTime, outcome: &mut CycleOutcome) {
-        let due = APIS.map(|api| self.info_due(api, now, outcome));
+        let due: Vec<Vec<u32>> = (0..self.spaces.len())
+            .map(|space| self.info_due(space, now, outcome))
+            .collect();
         if due.iter().all(Vec::is_empty) {
             return;
         }
-        let mut info = self.memory.each_mut().map(|m| std::mem::take(&mut m.info));
+        let mut info: Vec<_> = self
+            .memory
+            .iter_mut()
+            .map(|m| std::mem::take(&mut m.info))
+            .collect();
         let strings = &self.strings;
-        let batches = APIS
+        let batches = due
             .into_iter()
-            .zip(due)
-            .map(|(api, due)| self.batches(api, due, true))
+            .enumerate()
+            .map(|(space, due)| self.batches(space, due, true))
             .collect();
         self.run_batches(batches, deadline, |done| {
             absorb_info(done, now, &mut info, &mut strings.lock(), outcome)
@@ -402,27 +453,29 @@ impl Poller {
         Ok(())
     }
 
-    /// The batches of one call over `slots`, made one at a time as they are
-    /// sent, so a batch's keys are copied only when its turn comes (all of
-    /// them at once weighed 20 MB at a million agents).
+    /// The batches of one call over `slots` of a space, made one at a time
+    /// as they are sent, so a batch's keys are copied only when its turn
+    /// comes (all of them at once weighed 20 MB at a million agents).
     fn batches<'a>(
         &'a self,
-        api: ApiVersion,
+        space: usize,
         slots: impl IntoIterator<Item = u32, IntoIter: ExactSizeIterator + Send + 'a>,
         info: bool,
     ) -> Planned<'a> {
+        let api = self.spaces[space].api;
         let cap = match api {
             ApiVersion::V1 => V1_MAX_BATCH,
             ApiVersion::V2 => V2_MAX_BATCH,
         };
         let size = self.config.gse.batch_size.min(cap).max(1);
-        let memory = &self.memory[api_slot(api)];
+        let memory = &self.memory[space];
         let call = Call::of(api, info);
         let mut slots = slots.into_iter();
         let count = slots.len().div_ceil(size);
         let batches = std::iter::from_fn(move || {
             let chunk: Vec<u32> = slots.by_ref().take(size).collect();
             (!chunk.is_empty()).then(|| Batch {
+                space,
                 call,
                 keys: chunk.iter().map(|&slot| memory.key(slot).clone()).collect(),
                 slots: chunk,
@@ -434,21 +487,20 @@ impl Poller {
         }
     }
 
-    fn info_due(&self, api: ApiVersion, now: SystemTime, outcome: &CycleOutcome) -> Vec<u32> {
+    fn info_due(&self, space: usize, now: SystemTime, outcome: &CycleOutcome) -> Vec<u32> {
         let every = self.config.info_interval;
         let refresh = self.config.interval.mul_f64(HEARTBEAT_REFRESH);
-        let api = api_slot(api);
-        let memory = &self.memory[api];
+        let memory = &self.memory[space];
         let due = |slot: usize| {
             let Some(info) = &memory.info[slot] else {
                 return true;
             };
             let answered = memory.observed[slot]
                 .as_ref()
-                .filter(|_| !outcome.failed[api][slot]);
+                .filter(|_| !outcome.failed[space][slot]);
             now.duration_since(info.fetched()).unwrap_or_default() >= every
                 || answered.is_some_and(|observed| {
-                    observed.wants_info(info, outcome.changed[api][slot], now, refresh)
+                    observed.wants_info(info, outcome.changed[space][slot], now, refresh)
                 })
         };
         (0..memory.len() as u32)
@@ -477,6 +529,7 @@ impl Poller {
             let result = fetched.await.unwrap_or(Err(GseError::Timeout));
             progress.finished.fetch_add(1, Ordering::Relaxed);
             Done {
+                space: batch.space,
                 call: batch.call,
                 slots: batch.slots,
                 result,
@@ -553,9 +606,9 @@ impl Poller {
         now: SystemTime,
     ) -> GroupSnapshot {
         let stale_after = self.config.stale_after;
-        let api = api_slot(group.api);
-        let memory = &self.memory[api];
-        let (failed, finished) = (&outcome.failed[api], &outcome.finished[api]);
+        let space = self.space_index(&Space::of(group));
+        let memory = &self.memory[space];
+        let (failed, finished) = (&outcome.failed[space], &outcome.finished[space]);
         let mut agents = Vec::with_capacity(if group.per_agent_metrics {
             slots.len()
         } else {
@@ -564,10 +617,10 @@ impl Poller {
         let mut counts = StateCounts::default();
         let mut versions = BTreeMap::new();
         let mut placement = PlacementCounts::default();
+        let mut up = true;
         let mut strings = self.strings.lock();
         // The label values of the hosts that have none of their own.
         let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
-        let mut up = true;
         let mut duration = 0f32;
         for (entry, &slot) in resolved.hosts.iter().zip(slots) {
             let slot = slot as usize;
@@ -657,26 +710,26 @@ impl Poller {
 /// Keeps what a status batch says; a failed batch keeps the last observations.
 fn absorb_status(
     batch: Done<Status>,
-    observed: &mut [Vec<Option<Observation>>; 2],
+    observed: &mut [Vec<Option<Observation>>],
     strings: &mut Interner,
     outcome: &mut CycleOutcome,
 ) {
-    let api = outcome.count(&batch);
+    let space = outcome.count(&batch);
     match batch.result {
         Ok(reply) => {
             let now = SystemTime::now();
             for (&slot, status) in batch.slots.iter().zip(reply.answers) {
-                let last = &mut observed[api][slot as usize];
+                let last = &mut observed[space][slot as usize];
                 let alive = last.as_ref().and_then(Observation::last_seen_alive);
                 let next = Observation::new(status.as_ref(), alive, now, strings);
-                outcome.changed[api][slot as usize] =
+                outcome.changed[space][slot as usize] =
                     last.as_ref().is_some_and(|last| next.changed_since(last));
                 *last = Some(next);
             }
         }
         Err(err) => {
             for &slot in &batch.slots {
-                outcome.failed[api][slot as usize] = true;
+                outcome.failed[space][slot as usize] = true;
             }
             outcome.errors.push((batch.call, err));
         }
@@ -688,16 +741,16 @@ fn absorb_status(
 fn absorb_info(
     batch: Done<Info>,
     now: SystemTime,
-    info: &mut [Vec<Option<AgentInfo>>; 2],
+    info: &mut [Vec<Option<AgentInfo>>],
     strings: &mut Interner,
     outcome: &mut CycleOutcome,
 ) {
-    let api = outcome.count(&batch);
+    let space = outcome.count(&batch);
     match batch.result {
         Ok(reply) => {
             for (&slot, got) in batch.slots.iter().zip(reply.answers) {
                 let got = got.unwrap_or_default();
-                info[api][slot as usize] = Some(AgentInfo::new(&got, now, strings));
+                info[space][slot as usize] = Some(AgentInfo::new(&got, now, strings));
             }
         }
         Err(err) => outcome.errors.push((batch.call, err)),
@@ -716,8 +769,9 @@ trait Fetch<T> {
 impl Fetch<Status> for Poller {
     async fn fetch(&self, batch: &Batch, deadline: Instant) -> Result<Reply<Status>, GseError> {
         let base = self.base(batch.call)?;
+        let tenant = self.spaces[batch.space].tenant.as_deref();
         self.attempt(batch.call, base, deadline, || {
-            self.client.status(batch.call, base, &batch.keys)
+            self.client.status(batch.call, base, tenant, &batch.keys)
         })
         .await
     }
@@ -726,8 +780,9 @@ impl Fetch<Status> for Poller {
 impl Fetch<Info> for Poller {
     async fn fetch(&self, batch: &Batch, deadline: Instant) -> Result<Reply<Info>, GseError> {
         let base = self.base(batch.call)?;
+        let tenant = self.spaces[batch.space].tenant.as_deref();
         self.attempt(batch.call, base, deadline, || {
-            self.client.info(batch.call, base, &batch.keys)
+            self.client.info(batch.call, base, tenant, &batch.keys)
         })
         .await
     }

@@ -209,7 +209,8 @@ impl CmdbClient {
         };
         let path = path.replace("{bk_biz_id}", &bk_biz_id.to_string());
         let body = self.body(bk_biz_id, selection, start);
-        let bytes = self.post(&path, &body, MAX_PAGE_BYTES).await?;
+        let tenant = selection.tenant_id.as_deref();
+        let bytes = self.post(&path, &body, tenant, MAX_PAGE_BYTES).await?;
         let decoded = if selection.topology {
             decode_topology_page(&bytes)
         } else {
@@ -224,8 +225,13 @@ impl CmdbClient {
     }
 
     /// The name of a business (None when CMDB lists no such business to this
-    /// app and user: unknown, archived or not permitted).
-    pub(crate) async fn business_name(&self, bk_biz_id: i64) -> Result<Option<String>, GseError> {
+    /// app and user: unknown, archived or not permitted), asked in the
+    /// selection's tenant.
+    pub(crate) async fn business_name(
+        &self,
+        bk_biz_id: i64,
+        selection: &GroupCmdb,
+    ) -> Result<Option<String>, GseError> {
         let path = self
             .config
             .business_path
@@ -239,24 +245,38 @@ impl CmdbClient {
             body["bk_supplier_account"] = json!(self.config.supplier_account);
             self.esb_auth(&mut body);
         }
-        let bytes = self.post(&path, &body, MAX_BUSINESS_BYTES).await?;
+        let tenant = selection.tenant_id.as_deref();
+        let bytes = self.post(&path, &body, tenant, MAX_BUSINESS_BYTES).await?;
         decode_business(&bytes, bk_biz_id).map_err(|e| self.scrub(e))
     }
 
     /// POSTs `body` to `path` under the root with the API's credentials and
-    /// the tenant; returns the reply body of a 2xx status. An error's
-    /// upstream text is cut short and never carries the secret.
-    async fn post(&self, path: &str, body: &Value, cap: usize) -> Result<Vec<u8>, GseError> {
-        self.send(path, body, cap).await.map_err(|e| self.scrub(e))
+    /// the group's tenant; returns the reply body of a 2xx status. An
+    /// error's upstream text is cut short and never carries the secret.
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        tenant: Option<&str>,
+        cap: usize,
+    ) -> Result<Vec<u8>, GseError> {
+        let sent = self.send(path, body, tenant, cap).await;
+        sent.map_err(|e| self.scrub(e))
     }
 
-    async fn send(&self, path: &str, body: &Value, cap: usize) -> Result<Vec<u8>, GseError> {
+    async fn send(
+        &self,
+        path: &str,
+        body: &Value,
+        tenant: Option<&str>,
+        cap: usize,
+    ) -> Result<Vec<u8>, GseError> {
         let url = format!("{}{path}", self.config.url.trim_end_matches('/'));
         let request = match self.config.api {
             CmdbApi::Esb => self.http.post(url).json(body),
             CmdbApi::Gateway => self.http.post(url).headers(self.auth_header()).json(body),
         };
-        let request = match tenant_header(self.config.tenant_id.as_deref()) {
+        let request = match tenant_header(tenant) {
             Some(tenant) => request.header(TENANT_HEADER, tenant),
             None => request,
         };

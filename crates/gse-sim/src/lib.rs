@@ -48,6 +48,9 @@
 //!   `bk_host_innerip(_v6)` match the whole value or any one address.
 //!   `page.sort` takes any known field, `-` for descending, ties by id.
 //!   `set_cond`/`module_cond` are rejected with 1199006.
+//! - Tenants: every request's `X-Bk-Tenant-Id` is counted per endpoint;
+//!   GSE 2.0 answers the agents of [`SimHandle::set_tenant_offline`]
+//!   offline to that tenant only, the fleet's state to any other.
 //! - Topology (see `topo` for names and order): hosts belong to one or two
 //!   modules, `list_biz_hosts_topo` lists each host's sets and modules,
 //!   `search_business` answers business names; `operator` and
@@ -148,6 +151,14 @@ impl SimHandle {
     /// Requests per endpoint and `X-Bk-Tenant-Id` value ("" for none).
     pub fn tenants(&self) -> std::collections::BTreeMap<(Api, String), usize> {
         self.shared.tenants()
+    }
+
+    /// Makes GSE 2.0 answer these agent ids offline (status 3) to requests
+    /// carrying `X-Bk-Tenant-Id: tenant` ("" for requests without one),
+    /// whatever their state in the fleet: the same id is another agent in
+    /// another tenant. Replaces that tenant's earlier list.
+    pub fn set_tenant_offline(&self, tenant: &str, ids: &[String]) {
+        self.shared.set_tenant_offline(tenant, ids);
     }
 
     /// Request counts by endpoint and outcome.

@@ -8,7 +8,7 @@
 //! It does not know how envelopes are spelled (see `reply`) nor how the
 //! fleet is generated (see `fleet`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     counter: AtomicU64,
     log: Mutex<RequestLog>,
     tenants: Mutex<BTreeMap<(Api, String), usize>>,
+    /// Agents (as asked) that GSE 2.0 answers offline to one tenant only.
+    tenant_offline: Mutex<BTreeMap<String, BTreeSet<String>>>,
     cmdb: Mutex<Cmdb>,
     cmdb_counter: AtomicU64,
 }
@@ -69,6 +71,7 @@ impl Shared {
             counter: AtomicU64::new(0),
             log: Mutex::new(RequestLog::default()),
             tenants: Mutex::new(BTreeMap::new()),
+            tenant_offline: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -141,11 +144,7 @@ impl Shared {
 
     /// Counts a request's `X-Bk-Tenant-Id` ("" when it carries none).
     pub fn record_tenant(&self, api: Api, headers: &HeaderMap) {
-        let tenant = headers
-            .get(TENANT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let tenant = tenant_of(headers).to_string();
         *self.tenants.lock().entry((api, tenant)).or_default() += 1;
     }
 
@@ -154,12 +153,32 @@ impl Shared {
         self.tenants.lock().clone()
     }
 
+    /// Makes GSE 2.0 answer these agent ids offline (status 3) to requests
+    /// of `tenant` ("" for none), replacing that tenant's earlier list.
+    pub fn set_tenant_offline(&self, tenant: &str, ids: &[String]) {
+        let ids = ids.iter().cloned().collect();
+        self.tenant_offline.lock().insert(tenant.to_string(), ids);
+    }
+
+    /// The agent ids answered offline to the tenant of a request.
+    fn offline_for(&self, headers: &HeaderMap) -> BTreeSet<String> {
+        let tenant = tenant_of(headers);
+        let offline = self.tenant_offline.lock();
+        offline.get(tenant).cloned().unwrap_or_default()
+    }
+
     /// A request id for the next CMDB request (own counter, so CMDB traffic
     /// never shifts GSE's per-request fault decisions).
     pub fn cmdb_request_id(&self, headers: &HeaderMap) -> String {
         let n = self.cmdb_counter.fetch_add(1, Ordering::SeqCst) + 1;
         request_id(headers, self.opts.seed ^ 0xC3D8, n)
     }
+}
+
+/// A request's `X-Bk-Tenant-Id` ("" when it carries none).
+fn tenant_of(headers: &HeaderMap) -> &str {
+    let value = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
+    value.unwrap_or_default()
 }
 
 /// The router serving both GSE APIs and the control API.
@@ -503,6 +522,7 @@ impl Shared {
         if ctx.faults.none_found {
             return Err(Failure::NotFound);
         }
+        let offline = self.offline_for(ctx.headers);
         let mut fleet = self.fleet.lock();
         fleet.advance();
         let now = now_ms();
@@ -512,9 +532,20 @@ impl Shared {
             let Some((idx, a)) = found.and_then(|i| Some((i, fleet.agent(i)?))) else {
                 continue;
             };
-            if self.visible(ctx.faults, idx, a) {
-                items.push(v2_item(ctx.api, a, id, now, self.opts.state_report_time));
+            if !self.visible(ctx.faults, idx, a) {
+                continue;
             }
+            let with_report = self.opts.state_report_time;
+            items.push(if offline.contains(id) {
+                let a = Agent {
+                    online: false,
+                    status_code: 3,
+                    ..a.clone()
+                };
+                v2_item(ctx.api, &a, id, now, with_report)
+            } else {
+                v2_item(ctx.api, a, id, now, with_report)
+            });
         }
         if items.is_empty() {
             return Err(Failure::NotFound);

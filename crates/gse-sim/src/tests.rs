@@ -151,6 +151,54 @@ async fn v2_state_and_info_envelopes() {
 }
 
 #[tokio::test]
+async fn a_tenant_sees_its_own_offline_agents_and_requests_are_counted_per_tenant() {
+    let sim = sim().await;
+    let (on, _, _) = pick(&sim.truth());
+    sim.set_tenant_offline("tenant-b", &[on.v2_id()]);
+    let state = |tenant: Option<&'static str>| {
+        let (url, id) = (
+            format!("{}/api/v2/cluster/list_agent_state", sim.v2_url()),
+            on.v2_id(),
+        );
+        async move {
+            let mut request = reqwest::Client::new()
+                .post(url)
+                .header("X-Bkapi-Authorization", auth_header("sim-secret"));
+            if let Some(tenant) = tenant {
+                request = request.header("X-Bk-Tenant-Id", tenant);
+            }
+            let body: Value = request
+                .json(&json!({"agent_id_list": [id]}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["data"][0]["status_code"].as_i64()
+        }
+    };
+    assert_eq!(state(Some("tenant-a")).await, Some(2));
+    assert_eq!(state(Some("tenant-b")).await, Some(3));
+    assert_eq!(state(None).await, Some(2));
+    assert_eq!(
+        sim.truth()
+            .iter()
+            .find(|t| t.bk_agent_id == on.bk_agent_id)
+            .map(|t| t.online),
+        Some(true)
+    );
+    let seen = sim.tenants();
+    for tenant in ["tenant-a", "tenant-b", ""] {
+        assert_eq!(
+            seen.get(&(Api::V2State, tenant.to_string())),
+            Some(&1),
+            "{seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn v2_legacy_ids_and_trailing_slash() {
     let sim = sim().await;
     let truth = sim.truth();

@@ -26,7 +26,6 @@ pub struct GseClient {
     app_secret: Secret,
     username: String,
     supplier_account: String,
-    tenant_id: Option<String>,
     max_body: usize,
 }
 
@@ -57,20 +56,21 @@ impl GseClient {
             app_secret: cfg.app_secret.clone(),
             username: cfg.username.clone(),
             supplier_account: cfg.supplier_account.clone(),
-            tenant_id: cfg.tenant_id.clone(),
             max_body: cfg.max_response_bytes,
         })
     }
 
-    /// Asks for the live status of a batch (`keys` are query keys of that API).
+    /// Asks for the live status of a batch (`keys` are query keys of that
+    /// API) in a tenant (sent with GSE 2.0 calls only, see [`super::tenant_sent`]).
     pub(crate) async fn status(
         &self,
         call: Call,
         base: &str,
+        tenant: Option<&str>,
         keys: &[Arc<str>],
     ) -> Result<Reply<Status>, GseError> {
         let body = self
-            .send(call, base, keys)
+            .send(call, base, tenant, keys)
             .await
             .map_err(|e| self.scrub(e))?;
         let decoded = match call {
@@ -84,15 +84,16 @@ impl GseClient {
         decoded.map_err(|e| self.scrub(e))
     }
 
-    /// Asks for the info (version, parent) of a batch.
+    /// Asks for the info (version, parent) of a batch in a tenant.
     pub(crate) async fn info(
         &self,
         call: Call,
         base: &str,
+        tenant: Option<&str>,
         keys: &[Arc<str>],
     ) -> Result<Reply<Info>, GseError> {
         let body = self
-            .send(call, base, keys)
+            .send(call, base, tenant, keys)
             .await
             .map_err(|e| self.scrub(e))?;
         let decoded = match call {
@@ -111,18 +112,23 @@ impl GseClient {
         err.scrubbed(&[self.app_secret.expose()])
     }
 
-    async fn send(&self, call: Call, base: &str, keys: &[Arc<str>]) -> Result<Vec<u8>, GseError> {
+    async fn send(
+        &self,
+        call: Call,
+        base: &str,
+        tenant: Option<&str>,
+        keys: &[Arc<str>],
+    ) -> Result<Vec<u8>, GseError> {
         let url = format!("{}{}", base.trim_end_matches('/'), call.path());
         let request = match call {
             Call::V1Status | Call::V1Info => self.http.post(url).json(&self.v1_body(keys)),
-            Call::V2State | Call::V2Info => {
-                self.http
-                    .post(url)
-                    .headers(self.v2_headers())
-                    .json(&V2Body {
-                        agent_id_list: keys.iter().map(|k| &**k).collect(),
-                    })
-            }
+            Call::V2State | Call::V2Info => self
+                .http
+                .post(url)
+                .headers(self.v2_headers(tenant))
+                .json(&V2Body {
+                    agent_id_list: keys.iter().map(|k| &**k).collect(),
+                }),
         };
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
@@ -151,7 +157,7 @@ impl GseClient {
         })
     }
 
-    fn v2_headers(&self) -> HeaderMap {
+    fn v2_headers(&self, tenant: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let auth = json!({
             "bk_app_code": self.app_code,
@@ -163,7 +169,7 @@ impl GseClient {
             value.set_sensitive(true);
             headers.insert("X-Bkapi-Authorization", value);
         }
-        if let Some(tenant) = tenant_header(self.tenant_id.as_deref()) {
+        if let Some(tenant) = tenant_header(tenant) {
             headers.insert(TENANT_HEADER, tenant);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -12,6 +12,13 @@ pub use client::GseClient;
 
 use crate::model::ApiVersion;
 
+/// The tenant a call of `api` carries: GSE 2.0 gateway calls send
+/// `X-Bk-Tenant-Id`, GSE 1.x calls through ESB send none, so for them
+/// every tenant is the same.
+pub(crate) fn tenant_sent(api: ApiVersion, tenant: Option<&str>) -> Option<&str> {
+    tenant.filter(|_| api == ApiVersion::V2)
+}
+
 /// One GSE call, as named in `gse_exporter_api_requests_total{api}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Call {
