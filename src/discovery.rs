@@ -71,7 +71,10 @@ struct FileState {
 }
 
 /// A file is read into entries for one API and label count.
-type FileKey = (PathBuf, ApiVersion, usize);
+/// A hosts file as read for a group: its path, the API (which decides the
+/// keys), how many label values a host has, and this process's shard (a
+/// shard keeps only its share of the file's hosts).
+type FileKey = (PathBuf, ApiVersion, usize, (u32, u32));
 
 /// What a group's hosts were resolved from last cycle, to reuse the list
 /// while nothing changed.
@@ -137,7 +140,7 @@ impl Discovery {
             .iter()
             .filter_map(|g| g.hosts_file.as_ref())
             .collect();
-        self.files.retain(|(path, _, _), _| files.contains(path));
+        self.files.retain(|(path, ..), _| files.contains(path));
         resolved
     }
 
@@ -170,7 +173,10 @@ impl Discovery {
     ) -> ResolvedGroup {
         let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
         let file = match &group.hosts_file {
-            Some(path) => Some(self.file_hosts(path, group.api, &blank).await),
+            Some(path) => Some(
+                self.file_hosts(path, group.api, &blank, config.sharding)
+                    .await,
+            ),
             None => None,
         };
         let mut discovery = None;
@@ -224,13 +230,15 @@ impl Discovery {
         path: &Path,
         api: ApiVersion,
         blank: &Arc<[String]>,
+        sharding: Sharding,
     ) -> Arc<Vec<HostEntry>> {
-        let key = (path.to_owned(), api, blank.len());
+        let shard = (sharding.shard, sharding.total);
+        let key = (path.to_owned(), api, blank.len(), shard);
         let state = self.files.entry(key).or_default();
         let looking = state.looking.get_or_insert_with(|| {
             let watch = state.watch.take().unwrap_or_default();
             let (path, blank) = (path.to_owned(), blank.clone());
-            tokio::task::spawn_blocking(move || look(watch, &path, api, &blank))
+            tokio::task::spawn_blocking(move || look(watch, &path, api, &blank, sharding))
         });
         match tokio::time::timeout(HOSTS_FILE_WAIT, looking).await {
             Ok(Ok((watch, hosts))) => {
@@ -386,7 +394,13 @@ fn apply_listing(
 }
 
 /// Looks at a hosts file and reads it if it changed (blocking).
-fn look(mut watch: FileWatch, path: &Path, api: ApiVersion, blank: &Arc<[String]>) -> Look {
+fn look(
+    mut watch: FileWatch,
+    path: &Path,
+    api: ApiVersion,
+    blank: &Arc<[String]>,
+    sharding: Sharding,
+) -> Look {
     if !watch.changed(path) {
         return (watch, None);
     }
@@ -397,11 +411,14 @@ fn look(mut watch: FileWatch, path: &Path, api: ApiVersion, blank: &Arc<[String]
             return (watch, None);
         }
     };
-    // Each line becomes its entry at once: no list of parsed hosts beside
-    // the entries (at a million hosts that list weighed 80 MB).
+    // Each line becomes its entry at once, kept only when this shard owns
+    // it: no list of parsed hosts beside the entries (at a million hosts
+    // that list weighed 80 MB), and a shard holds only its share.
     let mut entries = KeyedEntries::default();
     let problems = parse_hosts_file(&text, api, |host| {
-        if let Some(entry) = HostEntry::new(&host, api, blank.clone()) {
+        if let Some(entry) = HostEntry::new(&host, api, blank.clone())
+            && owns(sharding, &entry.key)
+        {
             entries.push(entry);
         }
     });
@@ -481,10 +498,10 @@ fn build_hosts(
     cmdb: &Option<Arc<Vec<CmdbHost>>>,
 ) -> (Arc<Vec<HostEntry>>, BTreeMap<&'static str, u64>) {
     let mut skipped = BTreeMap::new();
+    // The file's list holds this shard's hosts only.
     if let Some(file) = file
         && group.hosts.is_empty()
         && cmdb.is_none()
-        && sharding.total <= 1
     {
         return (file.clone(), skipped);
     }
@@ -683,6 +700,38 @@ mod tests {
         let arc = |i: usize| hosts[i].topology.clone().unwrap();
         assert!(Arc::ptr_eq(&arc(0), &arc(1)));
         assert!(!Arc::ptr_eq(&arc(0), &arc(2)));
+    }
+
+    #[test]
+    fn a_shard_keeps_only_its_share_of_a_hosts_file_and_each_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let mut text = String::from("# fleet\n");
+        for i in 0..300 {
+            text.push_str(&format!("0:10.0.{}.{}\n", i / 100, i % 100));
+        }
+        text.push_str("0:10.0.0.1\n00:10.0.0.1 # the same host again\n");
+        std::fs::write(&path, text).unwrap();
+        let blank: Arc<[String]> = Arc::from([]);
+        let mut kept = Vec::new();
+        for shard in 0..3 {
+            let sharding = Sharding { shard, total: 3 };
+            let (_, hosts) = look(
+                FileWatch::default(),
+                &path,
+                ApiVersion::V2,
+                &blank,
+                sharding,
+            );
+            let hosts = hosts.expect("read");
+            assert!(hosts.iter().all(|h| owns(sharding, &h.key)));
+            kept.extend(hosts.iter().map(|h| h.key.to_string()));
+        }
+        let mut unique = kept.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(kept.len(), 300, "every host in exactly one shard, once");
+        assert_eq!(unique.len(), 300);
     }
 
     #[test]
