@@ -438,7 +438,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, path.parent().unwrap_or(Path::new(".")))
+        let raw = parse_raw(&text)?;
+        // The text is not needed past the parse: a large file's bytes are
+        // not held while its hosts are checked.
+        drop(text);
+        let env = |name: &str| std::env::var(name).ok();
+        Config::from_raw(raw, &env, path.parent().unwrap_or(Path::new(".")))
     }
 
     /// Counts the hosts of every group from the sources that can be read
@@ -465,6 +470,20 @@ impl Config {
             count.from_cmdb += usize::from(group.cmdb.is_some());
         }
         count
+    }
+
+    /// Keeps only the inline hosts whose query key (`cloud:ip` or the agent
+    /// id, as GSE is asked) `owned` accepts: a shard keeps its share of a
+    /// large inline list instead of every shard's. What is dropped is what
+    /// discovery would drop from this shard anyway.
+    pub(crate) fn retain_hosts(&mut self, owned: impl Fn(&str) -> bool) {
+        for group in &mut self.groups {
+            let api = group.api;
+            group
+                .hosts
+                .retain(|host| host.query_key(api).is_some_and(|key| owned(&key)));
+            group.hosts.shrink_to_fit();
+        }
     }
 
     /// Parses and validates configuration text; relative files resolve against `base_dir`.
@@ -498,20 +517,67 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
             message: rule.into(),
         });
     }
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|err| {
-        let path = err.path().to_string();
+    // A file of nothing but comments is an empty map, as it reads.
+    let text = if only_comments(text) { "{}" } else { text };
+    let mut path = String::new();
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(
+        text,
+        yaml_options(text.len()),
+        |de| {
+            serde_path_to_error::deserialize(de).map_err(|err| {
+                path = err.path().to_string();
+                err.into_inner()
+            })
+        },
+    );
+    parsed.map_err(|err| {
+        let message = err.render_with_formatter(&serde_saphyr::UserMessageFormatter);
+        // `?`: the error came while reading a key.
+        let path = path.trim_end_matches('?').trim_end_matches('.');
         ConfigError::Parse {
-            path: if path == "." { "<root>".into() } else { path },
-            message: bounded_message(&err.into_inner().to_string()),
+            path: if path.is_empty() || path == "." {
+                "<root>".into()
+            } else {
+                path.to_string()
+            },
+            message: bounded_message(&message),
         }
     })
 }
 
+/// Whether a text holds nothing but blank lines and comments.
+fn only_comments(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#')
+    })
+}
+
+/// The YAML parser's options: a streaming parse (no tree of the document is
+/// kept, so a million inline hosts cost what their hosts do), keys written
+/// twice refused, and budgets that grow with the text, since every event
+/// takes at least a byte of it. Nesting is bounded before, by [`nesting`],
+/// whose rule names the line; the parser's own depth bound sits above it.
+fn yaml_options(len: usize) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = len.saturating_add(1024);
+    budget.max_nodes = len.saturating_add(1024);
+    budget.max_total_scalar_bytes = len.saturating_add(1024);
+    budget.max_depth = nesting::MAX_FLOW_DEPTH + nesting::MAX_INDENT + 8;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    // Keys written twice are refused by what reads them (structs, `unique_keys`,
+    // host maps), as before: the parser need not remember every key it saw.
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    options.merge_keys = serde_saphyr::MergeKeyPolicy::AsOrdinary;
+    options.with_snippet = false;
+    options
+}
+
 /// Reads a map, refusing a key written twice: serde's own maps silently keep
 /// the last (a second `basic_auth_users` entry for one user, a label set
-/// twice). Structs refuse duplicate fields by themselves, and host maps are
-/// YAML values, which refuse them too.
+/// twice). Structs refuse duplicate fields by themselves, and host maps
+/// refuse them in [`hosts`]; the parser passes them through.
 pub(crate) fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -539,7 +605,8 @@ where
             Ok(out)
         }
     }
-    d.deserialize_map(Unique(std::marker::PhantomData))
+    // Any, not map: an empty value (`labels:`) is an empty map.
+    d.deserialize_any(Unique(std::marker::PhantomData))
 }
 
 /// A parser's message without the value it quotes (`invalid type: string
