@@ -2,7 +2,6 @@
 //! id, `{ip, bk_cloud_id, bk_agent_id}`) in the config and in hosts files, and
 //! the validator's rules for a group's hosts and hosts file.
 
-use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -25,15 +24,29 @@ pub(crate) struct BadLine {
 }
 
 /// Parses a hosts file: one host per line (`cloud:ip` or an agent id), `#`
-/// starts a comment. Returns the hosts and every bad line.
+/// starts a comment. Returns the hosts, de-duplicated, and every bad line.
 pub(crate) fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<BadLine>) {
-    let mut hosts = Vec::new();
+    let mut hosts = UniqueHosts::default();
     let mut bad = Vec::new();
-    let mut seen = HashSet::new();
-    for (n, line) in text.lines().enumerate() {
+    for (line, parsed) in host_lines(text, api) {
+        match parsed {
+            Ok(host) => hosts.push(host),
+            Err(rule) => bad.push(BadLine { line, rule }),
+        }
+    }
+    (hosts.into_vec(), bad)
+}
+
+/// The entries of a hosts file, one at a time: each line's 1-based number
+/// and its host or the rule it breaks (blank and comment lines skipped).
+pub(crate) fn host_lines(
+    text: &str,
+    api: ApiVersion,
+) -> impl Iterator<Item = (usize, Result<Host, &'static str>)> {
+    text.lines().enumerate().filter_map(move |(n, line)| {
         let entry = line.split('#').next().unwrap_or("").trim();
         if entry.is_empty() {
-            continue;
+            return None;
         }
         let parsed = parse_host_text(entry).and_then(|host| {
             if api == ApiVersion::V1 && host.ip.is_none() {
@@ -42,16 +55,47 @@ pub(crate) fn parse_hosts_file(text: &str, api: ApiVersion) -> (Vec<Host>, Vec<B
                 Ok(host)
             }
         });
-        match parsed {
-            Ok(host) => {
-                if seen.insert(host.clone()) {
-                    hosts.push(host);
-                }
-            }
-            Err(rule) => bad.push(BadLine { line: n + 1, rule }),
+        Some((n + 1, parsed))
+    })
+}
+
+/// Hosts in first-seen order without repeats. Repeats are found through a
+/// table of indices into the list, not a second copy of every host: a
+/// million hosts cost what they do, plus 9 bytes each.
+#[derive(Default)]
+struct UniqueHosts {
+    hosts: Vec<Host>,
+    seen: hashbrown::HashTable<usize>,
+}
+
+impl UniqueHosts {
+    fn with_capacity(n: usize) -> UniqueHosts {
+        UniqueHosts {
+            hosts: Vec::with_capacity(n),
+            seen: hashbrown::HashTable::with_capacity(n),
         }
     }
-    (hosts, bad)
+
+    /// Adds `host` unless it is already there.
+    fn push(&mut self, host: Host) {
+        let hasher = rustc_hash::FxBuildHasher;
+        let hosts = &self.hosts;
+        let entry = self.seen.entry(
+            hasher.hash_one(&host),
+            |&at| hosts[at] == host,
+            |&at| hasher.hash_one(&hosts[at]),
+        );
+        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry {
+            vacant.insert(self.hosts.len());
+            self.hosts.push(host);
+        }
+    }
+
+    fn into_vec(self) -> Vec<Host> {
+        let mut hosts = self.hosts;
+        hosts.shrink_to_fit();
+        hosts
+    }
 }
 
 /// One inline host as read from the configuration: the host, or what was
@@ -361,9 +405,12 @@ impl Validator<'_> {
         };
         match String::from_utf8(bytes) {
             Ok(text) => {
-                for bad in parse_hosts_file(&text, api).1 {
-                    let at = format!("{} line {}", file.display(), bad.line);
-                    self.problem(key, at, bad.rule);
+                // Only the bad lines matter here: no list of the hosts is made.
+                for (line, parsed) in host_lines(&text, api) {
+                    if let Err(rule) = parsed {
+                        let at = format!("{} line {line}", file.display());
+                        self.problem(key, at, rule);
+                    }
                 }
             }
             Err(_) => self.problem(key, file.display(), "is not UTF-8 text"),
@@ -371,35 +418,20 @@ impl Validator<'_> {
     }
 
     /// A group's inline hosts, de-duplicated in file order; every bad one
-    /// is a problem naming its index. Duplicates are found through a table
-    /// of indices into the list, not a second copy of every host.
+    /// is a problem naming its index.
     pub(super) fn hosts(&mut self, path: &str, raw: Vec<RawHost>, api: ApiVersion) -> Vec<Host> {
-        let hasher = rustc_hash::FxBuildHasher;
-        let mut seen = hashbrown::HashTable::<usize>::with_capacity(raw.len());
-        let mut hosts: Vec<Host> = Vec::with_capacity(raw.len());
+        let mut hosts = UniqueHosts::with_capacity(raw.len());
         for (i, RawHost(parsed)) in raw.into_iter().enumerate() {
             let key = || format!("{path}.hosts[{i}]");
             match parsed {
                 Ok(host) if api == ApiVersion::V1 && host.ip.is_none() => {
                     self.problem(key(), host.display(), V1_NEEDS_IP);
                 }
-                Ok(host) => {
-                    let hash = hasher.hash_one(&host);
-                    let entry = seen.entry(
-                        hash,
-                        |&at| hosts[at] == host,
-                        |&at| hasher.hash_one(&hosts[at]),
-                    );
-                    if let hashbrown::hash_table::Entry::Vacant(vacant) = entry {
-                        vacant.insert(hosts.len());
-                        hosts.push(host);
-                    }
-                }
+                Ok(host) => hosts.push(host),
                 Err(bad) => self.problem(key(), bad.written, bad.rule),
             }
         }
-        hosts.shrink_to_fit();
-        hosts
+        hosts.into_vec()
     }
 }
 

@@ -453,7 +453,9 @@ impl Config {
     pub fn count_hosts(&self) -> HostCount {
         let mut count = HostCount::default();
         for group in &self.groups {
-            let mut keys: std::collections::HashSet<String> = group
+            // Sorted keys, not a hash set of them: a million keys cost their
+            // strings and one slot each.
+            let mut keys: Vec<String> = group
                 .hosts
                 .iter()
                 .filter_map(|h| h.query_key(group.api))
@@ -463,9 +465,11 @@ impl Config {
                 .as_deref()
                 .and_then(|f| read_text(f, HOSTS_FILE).ok())
             {
-                let (hosts, _) = hosts::parse_hosts_file(&text, group.api);
-                keys.extend(hosts.iter().filter_map(|h| h.query_key(group.api)));
+                let file = hosts::host_lines(&text, group.api).filter_map(|(_, h)| h.ok());
+                keys.extend(file.filter_map(|h| h.query_key(group.api)));
             }
+            keys.sort_unstable();
+            keys.dedup();
             count.listed += keys.len();
             count.from_cmdb += usize::from(group.cmdb.is_some());
         }
@@ -531,7 +535,7 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
         },
     );
     parsed.map_err(|err| {
-        let message = err.render_with_formatter(&serde_saphyr::UserMessageFormatter);
+        let message = parser_message(&err);
         // `?`: the error came while reading a key.
         let path = path.trim_end_matches('?').trim_end_matches('.');
         ConfigError::Parse {
@@ -543,6 +547,19 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
             message: bounded_message(&message),
         }
     })
+}
+
+/// The parser's message for a user, with the keys an unknown field's block
+/// expects in backticks, as serde writes them (the keys-table test reads them).
+fn parser_message(err: &serde_saphyr::Error) -> String {
+    let message = err.render_with_formatter(&serde_saphyr::UserMessageFormatter);
+    let serde_saphyr::Error::SerdeUnknownField { expected, .. } = err else {
+        return message;
+    };
+    let plain = format!("expected one of {}", expected.join(", "));
+    let quoted: Vec<String> = expected.iter().map(|key| format!("`{key}`")).collect();
+    let quoted = format!("expected one of {}", quoted.join(", "));
+    message.replacen(&plain, &quoted, 1)
 }
 
 /// Whether a text holds nothing but blank lines and comments.
@@ -721,12 +738,20 @@ mod tests {
         for text in [
             "gse: {url: x}\ninterval: 1s\ninterval: 2s\n",
             "gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, labels: {a: b, a: c}}]\n",
-            "gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, hosts: [{ip: 10.0.0.1, ip: 10.0.0.2}]}]\n",
             "gse: {url: x}\notlp: {headers: {a: b, a: c}}\n",
         ] {
             let err = parse_raw(text).expect_err(text).to_string();
             assert!(err.contains("duplicate"), "{text}: {err}");
         }
+        let host = "gse: {url: http://x, app_code: a, app_secret: b}\n\
+            groups: [{name: a, bk_biz_id: 1, hosts: [{ip: 10.0.0.1, ip: 10.0.0.2}]}]\n";
+        let err = Config::parse(host, Path::new(".")).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "groups[0].hosts[0]: ip: 10.0.0.1, ip: 10.0.0.2: a host map has a key written twice"
+            ),
+            "{err}"
+        );
         let users = "basic_auth_users:\n  alice: $2y$x\n  alice: $2y$y\n";
         let err = parse_yaml::<web::RawWebConfig>(users)
             .unwrap_err()
