@@ -571,10 +571,11 @@ fn only_comments(text: &str) -> bool {
 }
 
 /// The YAML parser's options: a streaming parse (no tree of the document is
-/// kept, so a million inline hosts cost what their hosts do), keys written
-/// twice refused, and budgets that grow with the text, since every event
-/// takes at least a byte of it. Nesting is bounded before, by [`nesting`],
-/// whose rule names the line; the parser's own depth bound sits above it.
+/// kept, so a million inline hosts cost what their hosts do), with budgets
+/// that grow with the text, since every event takes at least a byte of it,
+/// and its bounds on aliases as they are. Nesting is bounded before, by
+/// [`nesting`], whose rule names the line; the parser's own depth bound
+/// sits above it. `<<` is an ordinary key (an unknown one, as before).
 fn yaml_options(len: usize) -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_events = len.saturating_add(1024);
