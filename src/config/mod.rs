@@ -762,6 +762,20 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_keeps_only_the_inline_hosts_it_polls() {
+        let text = "gse: {api: v2, url: http://x, app_code: a, app_secret: b}\n\
+            groups:\n  - {name: a, bk_biz_id: 1, hosts: [\"0:10.0.0.1\", \"0:10.0.0.2\", abc1, abc2]}\n";
+        let mut config = Config::parse(text, Path::new(".")).unwrap();
+        config.retain_hosts(|key| key.ends_with('1'));
+        let kept: Vec<String> = config.groups[0]
+            .hosts
+            .iter()
+            .filter_map(|h| h.query_key(ApiVersion::V2))
+            .collect();
+        assert_eq!(kept, ["0:10.0.0.1", "abc1"]);
+    }
+
+    #[test]
     fn parser_messages_do_not_quote_the_value() {
         let err =
             parse_yaml::<RawConfig>("gse: {url: x}\ninterval: [\"s3cret-value\"]\n").unwrap_err();
