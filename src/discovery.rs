@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 
-use crate::config::hosts::{parse_agent_id, parse_hosts_file};
+use crate::config::hosts::{BadLine, host_lines, parse_agent_id};
 use crate::config::watch::FileWatch;
 use crate::config::{
     CmdbConfig, Config, GroupCmdb, GroupConfig, HOSTS_FILE, MAX_LISTED_PROBLEMS, read_text,
@@ -415,13 +415,19 @@ fn look(
     // it: no list of parsed hosts beside the entries (at a million hosts
     // that list weighed 80 MB), and a shard holds only its share.
     let mut entries = KeyedEntries::default();
-    let problems = parse_hosts_file(&text, api, |host| {
-        if let Some(entry) = HostEntry::new(&host, api, blank.clone())
-            && owns(sharding, &entry.key)
-        {
-            entries.push(entry);
+    let mut problems = Vec::new();
+    for (line, parsed) in host_lines(&text, api) {
+        match parsed {
+            Ok(host) => {
+                if let Some(entry) = HostEntry::new(&host, api, blank.clone())
+                    && owns(sharding, &entry.key)
+                {
+                    entries.push(entry);
+                }
+            }
+            Err(rule) => problems.push(BadLine { line, rule }),
         }
-    });
+    }
     drop(text);
     for bad in problems.iter().take(MAX_LISTED_PROBLEMS) {
         tracing::warn!(file = %path.display(), line = bad.line, rule = bad.rule, "skipping a bad line of a hosts file");

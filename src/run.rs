@@ -264,10 +264,20 @@ fn load(path: Option<&std::path::Path>, sharding: Option<Sharding>) -> Result<Co
         message: "no configuration file to reload (started with --demo)".into(),
     })?;
     let mut config = Config::load(path)?;
+    for_shard(&mut config, sharding);
+    Ok(config)
+}
+
+/// Sets the shard the flags name, if any, and keeps only the inline hosts
+/// this shard polls.
+fn for_shard(config: &mut Config, sharding: Option<Sharding>) {
     if let Some(sharding) = sharding {
         config.sharding = sharding;
     }
-    Ok(config)
+    let sharding = config.sharding;
+    if sharding.total > 1 {
+        config.retain_hosts(|key| crate::discovery::owns(sharding, key));
+    }
 }
 
 /// A running exporter.
@@ -303,9 +313,7 @@ impl Exporter {
         mut config: Config,
         options: ExporterOptions,
     ) -> Result<Exporter, StartError> {
-        if let Some(sharding) = options.sharding {
-            config.sharding = sharding;
-        }
+        for_shard(&mut config, options.sharding);
         server::check_telemetry_path(&options.telemetry_path).map_err(|rule| {
             StartError::TelemetryPath {
                 path: options.telemetry_path.clone(),

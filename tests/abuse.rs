@@ -139,6 +139,11 @@ fn fifos_and_oversized_files_are_refused_without_reading_them() {
         .unwrap()
         .set_len((64 << 20) + 1)
         .unwrap();
+    let big_config = dir.path().join("big.yml");
+    std::fs::File::create(&big_config)
+        .unwrap()
+        .set_len((128 << 20) + 1)
+        .unwrap();
     let config_with = |name: &str, hosts_file: &Path| {
         let path = dir.path().join(name);
         let text = std::fs::read_to_string(good_config(dir.path())).unwrap()
@@ -176,8 +181,8 @@ fn fifos_and_oversized_files_are_refused_without_reading_them() {
             "is larger than the limit of 67108864 bytes",
         ),
         (
-            vec![format!("--config.file={}", big.display())],
-            "is larger than the limit",
+            vec![format!("--config.file={}", big_config.display())],
+            "is larger than the limit of 134217728 bytes",
         ),
         (vec![good, web_fifo], "is a FIFO, not a regular file"),
     ];
@@ -185,6 +190,77 @@ fn fifos_and_oversized_files_are_refused_without_reading_them() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         check_refused(&args, &[expect.to_string()], &[], &format!("{args:?}"));
     }
+}
+
+/// Exit code and peak resident memory (KiB) of `gse_exporter ARGS` run to
+/// its end, as the kernel accounts the child (wait4's rusage).
+fn peak_rss_kib(args: &[&str]) -> (Option<i32>, u64) {
+    // Reaped by wait4 below, which std's `wait` would not report rusage of.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gse_exporter starts");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss as u64)
+}
+
+/// A configuration with `n` inline hosts in the `{ip, bk_cloud_id,
+/// bk_agent_id}` form, as `bench/config.sh` writes them.
+fn inline_hosts_config(n: usize) -> String {
+    let mut text = String::from(
+        "gse:\n  api: v2\n  url: http://127.0.0.1:9/api/bk-gse/prod\n  app_code: a\n  app_secret: b\n\
+         groups:\n  - name: fleet\n    bk_biz_id: 2\n    hosts:\n",
+    );
+    for i in 0..n {
+        let ip = format!("10.{}.{}.{}", i / 64_000 % 256, i / 250 % 256, i % 250 + 1);
+        let id = format!(
+            "0100{:016x}{i:012x}",
+            (i as u64).wrapping_mul(2_654_435_761) % (1 << 32)
+        );
+        text.push_str(&format!(
+            "      - {{ip: {ip}, bk_cloud_id: 0, bk_agent_id: \"{id}\"}}\n"
+        ));
+    }
+    text
+}
+
+/// Parsing is bounded by the file's size: the memory `--config.check` needs
+/// beyond a one-host configuration's stays under three times the file (about
+/// 2× at 1M hosts on a release build, docs/performance.md), so a shard handed
+/// a fleet's inline hosts is not killed at start. The YAML tree of every
+/// host, as a buffering parser keeps it, cost 1.6 kB a host (18× the file).
+#[test]
+fn inline_hosts_cost_a_bounded_number_of_bytes_each() {
+    const HOSTS: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (small, large) = (dir.path().join("one.yml"), dir.path().join("large.yml"));
+    std::fs::write(&small, inline_hosts_config(1)).unwrap();
+    let text = inline_hosts_config(HOSTS);
+    std::fs::write(&large, &text).unwrap();
+    let check = |path: &Path| {
+        let flag = format!("--config.file={}", path.display());
+        let (code, kib) = peak_rss_kib(&["--config.check", &flag]);
+        assert_eq!(code, Some(0), "{}", path.display());
+        kib * 1024
+    };
+    let baseline = check(&small);
+    let peak = check(&large);
+    let per_host = peak.saturating_sub(baseline) / HOSTS as u64;
+    let file_per_host = text.len() as u64 / HOSTS as u64;
+    assert!(
+        per_host <= 3 * file_per_host,
+        "{per_host} bytes a host above a one-host config ({baseline} bytes), \
+         for {file_per_host} bytes of file a host"
+    );
 }
 
 #[test]

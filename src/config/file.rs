@@ -23,7 +23,7 @@ pub(crate) struct FileLimits {
 
 /// The exporter's configuration file.
 pub(crate) const YAML_FILE: FileLimits = FileLimits {
-    max_bytes: 64 << 20,
+    max_bytes: 128 << 20,
     max_line: 1 << 20,
 };
 

@@ -2,7 +2,7 @@
 //! id, `{ip, bk_cloud_id, bk_agent_id}`) in the config and in hosts files, and
 //! the validator's rules for a group's hosts and hosts file.
 
-use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -23,20 +23,19 @@ pub(crate) struct BadLine {
     pub(crate) rule: &'static str,
 }
 
-/// Parses a hosts file: one host per line (`cloud:ip` or an agent id), `#`
-/// starts a comment. Hands each good line's host to `each`, in file order
-/// (a host written twice comes twice: callers de-duplicate by the key they
-/// ask with), keeping no list of its own, and returns every bad line.
-pub(crate) fn parse_hosts_file(
+/// The entries of a hosts file (one host per line, `cloud:ip` or an agent
+/// id, `#` starts a comment), one at a time, keeping no list: callers keep
+/// what they need and de-duplicate by the key they ask with. Each item is a
+/// line's 1-based number and its host or the rule it breaks (blank and
+/// comment lines skipped).
+pub(crate) fn host_lines(
     text: &str,
     api: ApiVersion,
-    mut each: impl FnMut(Host),
-) -> Vec<BadLine> {
-    let mut bad = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+) -> impl Iterator<Item = (usize, Result<Host, &'static str>)> {
+    text.lines().enumerate().filter_map(move |(n, line)| {
         let entry = line.split('#').next().unwrap_or("").trim();
         if entry.is_empty() {
-            continue;
+            return None;
         }
         let parsed = parse_host_text(entry).and_then(|host| {
             if api == ApiVersion::V1 && host.ip.is_none() {
@@ -45,41 +44,284 @@ pub(crate) fn parse_hosts_file(
                 Ok(host)
             }
         });
-        match parsed {
-            Ok(host) => each(host),
-            Err(rule) => bad.push(BadLine { line: n + 1, rule }),
-        }
-    }
-    bad
+        Some((n + 1, parsed))
+    })
 }
 
-/// Parses one host entry: `"cloud:ip"`, an agent id, or a map.
-pub(crate) fn parse_host_value(value: &serde_yaml_ng::Value) -> Result<Host, &'static str> {
-    use serde_yaml_ng::Value;
-    match value {
-        Value::String(text) => parse_host_text(text),
-        Value::Mapping(map) => {
-            let mut host = Host::default();
-            for (k, v) in map {
-                match k.as_str().unwrap_or("") {
-                    "ip" => host.ip = Some(parse_ipv4(v.as_str().unwrap_or(""))?),
-                    "bk_cloud_id" => host.bk_cloud_id = Some(parse_cloud(v)?),
-                    "bk_agent_id" => {
-                        host.agent_id = Some(parse_agent_id(v.as_str().unwrap_or(""))?)
-                    }
-                    _ => return Err("has an unknown key (use ip, bk_cloud_id, bk_agent_id)"),
-                }
-            }
-            if host.ip.is_some() && host.bk_cloud_id.is_none() {
-                host.bk_cloud_id = Some(0);
-            }
-            if host.ip.is_none() && host.agent_id.is_none() {
-                return Err("a host needs an ip or a bk_agent_id");
-            }
-            with_legacy_address(host)
+/// Hosts in first-seen order without repeats. Repeats are found through a
+/// table of indices into the list, not a second copy of every host: a
+/// million hosts cost what they do, plus 9 bytes each.
+#[derive(Default)]
+struct UniqueHosts {
+    hosts: Vec<Host>,
+    seen: hashbrown::HashTable<usize>,
+}
+
+impl UniqueHosts {
+    fn with_capacity(n: usize) -> UniqueHosts {
+        UniqueHosts {
+            hosts: Vec::with_capacity(n),
+            seen: hashbrown::HashTable::with_capacity(n),
         }
-        _ => Err("a host is \"cloud:ip\", an agent id, or {ip, bk_cloud_id, bk_agent_id}"),
     }
+
+    /// Adds `host` unless it is already there.
+    fn push(&mut self, host: Host) {
+        let hasher = rustc_hash::FxBuildHasher;
+        let hosts = &self.hosts;
+        let entry = self.seen.entry(
+            hasher.hash_one(&host),
+            |&at| hosts[at] == host,
+            |&at| hasher.hash_one(&hosts[at]),
+        );
+        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry {
+            vacant.insert(self.hosts.len());
+            self.hosts.push(host);
+        }
+    }
+
+    fn into_vec(self) -> Vec<Host> {
+        let mut hosts = self.hosts;
+        hosts.shrink_to_fit();
+        hosts
+    }
+}
+
+/// One inline host as read from the configuration: the host, or what was
+/// written (cut) and the rule it breaks. Read straight from the parser's
+/// events, with no YAML tree per host, so that a million inline hosts cost
+/// what their hosts do.
+#[derive(Debug)]
+pub(crate) struct RawHost(Result<Host, BadHost>);
+
+/// An inline host that breaks a rule: what was written, cut, and the rule.
+#[derive(Debug)]
+struct BadHost {
+    written: String,
+    rule: &'static str,
+}
+
+/// The rule a host of another shape breaks.
+const HOST_SHAPE: &str = "a host is \"cloud:ip\", an agent id, or {ip, bk_cloud_id, bk_agent_id}";
+
+impl<'de> serde::Deserialize<'de> for RawHost {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(HostVisitor).map(RawHost)
+    }
+}
+
+struct HostVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HostVisitor {
+    type Value = Result<Host, BadHost>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(HOST_SHAPE)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(parse_host_text(text).map_err(|rule| BadHost::new(text, rule)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields: Vec<(HostKey, Scalar)> = Vec::with_capacity(3);
+        while let Some(key) = map.next_key::<HostKey>()? {
+            fields.push((key, map.next_value()?));
+        }
+        Ok(host_from_fields(&fields).map_err(|rule| BadHost::new(&fields_text(&fields), rule)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Err(BadHost::new("[…]", HOST_SHAPE)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(Err(BadHost::new(&n.to_string(), HOST_SHAPE)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Err(BadHost::new(&n.to_string(), HOST_SHAPE)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Self::Value, E> {
+        Ok(Err(BadHost::new(&n.to_string(), HOST_SHAPE)))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Err(BadHost::new(&b.to_string(), HOST_SHAPE)))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(BadHost::new("null", HOST_SHAPE)))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        self.visit_unit()
+    }
+}
+
+impl BadHost {
+    fn new(written: &str, rule: &'static str) -> BadHost {
+        BadHost {
+            written: super::cut(written.trim(), super::MAX_QUOTE_BYTES),
+            rule,
+        }
+    }
+}
+
+/// A key of a host map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostKey {
+    Ip,
+    Cloud,
+    Agent,
+    Other(String),
+}
+
+impl std::fmt::Display for HostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostKey::Ip => "ip",
+            HostKey::Cloud => "bk_cloud_id",
+            HostKey::Agent => "bk_agent_id",
+            HostKey::Other(key) => key,
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HostKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Scalar::deserialize(d)? {
+            Scalar::Text(key) => match key.as_str() {
+                "ip" => HostKey::Ip,
+                "bk_cloud_id" => HostKey::Cloud,
+                "bk_agent_id" => HostKey::Agent,
+                _ => HostKey::Other(key),
+            },
+            other => HostKey::Other(other.to_string()),
+        })
+    }
+}
+
+/// A value of a host map: text, an integer, or something else (shown as written
+/// as far as it is a scalar).
+#[derive(Debug)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Other(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Text(text) | Scalar::Other(text) => f.write_str(text),
+            Scalar::Int(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Scalar {
+    fn text(&self) -> &str {
+        match self {
+            Scalar::Text(text) => text,
+            _ => "",
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(text.to_string()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Scalar, E> {
+        Ok(Scalar::Text(text))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(n))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Scalar, E> {
+        Ok(i64::try_from(n).map_or_else(|_| Scalar::Other(n.to_string()), Scalar::Int))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Other(n.to_string()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Other(b.to_string()))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Other("null".into()))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Scalar, E> {
+        self.visit_unit()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other("[…]".into()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Scalar::Other("{…}".into()))
+    }
+}
+
+/// A host from the fields of a host map, as written.
+fn host_from_fields(fields: &[(HostKey, Scalar)]) -> Result<Host, &'static str> {
+    let mut host = Host::default();
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|(k, _)| k == key) {
+            return Err("a host map has a key written twice");
+        }
+        match (key, value) {
+            (HostKey::Ip, value) => host.ip = Some(parse_ipv4(value.text())?),
+            (HostKey::Cloud, Scalar::Int(cloud)) if *cloud >= 0 => host.bk_cloud_id = Some(*cloud),
+            (HostKey::Cloud, _) => return Err("bk_cloud_id must be a non-negative integer"),
+            (HostKey::Agent, value) => host.agent_id = Some(parse_agent_id(value.text())?),
+            (HostKey::Other(_), _) => {
+                return Err("has an unknown key (use ip, bk_cloud_id, bk_agent_id)");
+            }
+        }
+    }
+    if host.ip.is_some() && host.bk_cloud_id.is_none() {
+        host.bk_cloud_id = Some(0);
+    }
+    if host.ip.is_none() && host.agent_id.is_none() {
+        return Err("a host needs an ip or a bk_agent_id");
+    }
+    with_legacy_address(host)
+}
+
+/// A host map as written, one line: `ip: 10.0.0.1, bk_cloud_id: -1`.
+fn fields_text(fields: &[(HostKey, Scalar)]) -> String {
+    let pairs: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    pairs.join(", ")
 }
 
 /// Parses `"cloud:ip"` or a GSE 2.0 agent id.
@@ -111,13 +353,6 @@ fn parse_ipv4(text: &str) -> Result<Ipv4Addr, &'static str> {
         .map_err(|_| "the ip must be an IPv4 address")
 }
 
-fn parse_cloud(value: &serde_yaml_ng::Value) -> Result<i64, &'static str> {
-    match value.as_i64() {
-        Some(cloud) if cloud >= 0 => Ok(cloud),
-        _ => Err("bk_cloud_id must be a non-negative integer"),
-    }
-}
-
 /// Checks a GSE 2.0 agent id: 1-64 ASCII letters and digits, or the legacy
 /// id `cloud:ip` GSE 2.0 gives agents not yet upgraded (`0:10.0.0.6`),
 /// returned in its plain form.
@@ -126,7 +361,7 @@ pub(crate) fn parse_agent_id(text: &str) -> Result<String, &'static str> {
         return Ok(format!("{}:{}", parse_cloud_text(cloud)?, parse_ipv4(ip)?));
     }
     let ok =
-        !text.is_empty() && text.len() <= 64 && text.bytes().all(|c| c.is_ascii_alphanumeric());
+        !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(text.to_string())
     } else {
@@ -159,48 +394,33 @@ impl Validator<'_> {
         };
         match String::from_utf8(bytes) {
             Ok(text) => {
-                for bad in parse_hosts_file(&text, api, drop) {
-                    let at = format!("{} line {}", file.display(), bad.line);
-                    self.problem(key, at, bad.rule);
+                // Only the bad lines matter here: no list of the hosts is made.
+                for (line, parsed) in host_lines(&text, api) {
+                    if let Err(rule) = parsed {
+                        let at = format!("{} line {line}", file.display());
+                        self.problem(key, at, rule);
+                    }
                 }
             }
             Err(_) => self.problem(key, file.display(), "is not UTF-8 text"),
         }
     }
 
-    pub(super) fn hosts(
-        &mut self,
-        path: &str,
-        raw: &[serde_yaml_ng::Value],
-        api: ApiVersion,
-    ) -> Vec<Host> {
-        let mut seen = HashSet::new();
-        let mut hosts = Vec::with_capacity(raw.len());
-        for (i, value) in raw.iter().enumerate() {
-            let key = format!("{path}.hosts[{i}]");
-            match parse_host_value(value) {
+    /// A group's inline hosts, de-duplicated in file order; every bad one
+    /// is a problem naming its index.
+    pub(super) fn hosts(&mut self, path: &str, raw: Vec<RawHost>, api: ApiVersion) -> Vec<Host> {
+        let mut hosts = UniqueHosts::with_capacity(raw.len());
+        for (i, RawHost(parsed)) in raw.into_iter().enumerate() {
+            let key = || format!("{path}.hosts[{i}]");
+            match parsed {
                 Ok(host) if api == ApiVersion::V1 && host.ip.is_none() => {
-                    self.problem(key, host.display(), V1_NEEDS_IP);
+                    self.problem(key(), host.display(), V1_NEEDS_IP);
                 }
-                Ok(host) => {
-                    if seen.insert(host.clone()) {
-                        hosts.push(host);
-                    }
-                }
-                Err(rule) => self.problem(key, yaml_text(value), rule),
+                Ok(host) => hosts.push(host),
+                Err(bad) => self.problem(key(), bad.written, bad.rule),
             }
         }
-        hosts
-    }
-}
-
-fn yaml_text(value: &serde_yaml_ng::Value) -> String {
-    match value {
-        serde_yaml_ng::Value::String(s) => s.clone(),
-        other => serde_yaml_ng::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .replace('\n', ", "),
+        hosts.into_vec()
     }
 }
 
@@ -209,7 +429,8 @@ mod tests {
     use super::*;
 
     fn host(yaml: &str) -> Result<Host, &'static str> {
-        parse_host_value(&serde_yaml_ng::from_str(yaml).unwrap())
+        let RawHost(parsed) = super::super::parse_yaml(yaml).unwrap();
+        parsed.map_err(|bad| bad.rule)
     }
 
     #[test]

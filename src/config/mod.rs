@@ -444,7 +444,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, path.parent().unwrap_or(Path::new(".")))
+        let raw = parse_raw(&text)?;
+        // The text is not needed past the parse: a large file's bytes are
+        // not held while its hosts are checked.
+        drop(text);
+        let env = |name: &str| std::env::var(name).ok();
+        Config::from_raw(raw, &env, path.parent().unwrap_or(Path::new(".")))
     }
 
     /// Counts the hosts of every group from the sources that can be read
@@ -454,7 +459,9 @@ impl Config {
     pub fn count_hosts(&self) -> HostCount {
         let mut count = HostCount::default();
         for group in &self.groups {
-            let mut keys: std::collections::HashSet<String> = group
+            // Sorted keys, not a hash set of them: a million keys cost their
+            // strings and one slot each.
+            let mut keys: Vec<String> = group
                 .hosts
                 .iter()
                 .filter_map(|h| h.query_key(group.api))
@@ -464,14 +471,29 @@ impl Config {
                 .as_deref()
                 .and_then(|f| read_text(f, HOSTS_FILE).ok())
             {
-                hosts::parse_hosts_file(&text, group.api, |h| {
-                    keys.extend(h.query_key(group.api));
-                });
+                let file = hosts::host_lines(&text, group.api).filter_map(|(_, h)| h.ok());
+                keys.extend(file.filter_map(|h| h.query_key(group.api)));
             }
+            keys.sort_unstable();
+            keys.dedup();
             count.listed += keys.len();
             count.from_cmdb += usize::from(group.cmdb.is_some());
         }
         count
+    }
+
+    /// Keeps only the inline hosts whose query key (`cloud:ip` or the agent
+    /// id, as GSE is asked) `owned` accepts: a shard keeps its share of a
+    /// large inline list instead of every shard's. What is dropped is what
+    /// discovery would drop from this shard anyway.
+    pub(crate) fn retain_hosts(&mut self, owned: impl Fn(&str) -> bool) {
+        for group in &mut self.groups {
+            let api = group.api;
+            group
+                .hosts
+                .retain(|host| host.query_key(api).is_some_and(|key| owned(&key)));
+            group.hosts.shrink_to_fit();
+        }
     }
 
     /// Parses and validates configuration text; relative files resolve against `base_dir`.
@@ -505,20 +527,81 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
             message: rule.into(),
         });
     }
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|err| {
-        let path = err.path().to_string();
+    // A file of nothing but comments is an empty map, as it reads.
+    let text = if only_comments(text) { "{}" } else { text };
+    let mut path = String::new();
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(
+        text,
+        yaml_options(text.len()),
+        |de| {
+            serde_path_to_error::deserialize(de).map_err(|err| {
+                path = err.path().to_string();
+                err.into_inner()
+            })
+        },
+    );
+    parsed.map_err(|err| {
+        let message = parser_message(&err);
+        // `?`: the error came while reading a key.
+        let path = path.trim_end_matches('?').trim_end_matches('.');
         ConfigError::Parse {
-            path: if path == "." { "<root>".into() } else { path },
-            message: bounded_message(&err.into_inner().to_string()),
+            path: if path.is_empty() || path == "." {
+                "<root>".into()
+            } else {
+                path.to_string()
+            },
+            message: bounded_message(&message),
         }
     })
 }
 
+/// The parser's message for a user, with the keys an unknown field's block
+/// expects in backticks, as serde writes them (the keys-table test reads them).
+fn parser_message(err: &serde_saphyr::Error) -> String {
+    let message = err.render_with_formatter(&serde_saphyr::UserMessageFormatter);
+    let serde_saphyr::Error::SerdeUnknownField { expected, .. } = err else {
+        return message;
+    };
+    let plain = format!("expected one of {}", expected.join(", "));
+    let quoted: Vec<String> = expected.iter().map(|key| format!("`{key}`")).collect();
+    let quoted = format!("expected one of {}", quoted.join(", "));
+    message.replacen(&plain, &quoted, 1)
+}
+
+/// Whether a text holds nothing but blank lines and comments.
+fn only_comments(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#')
+    })
+}
+
+/// The YAML parser's options: a streaming parse (no tree of the document is
+/// kept, so a million inline hosts cost what their hosts do), with budgets
+/// that grow with the text, since every event takes at least a byte of it,
+/// and its bounds on aliases as they are. Nesting is bounded before, by
+/// [`nesting`], whose rule names the line; the parser's own depth bound
+/// sits above it. `<<` is an ordinary key (an unknown one, as before).
+fn yaml_options(len: usize) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = len.saturating_add(1024);
+    budget.max_nodes = len.saturating_add(1024);
+    budget.max_total_scalar_bytes = len.saturating_add(1024);
+    budget.max_depth = nesting::MAX_FLOW_DEPTH + nesting::MAX_INDENT + 8;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    // Keys written twice are refused by what reads them (structs, `unique_keys`,
+    // host maps), as before: the parser need not remember every key it saw.
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    options.merge_keys = serde_saphyr::MergeKeyPolicy::AsOrdinary;
+    options.with_snippet = false;
+    options
+}
+
 /// Reads a map, refusing a key written twice: serde's own maps silently keep
 /// the last (a second `basic_auth_users` entry for one user, a label set
-/// twice). Structs refuse duplicate fields by themselves, and host maps are
-/// YAML values, which refuse them too.
+/// twice). Structs refuse duplicate fields by themselves, and host maps
+/// refuse them in [`hosts`]; the parser passes them through.
 pub(crate) fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -546,7 +629,8 @@ where
             Ok(out)
         }
     }
-    d.deserialize_map(Unique(std::marker::PhantomData))
+    // Any, not map: an empty value (`labels:`) is an empty map.
+    d.deserialize_any(Unique(std::marker::PhantomData))
 }
 
 /// A parser's message without the value it quotes (`invalid type: string
@@ -661,18 +745,40 @@ mod tests {
         for text in [
             "gse: {url: x}\ninterval: 1s\ninterval: 2s\n",
             "gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, labels: {a: b, a: c}}]\n",
-            "gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, hosts: [{ip: 10.0.0.1, ip: 10.0.0.2}]}]\n",
             "gse: {url: x}\notlp: {headers: {a: b, a: c}}\n",
         ] {
             let err = parse_raw(text).expect_err(text).to_string();
             assert!(err.contains("duplicate"), "{text}: {err}");
         }
+        let host = "gse: {url: http://x, app_code: a, app_secret: b}\n\
+            groups: [{name: a, bk_biz_id: 1, hosts: [{ip: 10.0.0.1, ip: 10.0.0.2}]}]\n";
+        let err = Config::parse(host, Path::new(".")).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "groups[0].hosts[0]: ip: 10.0.0.1, ip: 10.0.0.2: a host map has a key written twice"
+            ),
+            "{err}"
+        );
         let users = "basic_auth_users:\n  alice: $2y$x\n  alice: $2y$y\n";
         let err = parse_yaml::<web::RawWebConfig>(users)
             .unwrap_err()
             .to_string();
         assert!(err.contains("duplicate key `alice`"), "{err}");
         assert!(parse_raw("gse: {url: x}\ngroups: [{name: a, bk_biz_id: 1, labels: }]\n").is_ok());
+    }
+
+    #[test]
+    fn a_shard_keeps_only_the_inline_hosts_it_polls() {
+        let text = "gse: {api: v2, url: http://x, app_code: a, app_secret: b}\n\
+            groups:\n  - {name: a, bk_biz_id: 1, hosts: [\"0:10.0.0.1\", \"0:10.0.0.2\", abc1, abc2]}\n";
+        let mut config = Config::parse(text, Path::new(".")).unwrap();
+        config.retain_hosts(|key| key.ends_with('1'));
+        let kept: Vec<String> = config.groups[0]
+            .hosts
+            .iter()
+            .filter_map(|h| h.query_key(ApiVersion::V2))
+            .collect();
+        assert_eq!(kept, ["0:10.0.0.1", "abc1"]);
     }
 
     #[test]

@@ -549,7 +549,7 @@ impl Validator<'_> {
         groups
     }
 
-    fn group(&mut self, path: &str, raw: RawGroup, gse: &GseConfig) -> GroupConfig {
+    fn group(&mut self, path: &str, mut raw: RawGroup, gse: &GseConfig) -> GroupConfig {
         if raw.name.trim().is_empty() {
             self.problem(format!("{path}.name"), &raw.name, "must not be empty");
         }
@@ -571,8 +571,9 @@ impl Validator<'_> {
             self.problem(key, api.to_string(), &rule);
         }
         self.labels(path, &raw.labels);
-        let hosts = self.hosts(path, &raw.hosts, api);
-        if raw.hosts.is_empty() && raw.hosts_file.is_none() && raw.cmdb.is_none() {
+        let no_hosts = raw.hosts.is_empty();
+        let hosts = self.hosts(path, std::mem::take(&mut raw.hosts), api);
+        if no_hosts && raw.hosts_file.is_none() && raw.cmdb.is_none() {
             let rule = "a group needs a host source: hosts, hosts_file or cmdb";
             self.problem(path.to_string(), raw.name.clone(), rule);
         }
