@@ -19,7 +19,8 @@
 # --measure N does that three times (file size, peak RSS, elapsed and CPU of
 # each run), then runs one shard of three (as the sharded overlay does)
 # against a simulator of N agents with the N hosts inline, until its first
-# cycle is done (/-/ready), and prints its VmHWM and VmRSS then.
+# cycle is done (/-/ready), and prints its VmHWM and VmRSS then; then the
+# same shard with the same hosts in a hosts file.
 set -euo pipefail
 
 if [[ "${1:-}" == --measure ]]; then
@@ -36,24 +37,33 @@ if [[ "${1:-}" == --measure ]]; then
       "$bin" --config.file="$work/gse.yml" --config.check >/dev/null
   done
   port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-  sim_port=$(port); exp_port=$(port)
+  sim_port=$(port)
   "$bin" simulate --listen-address "127.0.0.1:$sim_port" --agents "$n" --latency 200ms \
     --churn-per-minute 0 --hosts-out "$work/hosts" >"$work/sim.log" 2>&1 &
   sim=$!
   for _ in $(seq 600); do [[ -s "$work/hosts" ]] && break; sleep 0.2; done
   bench/config.sh "$n" "$work/hosts" "http://127.0.0.1:$sim_port/api/bk-gse/prod" >"$work/shard.yml"
-  started=$SECONDS
-  "$bin" --config.file="$work/shard.yml" --web.listen-address="127.0.0.1:$exp_port" \
-    --shard=0 --total-shards=3 --log.level=warn 2>"$work/exporter.log" &
-  exp=$!
-  until curl -sf -o /dev/null "http://127.0.0.1:$exp_port/-/ready"; do
-    ((SECONDS - started < 600)) || { echo "shard not ready in 600 s" >&2; exit 1; }
-    sleep 0.5
-  done
-  polled=$(curl -sf "http://127.0.0.1:$exp_port/metrics" | awk '/^gse_exporter_group_hosts[{ ]/ {s += $NF} END {print s + 0}')
-  awk -v s="$((SECONDS - started))" -v p="$polled" \
-    '/VmHWM|VmRSS/ {printf "%s %.0f MiB  ", $1, $2 / 1024} END {printf "(shard 0 of 3, %s hosts polled, ready after %s s)\n", p, s}' \
-    "/proc/$exp/status"
+  # The same hosts from a hosts file: the config up to `hosts:`, then the file.
+  sed -n '/^    hosts:$/q;p' "$work/shard.yml" >"$work/shard-file.yml"
+  echo "    hosts_file: $work/hosts" >>"$work/shard-file.yml"
+  shard() { # shard CONFIG WHAT: one shard of three until its first cycle is done
+    exp_port=$(port)
+    started=$SECONDS
+    "$bin" --config.file="$1" --web.listen-address="127.0.0.1:$exp_port" \
+      --shard=0 --total-shards=3 --log.level=warn 2>"$work/exporter.log" &
+    exp=$!
+    until curl -sf -o /dev/null "http://127.0.0.1:$exp_port/-/ready"; do
+      ((SECONDS - started < 600)) || { echo "shard not ready in 600 s" >&2; exit 1; }
+      sleep 0.5
+    done
+    polled=$(curl -sf "http://127.0.0.1:$exp_port/metrics" | awk '/^gse_exporter_group_hosts[{ ]/ {s += $NF} END {print s + 0}')
+    awk -v s="$((SECONDS - started))" -v p="$polled" -v what="$2" \
+      '/VmHWM|VmRSS/ {printf "%s %.0f MiB  ", $1, $2 / 1024} END {printf "(shard 0 of 3, hosts %s, %s hosts polled, ready after %s s)\n", what, p, s}' \
+      "/proc/$exp/status"
+    kill "$exp"; wait "$exp" 2>/dev/null || true
+  }
+  shard "$work/shard.yml" inline
+  shard "$work/shard-file.yml" "from a hosts file"
   exit 0
 fi
 n=${1:?usage: bench/config.sh N [HOSTS_FILE URL]}
