@@ -59,6 +59,9 @@ pub struct Exposition {
     snapshot: Arc<Snapshot>,
     telemetry: Arc<Telemetry>,
     agents: Block,
+    /// The snapshot's agent rows were dropped once rendered (nothing but
+    /// the OTLP push reads them).
+    rows_dropped: bool,
     prometheus: Body,
     openmetrics: OnceLock<Body>,
 }
@@ -66,18 +69,24 @@ pub struct Exposition {
 impl Exposition {
     /// Renders a snapshot (Prometheus text now; OpenMetrics on first demand).
     pub fn new(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>) -> Exposition {
-        Exposition::render(snapshot, telemetry, &Block::default())
+        Exposition::render(snapshot, telemetry, &Block::default(), Rows::Keep)
     }
 
     /// Renders the next snapshot, sharing the per-agent segments whose text
     /// did not change with this exposition.
     pub fn next(&self, snapshot: Arc<Snapshot>) -> Exposition {
-        Exposition::render(snapshot, self.telemetry.clone(), &self.agents)
+        Exposition::render(snapshot, self.telemetry.clone(), &self.agents, Rows::Keep)
     }
 
-    fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, previous: &Block) -> Exposition {
+    fn render(
+        mut snapshot: Arc<Snapshot>,
+        telemetry: Arc<Telemetry>,
+        previous: &Block,
+        rows: Rows,
+    ) -> Exposition {
         let deny = deny_set(&snapshot.metric_deny);
         let agents = agents::render(&snapshot, &|def| is_denied(&deny, def), previous);
+        let rows_dropped = rows == Rows::Drop && drop_rows(&mut snapshot);
         let rest = render(snapshot.clone(), telemetry.clone(), Format::Prometheus);
         let prometheus = assemble(&agents, rest);
         telemetry.set_body_bytes(prometheus.plain_len(), prometheus.gzip_len());
@@ -85,6 +94,7 @@ impl Exposition {
             snapshot,
             telemetry,
             agents,
+            rows_dropped,
             prometheus,
             openmetrics: OnceLock::new(),
         }
@@ -117,6 +127,7 @@ impl Exposition {
             snapshot: self.snapshot.clone(),
             telemetry: self.telemetry.clone(),
             agents: self.agents.clone(),
+            rows_dropped: self.rows_dropped,
             prometheus: assemble(&self.agents, rest),
             openmetrics: OnceLock::new(),
         }
@@ -126,6 +137,32 @@ impl Exposition {
     pub(crate) fn snapshot(&self) -> &Snapshot {
         &self.snapshot
     }
+
+    /// Whether the snapshot's agent rows were dropped after rendering (its
+    /// groups then list no agents: only their counts).
+    pub(crate) fn rows_dropped(&self) -> bool {
+        self.rows_dropped
+    }
+}
+
+/// Whether an exposition keeps its snapshot's agent rows once rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// Kept: the OTLP push reads them.
+    Keep,
+    /// Dropped: the bodies are rendered and nothing else reads them.
+    Drop,
+}
+
+/// Drops the agent rows of a snapshot held nowhere else; whether it did.
+fn drop_rows(snapshot: &mut Arc<Snapshot>) -> bool {
+    let Some(snapshot) = Arc::get_mut(snapshot) else {
+        return false;
+    };
+    for group in &mut snapshot.groups {
+        group.agents = Vec::new();
+    }
+    true
 }
 
 /// A body: the per-agent segments (shared, not copied), then the rest.
@@ -161,9 +198,17 @@ impl Published {
     }
 
     /// Renders and swaps in a snapshot; ready once a complete one is in.
-    pub(crate) fn publish(&self, snapshot: Snapshot) {
+    /// Its agent rows are kept only for the OTLP push (`rows`).
+    pub(crate) fn publish(&self, snapshot: Snapshot, rows: Rows) {
         let complete = snapshot.complete;
-        let exposition = self.current.load_full().next(Arc::new(snapshot));
+        let current = self.current.load_full();
+        let exposition = Exposition::render(
+            Arc::new(snapshot),
+            self.telemetry.clone(),
+            &current.agents,
+            rows,
+        );
+        drop(current);
         self.current.store(Arc::new(exposition));
         if complete {
             self.ready.store(true, Ordering::Release);
@@ -374,6 +419,36 @@ mod tests {
                 .iter()
                 .all(|s| s.plain.is_empty() || old.contains(&s.plain.as_ptr()))
         );
+    }
+
+    #[test]
+    fn agent_rows_are_dropped_once_rendered_unless_kept_for_otlp() {
+        let groups = fleet(40);
+        let published = Published::new(Arc::new(Telemetry::default()));
+        published.publish(snapshot(&groups, &[]), Rows::Drop);
+        let dropped = published.current();
+        assert!(dropped.rows_dropped());
+        assert!(
+            dropped
+                .snapshot()
+                .groups
+                .iter()
+                .all(|g| g.agents.is_empty())
+        );
+        assert_eq!(
+            dropped.snapshot().groups[0].counts.get(AgentState::Online),
+            40
+        );
+        let text = agent_text(dropped.body(Format::OpenMetrics));
+        assert_eq!(
+            text,
+            agent_text(exposition(&snapshot(&groups, &[])).body(Format::OpenMetrics))
+        );
+        published.publish(snapshot(&groups, &[]), Rows::Keep);
+        let kept = published.current();
+        assert!(!kept.rows_dropped());
+        assert_eq!(kept.snapshot().groups[0].agents.len(), 40);
+        assert_eq!(fresh(&dropped, &kept), 0);
     }
 
     fn fields() -> impl Strategy<Value = Fields> {
