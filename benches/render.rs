@@ -2,7 +2,11 @@
 //! and gzip) at 10k, 100k and 1M agents, to show it is linear in agents.
 //!
 //! `cargo bench --bench render` (add `-- 10000 100000` to pick sizes).
-//! Prints the median of several runs per size; no timing assertions.
+//! Prints the median of several runs per size; no timing assertions. Three
+//! cases: the first exposition (every segment rendered and compressed), the
+//! next one after a cycle in which every agent's heartbeat moved (its two
+//! families new, the other per-agent families shared), and the next one
+//! when nothing changed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +15,8 @@ use gse_exporter::expose::Exposition;
 use gse_exporter::snapshot::{AgentRecord, AgentRow, AgentState, GroupSnapshot, Snapshot};
 use gse_exporter::telemetry::Telemetry;
 
-fn snapshot(agents: usize) -> Snapshot {
+/// A fleet's snapshot; `cycle` moves every agent's heartbeat.
+fn snapshot(agents: usize, cycle: u32) -> Snapshot {
     let now = SystemTime::now();
     let unix_now = now
         .duration_since(UNIX_EPOCH)
@@ -38,8 +43,10 @@ fn snapshot(agents: usize) -> Snapshot {
                             status_code: Some(if n.is_multiple_of(20) { 3 } else { 2 }),
                             version: ["2.1.3", "2.1.4-beta.12", "2.0.9"][n % 3].into(),
                             parent_ip: format!("10.255.0.{}", n % 7).into(),
-                            heartbeat_at: Some(unix_now - (n % 20) as f64),
-                            heartbeat_age: Some((n % 20) as f64),
+                            heartbeat_at: Some(
+                                unix_now - (n % 20) as f64 + 25.0 * f64::from(cycle),
+                            ),
+                            heartbeat_age: Some((n % 20) as f64 + f64::from(cycle)),
                             observed_at: now,
                             last_seen_alive: Some(now),
                         },
@@ -75,6 +82,9 @@ fn snapshot(agents: usize) -> Snapshot {
     }
 }
 
+/// A case: its name, the snapshot rendered before (none: the first), the one timed.
+type Case<'a> = (&'static str, Option<&'a Arc<Snapshot>>, &'a Arc<Snapshot>);
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -91,29 +101,49 @@ fn main() {
         (true, false) => vec![1_000],
     };
     println!(
-        "{:>10} {:>6} {:>14} {:>12} {:>12} {:>10}",
-        "agents", "runs", "render+gzip", "per agent", "body MB", "gzip MB"
+        "{:>10} {:>6} {:>12} {:>14} {:>12} {:>12} {:>10} {:>10}",
+        "agents", "runs", "case", "render+gzip", "per agent", "body MB", "gzip MB", "new MB"
     );
     for agents in sizes {
-        let snapshot = Arc::new(snapshot(agents));
+        let before = Arc::new(snapshot(agents, 0));
+        let after = Arc::new(snapshot(agents, 1));
         let telemetry = Arc::new(Telemetry::default());
         let runs = if agents >= 1_000_000 { 3 } else { 7 };
-        let mut times = Vec::new();
-        let mut sizes = (0, 0);
-        for _ in 0..runs {
-            let started = Instant::now();
-            let exposition = Exposition::new(snapshot.clone(), telemetry.clone());
-            times.push(started.elapsed());
-            let body = exposition.body(gse_exporter::expose::Format::Prometheus);
-            sizes = (body.plain_len(), body.gzip_len());
+        let cases: [Case; 3] = [
+            ("first", None, &before),
+            ("heartbeat", Some(&before), &after),
+            ("unchanged", Some(&before), &before),
+        ];
+        for (case, previous, snapshot) in cases {
+            let mut times = Vec::new();
+            let mut sizes = (0, 0, 0);
+            for _ in 0..runs {
+                let previous = previous.map(|p| Exposition::new(p.clone(), telemetry.clone()));
+                let started = Instant::now();
+                let exposition = match &previous {
+                    Some(previous) => previous.next(snapshot.clone()),
+                    None => Exposition::new(snapshot.clone(), telemetry.clone()),
+                };
+                times.push(started.elapsed());
+                let body = exposition.body(gse_exporter::expose::Format::Prometheus);
+                let new = match &previous {
+                    Some(previous) => {
+                        let old = previous.body(gse_exporter::expose::Format::Prometheus);
+                        body.plain_new_len(old)
+                    }
+                    None => body.plain_len(),
+                };
+                sizes = (body.plain_len(), body.gzip_len(), new);
+            }
+            let m = median(times);
+            println!(
+                "{agents:>10} {runs:>6} {case:>12} {:>12.1}ms {:>10.0}ns {:>12.1} {:>10.1} {:>10.1}",
+                m.as_secs_f64() * 1e3,
+                m.as_secs_f64() * 1e9 / agents as f64,
+                sizes.0 as f64 / 1e6,
+                sizes.1 as f64 / 1e6,
+                sizes.2 as f64 / 1e6
+            );
         }
-        let m = median(times);
-        println!(
-            "{agents:>10} {runs:>6} {:>12.1}ms {:>10.0}ns {:>12.1} {:>10.1}",
-            m.as_secs_f64() * 1e3,
-            m.as_secs_f64() * 1e9 / agents as f64,
-            sizes.0 as f64 / 1e6,
-            sizes.1 as f64 / 1e6
-        );
     }
 }

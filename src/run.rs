@@ -24,7 +24,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::web::WebConfigFile;
 use crate::config::{Config, ConfigError};
-use crate::expose::{Published, otlp};
+use crate::expose::{Published, Rows, otlp};
 use crate::http::{self as server, AppState, Gate, Limits, Reload};
 use crate::model::Sharding;
 use crate::poller::Poller;
@@ -585,9 +585,14 @@ async fn poll_loop(
             _ = stopped.wait_for(|s| *s) => return,
         };
         let target = published.clone();
+        // Agent rows outlive rendering only for the OTLP push.
+        let rows = match poller.config().otlp {
+            Some(_) => Rows::Keep,
+            None => Rows::Drop,
+        };
         // Rendering and gzip are CPU work: keep them off the async workers.
         let published_one = move || {
-            target.publish(snapshot);
+            target.publish(snapshot, rows);
             if let Some(release) = after_publish {
                 release();
             }

@@ -1,13 +1,18 @@
 //! The per-agent part of `/metrics`, rendered straight to text.
 //!
 //! At fleet scale the per-agent gauges are nearly all of the body, so they are
-//! written here once per snapshot (each agent's label set escaped once and
-//! reused by every family), not through the generic encoder. Gauges read
+//! written here once per snapshot, not through the generic encoder, in
+//! segments: a family's lines for a run of agents of one group, rendered
+//! into one reused buffer (each agent's label set escaped once per run and
+//! reused by every family). A segment whose text is the same as the previous
+//! snapshot's at the same place is that segment, shared: the body is not
+//! held twice and what did not change is not compressed again. Gauges read
 //! the same in the Prometheus text format and OpenMetrics, so this block is
 //! shared by both formats and compressed once (see [`super::gzip`]).
 //! Owns text layout and escaping; names, help texts and label names come
 //! from [`super::table`], values from the snapshot.
 
+use super::gzip::{Checksum, Segment};
 use super::table::{
     AGENT_HEARTBEAT_AGE, AGENT_HEARTBEAT_TIMESTAMP, AGENT_INFO, AGENT_LABELS, AGENT_ONLINE,
     AGENT_STATUS_CODE, AGENT_TOPOLOGY_INFO, MetricDef,
@@ -39,38 +44,148 @@ pub(crate) const AGENT_GAUGES: [(&MetricDef, AgentValue); 4] = [
 /// How many of [`AGENT_GAUGES`] come before `gse_agent_info`.
 const BEFORE_INFO: usize = 3;
 
-/// Renders every per-agent family not denied by `denied`.
-pub(crate) fn render(snapshot: &Snapshot, denied: &dyn Fn(&MetricDef) -> bool) -> Vec<u8> {
-    let agents: Vec<(&GroupSnapshot, &AgentRow)> = snapshot
-        .groups
-        .iter()
-        .filter(|g| g.per_agent_metrics)
-        .flat_map(|g| g.agents.iter().map(move |a| (g, a)))
+/// Agents of a group per segment: a segment of a family is the lines of
+/// this many agents (about 300 KiB of text), so an agent that changes costs
+/// one segment's rendering and compression, not the family's.
+const RUN: usize = if cfg!(test) { 16 } else { 2048 };
+
+/// One per-agent family, in exposition order.
+#[derive(Clone, Copy)]
+enum Family {
+    Gauge(&'static MetricDef, AgentValue),
+    Info,
+    Topology,
+}
+
+impl Family {
+    /// Every family in exposition order; a family's place is its key.
+    fn all() -> [Family; AGENT_GAUGES.len() + 2] {
+        let gauge = |i: usize| Family::Gauge(AGENT_GAUGES[i].0, AGENT_GAUGES[i].1);
+        let mut all = [Family::Info; AGENT_GAUGES.len() + 2];
+        for (i, slot) in all.iter_mut().enumerate() {
+            *slot = match i {
+                i if i < BEFORE_INFO => gauge(i),
+                i if i == BEFORE_INFO => Family::Info,
+                i if i == BEFORE_INFO + 1 => Family::Topology,
+                i => gauge(i - 2),
+            };
+        }
+        all
+    }
+
+    fn def(self) -> &'static MetricDef {
+        match self {
+            Family::Gauge(def, _) => def,
+            Family::Info => &AGENT_INFO,
+            Family::Topology => &AGENT_TOPOLOGY_INFO,
+        }
+    }
+
+    /// Whether any agent of these groups has a series of this family.
+    fn present(self, groups: &[(u32, &GroupSnapshot)]) -> bool {
+        match self {
+            Family::Gauge(_, value) => groups
+                .iter()
+                .any(|(_, g)| g.agents.iter().any(|a| value(a).is_some())),
+            Family::Info => !groups.is_empty(),
+            Family::Topology => groups.iter().any(|(_, g)| g.bk_biz_name.is_some()),
+        }
+    }
+
+    /// Appends the lines of `agents` (of `group`, labels in `labels`).
+    fn lines(
+        self,
+        out: &mut Vec<u8>,
+        group: &GroupSnapshot,
+        agents: &[AgentRow],
+        labels: &LabelSets,
+    ) {
+        match self {
+            Family::Gauge(def, value) => gauge_lines(out, def, agents, labels, value),
+            Family::Info => info_lines(out, agents, labels),
+            Family::Topology => {
+                if let Some(biz_name) = &group.bk_biz_name {
+                    topology_lines(out, biz_name, agents, labels);
+                }
+            }
+        }
+    }
+}
+
+/// Where a segment sits: family (its place in [`Family::all`]), group
+/// (its place in the snapshot) and run of [`RUN`] agents in the group.
+type Key = (u8, u32, u32);
+
+/// The per-agent block of one snapshot: segments in exposition order, each
+/// keyed by where it sits, so the next snapshot can reuse the ones whose
+/// text did not change.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Block {
+    keys: Vec<Key>,
+    segments: Vec<Segment>,
+    checksum: Checksum,
+}
+
+impl Block {
+    /// The segments in order.
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The CRC and length of the whole block.
+    pub(crate) fn checksum(&self) -> &Checksum {
+        &self.checksum
+    }
+
+    fn get(&self, key: Key) -> Option<&Segment> {
+        let i = self.keys.binary_search(&key).ok()?;
+        self.segments.get(i)
+    }
+}
+
+/// Renders every per-agent family not denied by `denied`, one segment at a
+/// time into a reused buffer; a segment whose text equals `previous`'s at the
+/// same place is that segment (shared, not copied, not compressed again).
+pub(crate) fn render(
+    snapshot: &Snapshot,
+    denied: &dyn Fn(&MetricDef) -> bool,
+    previous: &Block,
+) -> Block {
+    let groups: Vec<(u32, &GroupSnapshot)> = (0u32..)
+        .zip(&snapshot.groups)
+        .filter(|(_, g)| g.per_agent_metrics && !g.agents.is_empty())
         .collect();
-    if agents.is_empty() {
-        return Vec::new();
-    }
-    let labels = LabelSets::new(&agents);
-    let families = AGENT_GAUGES.len() + 1;
-    let mut out = Vec::with_capacity((labels.text.len() + 48 * agents.len()) * families + 4096);
-    let (before, after) = AGENT_GAUGES.split_at(BEFORE_INFO);
-    for (def, value) in before {
-        if !denied(def) {
-            family(&mut out, def, &agents, &labels, *value);
+    let families: Vec<(u8, Family)> = (0u8..)
+        .zip(Family::all())
+        .filter(|(_, f)| !denied(f.def()) && f.present(&groups))
+        .collect();
+    let mut placed: Vec<Vec<(Key, Segment)>> = vec![Vec::new(); families.len()];
+    let (mut labels, mut text, mut deflated) = (LabelSets::default(), Vec::new(), Vec::new());
+    for (g, group) in &groups {
+        for (run, agents) in (0u32..).zip(group.agents.chunks(RUN)) {
+            labels.fill(group, agents);
+            for ((id, family), placed) in families.iter().zip(&mut placed) {
+                text.clear();
+                if placed.is_empty() {
+                    header(&mut text, family.def());
+                }
+                family.lines(&mut text, group, agents, &labels);
+                let key = (*id, *g, run);
+                let segment = match previous.get(key) {
+                    Some(old) if old.plain[..] == text[..] => old.clone(),
+                    _ => Segment::new(&text, &mut deflated),
+                };
+                placed.push((key, segment));
+            }
         }
     }
-    if !denied(&AGENT_INFO) {
-        info_family(&mut out, &agents, &labels);
+    let (keys, segments): (Vec<Key>, Vec<Segment>) = placed.into_iter().flatten().unzip();
+    let checksum = Checksum::of(&segments);
+    Block {
+        keys,
+        segments,
+        checksum,
     }
-    if !denied(&AGENT_TOPOLOGY_INFO) {
-        topology_family(&mut out, &agents, &labels);
-    }
-    for (def, value) in after {
-        if !denied(def) {
-            family(&mut out, def, &agents, &labels, *value);
-        }
-    }
-    out
 }
 
 fn header(out: &mut Vec<u8>, def: &MetricDef) {
@@ -89,24 +204,19 @@ fn header(out: &mut Vec<u8>, def: &MetricDef) {
     out.extend_from_slice(b" gauge\n");
 }
 
-fn family(
+fn gauge_lines(
     out: &mut Vec<u8>,
     def: &MetricDef,
-    agents: &[(&GroupSnapshot, &AgentRow)],
+    agents: &[AgentRow],
     labels: &LabelSets,
     value: AgentValue,
 ) {
-    if !agents.iter().any(|(_, a)| value(a).is_some()) {
-        return;
-    }
-    header(out, def);
     let mut number = itoa::Buffer::new();
-    for (i, (_, agent)) in agents.iter().enumerate() {
+    for (i, agent) in agents.iter().enumerate() {
         if let Some(v) = value(agent) {
-            let set = labels.get(i);
             out.extend_from_slice(def.name.as_bytes());
             out.push(b'{');
-            out.extend_from_slice(set);
+            out.extend_from_slice(labels.get(i));
             out.extend_from_slice(b"} ");
             out.extend_from_slice(number.format(v).as_bytes());
             out.push(b'\n');
@@ -114,13 +224,11 @@ fn family(
     }
 }
 
-fn info_family(out: &mut Vec<u8>, agents: &[(&GroupSnapshot, &AgentRow)], labels: &LabelSets) {
-    header(out, &AGENT_INFO);
-    for (i, (_, agent)) in agents.iter().enumerate() {
-        let set = labels.get(i);
+fn info_lines(out: &mut Vec<u8>, agents: &[AgentRow], labels: &LabelSets) {
+    for (i, agent) in agents.iter().enumerate() {
         out.extend_from_slice(AGENT_INFO.name.as_bytes());
         out.push(b'{');
-        out.extend_from_slice(set);
+        out.extend_from_slice(labels.get(i));
         let [version, parent_ip] = INFO_LABELS;
         label(out, version, &agent.record.version);
         label(out, parent_ip, &agent.record.parent_ip);
@@ -133,16 +241,8 @@ pub(super) const INFO_LABELS: [&str; 2] = [AGENT_INFO.labels[6], AGENT_INFO.labe
 
 /// One `gse_agent_topology_info` series per agent of a group with topology
 /// (empty values where CMDB has not placed the host).
-fn topology_family(out: &mut Vec<u8>, agents: &[(&GroupSnapshot, &AgentRow)], labels: &LabelSets) {
-    let with_topology = |(g, _): &&(&GroupSnapshot, &AgentRow)| g.bk_biz_name.is_some();
-    if !agents.iter().any(|a| with_topology(&a)) {
-        return;
-    }
-    header(out, &AGENT_TOPOLOGY_INFO);
-    for (i, (group, agent)) in agents.iter().enumerate() {
-        let Some(biz_name) = &group.bk_biz_name else {
-            continue;
-        };
+fn topology_lines(out: &mut Vec<u8>, biz_name: &str, agents: &[AgentRow], labels: &LabelSets) {
+    for (i, agent) in agents.iter().enumerate() {
         out.extend_from_slice(AGENT_TOPOLOGY_INFO.name.as_bytes());
         out.push(b'{');
         out.extend_from_slice(labels.get(i));
@@ -200,21 +300,22 @@ pub(crate) fn agent_labels<'a>(
         )
 }
 
-/// Every agent's label set, escaped once, in one buffer.
+/// The label sets of one run of agents, escaped once, in one buffer
+/// reused from run to run.
+#[derive(Default)]
 struct LabelSets {
     text: Vec<u8>,
     ends: Vec<usize>,
 }
 
 impl LabelSets {
-    fn new(agents: &[(&GroupSnapshot, &AgentRow)]) -> LabelSets {
-        let mut text = Vec::with_capacity(agents.len() * 128);
-        let mut ends = Vec::with_capacity(agents.len());
-        for (group, agent) in agents {
-            label_set(&mut text, group, agent);
-            ends.push(text.len());
+    fn fill(&mut self, group: &GroupSnapshot, agents: &[AgentRow]) {
+        self.text.clear();
+        self.ends.clear();
+        for agent in agents {
+            label_set(&mut self.text, group, agent);
+            self.ends.push(self.text.len());
         }
-        LabelSets { text, ends }
     }
 
     fn get(&self, i: usize) -> &[u8] {

@@ -640,12 +640,19 @@ impl Pusher {
     }
 
     /// One push of the current snapshot, counted; skipped before the first
-    /// complete cycle (there is nothing true to say yet).
+    /// complete cycle (there is nothing true to say yet) and while the
+    /// current snapshot was published without its agent rows.
     async fn push(&self, published: &Published) {
         if !published.is_ready() {
             return;
         }
-        let result = self.try_push(published.current()).await;
+        // Published before `otlp` was configured: its agent rows are gone;
+        // the next cycle's snapshot keeps them.
+        let current = published.current();
+        if current.rows_dropped() {
+            return;
+        }
+        let result = self.try_push(current).await;
         published.telemetry().record_otlp_export(result.is_ok());
         match result {
             Ok(()) => tracing::debug!("OTLP push succeeded"),

@@ -12,15 +12,16 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use super::agents;
-use super::gzip::Deflated;
+use super::agents::{self, Block};
+use super::gzip::gzip;
 use super::text::{Format, deny_set, is_denied, render};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
 
 /// One rendered body in both encodings. Each is a list of chunks (the
-/// per-agent block, shared by both formats, then the rest), so serving it
-/// copies nothing and the per-agent block is held once per encoding.
+/// per-agent segments, shared by both formats and with the previous
+/// snapshot's body where their text is the same, then the rest), so serving
+/// it copies nothing and the per-agent block is held once per encoding.
 #[derive(Debug, Clone)]
 pub struct Body {
     /// Uncompressed, in order.
@@ -39,6 +40,17 @@ impl Body {
     pub fn gzip_len(&self) -> usize {
         self.gzip.iter().map(Bytes::len).sum()
     }
+
+    /// Bytes of the uncompressed body not shared with `other`'s (held apart).
+    pub fn plain_new_len(&self, other: &Body) -> usize {
+        let shared: std::collections::HashSet<*const u8> =
+            other.plain.iter().map(|c| c.as_ptr()).collect();
+        self.plain
+            .iter()
+            .filter(|c| !shared.contains(&c.as_ptr()))
+            .map(Bytes::len)
+            .sum()
+    }
 }
 
 /// The exposition of one snapshot.
@@ -46,8 +58,10 @@ impl Body {
 pub struct Exposition {
     snapshot: Arc<Snapshot>,
     telemetry: Arc<Telemetry>,
-    agents: Bytes,
-    agents_deflated: Deflated,
+    agents: Block,
+    /// The snapshot's agent rows were dropped once rendered (nothing but
+    /// the OTLP push reads them).
+    rows_dropped: bool,
     prometheus: Body,
     openmetrics: OnceLock<Body>,
 }
@@ -55,18 +69,32 @@ pub struct Exposition {
 impl Exposition {
     /// Renders a snapshot (Prometheus text now; OpenMetrics on first demand).
     pub fn new(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>) -> Exposition {
+        Exposition::render(snapshot, telemetry, &Block::default(), Rows::Keep)
+    }
+
+    /// Renders the next snapshot, sharing the per-agent segments whose text
+    /// did not change with this exposition.
+    pub fn next(&self, snapshot: Arc<Snapshot>) -> Exposition {
+        Exposition::render(snapshot, self.telemetry.clone(), &self.agents, Rows::Keep)
+    }
+
+    fn render(
+        mut snapshot: Arc<Snapshot>,
+        telemetry: Arc<Telemetry>,
+        previous: &Block,
+        rows: Rows,
+    ) -> Exposition {
         let deny = deny_set(&snapshot.metric_deny);
-        let agents = agents::render(&snapshot, &|def| is_denied(&deny, def));
-        let agents_deflated = Deflated::head(&agents);
-        let agents = Bytes::from(agents);
+        let agents = agents::render(&snapshot, &|def| is_denied(&deny, def), previous);
+        let rows_dropped = rows == Rows::Drop && drop_rows(&mut snapshot);
         let rest = render(snapshot.clone(), telemetry.clone(), Format::Prometheus);
-        let prometheus = assemble(&agents, &agents_deflated, rest);
+        let prometheus = assemble(&agents, rest);
         telemetry.set_body_bytes(prometheus.plain_len(), prometheus.gzip_len());
         Exposition {
             snapshot,
             telemetry,
             agents,
-            agents_deflated,
+            rows_dropped,
             prometheus,
             openmetrics: OnceLock::new(),
         }
@@ -82,7 +110,7 @@ impl Exposition {
                     self.telemetry.clone(),
                     Format::OpenMetrics,
                 );
-                assemble(&self.agents, &self.agents_deflated, rest)
+                assemble(&self.agents, rest)
             }),
         }
     }
@@ -95,13 +123,12 @@ impl Exposition {
             self.telemetry.clone(),
             Format::Prometheus,
         );
-        let prometheus = assemble(&self.agents, &self.agents_deflated, rest);
         Exposition {
             snapshot: self.snapshot.clone(),
             telemetry: self.telemetry.clone(),
             agents: self.agents.clone(),
-            agents_deflated: self.agents_deflated.clone(),
-            prometheus,
+            rows_dropped: self.rows_dropped,
+            prometheus: assemble(&self.agents, rest),
             openmetrics: OnceLock::new(),
         }
     }
@@ -110,14 +137,45 @@ impl Exposition {
     pub(crate) fn snapshot(&self) -> &Snapshot {
         &self.snapshot
     }
+
+    /// Whether the snapshot's agent rows were dropped after rendering (its
+    /// groups then list no agents: only their counts).
+    pub(crate) fn rows_dropped(&self) -> bool {
+        self.rows_dropped
+    }
 }
 
-fn assemble(agents: &Bytes, deflated: &Deflated, rest: String) -> Body {
-    let rest = Bytes::from(rest);
-    Body {
-        gzip: deflated.gzip_with(&rest),
-        plain: vec![agents.clone(), rest],
+/// Whether an exposition keeps its snapshot's agent rows once rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// Kept: the OTLP push reads them.
+    Keep,
+    /// Dropped: the bodies are rendered and nothing else reads them.
+    Drop,
+}
+
+/// Drops the agent rows of a snapshot held nowhere else; whether it did.
+fn drop_rows(snapshot: &mut Arc<Snapshot>) -> bool {
+    let Some(snapshot) = Arc::get_mut(snapshot) else {
+        return false;
+    };
+    for group in &mut snapshot.groups {
+        group.agents = Vec::new();
     }
+    true
+}
+
+/// A body: the per-agent segments (shared, not copied), then the rest.
+fn assemble(agents: &Block, rest: String) -> Body {
+    let segments = agents.segments();
+    let gzip = gzip(segments, agents.checksum(), rest.as_bytes());
+    let plain = segments
+        .iter()
+        .filter(|s| !s.plain.is_empty())
+        .map(|s| s.plain.clone())
+        .chain([Bytes::from(rest)])
+        .collect();
+    Body { plain, gzip }
 }
 
 /// What the HTTP server reads: the current exposition and readiness.
@@ -140,9 +198,17 @@ impl Published {
     }
 
     /// Renders and swaps in a snapshot; ready once a complete one is in.
-    pub(crate) fn publish(&self, snapshot: Snapshot) {
+    /// Its agent rows are kept only for the OTLP push (`rows`).
+    pub(crate) fn publish(&self, snapshot: Snapshot, rows: Rows) {
         let complete = snapshot.complete;
-        let exposition = Exposition::new(Arc::new(snapshot), self.telemetry.clone());
+        let current = self.current.load_full();
+        let exposition = Exposition::render(
+            Arc::new(snapshot),
+            self.telemetry.clone(),
+            &current.agents,
+            rows,
+        );
+        drop(current);
         self.current.store(Arc::new(exposition));
         if complete {
             self.ready.store(true, Ordering::Release);
@@ -171,5 +237,257 @@ impl Published {
     /// The self-telemetry shared with the poller.
     pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Read as _;
+    use std::time::SystemTime;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::Topology;
+    use crate::snapshot::{AgentRecord, AgentRow, AgentState, GroupSnapshot};
+
+    /// What varies per agent: state, status code, version, heartbeat age.
+    type Fields = (u8, Option<i8>, u8, Option<u16>);
+
+    fn agent(group: usize, i: usize, (state, code, version, age): Fields) -> AgentRow {
+        let state = AgentState::ALL[usize::from(state) % 3];
+        AgentRow {
+            bk_cloud_id: (i % 3).to_string().into(),
+            ip: format!("10.{group}.{}.{}", i / 256, i % 256).into(),
+            bk_agent_id: format!("0100{i:028x}").into(),
+            host_labels: vec![format!("rack-{}", i % 4)].into(),
+            topology: (!i.is_multiple_of(5))
+                .then(|| Arc::new(Topology::from_names(["web"], ["api"], "alice", "bob"))),
+            record: AgentRecord {
+                state,
+                status_code: code.map(i64::from),
+                version: ["2.1.3", "x\"y\\z\nw", ""][usize::from(version) % 3].into(),
+                parent_ip: "10.255.0.1".into(),
+                heartbeat_at: age.map(|a| 1.7e9 - f64::from(a)),
+                heartbeat_age: age.map(f64::from),
+                observed_at: SystemTime::UNIX_EPOCH,
+                last_seen_alive: None,
+            },
+        }
+    }
+
+    fn snapshot(groups: &[Vec<Fields>], metric_deny: &[&str]) -> Snapshot {
+        let groups = groups
+            .iter()
+            .enumerate()
+            .map(|(g, agents)| {
+                let mut group = GroupSnapshot {
+                    name: format!("group-{g}"),
+                    bk_biz_id: "2".into(),
+                    labels: vec![("team".into(), "sre".into())],
+                    host_label_names: vec!["rack".into()],
+                    per_agent_metrics: g != 2,
+                    bk_biz_name: (g % 2 == 1).then(|| "支付".into()),
+                    agents: (0..)
+                        .zip(agents)
+                        .map(|(i, fields)| agent(g, i, *fields))
+                        .collect(),
+                    counts: Default::default(),
+                    versions: BTreeMap::new(),
+                    placement: Default::default(),
+                    up: true,
+                    poll_duration: 0.5,
+                    interval: 60.0,
+                    last_success: None,
+                    skipped: BTreeMap::new(),
+                    discovery: None,
+                };
+                group.tally(0);
+                group
+            })
+            .collect();
+        Snapshot {
+            groups,
+            complete: true,
+            metric_deny: metric_deny.iter().map(|p| p.to_string()).collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    fn exposition(snapshot: &Snapshot) -> Exposition {
+        Exposition::new(Arc::new(snapshot.clone()), Arc::new(Telemetry::default()))
+    }
+
+    /// The per-agent text of a body (every chunk but the last, the rest).
+    fn agent_text(body: &Body) -> Vec<u8> {
+        body.plain[..body.plain.len() - 1].concat()
+    }
+
+    fn gunzip(body: &Body) -> Vec<u8> {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&body.gzip.concat()[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        plain
+    }
+
+    fn fleet(agents: usize) -> Vec<Vec<Fields>> {
+        (0..3)
+            .map(|g| {
+                (0..agents)
+                    .map(|i| (0, Some(2), (g + i) as u8, Some((i % 7) as u16)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Segments of `new` that are not `old`'s at the same place (by pointer).
+    fn fresh(old: &Exposition, new: &Exposition) -> usize {
+        let (old, new) = (old.agents.segments(), new.agents.segments());
+        assert_eq!(old.len(), new.len());
+        old.iter()
+            .zip(new)
+            .filter(|(a, b)| {
+                let shared = a.plain.as_ptr() == b.plain.as_ptr()
+                    && a.deflated.as_ptr() == b.deflated.as_ptr();
+                !shared && !b.plain.is_empty()
+            })
+            .count()
+    }
+
+    #[test]
+    fn unchanged_agents_share_the_previous_segments() {
+        let groups = fleet(100);
+        let first = exposition(&snapshot(&groups, &[]));
+        let second = first.next(Arc::new(snapshot(&groups, &[])));
+        assert!(first.agents.segments().len() > 20);
+        assert_eq!(fresh(&first, &second), 0);
+        let shared = |a: &Body, b: &Body| {
+            let n = a.plain.len() - 1;
+            a.plain[..n]
+                .iter()
+                .zip(&b.plain[..n])
+                .all(|(x, y)| x.as_ptr() == y.as_ptr())
+        };
+        assert!(shared(
+            first.body(Format::Prometheus),
+            second.body(Format::Prometheus)
+        ));
+        assert!(shared(
+            first.body(Format::Prometheus),
+            second.body(Format::OpenMetrics)
+        ));
+    }
+
+    #[test]
+    fn a_changed_agent_yields_exactly_the_new_text_in_one_new_segment() {
+        let mut groups = fleet(100);
+        let first = exposition(&snapshot(&groups, &[]));
+        groups[1][40].0 = 1; // offline now: gse_agent_online only
+        let changed = snapshot(&groups, &[]);
+        let second = first.next(Arc::new(changed.clone()));
+        assert_eq!(fresh(&first, &second), 1);
+        let text = agent_text(second.body(Format::Prometheus));
+        assert_eq!(
+            text,
+            agent_text(exposition(&changed).body(Format::Prometheus))
+        );
+        let line = "gse_agent_online{group=\"group-1\",bk_biz_id=\"2\",bk_cloud_id=\"1\",\
+                    ip=\"10.1.0.40\",bk_agent_id=\"01000000000000000000000000000028\",\
+                    team=\"sre\",rack=\"rack-0\"} 0\n";
+        assert!(String::from_utf8(text).unwrap().contains(line));
+    }
+
+    #[test]
+    fn denying_a_family_drops_its_segments_and_keeps_the_others_shared() {
+        let groups = fleet(50);
+        let first = exposition(&snapshot(&groups, &[]));
+        let second = first.next(Arc::new(snapshot(&groups, &["gse_agent_info"])));
+        let text = String::from_utf8(agent_text(second.body(Format::Prometheus))).unwrap();
+        assert!(!text.contains("gse_agent_info{") && text.contains("gse_agent_online{"));
+        let old: Vec<_> = first
+            .agents
+            .segments()
+            .iter()
+            .map(|s| s.plain.as_ptr())
+            .collect();
+        assert!(
+            second
+                .agents
+                .segments()
+                .iter()
+                .all(|s| s.plain.is_empty() || old.contains(&s.plain.as_ptr()))
+        );
+    }
+
+    #[test]
+    fn agent_rows_are_dropped_once_rendered_unless_kept_for_otlp() {
+        let groups = fleet(40);
+        let published = Published::new(Arc::new(Telemetry::default()));
+        published.publish(snapshot(&groups, &[]), Rows::Drop);
+        let dropped = published.current();
+        assert!(dropped.rows_dropped());
+        assert!(
+            dropped
+                .snapshot()
+                .groups
+                .iter()
+                .all(|g| g.agents.is_empty())
+        );
+        assert_eq!(
+            dropped.snapshot().groups[0].counts.get(AgentState::Online),
+            40
+        );
+        let text = agent_text(dropped.body(Format::OpenMetrics));
+        assert_eq!(
+            text,
+            agent_text(exposition(&snapshot(&groups, &[])).body(Format::OpenMetrics))
+        );
+        published.publish(snapshot(&groups, &[]), Rows::Keep);
+        let kept = published.current();
+        assert!(!kept.rows_dropped());
+        assert_eq!(kept.snapshot().groups[0].agents.len(), 40);
+        assert_eq!(fresh(&dropped, &kept), 0);
+    }
+
+    fn fields() -> impl Strategy<Value = Fields> {
+        (
+            0..3u8,
+            prop::option::of(-3..4i8),
+            0..3u8,
+            prop::option::of(0..40u16),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn a_next_exposition_reads_as_one_rendered_afresh_and_gzip_as_plain(
+            groups in prop::collection::vec(prop::collection::vec(fields(), 0..90), 1..4),
+            changes in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), fields()), 0..8),
+            deny in 0..3usize,
+        ) {
+            let deny: &[&str] = [&[][..], &["gse_agent_topology_info"][..], &["gse_agent_heartbeat_.*"][..]][deny];
+            let first = exposition(&snapshot(&groups, &[]));
+            let mut after = groups.clone();
+            for (g, i, fields) in changes {
+                let g = g.index(after.len());
+                if !after[g].is_empty() {
+                    let i = i.index(after[g].len());
+                    after[g][i] = fields;
+                }
+            }
+            let after = snapshot(&after, deny);
+            let next = first.next(Arc::new(after.clone()));
+            let afresh = exposition(&after);
+            for format in [Format::Prometheus, Format::OpenMetrics] {
+                let body = next.body(format);
+                prop_assert_eq!(agent_text(body), agent_text(afresh.body(format)));
+                prop_assert_eq!(gunzip(body), body.plain.concat());
+                prop_assert_eq!(body.plain_len(), body.plain.concat().len());
+            }
+        }
     }
 }
