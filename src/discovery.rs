@@ -15,7 +15,6 @@
 //! listing, as before, next cycle with the name.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::BuildHasher as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,8 +28,8 @@ use crate::config::{
     CmdbConfig, Config, GroupCmdb, GroupConfig, HOSTS_FILE, MAX_LISTED_PROBLEMS, read_text,
 };
 use crate::model::{
-    ApiVersion, DiscoveryStatus, Host, HostEntry, SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1, Sharding,
-    Topology, unix_seconds,
+    ApiVersion, DiscoveryStatus, FirstSeen, Host, HostEntry, SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1,
+    Sharding, Topology, unix_seconds,
 };
 use crate::pacing::Pacer;
 use crate::telemetry::Telemetry;
@@ -414,7 +413,7 @@ fn look(
     // Each line becomes its entry at once, kept only when this shard owns
     // it: no list of parsed hosts beside the entries (at a million hosts
     // that list weighed 80 MB), and a shard holds only its share.
-    let mut entries = KeyedEntries::default();
+    let mut entries = FirstSeen::default();
     let mut problems = Vec::new();
     for (line, parsed) in host_lines(&text, api) {
         match parsed {
@@ -422,7 +421,7 @@ fn look(
                 if let Some(entry) = HostEntry::new(&host, api, blank.clone())
                     && owns(sharding, &entry.key)
                 {
-                    entries.push(entry);
+                    entries.push_by(entry, |e: &HostEntry| &*e.key);
                 }
             }
             Err(rule) => problems.push(BadLine { line, rule }),
@@ -439,34 +438,10 @@ fn look(
     {
         tracing::warn!(file = %path.display(), more, "skipping more bad lines of the hosts file");
     }
-    let mut entries = entries.list;
-    tracing::info!(file = %path.display(), hosts = entries.len(), "hosts file read");
     // Kept until the file changes: no room to spare.
-    entries.shrink_to_fit();
+    let entries = entries.into_vec();
+    tracing::info!(file = %path.display(), hosts = entries.len(), "hosts file read");
     (watch, Some(Arc::new(entries)))
-}
-
-/// Entries in first-seen order, each key once, found by an index of
-/// positions hashed by key (no second copy of any key).
-#[derive(Default)]
-struct KeyedEntries {
-    list: Vec<HostEntry>,
-    index: hashbrown::HashTable<u32>,
-}
-
-impl KeyedEntries {
-    fn push(&mut self, entry: HostEntry) {
-        let hash = |key: &str| rustc_hash::FxBuildHasher.hash_one(key);
-        let KeyedEntries { list, index } = self;
-        let at = hash(&entry.key);
-        if index
-            .find(at, |&i| list[i as usize].key == entry.key)
-            .is_none()
-        {
-            index.insert_unique(at, list.len() as u32, |&i| hash(&list[i as usize].key));
-            list.push(entry);
-        }
-    }
 }
 
 /// Makes hosts with equal topologies share one `Arc` (a business has few

@@ -221,6 +221,60 @@ impl HostEntry {
     }
 }
 
+/// Items in first-seen order, each key once. Repeats are found through a
+/// table of positions hashed by key, not a second copy of any item or key:
+/// a million hosts cost what they do, plus about 9 bytes each.
+#[derive(Debug)]
+pub(crate) struct FirstSeen<T> {
+    items: Vec<T>,
+    seen: hashbrown::HashTable<u32>,
+}
+
+impl<T> Default for FirstSeen<T> {
+    fn default() -> Self {
+        FirstSeen {
+            items: Vec::new(),
+            seen: hashbrown::HashTable::new(),
+        }
+    }
+}
+
+impl<T> FirstSeen<T> {
+    /// Room for `n` items.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        FirstSeen {
+            items: Vec::with_capacity(n),
+            seen: hashbrown::HashTable::with_capacity(n),
+        }
+    }
+
+    /// Adds `item` unless an item with the same `key` is already there.
+    pub(crate) fn push_by<K>(&mut self, item: T, key: impl Fn(&T) -> &K)
+    where
+        K: std::hash::Hash + Eq + ?Sized,
+    {
+        use std::hash::BuildHasher as _;
+        let hash = |item: &T| rustc_hash::FxBuildHasher.hash_one(key(item));
+        let FirstSeen { items, seen } = self;
+        let entry = seen.entry(
+            hash(&item),
+            |&at| key(&items[at as usize]) == key(&item),
+            |&at| hash(&items[at as usize]),
+        );
+        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry {
+            vacant.insert(items.len() as u32);
+            items.push(item);
+        }
+    }
+
+    /// The items, in first-seen order, with no room to spare.
+    pub(crate) fn into_vec(self) -> Vec<T> {
+        let mut items = self.items;
+        items.shrink_to_fit();
+        items
+    }
+}
+
 /// The state of a group's CMDB discovery.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DiscoveryStatus {

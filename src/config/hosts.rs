@@ -2,12 +2,11 @@
 //! id, `{ip, bk_cloud_id, bk_agent_id}`) in the config and in hosts files, and
 //! the validator's rules for a group's hosts and hosts file.
 
-use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::validate::Validator;
-use crate::model::{ApiVersion, Host};
+use crate::model::{ApiVersion, FirstSeen, Host};
 
 /// The rule a host without an ip breaks in a GSE 1.x group.
 const V1_NEEDS_IP: &str = "GSE 1.x asks by cloud:ip; this host has no ip";
@@ -46,45 +45,6 @@ pub(crate) fn host_lines(
         });
         Some((n + 1, parsed))
     })
-}
-
-/// Hosts in first-seen order without repeats. Repeats are found through a
-/// table of indices into the list, not a second copy of every host: a
-/// million hosts cost what they do, plus 9 bytes each.
-#[derive(Default)]
-struct UniqueHosts {
-    hosts: Vec<Host>,
-    seen: hashbrown::HashTable<usize>,
-}
-
-impl UniqueHosts {
-    fn with_capacity(n: usize) -> UniqueHosts {
-        UniqueHosts {
-            hosts: Vec::with_capacity(n),
-            seen: hashbrown::HashTable::with_capacity(n),
-        }
-    }
-
-    /// Adds `host` unless it is already there.
-    fn push(&mut self, host: Host) {
-        let hasher = rustc_hash::FxBuildHasher;
-        let hosts = &self.hosts;
-        let entry = self.seen.entry(
-            hasher.hash_one(&host),
-            |&at| hosts[at] == host,
-            |&at| hasher.hash_one(&hosts[at]),
-        );
-        if let hashbrown::hash_table::Entry::Vacant(vacant) = entry {
-            vacant.insert(self.hosts.len());
-            self.hosts.push(host);
-        }
-    }
-
-    fn into_vec(self) -> Vec<Host> {
-        let mut hosts = self.hosts;
-        hosts.shrink_to_fit();
-        hosts
-    }
 }
 
 /// One inline host as read from the configuration: the host, or what was
@@ -409,14 +369,14 @@ impl Validator<'_> {
     /// A group's inline hosts, de-duplicated in file order; every bad one
     /// is a problem naming its index.
     pub(super) fn hosts(&mut self, path: &str, raw: Vec<RawHost>, api: ApiVersion) -> Vec<Host> {
-        let mut hosts = UniqueHosts::with_capacity(raw.len());
+        let mut hosts = FirstSeen::with_capacity(raw.len());
         for (i, RawHost(parsed)) in raw.into_iter().enumerate() {
             let key = || format!("{path}.hosts[{i}]");
             match parsed {
                 Ok(host) if api == ApiVersion::V1 && host.ip.is_none() => {
                     self.problem(key(), host.display(), V1_NEEDS_IP);
                 }
-                Ok(host) => hosts.push(host),
+                Ok(host) => hosts.push_by(host, |h: &Host| h),
                 Err(bad) => self.problem(key(), bad.written, bad.rule),
             }
         }
