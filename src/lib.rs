@@ -6,6 +6,10 @@
 //! the integration test `layers` checks every `crate::` path).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Items are private by default and the module docs name the private parts
+// they own; the docs are meant to be read with `--document-private-items`,
+// where those links resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 // One layer per line, top to bottom (blank lines keep rustfmt from sorting them).
 pub mod model;

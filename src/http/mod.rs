@@ -8,7 +8,7 @@
 //! gzip or not) and the page. It never polls GSE and never waits on a poll:
 //! every handler reads the published exposition and returns. What the web
 //! configuration means is [`crate::config::web`]'s; checking a password is
-//! [`auth`]'s, the page is [`landing`]'s. A reload is asked of whatever the
+//! [`auth`]'s, the page is [`mod@landing`]'s. A reload is asked of whatever the
 //! runner hands in as a [`Reload`]; this layer never loads a config itself.
 
 use std::future::Future;

@@ -5,7 +5,7 @@
 //!
 //! Owns deciding what counts as the agent (the name `gse_agent`, and when
 //! `/proc/<pid>/exe` is readable, an executable under the GSE home) and the
-//! restart bookkeeping. Reads processes through [`super::procfs`]; never
+//! restart bookkeeping. Reads processes through [`crate::procfs`]; never
 //! looks at sockets.
 
 use std::fs;

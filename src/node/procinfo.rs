@@ -12,7 +12,7 @@
 //! executable path is readable) lives under the plugin's setup path.
 //!
 //! Owns parsing the file (bounded: 4 MiB, 256 plugins, 128-byte names) and
-//! the per-plugin verdict; reads processes only through [`super::procfs`].
+//! the per-plugin verdict; reads processes only through [`crate::procfs`].
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
