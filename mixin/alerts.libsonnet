@@ -335,6 +335,24 @@ local util = import 'lib/util.libsonnet';
             ||| % [siteClause, util.words(cfg.configReloadFailedFor)],
           ),
           alert(
+            'GseExporterWebConfigRefused',
+            'warning',
+            |||
+              A refused change of the web configuration (TLS, basic auth) keeps
+              the last good one in force: scrapes go on as before, but the
+              change (a new certificate, a rotated password) has not taken
+              effect.
+            |||,
+            'gse_exporter_web_config_last_reload_successful{%(sel)s} == 0' % p,
+            cfg.configReloadFailedFor,
+            'gse_exporter refused a change of its web configuration.',
+            |||
+              gse_exporter {{ $labels.instance }} of job {{ $labels.job }}%s refused the last
+              change of its web configuration file at least %s ago and still serves with
+              the one it applied before; the change has not taken effect.
+            ||| % [siteClause, util.words(cfg.configReloadFailedFor)],
+          ),
+          alert(
             'GseExporterDiscoveryFailing',
             'warning',
             |||

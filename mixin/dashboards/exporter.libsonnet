@@ -281,7 +281,7 @@ function(cfg)
       ),
       g.stat(
         'Last config reload',
-        'gse_exporter_config_last_reload_successful and gse_exporter_web_config_last_reload_successful (1 = the last reload of the configuration file and the last change of the web configuration were applied; GseExporterConfigReloadFailed after %s at 0 for the configuration file; a refused web configuration keeps the last good one, see the exporter log).' % cfg.configReloadFailedFor,
+        'gse_exporter_config_last_reload_successful and gse_exporter_web_config_last_reload_successful (1 = the last reload of the configuration file and the last change of the web configuration were applied; GseExporterConfigReloadFailed after %s at 0 for the configuration file, GseExporterWebConfigRefused for the web configuration, whose last good one stays in force).' % cfg.configReloadFailedFor,
         'min(gse_exporter_config_last_reload_successful{%(job)s} %(inInstances)s or label_replace(gse_exporter_web_config_last_reload_successful{%(job)s} %(inInstances)s, "file", "web", "", ""))' % q,
         w=6,
         thresholds=[['red', null], ['green', 1]],
