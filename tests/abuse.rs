@@ -417,9 +417,9 @@ async fn requests_made(addr: &str) -> Option<f64> {
     Some(counts.iter().map(|s| s.value).sum())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hosts_file_turned_fifo_never_stops_polling_reloads_or_sigterm() {
-    let (_sim, dir, config, hosts) = hosts_file_fixture("").await;
+/// The binary with `config` and `--web.enable-lifecycle`, once it has asked
+/// GSE at least once.
+async fn polling_binary(config: &std::path::Path) -> Binary {
     let binary = Binary::start(
         &[
             format!("--config.file={}", config.display()),
@@ -433,6 +433,22 @@ async fn a_hosts_file_turned_fifo_never_stops_polling_reloads_or_sigterm() {
         requests_made(&addr).await.filter(|n| *n > 0.0)
     })
     .await;
+    binary
+}
+
+async fn post_reload(addr: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/-/reload"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_file_turned_fifo_never_stops_polling_reloads_or_sigterm() {
+    let (_sim, dir, config, hosts) = hosts_file_fixture("").await;
+    let binary = polling_binary(&config).await;
+    let addr = binary.addr.clone();
     let fifo = dir.path().join("new.hosts");
     mkfifo(&fifo);
     std::fs::rename(&fifo, &hosts).unwrap();
@@ -442,11 +458,7 @@ async fn a_hosts_file_turned_fifo_never_stops_polling_reloads_or_sigterm() {
     })
     .await;
     assert!(binary.logs().contains("is a FIFO, not a regular file"));
-    let answer = reqwest::Client::new()
-        .post(format!("http://{addr}/-/reload"))
-        .send()
-        .await
-        .unwrap();
+    let answer = post_reload(&addr).await;
     let status = answer.status().as_u16();
     let text = answer.text().await.unwrap();
     assert_eq!(status, 500, "{text}");
@@ -465,19 +477,8 @@ async fn a_hosts_file_turned_fifo_never_stops_polling_reloads_or_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosts_file_pointed_at_dev_zero_is_refused_without_growing_the_process() {
     let (_sim, _dir, config, hosts) = hosts_file_fixture("").await;
-    let binary = Binary::start(
-        &[
-            format!("--config.file={}", config.display()),
-            "--web.enable-lifecycle".into(),
-        ],
-        &[],
-    )
-    .await;
+    let binary = polling_binary(&config).await;
     let addr = binary.addr.clone();
-    wait_until("polling", Duration::from_secs(20), || async {
-        requests_made(&addr).await.filter(|n| *n > 0.0)
-    })
-    .await;
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
@@ -485,11 +486,7 @@ async fn a_hosts_file_pointed_at_dev_zero_is_refused_without_growing_the_process
     )
     .unwrap();
     let started = Instant::now();
-    let answer = reqwest::Client::new()
-        .post(format!("http://{addr}/-/reload"))
-        .send()
-        .await
-        .unwrap();
+    let answer = post_reload(&addr).await;
     assert_eq!(answer.status(), 500);
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -568,13 +565,7 @@ async fn hostile_http_requests_get_a_4xx_or_a_closed_connection_and_the_server_s
     })
     .await;
     let truth = sim.truth();
-    let group = GroupSpec {
-        name: "web",
-        bk_biz_id: 2,
-        api: "v2",
-        agents: &truth,
-        labels: "",
-    };
+    let group = GroupSpec::web(&truth);
     let yaml = config_yaml(&sim, "", "interval: 1s\n", &[group]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gse.yml");

@@ -265,13 +265,7 @@ async fn the_rate_limit_holds_and_throttled_batches_are_retried_without_loss() {
 async fn the_poll_duration_counts_info_batches_from_the_start_of_the_cycle() {
     let sim = start_sim(fleet_options(8)).await;
     let truth = sim.truth();
-    let specs = [GroupSpec {
-        name: "web",
-        bk_biz_id: 2,
-        api: "v2",
-        agents: &truth,
-        labels: "",
-    }];
+    let specs = [GroupSpec::web(&truth)];
     let gse = "  batch_size: 1\n  rate_limit: { requests_per_second: 10, burst: 1 }\n";
     let exporter = start_exporter(parse_config(&config_yaml(&sim, gse, "", &specs))).await;
     wait_cycles(&exporter, 1, Duration::from_secs(30)).await;
@@ -298,13 +292,7 @@ async fn a_gse_outage_keeps_last_values_and_says_it_is_blind() {
     let sim = start_sim(fleet_options(600)).await;
     let truth = sim.truth();
     let specs = [
-        GroupSpec {
-            name: "web",
-            bk_biz_id: 2,
-            api: "v2",
-            agents: &truth[..300],
-            labels: "",
-        },
+        GroupSpec::web(&truth[..300]),
         GroupSpec {
             name: "legacy",
             bk_biz_id: 3,

@@ -38,13 +38,7 @@ async fn start() -> (RunningSim, Vec<AgentTruth>, Exporter) {
     })
     .await;
     let truth = sim.truth();
-    let specs = [GroupSpec {
-        name: "web",
-        bk_biz_id: 2,
-        api: "v2",
-        agents: &truth,
-        labels: "",
-    }];
+    let specs = [GroupSpec::web(&truth)];
     let top = format!(
         "interval: {}ms\ninfo_interval: {}ms\n",
         INTERVAL.as_millis(),

@@ -22,13 +22,7 @@ async fn a_panicking_task_stops_the_exporter_and_is_named() {
     })
     .await;
     let truth = sim.truth();
-    let group = GroupSpec {
-        name: "web",
-        bk_biz_id: 2,
-        api: "v2",
-        agents: &truth,
-        labels: "",
-    };
+    let group = GroupSpec::web(&truth);
     let config = parse_config(&config_yaml(&sim, "", "interval: 1s\n", &[group]));
     let options = ExporterOptions {
         after_publish: Some(|| panic!("injected after the first publish")),
@@ -90,13 +84,7 @@ async fn slow_upstream() -> (gse_sim::RunningSim, tempfile::TempDir, std::path::
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gse.yml");
     let truth = sim.truth();
-    let group = GroupSpec {
-        name: "web",
-        bk_biz_id: 2,
-        api: "v2",
-        agents: &truth,
-        labels: "",
-    };
+    let group = GroupSpec::web(&truth);
     std::fs::write(
         &path,
         config_yaml(&sim, "  timeout: 5m\n", "interval: 10m\n", &[group]),

@@ -32,13 +32,7 @@ async fn fixture(online_share: f64, unknown_share: f64) -> Fixture {
     .await;
     let truth = sim.truth();
     let groups = [
-        GroupSpec {
-            name: "web",
-            bk_biz_id: 2,
-            api: "v2",
-            agents: &truth[WEB],
-            labels: "",
-        },
+        GroupSpec::web(&truth[WEB]),
         GroupSpec {
             name: "db",
             bk_biz_id: 3,

@@ -18,13 +18,7 @@ async fn three_shards_export_the_fleet_exactly_once() {
     .await;
     let truth = sim.truth();
     let specs = [
-        GroupSpec {
-            name: "web",
-            bk_biz_id: 2,
-            api: "v2",
-            agents: &truth[..2_000],
-            labels: "",
-        },
+        GroupSpec::web(&truth[..2_000]),
         GroupSpec {
             name: "legacy",
             bk_biz_id: 3,

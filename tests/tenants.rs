@@ -25,14 +25,23 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 
 /// Two online agents with agent ids: the first is answered offline to
 /// tenant-b only.
-fn shared_agents(sim: &RunningSim) -> [AgentTruth; 2] {
+/// A simulator of `n` agents, all online, and two of them that groups of
+/// two tenants share (the first is offline to tenant-b only).
+async fn shared_agents(n: usize) -> (RunningSim, [AgentTruth; 2]) {
+    let sim = start_sim(SimOptions {
+        agents: n,
+        online_share: 1.0,
+        unknown_share: 0.0,
+        ..SimOptions::default()
+    })
+    .await;
     let mut online = sim
         .truth()
         .into_iter()
         .filter(|a| a.known && a.online && !a.bk_agent_id.is_empty());
     let agents = [online.next().unwrap(), online.next().unwrap()];
     sim.set_tenant_offline("tenant-b", &[agents[0].bk_agent_id.clone()]);
-    agents
+    (sim, agents)
 }
 
 /// Groups `a` (the `gse:` block's tenant-a) and `b` (its own tenant-b),
@@ -52,14 +61,7 @@ fn two_tenants_yaml(sim: &RunningSim, agents: &[AgentTruth]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_agent_id_in_two_tenants_is_two_agents_asked_apart() {
-    let sim = start_sim(SimOptions {
-        agents: 200,
-        online_share: 1.0,
-        unknown_share: 0.0,
-        ..SimOptions::default()
-    })
-    .await;
-    let agents = shared_agents(&sim);
+    let (sim, agents) = shared_agents(200).await;
     // Group c: CMDB topology discovery in its own tenant-c; d: plain
     // discovery with the cmdb block's tenant (the gse block's, tenant-a).
     let mut yaml = two_tenants_yaml(&sim, &agents);
@@ -110,14 +112,7 @@ async fn the_same_agent_id_in_two_tenants_is_two_agents_asked_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_asks_each_tenant_apart_too() {
-    let sim = start_sim(SimOptions {
-        agents: 50,
-        online_share: 1.0,
-        unknown_share: 0.0,
-        ..SimOptions::default()
-    })
-    .await;
-    let agents = shared_agents(&sim);
+    let (sim, agents) = shared_agents(50).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gse.yml");
     std::fs::write(&config, two_tenants_yaml(&sim, &agents)).unwrap();
@@ -164,14 +159,7 @@ async fn query_asks_each_tenant_apart_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_moves_a_group_to_another_tenant_asks_in_that_tenant_only() {
-    let sim = start_sim(SimOptions {
-        agents: 50,
-        online_share: 1.0,
-        unknown_share: 0.0,
-        ..SimOptions::default()
-    })
-    .await;
-    let agents = shared_agents(&sim);
+    let (sim, agents) = shared_agents(50).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gse.yml");
     let yaml = two_tenants_yaml(&sim, &agents).replace("interval: 1h", "interval: 1s");

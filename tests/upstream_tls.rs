@@ -32,13 +32,7 @@ async fn https_sim(pki: &TestPki, require_client_cert: bool) -> RunningSim {
 fn config_with_tls(sim: &RunningSim, tls: &str) -> String {
     let truth = sim.truth();
     let gse = format!("  max_attempts: 1\n  timeout: 5s\n  tls:\n{tls}");
-    let specs = [GroupSpec {
-        name: "web",
-        bk_biz_id: 2,
-        api: "v2",
-        agents: &truth,
-        labels: "",
-    }];
+    let specs = [GroupSpec::web(&truth)];
     config_yaml(sim, &gse, "interval: 60s\n", &specs)
 }
 

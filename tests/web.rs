@@ -41,13 +41,7 @@ async fn serve(web_yaml: Option<&str>, limits: Limits, agents: usize) -> Served 
     })
     .await;
     let truth = sim.truth();
-    let group = GroupSpec {
-        name: "web",
-        bk_biz_id: 2,
-        api: "v2",
-        agents: &truth,
-        labels: "",
-    };
+    let group = GroupSpec::web(&truth);
     let yaml = config_yaml(
         &sim,
         "  rate_limit: { requests_per_second: 500, burst: 100 }\n",
@@ -510,13 +504,7 @@ async fn an_invalid_web_config_stops_the_start() {
     std::fs::write(&path, "basic_auth_users:\n  alice: not-a-hash\n").unwrap();
     let sim = start_sim(SimOptions::default()).await;
     let truth = sim.truth();
-    let group = GroupSpec {
-        name: "web",
-        bk_biz_id: 2,
-        api: "v2",
-        agents: &truth[..1],
-        labels: "",
-    };
+    let group = GroupSpec::web(&truth[..1]);
     let config = parse_config(&config_yaml(&sim, "", "", &[group]));
     let options = ExporterOptions {
         web_config_file: Some(path),

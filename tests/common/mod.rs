@@ -35,6 +35,19 @@ pub struct GroupSpec<'a> {
     pub labels: &'a str,
 }
 
+impl<'a> GroupSpec<'a> {
+    /// The group most tests poll: `web`, business 2, GSE 2.0, no labels.
+    pub fn web(agents: &'a [AgentTruth]) -> GroupSpec<'a> {
+        GroupSpec {
+            name: "web",
+            bk_biz_id: 2,
+            api: "v2",
+            agents,
+            labels: "",
+        }
+    }
+}
+
 /// The `gse:` block pointing at a simulator; `extra` adds lines under `gse:`.
 pub fn gse_block(sim: &RunningSim, extra: &str) -> String {
     format!(

@@ -514,11 +514,28 @@ struct RawQuery {
     module_cond: Option<Value>,
 }
 
+/// The `page` of a host listing (`list_biz_hosts`, `list_biz_hosts_topo`).
 #[derive(Debug, Deserialize)]
-struct RawPage {
-    start: Option<i64>,
-    limit: Option<i64>,
+pub(crate) struct RawPage {
+    pub(crate) start: Option<i64>,
+    pub(crate) limit: Option<i64>,
     sort: Option<String>,
+}
+
+/// A listing's required `page`, checked as CMDB does: start, limit (1 to
+/// [`MAX_PAGE`]), sort field and whether it is descending.
+pub(crate) fn parse_page(page: Option<RawPage>) -> Result<(usize, usize, String, bool), String> {
+    let page = page.ok_or("page: this field is required")?;
+    let limit = page.limit.unwrap_or(0);
+    if limit <= 0 || limit > MAX_PAGE {
+        return Err(format!(
+            "page.limit {limit} is invalid: must be within 1..={MAX_PAGE}"
+        ));
+    }
+    let start = page.start.unwrap_or(0);
+    let start = usize::try_from(start).map_err(|_| format!("page.start {start} < 0"))?;
+    let (sort, desc) = parse_sort(page.sort.as_deref().unwrap_or(""))?;
+    Ok((start, limit as usize, sort, desc))
 }
 
 /// A validated `list_biz_hosts` query.
@@ -542,16 +559,7 @@ impl HostQuery {
         if raw.set_cond.is_some() || raw.module_cond.is_some() {
             return Err("set_cond and module_cond are not supported by the simulator".into());
         }
-        let page = raw.page.ok_or("page: this field is required")?;
-        let limit = page.limit.unwrap_or(0);
-        if limit <= 0 || limit > MAX_PAGE {
-            return Err(format!(
-                "page.limit {limit} is invalid: must be within 1..={MAX_PAGE}"
-            ));
-        }
-        let start = page.start.unwrap_or(0);
-        let start = usize::try_from(start).map_err(|_| format!("page.start {start} < 0"))?;
-        let (sort, desc) = parse_sort(page.sort.as_deref().unwrap_or(""))?;
+        let (start, limit, sort, desc) = parse_page(raw.page)?;
         let set_ids = raw.bk_set_ids.unwrap_or_default();
         let module_ids = raw.bk_module_ids.unwrap_or_default();
         if set_ids.len() > MAX_SET_IDS || module_ids.len() > MAX_MODULE_IDS {
@@ -561,7 +569,7 @@ impl HostQuery {
         }
         Ok(HostQuery {
             start,
-            limit: limit as usize,
+            limit,
             sort,
             desc,
             fields: select_fields(raw.fields.unwrap_or_default()),

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::cmdb::{
-    Cmdb, CmdbHost, Filter, MAX_PAGE, ModuleRef, known_field, parse_property_filter, parse_sort,
+    Cmdb, CmdbHost, Filter, ModuleRef, RawPage, known_field, parse_page, parse_property_filter,
     select_fields,
 };
 
@@ -172,13 +172,6 @@ struct RawTopoQuery {
     module_cond: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawPage {
-    start: Option<i64>,
-    limit: Option<i64>,
-    sort: Option<String>,
-}
-
 /// A validated `list_biz_hosts_topo` query.
 #[derive(Debug)]
 pub(crate) struct TopoQuery {
@@ -216,23 +209,14 @@ impl TopoQuery {
                 "{name} is not a parameter of list_biz_hosts_topo: use set_property_filter or module_property_filter"
             ));
         }
-        let page = raw.page.ok_or("page: this field is required")?;
-        let limit = page.limit.unwrap_or(0);
-        if limit <= 0 || limit > MAX_PAGE {
-            return Err(format!(
-                "page.limit {limit} is invalid: must be within 1..={MAX_PAGE}"
-            ));
-        }
-        let start = page.start.unwrap_or(0);
-        let start = usize::try_from(start).map_err(|_| format!("page.start {start} < 0"))?;
-        let (sort, desc) = parse_sort(page.sort.as_deref().unwrap_or(""))?;
+        let (start, limit, sort, desc) = parse_page(raw.page)?;
         let mut fields = select_fields(raw.fields.unwrap_or_default());
         if !fields.iter().any(|f| f == "bk_host_id") {
             fields.push("bk_host_id".into());
         }
         Ok(TopoQuery {
             start,
-            limit: limit as usize,
+            limit,
             sort,
             desc,
             fields,
