@@ -28,8 +28,8 @@ use crate::config::{
     CmdbConfig, Config, GroupCmdb, GroupConfig, HOSTS_FILE, MAX_LISTED_PROBLEMS, read_text,
 };
 use crate::model::{
-    ApiVersion, DiscoveryStatus, FirstSeen, Host, HostEntry, SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1,
-    Sharding, Topology, unix_seconds,
+    ApiVersion, DiscoveryStatus, FirstSeen, Host, HostEntry, Key, SKIP_NO_ADDRESS,
+    SKIP_NO_IPV4_FOR_V1, Sharding, Topology, unix_seconds,
 };
 use crate::pacing::Pacer;
 use crate::telemetry::Telemetry;
@@ -419,9 +419,9 @@ fn look(
         match parsed {
             Ok(host) => {
                 if let Some(entry) = HostEntry::new(&host, api, blank.clone())
-                    && owns(sharding, &entry.key)
+                    && entry.key.with_str(|key| owns(sharding, key))
                 {
-                    entries.push_by(entry, |e: &HostEntry| &*e.key);
+                    entries.push_by(entry, |e: &HostEntry| &e.key);
                 }
             }
             Err(rule) => problems.push(BadLine { line, rule }),
@@ -502,7 +502,7 @@ fn build_hosts(
     }
     let mut hosts: Vec<HostEntry> = dedupe(entries, group.topology())
         .into_iter()
-        .filter(|e| owns(sharding, &e.key))
+        .filter(|e| e.key.with_str(|key| owns(sharding, key)))
         .collect();
     hosts.shrink_to_fit();
     (Arc::new(hosts), skipped)
@@ -547,7 +547,7 @@ pub(crate) fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEnt
 /// The first entry per key; with `topology`, a host also configured inline
 /// or in a file takes its topology from its CMDB entry.
 fn dedupe(entries: Vec<HostEntry>, topology: bool) -> Vec<HostEntry> {
-    let mut seen: HashMap<Arc<str>, usize> = HashMap::with_capacity(entries.len());
+    let mut seen: HashMap<Key, usize> = HashMap::with_capacity(entries.len());
     let mut out: Vec<HostEntry> = Vec::with_capacity(entries.len());
     for entry in entries {
         match seen.get(&entry.key) {
@@ -705,7 +705,7 @@ mod tests {
                 sharding,
             );
             let hosts = hosts.expect("read");
-            assert!(hosts.iter().all(|h| owns(sharding, &h.key)));
+            assert!(hosts.iter().all(|h| h.key.with_str(|k| owns(sharding, k))));
             kept.extend(hosts.iter().map(|h| h.key.to_string()));
         }
         let mut unique = kept.clone();

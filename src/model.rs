@@ -109,17 +109,187 @@ impl Topology {
     }
 }
 
+/// The key GSE is asked with and answers by for one host: its GSE 2.0
+/// agent id, or `cloud:ip` for a host asked for by address (GSE 1.x, or
+/// GSE 2.0 before its agent is upgraded).
+///
+/// A million are kept, in host entries and the poller's memory, so the
+/// usual agent id, 32 lowercase hex digits, is held as its 16 bytes in
+/// place (24 bytes, no allocation; an `Arc<str>` of it took 16 and 48 more
+/// on the heap); anything else is shared text. Made only by [`Key::new`],
+/// so two keys are equal, and hash alike, exactly when their texts are.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key(KeyRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum KeyRepr {
+    /// 32 lowercase hex digits, as the bytes they spell.
+    Hex([u8; 16]),
+    /// Any other text.
+    Text(Arc<str>),
+}
+
+/// Digits of a [`Key`] held as bytes.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+impl Key {
+    /// The key whose text is `text`.
+    pub fn new(text: &str) -> Key {
+        match hex_bytes(text) {
+            Some(bytes) => Key(KeyRepr::Hex(bytes)),
+            None => Key(KeyRepr::Text(Arc::from(text))),
+        }
+    }
+
+    /// Calls `f` with the key's text (spelled out on the stack for a key
+    /// held as bytes).
+    pub fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match &self.0 {
+            KeyRepr::Hex(bytes) => f(spell(bytes, &mut [0; 32])),
+            KeyRepr::Text(text) => f(text),
+        }
+    }
+
+    /// Whether the key's text is `text`, without spelling it out.
+    pub fn is(&self, text: &str) -> bool {
+        match &self.0 {
+            KeyRepr::Hex(bytes) => hex_bytes(text).is_some_and(|b| b == *bytes),
+            KeyRepr::Text(own) => **own == *text,
+        }
+    }
+
+    /// The key's text as a label value that can be read as `&str`.
+    pub fn label(&self) -> KeyLabel {
+        match &self.0 {
+            KeyRepr::Hex(bytes) => {
+                let mut text = [0; 32];
+                spell(bytes, &mut text);
+                KeyLabel(LabelRepr::Hex(text))
+            }
+            KeyRepr::Text(text) => KeyLabel(LabelRepr::Text(text.clone())),
+        }
+    }
+}
+
+/// The 16 bytes 32 lowercase hex digits spell; None for any other text.
+fn hex_bytes(text: &str) -> Option<[u8; 16]> {
+    let digits = text.as_bytes();
+    if digits.len() != 32 {
+        return None;
+    }
+    let value = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        _ => None,
+    };
+    let mut bytes = [0; 16];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = value(pair[0])? << 4 | value(pair[1])?;
+    }
+    Some(bytes)
+}
+
+/// Spells `bytes` as 32 lowercase hex digits into `out`.
+fn spell<'a>(bytes: &[u8; 16], out: &'a mut [u8; 32]) -> &'a str {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(byte & 0xf)];
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+impl From<&str> for Key {
+    fn from(text: &str) -> Key {
+        Key::new(text)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with_str(|text| f.write_str(text))
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with_str(|text| fmt::Debug::fmt(text, f))
+    }
+}
+
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.with_str(|text| serializer.serialize_str(text))
+    }
+}
+
+/// A [`Key`]'s text kept where it is read as `&str` many times over (an
+/// agent row's `bk_agent_id` label): the hex form spelled out in place.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyLabel(LabelRepr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum LabelRepr {
+    /// 32 lowercase hex digits.
+    Hex([u8; 32]),
+    /// Any other text ("" when unknown).
+    Text(Arc<str>),
+}
+
+impl KeyLabel {
+    /// The label of unknown: "".
+    pub fn empty() -> KeyLabel {
+        KeyLabel(LabelRepr::Text(Arc::from("")))
+    }
+}
+
+impl std::ops::Deref for KeyLabel {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match &self.0 {
+            // Only ASCII digits are ever stored.
+            LabelRepr::Hex(text) => std::str::from_utf8(text).unwrap_or_default(),
+            LabelRepr::Text(text) => text,
+        }
+    }
+}
+
+impl AsRef<str> for KeyLabel {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl From<&str> for KeyLabel {
+    fn from(text: &str) -> KeyLabel {
+        Key::new(text).label()
+    }
+}
+
+impl From<String> for KeyLabel {
+    fn from(text: String) -> KeyLabel {
+        KeyLabel::from(text.as_str())
+    }
+}
+
+impl fmt::Debug for KeyLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A host to poll, with the values of the group's CMDB labels and its
 /// topology. Built when its source is read and kept across cycles; its
 /// strings are shared with the poller's memory and the snapshot's rows.
 ///
-/// 40 bytes: a million of them are kept. What few hosts have (CMDB label
+/// 48 bytes, its key in place: a million of them are kept. What few hosts have (CMDB label
 /// values, a topology, an agent id other than the key) sits behind one
 /// pointer, and the cloud id and address are packed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct HostEntry {
     /// The key GSE is asked with for this host in its group's API.
-    pub(crate) key: Arc<str>,
+    pub(crate) key: Key,
     extra: Option<Arc<EntryExtra>>,
     /// BlueKing cloud area id; [`NO_CLOUD`] when not configured.
     cloud: i64,
@@ -134,7 +304,7 @@ pub(crate) struct HostEntry {
 #[derive(Debug, Default, PartialEq, Eq, Hash)]
 struct EntryExtra {
     /// The agent id, when it is not the key (a GSE 1.x group's host).
-    agent_id: Option<Arc<str>>,
+    agent_id: Option<Key>,
     /// Values of `GroupConfig::host_label_names`, when any is not empty.
     labels: Option<Arc<[String]>>,
     topology: Option<Arc<Topology>>,
@@ -146,14 +316,14 @@ const NO_CLOUD: i64 = i64::MIN;
 impl HostEntry {
     /// An entry for a host polled through `api`; None when it cannot be asked for.
     pub(crate) fn new(host: &Host, api: ApiVersion, labels: Arc<[String]>) -> Option<HostEntry> {
-        let key: Arc<str> = host.query_key(api)?.into();
-        let id_is_key = host.agent_id.as_deref() == Some(&*key);
+        let key = Key::new(&host.query_key(api)?);
+        let id_is_key = host.agent_id.as_deref().is_some_and(|id| key.is(id));
         let extra = EntryExtra {
             agent_id: host
                 .agent_id
                 .as_deref()
                 .filter(|_| !id_is_key)
-                .map(Arc::from),
+                .map(Key::new),
             labels: Some(labels).filter(|l| l.iter().any(|v| !v.is_empty())),
             topology: None,
         };
@@ -178,7 +348,7 @@ impl HostEntry {
     }
 
     /// GSE 2.0 agent id, when configured (the same string as `key` on v2).
-    pub(crate) fn agent_id(&self) -> Option<&Arc<str>> {
+    pub(crate) fn agent_id(&self) -> Option<&Key> {
         if self.id_is_key {
             return Some(&self.key);
         }
@@ -400,6 +570,59 @@ pub mod build {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_reads_back_as_the_text_it_was_made_from() {
+        let texts = [
+            "0100005254008ed86116666614661851",
+            "ffffffffffffffffffffffffffffffff",
+            "0100005254008ED86116666614661851",
+            "0100005254008ed8611666661466185",
+            "0100005254008ed861166666146618511",
+            "0100005254008ed8611666661466185g",
+            "0:10.0.0.1",
+            "",
+            "é0005254008ed86116666614661851",
+        ];
+        for text in texts {
+            let key = Key::new(text);
+            assert_eq!(key.to_string(), text);
+            assert_eq!(format!("{key:?}"), format!("{text:?}"));
+            assert_eq!(&*key.label(), text);
+            assert_eq!(
+                serde_json::to_string(&key).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+            assert!(key.is(text), "{text}");
+            for other in texts.iter().filter(|&&o| o != text) {
+                assert!(!key.is(other), "{text} is not {other}");
+                assert_ne!(key, Key::new(other));
+            }
+        }
+    }
+
+    #[test]
+    fn only_lowercase_agent_ids_are_held_as_bytes() {
+        assert!(matches!(
+            Key::new("0100005254008ed86116666614661851").0,
+            KeyRepr::Hex(_)
+        ));
+        assert!(matches!(
+            Key::new("0100005254008ED86116666614661851").0,
+            KeyRepr::Text(_)
+        ));
+        assert!(matches!(Key::new("0:10.0.0.1").0, KeyRepr::Text(_)));
+        assert_eq!(size_of::<Key>(), 24);
+    }
+
+    #[test]
+    fn equal_keys_hash_alike() {
+        use std::hash::BuildHasher as _;
+        let hash = |k: &Key| rustc_hash::FxBuildHasher.hash_one(k);
+        for text in ["0100005254008ed86116666614661851", "0:10.0.0.1"] {
+            assert_eq!(hash(&Key::new(text)), hash(&Key::new(&text.to_string())));
+        }
+    }
 
     #[test]
     fn topology_names_are_distinct_sorted_and_joined() {

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::model::{DiscoveryStatus, Sharding, Topology};
+use crate::model::{DiscoveryStatus, KeyLabel, Sharding, Topology};
 
 /// Where an agent stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,7 +157,7 @@ pub struct AgentRow {
     /// `ip` label ("" when unknown).
     pub ip: IpLabel,
     /// `bk_agent_id` label ("" when unknown).
-    pub bk_agent_id: Arc<str>,
+    pub bk_agent_id: KeyLabel,
     /// Values of the group's CMDB labels (`GroupSnapshot::host_label_names`).
     pub host_labels: Arc<[String]>,
     /// Where CMDB puts the host, for groups with topology (None: CMDB has

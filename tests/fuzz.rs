@@ -12,9 +12,9 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 
 use gse_exporter::config::Config;
+use gse_exporter::model::Key;
 use gse_exporter::upstream::gse::decode;
 use proptest::prelude::*;
 use proptest::test_runner::Config as Runner;
@@ -295,27 +295,27 @@ fn parse_json(body: &[u8]) -> Parsed {
 /// What a poller would have asked for a body: every key its `data` could
 /// answer (the keys of a map, the `bk_agent_id` strings of a list), and one
 /// key no reply holds.
-fn asked_of(parsed: &Parsed) -> Vec<Arc<str>> {
-    let mut keys: Vec<Arc<str>> = vec![Arc::from("never-in-any-reply")];
+fn asked_of(parsed: &Parsed) -> Vec<Key> {
+    let mut keys: Vec<String> = vec!["never-in-any-reply".to_string()];
     if let Parsed::Json(env) = parsed {
         match env.get("data") {
-            Some(Value::Object(map)) => keys.extend(map.keys().map(|k| Arc::from(k.as_str()))),
+            Some(Value::Object(map)) => keys.extend(map.keys().cloned()),
             Some(Value::Array(items)) => keys.extend(
                 items
                     .iter()
                     .filter_map(|i| i.get("bk_agent_id")?.as_str())
-                    .map(Arc::from),
+                    .map(String::from),
             ),
             _ => {}
         }
     }
     keys.sort();
     keys.dedup();
-    keys
+    keys.iter().map(|k| Key::new(k)).collect()
 }
 
 /// The asked keys a reply answered.
-fn answered<T>(asked: &[Arc<str>], answers: &[Option<T>]) -> BTreeSet<String> {
+fn answered<T>(asked: &[Key], answers: &[Option<T>]) -> BTreeSet<String> {
     assert_eq!(asked.len(), answers.len(), "one answer slot per asked key");
     asked
         .iter()

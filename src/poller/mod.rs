@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, GroupConfig, V1_MAX_BATCH, V2_MAX_BATCH};
 use crate::discovery::{Discovery, ResolvedGroup};
-use crate::model::{ApiVersion, HostEntry, unix_seconds};
+use crate::model::{ApiVersion, HostEntry, Key, KeyLabel, unix_seconds};
 use crate::pacing::Pacers;
 use crate::snapshot::{
     AgentRow, AgentState, GroupSnapshot, Placement, Snapshot, StateCounts, count_state,
@@ -166,7 +166,7 @@ struct Batch {
     space: usize,
     call: Call,
     slots: Vec<u32>,
-    keys: Vec<Arc<str>>,
+    keys: Vec<Key>,
 }
 
 /// The batches of one call, made as they are sent.
@@ -801,9 +801,9 @@ impl Poller {
 /// The agent id GSE 2.0 answered with for a host configured without one
 /// (by `cloud:ip`): the key it was asked by, which is the legacy id of an
 /// agent not yet upgraded. None when GSE did not answer for it.
-fn answered_id(api: ApiVersion, entry: &HostEntry, observed: &Observation) -> Option<Arc<str>> {
+fn answered_id(api: ApiVersion, entry: &HostEntry, observed: &Observation) -> Option<KeyLabel> {
     let answered = observed.state() != AgentState::NotFound;
-    (api == ApiVersion::V2 && entry.agent_id().is_none() && answered).then(|| entry.key.clone())
+    (api == ApiVersion::V2 && entry.agent_id().is_none() && answered).then(|| entry.key.label())
 }
 
 fn api_of(call: Call) -> ApiVersion {

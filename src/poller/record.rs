@@ -11,7 +11,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::{HostEntry, unix_seconds};
+use crate::model::{HostEntry, Key, KeyLabel, unix_seconds};
 use crate::snapshot::{AgentRecord, AgentRow, AgentState, IpLabel, STATUS_NOT_FOUND};
 use crate::upstream::gse::{Info, Status};
 
@@ -414,7 +414,7 @@ impl AgentRow {
         AgentRow {
             bk_cloud_id,
             ip,
-            bk_agent_id: entry.agent_id().cloned().unwrap_or_else(|| strings.empty()),
+            bk_agent_id: entry.agent_id().map_or_else(KeyLabel::empty, Key::label),
             host_labels: entry.labels().unwrap_or(blank_labels).clone(),
             topology: entry.topology().cloned(),
             record,

@@ -3,7 +3,6 @@
 //! under it (TLS, capped reads, error mapping) is [`crate::upstream`]'s. One
 //! attempt per call: retries belong to the poller.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -12,7 +11,7 @@ use serde_json::json;
 
 use super::{Call, Info, Reply, Status, decode};
 use crate::config::GseConfig;
-use crate::model::Secret;
+use crate::model::{Key, Secret};
 use crate::upstream::{
     GseError, TENANT_HEADER, error_chain, http_error, read_capped, tenant_header, transport_error,
     with_tls,
@@ -67,7 +66,7 @@ impl GseClient {
         call: Call,
         base: &str,
         tenant: Option<&str>,
-        keys: &[Arc<str>],
+        keys: &[Key],
     ) -> Result<Reply<Status>, GseError> {
         let body = self
             .send(call, base, tenant, keys)
@@ -90,7 +89,7 @@ impl GseClient {
         call: Call,
         base: &str,
         tenant: Option<&str>,
-        keys: &[Arc<str>],
+        keys: &[Key],
     ) -> Result<Reply<Info>, GseError> {
         let body = self
             .send(call, base, tenant, keys)
@@ -117,7 +116,7 @@ impl GseClient {
         call: Call,
         base: &str,
         tenant: Option<&str>,
-        keys: &[Arc<str>],
+        keys: &[Key],
     ) -> Result<Vec<u8>, GseError> {
         let url = format!("{}{}", base.trim_end_matches('/'), call.path());
         let request = match call {
@@ -127,7 +126,7 @@ impl GseClient {
                 .post(url)
                 .headers(self.v2_headers(tenant))
                 .json(&V2Body {
-                    agent_id_list: keys.iter().map(|k| &**k).collect(),
+                    agent_id_list: keys,
                 }),
         };
         let response = request.send().await.map_err(transport_error)?;
@@ -140,13 +139,16 @@ impl GseClient {
         Err(http_error(status.as_u16(), &headers, &body))
     }
 
-    fn v1_body(&self, keys: &[Arc<str>]) -> serde_json::Value {
+    fn v1_body(&self, keys: &[Key]) -> serde_json::Value {
         let hosts: Vec<serde_json::Value> = keys
             .iter()
-            .filter_map(|key| key.split_once(':'))
-            .map(
-                |(cloud, ip)| json!({ "ip": ip, "bk_cloud_id": cloud.parse::<i64>().unwrap_or(0) }),
-            )
+            .filter_map(|key| {
+                key.with_str(|key| {
+                    let (cloud, ip) = key.split_once(':')?;
+                    let cloud = cloud.parse::<i64>().unwrap_or(0);
+                    Some(json!({ "ip": ip, "bk_cloud_id": cloud }))
+                })
+            })
             .collect();
         json!({
             "bk_app_code": self.app_code,
@@ -180,5 +182,5 @@ impl GseClient {
 /// A GSE 2.0 request body.
 #[derive(Serialize)]
 struct V2Body<'a> {
-    agent_id_list: Vec<&'a str>,
+    agent_id_list: &'a [Key],
 }

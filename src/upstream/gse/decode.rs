@@ -8,7 +8,6 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
@@ -16,6 +15,7 @@ use serde::de::{self, Deserializer};
 use serde_json::value::RawValue;
 
 use super::{Info, Reply, Status};
+use crate::model::Key as AgentKey;
 use crate::upstream::GseError;
 
 /// GSE 2.0: none of the asked ids is known.
@@ -188,14 +188,14 @@ fn typed<'a, T: Deserialize<'a>>(data: &'a RawValue, what: &str) -> Result<T, Gs
 /// next asked key; an index of the asked keys is built only for a reply in
 /// another order.
 struct Answers<'k, T> {
-    asked: &'k [Arc<str>],
+    asked: &'k [AgentKey],
     next: usize,
-    index: Option<FxHashMap<&'k str, usize>>,
+    index: Option<FxHashMap<AgentKey, usize>>,
     got: Vec<Option<T>>,
 }
 
 impl<'k, T> Answers<'k, T> {
-    fn new(asked: &'k [Arc<str>]) -> Self {
+    fn new(asked: &'k [AgentKey]) -> Self {
         Answers {
             asked,
             next: 0,
@@ -208,13 +208,17 @@ impl<'k, T> Answers<'k, T> {
     /// and a key answered twice keeps its last answer.
     fn put(&mut self, key: &str, value: T) {
         let at = match self.asked.get(self.next) {
-            Some(next) if **next == *key => Some(self.next),
+            Some(next) if next.is(key) => Some(self.next),
             _ => {
                 let asked = self.asked;
                 let index = self.index.get_or_insert_with(|| {
-                    asked.iter().enumerate().map(|(i, k)| (&**k, i)).collect()
+                    asked
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| (k.clone(), i))
+                        .collect()
                 });
-                index.get(key).copied()
+                index.get(&AgentKey::new(key)).copied()
             }
         };
         if let Some(at) = at {
@@ -281,7 +285,7 @@ struct V2InfoItem<'a> {
 fn decode<'a, D, T>(
     body: &'a [u8],
     what: &str,
-    asked: &[Arc<str>],
+    asked: &[AgentKey],
     file: impl FnOnce(D, &mut Answers<'_, T>),
 ) -> Result<Reply<T>, GseError>
 where
@@ -299,7 +303,7 @@ where
 }
 
 /// Decodes an ESB `get_agent_status` reply: `data` maps `cloud:ip` to status.
-pub fn v1_status(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Status>, GseError> {
+pub fn v1_status(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Status>, GseError> {
     decode(
         body,
         "get_agent_status data",
@@ -322,7 +326,7 @@ fn v1_status_of(item: &V1StatusItem) -> Status {
 }
 
 /// Decodes an ESB `get_agent_info` reply: `data` maps `cloud:ip` to info.
-pub fn v1_info(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Info>, GseError> {
+pub fn v1_info(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Info>, GseError> {
     decode(
         body,
         "get_agent_info data",
@@ -341,7 +345,7 @@ pub fn v1_info(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Info>, GseError>
 }
 
 /// Decodes a gateway `list_agent_state` reply: `data` lists items by `bk_agent_id`.
-pub fn v2_state(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Status>, GseError> {
+pub fn v2_state(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Status>, GseError> {
     decode(
         body,
         "list_agent_state data",
@@ -361,7 +365,7 @@ pub fn v2_state(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Status>, GseErr
 }
 
 /// Decodes a gateway `list_agent_info` reply.
-pub fn v2_info(body: &[u8], asked: &[Arc<str>]) -> Result<Reply<Info>, GseError> {
+pub fn v2_info(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Info>, GseError> {
     decode(
         body,
         "list_agent_info data",
@@ -508,8 +512,8 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::E
 mod tests {
     use super::*;
 
-    fn keys(keys: &[&str]) -> Vec<Arc<str>> {
-        keys.iter().map(|&k| Arc::from(k)).collect()
+    fn keys(keys: &[&str]) -> Vec<AgentKey> {
+        keys.iter().map(|&k| AgentKey::new(k)).collect()
     }
 
     #[test]
