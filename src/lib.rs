@@ -16,6 +16,8 @@ pub mod model;
 
 pub mod procfs;
 
+pub mod outfile;
+
 pub mod config;
 
 pub mod upstream;

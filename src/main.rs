@@ -270,7 +270,7 @@ async fn simulate(args: &SimulateArgs) -> Result<()> {
         .context("starting the GSE simulator")?;
     if let Some(path) = &args.hosts_out {
         let keys: Vec<String> = running.truth().iter().map(|a| a.v2_id()).collect();
-        std::fs::write(path, keys.join("\n") + "\n")
+        gse_exporter::outfile::replace(path, (keys.join("\n") + "\n").as_bytes(), 0o644)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
@@ -295,11 +295,12 @@ fn man_pages(subcommand: Option<&str>, dir: Option<&std::path::Path>) -> Result<
         }
         for (title, command) in pages {
             let path = dir.join(format!("{title}.1"));
-            let mut file = std::fs::File::create(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
+            let mut page = Vec::new();
             clap_mangen::Man::new(command)
                 .title(title)
-                .render(&mut file)?;
+                .render(&mut page)?;
+            gse_exporter::outfile::replace(&path, &page, 0o644)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::binary::run_to_end;
 use crate::common::*;
 
 fn binary() -> Command {
@@ -270,6 +271,53 @@ fn version_names_revision_branch_build_date_and_toolchain() {
             && date[..8].bytes().all(|b| b.is_ascii_digit()),
         "build date {date:?} is not YYYYMMDD-HH:MM:SS"
     );
+}
+
+/// `man --dir` writes over what is in a page's place without opening it: a
+/// FIFO there made it wait for a reader for ever, and a symlink sent the
+/// page wherever it pointed.
+#[test]
+fn man_dir_replaces_a_fifo_or_a_symlink_and_refuses_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("gse_exporter.1");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    let link = dir.path().join("gse_exporter-man.1");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let at = format!("--dir={}", dir.path().display());
+    let (status, _, stderr) = run_to_end(&["man", &at], Duration::from_secs(30));
+    assert!(status.success(), "{stderr}");
+    for page in [&fifo, &link] {
+        let meta = std::fs::symlink_metadata(page).unwrap();
+        assert!(meta.file_type().is_file(), "{page:?} replaced by the page");
+        let text = std::fs::read_to_string(page).unwrap();
+        assert!(text.contains(".TH gse_exporter"), "{text}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+
+    let taken = dir.path().join("gse_exporter-query.1");
+    std::fs::remove_file(&taken).unwrap();
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("inside"), "x").unwrap();
+    let (status, _, stderr) = run_to_end(&["man", &at], Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("gse_exporter-query.1"),
+        "names the page: {stderr}"
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "no temporary file left: {left:?}");
 }
 
 #[test]

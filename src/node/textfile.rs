@@ -1,12 +1,11 @@
 //! Writing the node_exporter textfile-collector file atomically: the body
-//! goes to a temporary file in the same directory (a name node_exporter
-//! ignores, as it reads only `*.prom`), is flushed to disk, and is renamed
-//! over the target, so node_exporter never reads half a file.
+//! goes to a temporary file in the same directory (a hidden name ending in
+//! `.tmp`, which node_exporter ignores, as it reads only `*.prom`), is
+//! flushed to disk, and is renamed over the target, so node_exporter never
+//! reads half a file ([`crate::outfile`]).
 //!
 //! Owns the file handling only; what is written is [`super::metrics`]'s.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Why the file could not be written.
@@ -38,37 +37,21 @@ pub(crate) fn validate(path: &Path) -> Result<(), TextfileError> {
     }
 }
 
-/// Replaces `path` with `body` atomically (temporary file and rename in the
-/// same directory). Mode 0644: node_exporter often runs as another user.
+/// Replaces `path` with `body` atomically (a temporary file renamed over
+/// it, [`crate::outfile`]). Mode 0644: node_exporter often runs as another
+/// user.
 pub(crate) fn write(path: &Path, body: &str) -> Result<(), TextfileError> {
     validate(path)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TextfileError::Io { path, source }
-    };
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(body.as_bytes())?;
-        file.sync_all()?;
-        drop(file);
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io(path))
+    crate::outfile::replace(path, body.as_bytes(), 0o644).map_err(|source| TextfileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn only_prom_files_are_written_and_nothing_is_left_behind() {
