@@ -101,8 +101,16 @@ fn main() {
         (true, false) => vec![1_000],
     };
     println!(
-        "{:>10} {:>6} {:>12} {:>14} {:>12} {:>12} {:>10} {:>10}",
-        "agents", "runs", "case", "render+gzip", "per agent", "body MB", "gzip MB", "new MB"
+        "{:>10} {:>6} {:>12} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "agents",
+        "runs",
+        "case",
+        "render+gzip",
+        "per agent",
+        "body MB",
+        "gzip MB",
+        "held MB",
+        "new MB"
     );
     for agents in sizes {
         let before = Arc::new(snapshot(agents, 0));
@@ -116,7 +124,7 @@ fn main() {
         ];
         for (case, previous, snapshot) in cases {
             let mut times = Vec::new();
-            let mut sizes = (0, 0, 0);
+            let mut sizes = (0, 0, 0, 0);
             for _ in 0..runs {
                 let previous = previous.map(|p| Exposition::new(p.clone(), telemetry.clone()));
                 let started = Instant::now();
@@ -126,23 +134,25 @@ fn main() {
                 };
                 times.push(started.elapsed());
                 let body = exposition.body(gse_exporter::expose::Format::Prometheus);
-                let new = match &previous {
-                    Some(previous) => {
-                        let old = previous.body(gse_exporter::expose::Format::Prometheus);
-                        body.plain_new_len(old)
-                    }
-                    None => body.plain_len(),
-                };
-                sizes = (body.plain_len(), body.gzip_len(), new);
+                let old = previous
+                    .as_ref()
+                    .map(|p| p.body(gse_exporter::expose::Format::Prometheus));
+                sizes = (
+                    body.plain_len(),
+                    body.gzip_len(),
+                    body.held_apart_from(None),
+                    body.held_apart_from(old),
+                );
             }
             let m = median(times);
             println!(
-                "{agents:>10} {runs:>6} {case:>12} {:>12.1}ms {:>10.0}ns {:>12.1} {:>10.1} {:>10.1}",
+                "{agents:>10} {runs:>6} {case:>12} {:>12.1}ms {:>10.0}ns {:>12.1} {:>10.1} {:>10.1} {:>10.1}",
                 m.as_secs_f64() * 1e3,
                 m.as_secs_f64() * 1e9 / agents as f64,
                 sizes.0 as f64 / 1e6,
                 sizes.1 as f64 / 1e6,
-                sizes.2 as f64 / 1e6
+                sizes.2 as f64 / 1e6,
+                sizes.3 as f64 / 1e6
             );
         }
     }

@@ -13,6 +13,7 @@ mod published;
 pub mod table;
 mod text;
 
+pub use gzip::{InflateError, PlainText};
 pub(crate) use published::Rows;
 pub use published::{Body, Exposition, Published};
 pub use text::Format;

@@ -2,7 +2,8 @@
 //! cached as bytes (plain and gzip), swapped atomically once per cycle, plus
 //! readiness.
 //!
-//! A scrape only clones `Bytes` out of here. The Prometheus text body is
+//! A scrape only clones `Bytes` out of here (and inflates the pieces of the
+//! plain body held compressed as it sends them). The Prometheus text body is
 //! rendered when the snapshot is published; the OpenMetrics body is rendered
 //! once, by the first scrape that asks for it, and then cached as well.
 
@@ -13,7 +14,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use super::agents::{self, Block};
-use super::gzip::gzip;
+use super::gzip::{Piece, PlainText, gzip};
 use super::text::{Format, deny_set, is_denied, render};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
@@ -21,11 +22,14 @@ use crate::telemetry::Telemetry;
 /// One rendered body in both encodings. Each is a list of chunks (the
 /// per-agent segments, shared by both formats and with the previous
 /// snapshot's body where their text is the same, then the rest), so serving
-/// it copies nothing and the per-agent block is held once per encoding.
+/// it copies nothing and the per-agent block is held once per encoding, or
+/// once in all for a segment held compressed only (its text is inflated from
+/// the gzip body's chunk when the plain body is served).
 #[derive(Debug, Clone)]
 pub struct Body {
-    /// Uncompressed, in order.
-    pub(crate) plain: Vec<Bytes>,
+    /// Uncompressed, in order: text, or the deflate bytes of a segment held
+    /// compressed only.
+    plain: Vec<Piece>,
     /// gzip-compressed, in order (one gzip member).
     pub(crate) gzip: Vec<Bytes>,
 }
@@ -33,7 +37,7 @@ pub struct Body {
 impl Body {
     /// Bytes of the uncompressed body.
     pub fn plain_len(&self) -> usize {
-        self.plain.iter().map(Bytes::len).sum()
+        self.plain.iter().map(Piece::len).sum()
     }
 
     /// Bytes of the gzip body.
@@ -41,15 +45,33 @@ impl Body {
         self.gzip.iter().map(Bytes::len).sum()
     }
 
-    /// Bytes of the uncompressed body not shared with `other`'s (held apart).
-    pub fn plain_new_len(&self, other: &Body) -> usize {
-        let shared: std::collections::HashSet<*const u8> =
-            other.plain.iter().map(|c| c.as_ptr()).collect();
-        self.plain
-            .iter()
+    /// The uncompressed body, a chunk at a time.
+    pub fn plain_text(&self) -> PlainText {
+        PlainText::new(self.plain.clone())
+    }
+
+    /// Bytes this body holds (its text and its gzip body, each chunk once),
+    /// leaving out the chunks it shares with `other`.
+    pub fn held_apart_from(&self, other: Option<&Body>) -> usize {
+        let shared: std::collections::HashSet<*const u8> = other
+            .into_iter()
+            .flat_map(Body::held)
+            .map(|c| c.as_ptr())
+            .collect();
+        self.held()
             .filter(|c| !shared.contains(&c.as_ptr()))
             .map(Bytes::len)
             .sum()
+    }
+
+    /// Every chunk the body holds: its text pieces and its gzip chunks (a
+    /// deflated piece is a gzip chunk).
+    fn held(&self) -> impl Iterator<Item = &Bytes> {
+        let text = self.plain.iter().filter_map(|p| match p {
+            Piece::Text(text) => Some(text),
+            Piece::Deflated { .. } => None,
+        });
+        text.chain(&self.gzip)
     }
 }
 
@@ -171,9 +193,8 @@ fn assemble(agents: &Block, rest: String) -> Body {
     let gzip = gzip(segments, agents.checksum(), rest.as_bytes());
     let plain = segments
         .iter()
-        .filter(|s| !s.plain.is_empty())
-        .map(|s| s.plain.clone())
-        .chain([Bytes::from(rest)])
+        .filter_map(|s| s.piece())
+        .chain([Piece::Text(Bytes::from(rest))])
         .collect();
     Body { plain, gzip }
 }
@@ -319,9 +340,23 @@ mod tests {
         Exposition::new(Arc::new(snapshot.clone()), Arc::new(Telemetry::default()))
     }
 
-    /// The per-agent text of a body (every chunk but the last, the rest).
+    /// The text of pieces, inflated where held compressed.
+    fn text(pieces: &[Piece]) -> Vec<u8> {
+        let chunks: Result<Vec<Bytes>, _> = PlainText::new(pieces.to_vec()).collect();
+        chunks.unwrap().concat()
+    }
+
+    /// The per-agent text of a body (every piece but the last, the rest).
     fn agent_text(body: &Body) -> Vec<u8> {
-        body.plain[..body.plain.len() - 1].concat()
+        text(&body.plain[..body.plain.len() - 1])
+    }
+
+    /// Where a piece's bytes are held (text or deflate bytes).
+    fn at(piece: &Piece) -> *const u8 {
+        match piece {
+            Piece::Text(text) => text.as_ptr(),
+            Piece::Deflated { deflated, .. } => deflated.as_ptr(),
+        }
     }
 
     fn gunzip(body: &Body) -> Vec<u8> {
@@ -348,11 +383,7 @@ mod tests {
         assert_eq!(old.len(), new.len());
         old.iter()
             .zip(new)
-            .filter(|(a, b)| {
-                let shared = a.plain.as_ptr() == b.plain.as_ptr()
-                    && a.deflated.as_ptr() == b.deflated.as_ptr();
-                !shared && !b.plain.is_empty()
-            })
+            .filter(|(a, b)| b.piece().is_some() && a.deflated.as_ptr() != b.deflated.as_ptr())
             .count()
     }
 
@@ -368,7 +399,7 @@ mod tests {
             a.plain[..n]
                 .iter()
                 .zip(&b.plain[..n])
-                .all(|(x, y)| x.as_ptr() == y.as_ptr())
+                .all(|(x, y)| at(x) == at(y))
         };
         assert!(shared(
             first.body(Format::Prometheus),
@@ -410,14 +441,14 @@ mod tests {
             .agents
             .segments()
             .iter()
-            .map(|s| s.plain.as_ptr())
+            .map(|s| s.deflated.as_ptr())
             .collect();
         assert!(
             second
                 .agents
                 .segments()
                 .iter()
-                .all(|s| s.plain.is_empty() || old.contains(&s.plain.as_ptr()))
+                .all(|s| s.piece().is_none() || old.contains(&s.deflated.as_ptr()))
         );
     }
 
@@ -485,8 +516,8 @@ mod tests {
             for format in [Format::Prometheus, Format::OpenMetrics] {
                 let body = next.body(format);
                 prop_assert_eq!(agent_text(body), agent_text(afresh.body(format)));
-                prop_assert_eq!(gunzip(body), body.plain.concat());
-                prop_assert_eq!(body.plain_len(), body.plain.concat().len());
+                prop_assert_eq!(gunzip(body), text(&body.plain));
+                prop_assert_eq!(body.plain_len(), text(&body.plain).len());
             }
         }
     }

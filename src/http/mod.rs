@@ -38,7 +38,7 @@ use landing::landing;
 
 use crate::config::ConfigError;
 use crate::config::web::{Refresh, WebAccess, WebConfigFile};
-use crate::expose::{Body, Exposition, Format, Published};
+use crate::expose::{Body, Exposition, Format, InflateError, PlainText, Published};
 use crate::model::RateLimit;
 use crate::pacing::quota;
 use crate::telemetry::Rejection;
@@ -351,11 +351,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         },
     };
     // The scrape slot is held until the body is sent (or the client leaves).
-    let chunks = if gzip {
-        Chunks::new(body.gzip, slot)
-    } else {
-        Chunks::new(body.plain, slot)
-    };
+    let chunks = Chunks::new(body, gzip, slot);
     let mut response = Response::new(HttpBody::new(chunks));
     let h = response.headers_mut();
     h.insert(
@@ -372,19 +368,34 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     response
 }
 
-/// A response body made of ready chunks, with an exact length.
+/// A response body with an exact length: the gzip body's chunks as they
+/// are, or the plain text a chunk at a time, its pieces held compressed
+/// inflated as the client takes them. hyper asks for the next chunk only when
+/// its write buffer has room, so a client that reads slowly holds a few
+/// inflated chunks, never a whole inflated body.
 struct Chunks {
-    chunks: std::collections::VecDeque<bytes::Bytes>,
+    source: Source,
     remaining: u64,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
+enum Source {
+    Gzip(std::collections::VecDeque<bytes::Bytes>),
+    Plain(PlainText),
+}
+
 impl Chunks {
-    fn new(chunks: Vec<bytes::Bytes>, slot: Option<OwnedSemaphorePermit>) -> Chunks {
-        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+    fn new(body: Body, gzip: bool, slot: Option<OwnedSemaphorePermit>) -> Chunks {
+        let (source, remaining) = if gzip {
+            let len = body.gzip_len();
+            let chunks = body.gzip.into_iter().filter(|c| !c.is_empty());
+            (Source::Gzip(chunks.collect()), len)
+        } else {
+            (Source::Plain(body.plain_text()), body.plain_len())
+        };
         Chunks {
-            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
-            remaining,
+            source,
+            remaining: remaining as u64,
             _slot: slot,
         }
     }
@@ -392,21 +403,27 @@ impl Chunks {
 
 impl http_body::Body for Chunks {
     type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
+    type Error = InflateError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        let chunk = self.chunks.pop_front();
-        if let Some(chunk) = &chunk {
+        let chunk = match &mut self.source {
+            Source::Gzip(chunks) => chunks.pop_front().map(Ok),
+            Source::Plain(text) => text.next(),
+        };
+        if let Some(Ok(chunk)) = &chunk {
             self.remaining -= chunk.len() as u64;
         }
-        std::task::Poll::Ready(chunk.map(|c| Ok(http_body::Frame::data(c))))
+        std::task::Poll::Ready(chunk.map(|c| c.map(http_body::Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        match &self.source {
+            Source::Gzip(chunks) => chunks.is_empty(),
+            Source::Plain(text) => text.is_done(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
