@@ -7,6 +7,8 @@
 //! published here).
 
 mod agents;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod gzip;
 pub mod otlp;
 mod published;

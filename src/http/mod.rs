@@ -516,6 +516,102 @@ async fn ready(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expose::Rows;
+    use crate::expose::fixtures::{fleet, heartbeats_moved, snapshot};
+    use crate::telemetry::Telemetry;
+
+    #[derive(Debug)]
+    struct NoReload;
+
+    impl Reload for NoReload {
+        fn reload(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = Result<(), Arc<ConfigError>>> + Send + '_>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A server on loopback for `published`; dropping the sender stops it.
+    async fn server(published: Arc<Published>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits::default();
+        let state = AppState {
+            published,
+            telemetry_path: "/metrics".into(),
+            reloader: Arc::new(NoReload),
+            web: Arc::new(WebConfigFile::open(None).unwrap()),
+            limits,
+            gate: Arc::new(Gate::new(&limits)),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    #[tokio::test]
+    async fn plain_and_gzip_scrapes_of_a_body_held_partly_compressed_read_the_same() {
+        let published = Arc::new(Published::new(Arc::new(Telemetry::default())));
+        let groups = fleet(200);
+        published.publish(snapshot(&groups, &[]), Rows::Drop);
+        published.publish(snapshot(&heartbeats_moved(&groups), &[]), Rows::Drop);
+        let body = published.current().body(Format::Prometheus).clone();
+        assert!(
+            body.compressed_pieces() > 0,
+            "heartbeat segments held compressed"
+        );
+        let (addr, _stop) = server(published).await;
+        let client = reqwest::Client::builder().no_gzip().build().unwrap();
+        let get = |encoding: &'static str| {
+            client
+                .get(format!("http://{addr}/metrics"))
+                .header(header::ACCEPT_ENCODING, encoding)
+                .send()
+        };
+        let plain = get("identity").await.unwrap();
+        let length = plain.headers()[header::CONTENT_LENGTH].to_str().unwrap();
+        assert_eq!(length, body.plain_len().to_string());
+        let plain = plain.bytes().await.unwrap();
+        assert_eq!(plain.len(), body.plain_len());
+        let zipped = get("gzip").await.unwrap();
+        assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&zipped.bytes().await.unwrap()[..]),
+            &mut unzipped,
+        )
+        .unwrap();
+        assert_eq!(unzipped, plain);
+        let text = String::from_utf8(unzipped).unwrap();
+        assert!(text.contains("gse_agent_heartbeat_age_seconds{group=\"group-0\""));
+    }
+
+    /// A response to a client that reads slowly asks for the next piece of
+    /// text only when hyper has room to write it: each poll gives one chunk,
+    /// a compressed piece inflated at most 64 KiB at a time.
+    #[test]
+    fn the_plain_body_gives_one_bounded_chunk_per_poll() {
+        use http_body::Body as _;
+        let published = Published::new(Arc::new(Telemetry::default()));
+        let groups = fleet(200);
+        published.publish(snapshot(&groups, &[]), Rows::Drop);
+        published.publish(snapshot(&heartbeats_moved(&groups), &[]), Rows::Drop);
+        let body = published.current().body(Format::Prometheus).clone();
+        let total = body.plain_len() as u64;
+        let mut chunks = std::pin::pin!(Chunks::new(body, false, None));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut sent = 0;
+        while let std::task::Poll::Ready(Some(frame)) = chunks.as_mut().poll_frame(&mut cx) {
+            let chunk = frame.unwrap().into_data().unwrap();
+            assert!(chunk.len() <= 64 * 1024);
+            sent += chunk.len() as u64;
+            assert_eq!(chunks.size_hint().exact(), Some(total - sent));
+        }
+        assert_eq!(sent, total);
+        assert!(chunks.is_end_stream());
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
