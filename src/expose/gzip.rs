@@ -4,6 +4,11 @@
 //! snapshots is neither compressed again nor held twice. One gzip member is
 //! the header, the segments' deflate bytes in order, and the small tail
 //! compressed per format with the trailer.
+//!
+//! Owns too which segments keep their text: one rendered afresh keeps only
+//! its deflate bytes until its text stops changing ([`Segment::next`]), and
+//! the plain body is read back through [`PlainText`], which inflates such a
+//! segment a bounded chunk at a time.
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
