@@ -3,10 +3,13 @@
 //!
 //! `cargo bench --bench render` (add `-- 10000 100000` to pick sizes).
 //! Prints the median of several runs per size; no timing assertions. Three
-//! cases: the first exposition (every segment rendered and compressed), the
-//! next one after a cycle in which every agent's heartbeat moved (its two
-//! families new, the other per-agent families shared), and the next one
-//! when nothing changed.
+//! cases: the first exposition (every segment rendered and compressed, held
+//! compressed only), the next one after a cycle in which every agent's
+//! heartbeat moved (its two families new and held compressed only, the other
+//! per-agent families shared with a settled exposition), and the next one
+//! when nothing changed. Also the bytes the body holds (its text and gzip),
+//! those not shared with the previous one, and the time to read its plain
+//! text once (what a plain scrape costs, inflating included).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -85,6 +88,13 @@ fn snapshot(agents: usize, cycle: u32) -> Snapshot {
 /// A case: its name, the snapshot rendered before (none: the first), the one timed.
 type Case<'a> = (&'static str, Option<&'a Arc<Snapshot>>, &'a Arc<Snapshot>);
 
+/// The exposition of a snapshot that has not changed for a while (its
+/// segments given their text back), as the one before a steady cycle is.
+fn settled(snapshot: &Arc<Snapshot>, telemetry: &Arc<Telemetry>) -> Exposition {
+    let first = Exposition::new(snapshot.clone(), telemetry.clone());
+    first.next(snapshot.clone()).next(snapshot.clone())
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -101,8 +111,17 @@ fn main() {
         (true, false) => vec![1_000],
     };
     println!(
-        "{:>10} {:>6} {:>12} {:>14} {:>12} {:>12} {:>10} {:>10}",
-        "agents", "runs", "case", "render+gzip", "per agent", "body MB", "gzip MB", "new MB"
+        "{:>10} {:>6} {:>12} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>12}",
+        "agents",
+        "runs",
+        "case",
+        "render+gzip",
+        "per agent",
+        "body MB",
+        "gzip MB",
+        "held MB",
+        "new MB",
+        "read plain"
     );
     for agents in sizes {
         let before = Arc::new(snapshot(agents, 0));
@@ -115,10 +134,10 @@ fn main() {
             ("unchanged", Some(&before), &before),
         ];
         for (case, previous, snapshot) in cases {
-            let mut times = Vec::new();
-            let mut sizes = (0, 0, 0);
+            let (mut times, mut reads) = (Vec::new(), Vec::new());
+            let mut sizes = (0, 0, 0, 0);
             for _ in 0..runs {
-                let previous = previous.map(|p| Exposition::new(p.clone(), telemetry.clone()));
+                let previous = previous.map(|p| settled(p, &telemetry));
                 let started = Instant::now();
                 let exposition = match &previous {
                     Some(previous) => previous.next(snapshot.clone()),
@@ -126,23 +145,30 @@ fn main() {
                 };
                 times.push(started.elapsed());
                 let body = exposition.body(gse_exporter::expose::Format::Prometheus);
-                let new = match &previous {
-                    Some(previous) => {
-                        let old = previous.body(gse_exporter::expose::Format::Prometheus);
-                        body.plain_new_len(old)
-                    }
-                    None => body.plain_len(),
-                };
-                sizes = (body.plain_len(), body.gzip_len(), new);
+                let started = Instant::now();
+                let read: usize = body.plain_text().map(|c| c.unwrap().len()).sum();
+                reads.push(started.elapsed());
+                assert_eq!(read, body.plain_len());
+                let old = previous
+                    .as_ref()
+                    .map(|p| p.body(gse_exporter::expose::Format::Prometheus));
+                sizes = (
+                    body.plain_len(),
+                    body.gzip_len(),
+                    body.held_apart_from(None),
+                    body.held_apart_from(old),
+                );
             }
-            let m = median(times);
+            let (m, read) = (median(times), median(reads));
             println!(
-                "{agents:>10} {runs:>6} {case:>12} {:>12.1}ms {:>10.0}ns {:>12.1} {:>10.1} {:>10.1}",
+                "{agents:>10} {runs:>6} {case:>12} {:>12.1}ms {:>10.0}ns {:>12.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}ms",
                 m.as_secs_f64() * 1e3,
                 m.as_secs_f64() * 1e9 / agents as f64,
                 sizes.0 as f64 / 1e6,
                 sizes.1 as f64 / 1e6,
-                sizes.2 as f64 / 1e6
+                sizes.2 as f64 / 1e6,
+                sizes.3 as f64 / 1e6,
+                read.as_secs_f64() * 1e3
             );
         }
     }

@@ -145,7 +145,8 @@ impl Block {
 
 /// Renders every per-agent family not denied by `denied`, one segment at a
 /// time into a reused buffer; a segment whose text equals `previous`'s at the
-/// same place is that segment (shared, not copied, not compressed again).
+/// same place is that segment (shared, not compressed again), one whose text
+/// changed is held compressed only (see [`Segment::next`]).
 pub(crate) fn render(
     snapshot: &Snapshot,
     denied: &dyn Fn(&MetricDef) -> bool,
@@ -172,8 +173,8 @@ pub(crate) fn render(
                 family.lines(&mut text, group, agents, &labels);
                 let key = (*id, *g, run);
                 let segment = match previous.get(key) {
-                    Some(old) if old.plain[..] == text[..] => old.clone(),
-                    _ => Segment::new(&text, &mut deflated),
+                    Some(old) => old.next(&text, &mut deflated),
+                    None => Segment::new(&text, &mut deflated),
                 };
                 placed.push((key, segment));
             }

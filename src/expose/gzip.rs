@@ -4,38 +4,245 @@
 //! snapshots is neither compressed again nor held twice. One gzip member is
 //! the header, the segments' deflate bytes in order, and the small tail
 //! compressed per format with the trailer.
+//!
+//! Owns too which segments keep their text: one rendered afresh keeps only
+//! its deflate bytes until its text stops changing ([`Segment::next`]), and
+//! the plain body is read back through [`PlainText`], which inflates such a
+//! segment a bounded chunk at a time.
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// The gzip header: deflate, no name, no time, unknown OS.
 const HEADER: &[u8] = &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
 /// One piece of text and its deflate bytes, which open (or continue) a
-/// deflate stream at a byte boundary without ending it.
+/// deflate stream at a byte boundary without ending it. A segment rendered
+/// afresh (its place is new, or its text changed since the previous
+/// snapshot) is held compressed only: its text is the deflate bytes' and is
+/// inflated when a plain body is served. One whose text did not change is
+/// shared with the previous snapshot; one held compressed only gets its text
+/// back once its text has stayed the same over [`TEXT_BACK_AFTER`]
+/// snapshots (it stopped changing).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Segment {
-    /// The text.
-    pub(crate) plain: Bytes,
-    /// Raw deflate blocks of `plain`, sync flushed (empty when `plain` is).
+    /// The text (empty when held compressed only, or when there is none).
+    plain: Bytes,
+    /// Raw deflate blocks of the text, sync flushed (empty when it is).
     pub(crate) deflated: Bytes,
-    /// CRC-32 of `plain`.
+    /// CRC-32 of the text.
     crc: u32,
+    /// Bytes of text.
+    len: usize,
+    /// The digest of the text when it is held compressed only, to tell
+    /// whether the next snapshot's text at this place is the same.
+    digest: Option<Digest>,
+    /// Snapshots in a row after the one that rendered it whose text at its
+    /// place was the same (while held compressed only).
+    unchanged: u8,
 }
 
+/// Snapshots in a row with the same text after which a segment held
+/// compressed only gets its text back. Two, not one: the heartbeat timestamp
+/// family changes every other cycle (at each info refresh), and given its
+/// text back at every state-only cycle it would be copied out again each
+/// time, beside the body being served (about 15 MB at 100k agents).
+const TEXT_BACK_AFTER: u8 = 2;
+
 impl Segment {
-    /// Keeps a copy of `text`, exactly sized, and its deflate bytes;
-    /// `scratch` is reused between calls.
+    /// `text` at a place the previous snapshot did not have: held
+    /// compressed only; `scratch` is reused between calls.
     pub(crate) fn new(text: &[u8], scratch: &mut Vec<u8>) -> Segment {
+        Segment::compressed(text, Digest::of(text), scratch)
+    }
+
+    /// The segment at this one's place in the next snapshot, whose text is
+    /// `text`: this one, shared, when the text is the same (given its text
+    /// back, exactly sized, when held compressed only for long enough);
+    /// else `text` held compressed only.
+    pub(crate) fn next(&self, text: &[u8], scratch: &mut Vec<u8>) -> Segment {
+        if text.is_empty() {
+            return Segment::default();
+        }
+        if self.digest.is_none() && self.plain[..] == *text {
+            return self.clone();
+        }
+        let digest = Digest::of(text);
+        if self.digest != Some(digest) || self.len != text.len() {
+            return Segment::compressed(text, digest, scratch);
+        }
+        let unchanged = self.unchanged + 1;
+        if unchanged < TEXT_BACK_AFTER {
+            return Segment {
+                unchanged,
+                ..self.clone()
+            };
+        }
+        Segment {
+            plain: held(text),
+            digest: None,
+            unchanged: 0,
+            ..self.clone()
+        }
+    }
+
+    /// `text`'s deflate bytes, CRC, length and digest, without the text.
+    fn compressed(text: &[u8], digest: Digest, scratch: &mut Vec<u8>) -> Segment {
         if text.is_empty() {
             return Segment::default();
         }
         scratch.clear();
         deflate(text, FlushCompress::Sync, scratch);
         Segment {
-            plain: held(text),
+            plain: Bytes::new(),
             deflated: held(scratch),
             crc: crc32fast::hash(text),
+            len: text.len(),
+            digest: Some(digest),
+            unchanged: 0,
+        }
+    }
+
+    /// The segment as a piece of the plain body (None when it has no text).
+    pub(crate) fn piece(&self) -> Option<Piece> {
+        match (self.len, self.plain.is_empty()) {
+            (0, _) => None,
+            (_, false) => Some(Piece::Text(self.plain.clone())),
+            (len, true) => Some(Piece::Deflated {
+                deflated: self.deflated.clone(),
+                len,
+            }),
+        }
+    }
+}
+
+/// A 128-bit digest of a segment's text: SHA-256, truncated. Two different
+/// texts share one with a chance of about 2^-128 per comparison, so a
+/// segment wrongly taken for unchanged (its previous text served for one
+/// more cycle) is negligible, even against text chosen to collide (the
+/// labels come from CMDB and GSE); comparing bytes would need the text the
+/// segment no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Digest([u8; 16]);
+
+impl Digest {
+    fn of(text: &[u8]) -> Digest {
+        let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text);
+        let mut digest = [0; 16];
+        digest.copy_from_slice(&sha.as_ref()[..16]);
+        Digest(digest)
+    }
+}
+
+/// A piece of a plain body: text as held, or deflate bytes (of a segment
+/// held compressed only) to inflate when served.
+#[derive(Debug, Clone)]
+pub(crate) enum Piece {
+    /// Text.
+    Text(Bytes),
+    /// Raw deflate bytes (sync flushed, as a segment's) of `len` bytes of text.
+    Deflated {
+        /// The deflate bytes, shared with the gzip body.
+        deflated: Bytes,
+        /// Bytes of text they inflate to.
+        len: usize,
+    },
+}
+
+impl Piece {
+    /// Bytes of text.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Piece::Text(text) => text.len(),
+            Piece::Deflated { len, .. } => *len,
+        }
+    }
+}
+
+/// Inflated text a call at most, so a response holds this much of a piece
+/// held compressed at a time however slowly its client reads.
+const INFLATE_CHUNK: usize = 64 * 1024;
+
+/// The text of a body's pieces in order, a chunk at a time: text pieces as
+/// they are (shared), deflated ones inflated [`INFLATE_CHUNK`] bytes at a
+/// time when the next chunk is asked for.
+pub struct PlainText {
+    pieces: std::collections::VecDeque<Piece>,
+    /// The piece being inflated: its deflate bytes and how much is consumed.
+    inflating: Option<(Bytes, usize)>,
+    /// Text still owed by the piece being inflated.
+    owed: usize,
+    decompress: Option<Decompress>,
+}
+
+/// A piece held compressed did not inflate to its text (a defect: the
+/// exporter deflated it itself).
+#[derive(Debug, thiserror::Error)]
+#[error("a compressed piece of the body did not inflate to its {expected} bytes of text")]
+pub struct InflateError {
+    expected: usize,
+}
+
+impl PlainText {
+    pub(crate) fn new(pieces: Vec<Piece>) -> PlainText {
+        PlainText {
+            pieces: pieces.into_iter().filter(|p| p.len() > 0).collect(),
+            inflating: None,
+            owed: 0,
+            decompress: None,
+        }
+    }
+
+    /// Whether every chunk has been returned.
+    pub fn is_done(&self) -> bool {
+        self.inflating.is_none() && self.pieces.is_empty()
+    }
+
+    /// Inflates up to [`INFLATE_CHUNK`] more bytes of the current piece.
+    fn inflate(&mut self) -> Result<Bytes, InflateError> {
+        let Some((deflated, consumed)) = &mut self.inflating else {
+            return Ok(Bytes::new());
+        };
+        let expected = self.owed;
+        let decompress = self
+            .decompress
+            .get_or_insert_with(|| Decompress::new(false));
+        let mut out = Vec::with_capacity(INFLATE_CHUNK.min(self.owed));
+        while out.len() < out.capacity() {
+            let before = (decompress.total_in(), decompress.total_out());
+            let status =
+                decompress.decompress_vec(&deflated[*consumed..], &mut out, FlushDecompress::Sync);
+            *consumed += (decompress.total_in() - before.0) as usize;
+            let progress = decompress.total_in() != before.0 || decompress.total_out() != before.1;
+            if status.is_err() || !progress {
+                return Err(InflateError { expected });
+            }
+        }
+        self.owed -= out.len();
+        if self.owed == 0 {
+            self.inflating = None;
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+impl Iterator for PlainText {
+    type Item = Result<Bytes, InflateError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.inflating.is_some() {
+            return Some(self.inflate());
+        }
+        match self.pieces.pop_front()? {
+            Piece::Text(text) => Some(Ok(text)),
+            Piece::Deflated { deflated, len } => {
+                if let Some(decompress) = &mut self.decompress {
+                    decompress.reset(false);
+                }
+                self.inflating = Some((deflated, 0));
+                self.owed = len;
+                Some(self.inflate())
+            }
         }
     }
 }
@@ -69,8 +276,7 @@ impl Checksum {
     pub(crate) fn of<'a>(segments: impl IntoIterator<Item = &'a Segment>) -> Checksum {
         let mut all = crc32fast::Hasher::new();
         for segment in segments {
-            let one =
-                crc32fast::Hasher::new_with_initial_len(segment.crc, segment.plain.len() as u64);
+            let one = crc32fast::Hasher::new_with_initial_len(segment.crc, segment.len as u64);
             all.combine(&one);
         }
         Checksum(all)
@@ -152,6 +358,65 @@ mod tests {
             assert_eq!(plain.len(), text.len() + tail.len());
             assert!(plain.starts_with(&text) && plain.ends_with(tail));
         }
+    }
+
+    /// A slow reader's share: each chunk of a piece held compressed is
+    /// inflated only when asked for, and none is larger than the bound.
+    #[test]
+    fn a_compressed_piece_is_inflated_a_bounded_chunk_at_a_time_on_demand() {
+        let text: Vec<u8> = (0..100_000)
+            .flat_map(|i: u32| {
+                format!("gse_agent_heartbeat_age_seconds{{n=\"{i}\"}} {i}\n").into_bytes()
+            })
+            .collect();
+        let mut scratch = Vec::new();
+        let Some(piece @ Piece::Deflated { .. }) = Segment::new(&text, &mut scratch).piece() else {
+            panic!("a new segment is held compressed only");
+        };
+        let tail = Piece::Text(Bytes::from_static(b"tail\n"));
+        let mut plain = PlainText::new(vec![piece.clone(), tail, piece]);
+        let chunk = plain.next().unwrap().unwrap();
+        assert_eq!(chunk.len(), INFLATE_CHUNK);
+        assert_eq!(
+            plain.owed,
+            text.len() - INFLATE_CHUNK,
+            "nothing inflated ahead"
+        );
+        let mut all = chunk.to_vec();
+        for chunk in plain.by_ref() {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= INFLATE_CHUNK);
+            all.extend_from_slice(&chunk);
+        }
+        assert!(plain.is_done());
+        assert_eq!(all, [&text[..], b"tail\n", &text[..]].concat());
+    }
+
+    #[test]
+    fn a_segment_is_held_compressed_until_its_text_stays_the_same_twice() {
+        let mut scratch = Vec::new();
+        let compressed = |s: &Segment| matches!(s.piece(), Some(Piece::Deflated { len: 4, .. }));
+        let text = |s: &Segment| match s.piece() {
+            Some(Piece::Text(t)) if t == "a 1\n" => Some(t.as_ptr()),
+            _ => None,
+        };
+        let a = Segment::new(b"a 1\n", &mut scratch);
+        let once = a.next(b"a 1\n", &mut scratch);
+        assert!(
+            compressed(&a) && compressed(&once),
+            "new, then the same once"
+        );
+        assert_eq!(once.deflated.as_ptr(), a.deflated.as_ptr());
+        let twice = once.next(b"a 1\n", &mut scratch);
+        assert!(text(&twice).is_some(), "the same twice: text back");
+        assert_eq!(twice.deflated.as_ptr(), a.deflated.as_ptr());
+        let shared = twice.next(b"a 1\n", &mut scratch);
+        assert_eq!(text(&shared), text(&twice));
+        let changed = shared.next(b"a 2\n", &mut scratch);
+        assert!(compressed(&changed), "held compressed once changed");
+        let back = changed.next(b"a 1\n", &mut scratch);
+        assert!(compressed(&back) && back.deflated.as_ptr() != a.deflated.as_ptr());
+        assert!(changed.next(b"", &mut scratch).piece().is_none());
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! published here).
 
 mod agents;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod gzip;
 pub mod otlp;
 mod published;
 pub mod table;
 mod text;
 
+pub use gzip::{InflateError, PlainText};
 pub(crate) use published::Rows;
 pub use published::{Body, Exposition, Published};
 pub use text::Format;

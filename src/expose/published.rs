@@ -2,7 +2,8 @@
 //! cached as bytes (plain and gzip), swapped atomically once per cycle, plus
 //! readiness.
 //!
-//! A scrape only clones `Bytes` out of here. The Prometheus text body is
+//! A scrape only clones `Bytes` out of here (and inflates the pieces of the
+//! plain body held compressed as it sends them). The Prometheus text body is
 //! rendered when the snapshot is published; the OpenMetrics body is rendered
 //! once, by the first scrape that asks for it, and then cached as well.
 
@@ -13,7 +14,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use super::agents::{self, Block};
-use super::gzip::gzip;
+use super::gzip::{Piece, PlainText, gzip};
 use super::text::{Format, deny_set, is_denied, render};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
@@ -21,11 +22,14 @@ use crate::telemetry::Telemetry;
 /// One rendered body in both encodings. Each is a list of chunks (the
 /// per-agent segments, shared by both formats and with the previous
 /// snapshot's body where their text is the same, then the rest), so serving
-/// it copies nothing and the per-agent block is held once per encoding.
+/// it copies nothing and the per-agent block is held once per encoding, or
+/// once in all for a segment held compressed only (its text is inflated from
+/// the gzip body's chunk when the plain body is served).
 #[derive(Debug, Clone)]
 pub struct Body {
-    /// Uncompressed, in order.
-    pub(crate) plain: Vec<Bytes>,
+    /// Uncompressed, in order: text, or the deflate bytes of a segment held
+    /// compressed only.
+    plain: Vec<Piece>,
     /// gzip-compressed, in order (one gzip member).
     pub(crate) gzip: Vec<Bytes>,
 }
@@ -33,7 +37,7 @@ pub struct Body {
 impl Body {
     /// Bytes of the uncompressed body.
     pub fn plain_len(&self) -> usize {
-        self.plain.iter().map(Bytes::len).sum()
+        self.plain.iter().map(Piece::len).sum()
     }
 
     /// Bytes of the gzip body.
@@ -41,15 +45,40 @@ impl Body {
         self.gzip.iter().map(Bytes::len).sum()
     }
 
-    /// Bytes of the uncompressed body not shared with `other`'s (held apart).
-    pub fn plain_new_len(&self, other: &Body) -> usize {
-        let shared: std::collections::HashSet<*const u8> =
-            other.plain.iter().map(|c| c.as_ptr()).collect();
-        self.plain
-            .iter()
+    /// Pieces of the uncompressed body held compressed only.
+    #[cfg(test)]
+    pub(crate) fn compressed_pieces(&self) -> usize {
+        let compressed = |p: &&Piece| matches!(p, Piece::Deflated { .. });
+        self.plain.iter().filter(compressed).count()
+    }
+
+    /// The uncompressed body, a chunk at a time.
+    pub fn plain_text(&self) -> PlainText {
+        PlainText::new(self.plain.clone())
+    }
+
+    /// Bytes this body holds (its text and its gzip body, each chunk once),
+    /// leaving out the chunks it shares with `other`.
+    pub fn held_apart_from(&self, other: Option<&Body>) -> usize {
+        let shared: std::collections::HashSet<*const u8> = other
+            .into_iter()
+            .flat_map(Body::held)
+            .map(|c| c.as_ptr())
+            .collect();
+        self.held()
             .filter(|c| !shared.contains(&c.as_ptr()))
             .map(Bytes::len)
             .sum()
+    }
+
+    /// Every chunk the body holds: its text pieces and its gzip chunks (a
+    /// deflated piece is a gzip chunk).
+    fn held(&self) -> impl Iterator<Item = &Bytes> {
+        let text = self.plain.iter().filter_map(|p| match p {
+            Piece::Text(text) => Some(text),
+            Piece::Deflated { .. } => None,
+        });
+        text.chain(&self.gzip)
     }
 }
 
@@ -171,9 +200,8 @@ fn assemble(agents: &Block, rest: String) -> Body {
     let gzip = gzip(segments, agents.checksum(), rest.as_bytes());
     let plain = segments
         .iter()
-        .filter(|s| !s.plain.is_empty())
-        .map(|s| s.plain.clone())
-        .chain([Bytes::from(rest)])
+        .filter_map(|s| s.piece())
+        .chain([Piece::Text(Bytes::from(rest))])
         .collect();
     Body { plain, gzip }
 }
@@ -242,86 +270,35 @@ impl Published {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::io::Read as _;
-    use std::time::SystemTime;
 
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::Topology;
-    use crate::snapshot::{AgentRecord, AgentRow, AgentState, GroupSnapshot};
-
-    /// What varies per agent: state, status code, version, heartbeat age.
-    type Fields = (u8, Option<i8>, u8, Option<u16>);
-
-    fn agent(group: usize, i: usize, (state, code, version, age): Fields) -> AgentRow {
-        let state = AgentState::ALL[usize::from(state) % 3];
-        AgentRow {
-            bk_cloud_id: (i % 3).to_string().into(),
-            ip: format!("10.{group}.{}.{}", i / 256, i % 256).into(),
-            bk_agent_id: format!("0100{i:028x}").into(),
-            host_labels: vec![format!("rack-{}", i % 4)].into(),
-            topology: (!i.is_multiple_of(5))
-                .then(|| Arc::new(Topology::from_names(["web"], ["api"], "alice", "bob"))),
-            record: AgentRecord {
-                state,
-                status_code: code.map(i64::from),
-                version: ["2.1.3", "x\"y\\z\nw", ""][usize::from(version) % 3].into(),
-                parent_ip: "10.255.0.1".into(),
-                heartbeat_at: age.map(|a| 1.7e9 - f64::from(a)),
-                heartbeat_age: age.map(f64::from),
-                observed_at: SystemTime::UNIX_EPOCH,
-                last_seen_alive: None,
-            },
-        }
-    }
-
-    fn snapshot(groups: &[Vec<Fields>], metric_deny: &[&str]) -> Snapshot {
-        let groups = groups
-            .iter()
-            .enumerate()
-            .map(|(g, agents)| {
-                let mut group = GroupSnapshot {
-                    name: format!("group-{g}"),
-                    bk_biz_id: "2".into(),
-                    labels: vec![("team".into(), "sre".into())],
-                    host_label_names: vec!["rack".into()],
-                    per_agent_metrics: g != 2,
-                    bk_biz_name: (g % 2 == 1).then(|| "支付".into()),
-                    agents: (0..)
-                        .zip(agents)
-                        .map(|(i, fields)| agent(g, i, *fields))
-                        .collect(),
-                    counts: Default::default(),
-                    versions: BTreeMap::new(),
-                    placement: Default::default(),
-                    up: true,
-                    poll_duration: 0.5,
-                    interval: 60.0,
-                    last_success: None,
-                    skipped: BTreeMap::new(),
-                    discovery: None,
-                };
-                group.tally(0);
-                group
-            })
-            .collect();
-        Snapshot {
-            groups,
-            complete: true,
-            metric_deny: metric_deny.iter().map(|p| p.to_string()).collect(),
-            ..Snapshot::default()
-        }
-    }
+    use crate::expose::fixtures::{fields, fleet, heartbeats_moved, snapshot};
+    use crate::snapshot::AgentState;
 
     fn exposition(snapshot: &Snapshot) -> Exposition {
         Exposition::new(Arc::new(snapshot.clone()), Arc::new(Telemetry::default()))
     }
 
-    /// The per-agent text of a body (every chunk but the last, the rest).
+    /// The text of pieces, inflated where held compressed.
+    fn text(pieces: &[Piece]) -> Vec<u8> {
+        let chunks: Result<Vec<Bytes>, _> = PlainText::new(pieces.to_vec()).collect();
+        chunks.unwrap().concat()
+    }
+
+    /// The per-agent text of a body (every piece but the last, the rest).
     fn agent_text(body: &Body) -> Vec<u8> {
-        body.plain[..body.plain.len() - 1].concat()
+        text(&body.plain[..body.plain.len() - 1])
+    }
+
+    /// Where a piece's bytes are held (text or deflate bytes).
+    fn at(piece: &Piece) -> *const u8 {
+        match piece {
+            Piece::Text(text) => text.as_ptr(),
+            Piece::Deflated { deflated, .. } => deflated.as_ptr(),
+        }
     }
 
     fn gunzip(body: &Body) -> Vec<u8> {
@@ -332,27 +309,13 @@ mod tests {
         plain
     }
 
-    fn fleet(agents: usize) -> Vec<Vec<Fields>> {
-        (0..3)
-            .map(|g| {
-                (0..agents)
-                    .map(|i| (0, Some(2), (g + i) as u8, Some((i % 7) as u16)))
-                    .collect()
-            })
-            .collect()
-    }
-
     /// Segments of `new` that are not `old`'s at the same place (by pointer).
     fn fresh(old: &Exposition, new: &Exposition) -> usize {
         let (old, new) = (old.agents.segments(), new.agents.segments());
         assert_eq!(old.len(), new.len());
         old.iter()
             .zip(new)
-            .filter(|(a, b)| {
-                let shared = a.plain.as_ptr() == b.plain.as_ptr()
-                    && a.deflated.as_ptr() == b.deflated.as_ptr();
-                !shared && !b.plain.is_empty()
-            })
+            .filter(|(a, b)| b.piece().is_some() && a.deflated.as_ptr() != b.deflated.as_ptr())
             .count()
     }
 
@@ -368,7 +331,7 @@ mod tests {
             a.plain[..n]
                 .iter()
                 .zip(&b.plain[..n])
-                .all(|(x, y)| x.as_ptr() == y.as_ptr())
+                .all(|(x, y)| at(x) == at(y))
         };
         assert!(shared(
             first.body(Format::Prometheus),
@@ -378,6 +341,36 @@ mod tests {
             first.body(Format::Prometheus),
             second.body(Format::OpenMetrics)
         ));
+    }
+
+    #[test]
+    fn only_the_families_that_keep_changing_are_held_compressed() {
+        let groups = fleet(100);
+        let (still, moved) = (
+            snapshot(&groups, &[]),
+            snapshot(&heartbeats_moved(&groups), &[]),
+        );
+        let first = exposition(&still);
+        let pieces = |e: &Exposition| e.body(Format::Prometheus).plain.len() - 1;
+        let compressed = |e: &Exposition| e.body(Format::Prometheus).compressed_pieces();
+        assert_eq!(compressed(&first), pieces(&first), "all new: compressed");
+        let once = first.next(Arc::new(still.clone()));
+        assert_eq!(compressed(&once), pieces(&once), "the same once: still");
+        let settled = once.next(Arc::new(still.clone()));
+        assert_eq!(compressed(&settled), 0, "the same twice: text back");
+        let next = settled.next(Arc::new(moved.clone()));
+        let heartbeat = |e: &Exposition| {
+            let text = String::from_utf8(agent_text(e.body(Format::Prometheus))).unwrap();
+            let families = [
+                "gse_agent_heartbeat_age_seconds",
+                "gse_agent_heartbeat_timestamp_seconds",
+            ];
+            families.map(|f| text.matches(&format!("# TYPE {f} ")).count())
+        };
+        assert_eq!(heartbeat(&next), [1, 1]);
+        // Two heartbeat families, two groups with per-agent series, runs of 16.
+        assert_eq!(compressed(&next), 2 * 2 * 100usize.div_ceil(16));
+        assert_eq!(fresh(&settled, &next), compressed(&next));
     }
 
     #[test]
@@ -410,14 +403,14 @@ mod tests {
             .agents
             .segments()
             .iter()
-            .map(|s| s.plain.as_ptr())
+            .map(|s| s.deflated.as_ptr())
             .collect();
         assert!(
             second
                 .agents
                 .segments()
                 .iter()
-                .all(|s| s.plain.is_empty() || old.contains(&s.plain.as_ptr()))
+                .all(|s| s.piece().is_none() || old.contains(&s.deflated.as_ptr()))
         );
     }
 
@@ -451,15 +444,6 @@ mod tests {
         assert_eq!(fresh(&dropped, &kept), 0);
     }
 
-    fn fields() -> impl Strategy<Value = Fields> {
-        (
-            0..3u8,
-            prop::option::of(-3..4i8),
-            0..3u8,
-            prop::option::of(0..40u16),
-        )
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -485,8 +469,44 @@ mod tests {
             for format in [Format::Prometheus, Format::OpenMetrics] {
                 let body = next.body(format);
                 prop_assert_eq!(agent_text(body), agent_text(afresh.body(format)));
-                prop_assert_eq!(gunzip(body), body.plain.concat());
-                prop_assert_eq!(body.plain_len(), body.plain.concat().len());
+                prop_assert_eq!(gunzip(body), text(&body.plain));
+                prop_assert_eq!(body.plain_len(), text(&body.plain).len());
+            }
+        }
+
+        /// Over a first cycle, one in which heartbeats (and a few agents)
+        /// changed, one in which nothing did and one back to the first
+        /// text, every body served reads as one rendered afresh, its pieces
+        /// held compressed inflated, and its gzip decodes to it.
+        #[test]
+        fn bodies_over_cycles_read_as_rendered_afresh_inflated_pieces_included(
+            groups in prop::collection::vec(prop::collection::vec(fields(), 0..90), 1..4),
+            changes in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), fields()), 0..8),
+        ) {
+            let mut moved = heartbeats_moved(&groups);
+            for (g, i, fields) in changes {
+                let g = g.index(moved.len());
+                if !moved[g].is_empty() {
+                    let i = i.index(moved[g].len());
+                    moved[g][i] = fields;
+                }
+            }
+            let mut previous: Option<Exposition> = None;
+            for groups in [&groups, &moved, &moved, &groups] {
+                let snapshot = snapshot(groups, &[]);
+                let next = match &previous {
+                    Some(previous) => previous.next(Arc::new(snapshot.clone())),
+                    None => exposition(&snapshot),
+                };
+                let afresh = exposition(&snapshot);
+                for format in [Format::Prometheus, Format::OpenMetrics] {
+                    let body = next.body(format);
+                    let plain = text(&body.plain);
+                    prop_assert_eq!(agent_text(body), agent_text(afresh.body(format)));
+                    prop_assert_eq!(gunzip(body), &plain[..]);
+                    prop_assert_eq!(body.plain_len(), plain.len());
+                }
+                previous = Some(next);
             }
         }
     }

@@ -38,7 +38,7 @@ use landing::landing;
 
 use crate::config::ConfigError;
 use crate::config::web::{Refresh, WebAccess, WebConfigFile};
-use crate::expose::{Body, Exposition, Format, Published};
+use crate::expose::{Body, Exposition, Format, InflateError, PlainText, Published};
 use crate::model::RateLimit;
 use crate::pacing::quota;
 use crate::telemetry::Rejection;
@@ -351,11 +351,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         },
     };
     // The scrape slot is held until the body is sent (or the client leaves).
-    let chunks = if gzip {
-        Chunks::new(body.gzip, slot)
-    } else {
-        Chunks::new(body.plain, slot)
-    };
+    let chunks = Chunks::new(body, gzip, slot);
     let mut response = Response::new(HttpBody::new(chunks));
     let h = response.headers_mut();
     h.insert(
@@ -372,19 +368,34 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     response
 }
 
-/// A response body made of ready chunks, with an exact length.
+/// A response body with an exact length: the gzip body's chunks as they
+/// are, or the plain text a chunk at a time, its pieces held compressed
+/// inflated as the client takes them. hyper asks for the next chunk only when
+/// its write buffer has room, so a client that reads slowly holds a few
+/// inflated chunks, never a whole inflated body.
 struct Chunks {
-    chunks: std::collections::VecDeque<bytes::Bytes>,
+    source: Source,
     remaining: u64,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
+enum Source {
+    Gzip(std::collections::VecDeque<bytes::Bytes>),
+    Plain(PlainText),
+}
+
 impl Chunks {
-    fn new(chunks: Vec<bytes::Bytes>, slot: Option<OwnedSemaphorePermit>) -> Chunks {
-        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+    fn new(body: Body, gzip: bool, slot: Option<OwnedSemaphorePermit>) -> Chunks {
+        let (source, remaining) = if gzip {
+            let len = body.gzip_len();
+            let chunks = body.gzip.into_iter().filter(|c| !c.is_empty());
+            (Source::Gzip(chunks.collect()), len)
+        } else {
+            (Source::Plain(body.plain_text()), body.plain_len())
+        };
         Chunks {
-            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
-            remaining,
+            source,
+            remaining: remaining as u64,
             _slot: slot,
         }
     }
@@ -392,21 +403,27 @@ impl Chunks {
 
 impl http_body::Body for Chunks {
     type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
+    type Error = InflateError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        let chunk = self.chunks.pop_front();
-        if let Some(chunk) = &chunk {
+        let chunk = match &mut self.source {
+            Source::Gzip(chunks) => chunks.pop_front().map(Ok),
+            Source::Plain(text) => text.next(),
+        };
+        if let Some(Ok(chunk)) = &chunk {
             self.remaining -= chunk.len() as u64;
         }
-        std::task::Poll::Ready(chunk.map(|c| Ok(http_body::Frame::data(c))))
+        std::task::Poll::Ready(chunk.map(|c| c.map(http_body::Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        match &self.source {
+            Source::Gzip(chunks) => chunks.is_empty(),
+            Source::Plain(text) => text.is_done(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -499,6 +516,102 @@ async fn ready(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expose::Rows;
+    use crate::expose::fixtures::{fleet, heartbeats_moved, snapshot};
+    use crate::telemetry::Telemetry;
+
+    #[derive(Debug)]
+    struct NoReload;
+
+    impl Reload for NoReload {
+        fn reload(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = Result<(), Arc<ConfigError>>> + Send + '_>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A server on loopback for `published`; dropping the sender stops it.
+    async fn server(published: Arc<Published>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits::default();
+        let state = AppState {
+            published,
+            telemetry_path: "/metrics".into(),
+            reloader: Arc::new(NoReload),
+            web: Arc::new(WebConfigFile::open(None).unwrap()),
+            limits,
+            gate: Arc::new(Gate::new(&limits)),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    #[tokio::test]
+    async fn plain_and_gzip_scrapes_of_a_body_held_partly_compressed_read_the_same() {
+        let published = Arc::new(Published::new(Arc::new(Telemetry::default())));
+        let groups = fleet(200);
+        published.publish(snapshot(&groups, &[]), Rows::Drop);
+        published.publish(snapshot(&heartbeats_moved(&groups), &[]), Rows::Drop);
+        let body = published.current().body(Format::Prometheus).clone();
+        assert!(
+            body.compressed_pieces() > 0,
+            "heartbeat segments held compressed"
+        );
+        let (addr, _stop) = server(published).await;
+        let client = reqwest::Client::builder().no_gzip().build().unwrap();
+        let get = |encoding: &'static str| {
+            client
+                .get(format!("http://{addr}/metrics"))
+                .header(header::ACCEPT_ENCODING, encoding)
+                .send()
+        };
+        let plain = get("identity").await.unwrap();
+        let length = plain.headers()[header::CONTENT_LENGTH].to_str().unwrap();
+        assert_eq!(length, body.plain_len().to_string());
+        let plain = plain.bytes().await.unwrap();
+        assert_eq!(plain.len(), body.plain_len());
+        let zipped = get("gzip").await.unwrap();
+        assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&zipped.bytes().await.unwrap()[..]),
+            &mut unzipped,
+        )
+        .unwrap();
+        assert_eq!(unzipped, plain);
+        let text = String::from_utf8(unzipped).unwrap();
+        assert!(text.contains("gse_agent_heartbeat_age_seconds{group=\"group-0\""));
+    }
+
+    /// A response to a client that reads slowly asks for the next piece of
+    /// text only when hyper has room to write it: each poll gives one chunk,
+    /// a compressed piece inflated at most 64 KiB at a time.
+    #[test]
+    fn the_plain_body_gives_one_bounded_chunk_per_poll() {
+        use http_body::Body as _;
+        let published = Published::new(Arc::new(Telemetry::default()));
+        let groups = fleet(200);
+        published.publish(snapshot(&groups, &[]), Rows::Drop);
+        published.publish(snapshot(&heartbeats_moved(&groups), &[]), Rows::Drop);
+        let body = published.current().body(Format::Prometheus).clone();
+        let total = body.plain_len() as u64;
+        let mut chunks = std::pin::pin!(Chunks::new(body, false, None));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut sent = 0;
+        while let std::task::Poll::Ready(Some(frame)) = chunks.as_mut().poll_frame(&mut cx) {
+            let chunk = frame.unwrap().into_data().unwrap();
+            assert!(chunk.len() <= 64 * 1024);
+            sent += chunk.len() as u64;
+            assert_eq!(chunks.size_hint().exact(), Some(total - sent));
+        }
+        assert_eq!(sent, total);
+        assert!(chunks.is_end_stream());
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
