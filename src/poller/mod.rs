@@ -80,9 +80,12 @@ const CYCLE_BUDGET: f64 = 0.9;
 enum Phase {
     /// No group that lists the agent exports its heartbeat.
     Unread,
-    /// In cycles of this parity (0 or 1), the parity of the agent's run
-    /// of [`AGENTS_PER_SEGMENT`] in its group.
-    Run(u8),
+    /// In cycles of this parity: the parity of the agent's run of
+    /// [`AGENTS_PER_SEGMENT`] in its group (a byte in all).
+    Run {
+        /// Odd runs, odd cycles.
+        odd: bool,
+    },
 }
 
 /// Whether anything exported reads the heartbeat of each group's agents:
@@ -522,9 +525,9 @@ impl Poller {
         let phases = self.refresh_phases(space);
         let refresh = |slot: usize| match phases[slot] {
             Phase::Unread => Refresh::Never,
-            Phase::Run(parity) => Refresh::Every {
+            Phase::Run { odd } => Refresh::Every {
                 interval: self.config.interval,
-                in_phase: u64::from(parity) == self.cycles % 2,
+                in_phase: odd == (self.cycles % 2 == 1),
             },
         };
         let due = |slot: usize| {
@@ -546,9 +549,12 @@ impl Poller {
 
     /// The heartbeat refresh phase of each slot of a space: the parity of
     /// its run of [`AGENTS_PER_SEGMENT`] agents in the first group that
-    /// lists it and reads its heartbeat (the runs the per-agent body is cut
-    /// in), or [`Phase::Unread`] when no group listing it reads it. Made
-    /// for the cycle (a byte a slot) and dropped after.
+    /// lists it and reads its heartbeat, or [`Phase::Unread`] when no group
+    /// listing it reads it. These are the runs the per-agent body is cut in
+    /// while every agent has a row (an agent whose status was never
+    /// answered, or is stale, has none and shifts the body's runs after it
+    /// a little; the bound holds either way). Made for the cycle (a byte a
+    /// slot) and dropped after.
     fn refresh_phases(&self, space: usize) -> Vec<Phase> {
         let mut phases = vec![Phase::Unread; self.memory[space].len()];
         let groups = self.config.groups.iter().zip(&self.plan.slots);
@@ -558,7 +564,8 @@ impl Poller {
             }
             for (at, &slot) in slots.iter().enumerate() {
                 if let Some(phase @ Phase::Unread) = phases.get_mut(slot as usize) {
-                    *phase = Phase::Run((at / AGENTS_PER_SEGMENT % 2) as u8);
+                    let odd = at / AGENTS_PER_SEGMENT % 2 == 1;
+                    *phase = Phase::Run { odd };
                 }
             }
         }
@@ -995,6 +1002,7 @@ mod tests {
         // Cycles start a little late or early, as they do.
         let at = |c: u64| t0 + Duration::from_secs(60 * c) + Duration::from_millis(c % 3 * 4_000);
         assert_eq!(cycle(&mut poller, at(0), &[]).len(), agents, "first: all");
+        assert_eq!(size_of::<Phase>(), 1, "a byte a slot, for the cycle");
         let mut last = vec![0u64; agents];
         for c in 1..12 {
             let due = cycle(&mut poller, at(c), &[]);
