@@ -126,6 +126,23 @@ impl From<Arc<str>> for IpLabel {
     }
 }
 
+/// The per-agent families whose values are an [`AgentRecord`]'s heartbeat
+/// (`heartbeat_age`, `heartbeat_at`), by name: when `metric_deny` removes
+/// both, nothing exported reads the heartbeat and the poller does not ask
+/// GSE again for it (the exposition layer's tests check these are the
+/// families that read it).
+pub(crate) const HEARTBEAT_FAMILIES: [&str; 2] = [
+    "gse_agent_heartbeat_age_seconds",
+    "gse_agent_heartbeat_timestamp_seconds",
+];
+
+/// Agents of a group per segment of the per-agent body: a segment of a
+/// family is the lines of this many agents in the group's order, re-rendered
+/// and compressed only when its text changed. The poller refreshes
+/// heartbeats by runs of this many agents, so a cycle changes about half the
+/// heartbeat segments, not all of them every other cycle.
+pub(crate) const AGENTS_PER_SEGMENT: usize = 2048;
+
 /// What the exporter last learned of one agent (shared by every group that has it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRecord {

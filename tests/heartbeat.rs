@@ -199,3 +199,47 @@ async fn a_returning_agent_shows_a_fresh_heartbeat_within_one_interval() {
     exporter.shutdown().await;
     sim.shutdown().await;
 }
+
+/// The info ids asked in the `cycles` cycles after the first, with `top`
+/// added to the configuration and the group's per-agent series on or off.
+async fn info_ids_after_the_first_cycle(top: &str, per_agent: bool, cycles: u64) -> usize {
+    let sim = start_sim(SimOptions {
+        agents: 40,
+        seed: 18,
+        online_share: 0.8,
+        report_period: REPORT_PERIOD,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let top = format!(
+        "interval: {}ms\ninfo_interval: 1h\n{top}",
+        INTERVAL.as_millis()
+    );
+    let yaml = config_yaml(&sim, "", &top, &[GroupSpec::web(&truth)]).replace(
+        "    hosts:\n",
+        &format!("    per_agent_metrics: {per_agent}\n    hosts:\n"),
+    );
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let before = info_ids(&sim);
+    wait_cycles(&exporter, 1 + cycles, Duration::from_secs(10 * cycles)).await;
+    let asked = info_ids(&sim) - before;
+    exporter.shutdown().await;
+    sim.shutdown().await;
+    asked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_no_one_exports_are_not_asked_for_again() {
+    // Both heartbeat families denied, or no per-agent series: after the
+    // first cycle's info, nothing is asked while no agent changes.
+    let denied =
+        "metric_deny: [gse_agent_heartbeat_age_seconds, gse_agent_heartbeat_timestamp_seconds]\n";
+    assert_eq!(info_ids_after_the_first_cycle(denied, true, 4).await, 0);
+    assert_eq!(info_ids_after_the_first_cycle("", false, 4).await, 0);
+    // One of them still exported: the online agents' info, every other cycle.
+    let one = "metric_deny: [gse_agent_heartbeat_age_seconds]\n";
+    let asked = info_ids_after_the_first_cycle(one, true, 4).await;
+    assert!(asked >= 20, "{asked} info ids in 4 cycles");
+}

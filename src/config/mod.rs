@@ -514,6 +514,19 @@ impl Config {
     }
 }
 
+/// A `metric_deny` pattern as it is matched: anchored at both ends.
+fn anchored(pattern: &str) -> String {
+    format!("^(?:{pattern})$")
+}
+
+/// Compiles the deny list (validated with the config; a bad pattern denies nothing).
+pub(crate) fn deny_set(patterns: &[String]) -> Option<regex::RegexSet> {
+    if patterns.is_empty() {
+        return None;
+    }
+    regex::RegexSet::new(patterns.iter().map(|p| anchored(p))).ok()
+}
+
 /// Parses YAML into [`RawConfig`], reporting the key path of the first shape error.
 pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
     parse_yaml(text)

@@ -196,7 +196,7 @@ impl Validator<'_> {
 
     fn metric_deny(&mut self, patterns: &[String]) {
         for (i, pattern) in patterns.iter().enumerate() {
-            if let Err(err) = regex::Regex::new(&format!("^(?:{pattern})$")) {
+            if let Err(err) = regex::Regex::new(&anchored(pattern)) {
                 let rule = format!("is not a valid regular expression: {err}");
                 self.problem(format!("metric_deny[{i}]"), pattern, &rule);
             }

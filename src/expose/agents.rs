@@ -18,7 +18,7 @@ use super::table::{
     AGENT_STATUS_CODE, AGENT_TOPOLOGY_INFO, MetricDef,
 };
 use crate::model::Topology;
-use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
+use crate::snapshot::{AGENTS_PER_SEGMENT, AgentRow, AgentState, GroupSnapshot, Snapshot};
 
 /// The value of one per-agent family for an agent (None: no sample).
 pub(crate) type AgentValue = fn(&AgentRow) -> Option<i64>;
@@ -47,7 +47,7 @@ const BEFORE_INFO: usize = 3;
 /// Agents of a group per segment: a segment of a family is the lines of
 /// this many agents (about 300 KiB of text), so an agent that changes costs
 /// one segment's rendering and compression, not the family's.
-const RUN: usize = if cfg!(test) { 16 } else { 2048 };
+const RUN: usize = if cfg!(test) { 16 } else { AGENTS_PER_SEGMENT };
 
 /// One per-agent family, in exposition order.
 #[derive(Clone, Copy)]
@@ -384,5 +384,43 @@ mod tests {
             ]
         );
         assert!(topology_labels("", None).iter().all(|(_, v)| v.is_empty()));
+    }
+
+    #[test]
+    fn the_heartbeat_families_the_poller_knows_are_those_that_read_it() {
+        // The poller stops refreshing heartbeats nothing exports: its list
+        // of the families that read them must be exactly these.
+        let record = crate::snapshot::AgentRecord {
+            state: AgentState::Online,
+            status_code: Some(2),
+            version: "2.1.3".into(),
+            parent_ip: "10.0.0.1".into(),
+            heartbeat_at: Some(1.7e9),
+            heartbeat_age: Some(12.0),
+            observed_at: std::time::SystemTime::UNIX_EPOCH,
+            last_seen_alive: None,
+        };
+        let row = |record| AgentRow {
+            bk_cloud_id: "0".into(),
+            ip: "10.0.0.7".into(),
+            bk_agent_id: "a1".into(),
+            host_labels: Vec::new().into(),
+            topology: None,
+            record,
+        };
+        let (with, without) = (
+            row(record.clone()),
+            row(crate::snapshot::AgentRecord {
+                heartbeat_at: None,
+                heartbeat_age: None,
+                ..record
+            }),
+        );
+        let reading: Vec<&str> = AGENT_GAUGES
+            .iter()
+            .filter(|(_, value)| value(&with) != value(&without))
+            .map(|(def, _)| def.name)
+            .collect();
+        assert_eq!(reading, crate::snapshot::HEARTBEAT_FAMILIES);
     }
 }

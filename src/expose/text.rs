@@ -17,6 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 use super::table::*;
+pub(crate) use crate::config::deny_set;
 use crate::model::{SKIP_REASONS, build};
 use crate::snapshot::{AgentState, GroupSnapshot, Placement, Snapshot, StateCounts};
 use crate::telemetry::{BODY_ENCODINGS, OTLP_RESULTS, ProcessStats, Rejection, Telemetry};
@@ -67,14 +68,6 @@ pub(crate) fn render(snapshot: Arc<Snapshot>, telemetry: Arc<Telemetry>, format:
     // Writing into a String cannot fail; a label value is escaped, never rejected.
     debug_assert!(encoded.is_ok());
     out
-}
-
-/// Compiles the deny list (validated with the config; a bad pattern denies nothing).
-pub(crate) fn deny_set(patterns: &[String]) -> Option<regex::RegexSet> {
-    if patterns.is_empty() {
-        return None;
-    }
-    regex::RegexSet::new(patterns.iter().map(|p| format!("^(?:{p})$"))).ok()
 }
 
 #[derive(Debug)]

@@ -19,18 +19,19 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::config::{Config, GroupConfig, V1_MAX_BATCH, V2_MAX_BATCH};
+use crate::config::{Config, GroupConfig, V1_MAX_BATCH, V2_MAX_BATCH, deny_set};
 use crate::discovery::{Discovery, ResolvedGroup};
 use crate::model::{ApiVersion, HostEntry, Key, KeyLabel, unix_seconds};
 use crate::pacing::Pacers;
 use crate::snapshot::{
-    AgentRow, AgentState, GroupSnapshot, Placement, Snapshot, StateCounts, count_state,
+    AGENTS_PER_SEGMENT, AgentRow, AgentState, GroupSnapshot, HEARTBEAT_FAMILIES, Placement,
+    Snapshot, StateCounts, count_state,
 };
 use crate::telemetry::Telemetry;
 use crate::upstream::GseError;
 use crate::upstream::gse::{Call, GseClient, Info, Reply, Status, tenant_sent};
 use memory::Memory;
-use record::{AgentInfo, Interner, Observation};
+use record::{AgentInfo, Interner, Observation, Refresh};
 
 /// A group's agents counted per parent and per cloud area while its
 /// snapshot is built (hashing the shared parent strings, sorted at the end).
@@ -74,10 +75,33 @@ impl PlacementCounts {
 /// Share of the interval a cycle may use before unfinished batches count as failed.
 const CYCLE_BUDGET: f64 = 0.9;
 
-/// Intervals after which an online agent whose heartbeat comes from its info
-/// has that info asked again: every other cycle, with half an interval of
-/// slack either way for cycles that start late or end early.
-const HEARTBEAT_REFRESH: f64 = 1.5;
+/// When a slot's heartbeat is refreshed (see [`Refresh`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No group that lists the agent exports its heartbeat.
+    Unread,
+    /// In cycles of this parity: the parity of the agent's run of
+    /// [`AGENTS_PER_SEGMENT`] in its group (a byte in all).
+    Run {
+        /// Odd runs, odd cycles.
+        odd: bool,
+    },
+}
+
+/// Whether anything exported reads the heartbeat of each group's agents:
+/// its per-agent series (on `/metrics` and OTLP alike), unless
+/// `metric_deny` removes both heartbeat families. The group counts read no
+/// heartbeat, and `query` polls once, when every info is asked anyway.
+fn heartbeat_read(config: &Config) -> Vec<bool> {
+    let deny = deny_set(&config.metric_deny);
+    let denied = |name: &str| deny.as_ref().is_some_and(|set| set.is_match(name));
+    let exported = !HEARTBEAT_FAMILIES.iter().all(|name| denied(name));
+    config
+        .groups
+        .iter()
+        .map(|group| group.per_agent_metrics && exported)
+        .collect()
+}
 
 /// The poller: configuration, client, pacing, and what it remembers between cycles.
 #[derive(Debug)]
@@ -97,6 +121,9 @@ pub(crate) struct Poller {
     strings: parking_lot::Mutex<Interner>,
     /// Last cycle's host lists and each group's slots in its space's memory.
     plan: Plan,
+    /// Whether anything exported reads the heartbeat of each group's
+    /// agents (in the order of the configuration's groups).
+    heartbeat_read: Vec<bool>,
     last_success: HashMap<String, f64>,
     discovery: Discovery,
     cycles: u64,
@@ -236,6 +263,7 @@ impl Poller {
             gse.max_in_flight,
         );
         Ok(Poller {
+            heartbeat_read: heartbeat_read(&config),
             config,
             client,
             pacers,
@@ -449,6 +477,7 @@ impl Poller {
                 self.pacers = fresh.pacers;
             }
         }
+        self.heartbeat_read = heartbeat_read(&config);
         self.config = config;
         Ok(())
     }
@@ -487,10 +516,20 @@ impl Poller {
         }
     }
 
+    /// The slots of a space whose info is asked this cycle: missing,
+    /// older than `info_interval`, or wanted by the agent's observation
+    /// ([`Observation::wants_info`]) under its [`Refresh`].
     fn info_due(&self, space: usize, now: SystemTime, outcome: &CycleOutcome) -> Vec<u32> {
         let every = self.config.info_interval;
-        let refresh = self.config.interval.mul_f64(HEARTBEAT_REFRESH);
         let memory = &self.memory[space];
+        let phases = self.refresh_phases(space);
+        let refresh = |slot: usize| match phases[slot] {
+            Phase::Unread => Refresh::Never,
+            Phase::Run { odd } => Refresh::Every {
+                interval: self.config.interval,
+                in_phase: odd == (self.cycles % 2 == 1),
+            },
+        };
         let due = |slot: usize| {
             let Some(info) = &memory.info[slot] else {
                 return true;
@@ -500,12 +539,37 @@ impl Poller {
                 .filter(|_| !outcome.failed[space][slot]);
             now.duration_since(info.fetched()).unwrap_or_default() >= every
                 || answered.is_some_and(|observed| {
-                    observed.wants_info(info, outcome.changed[space][slot], now, refresh)
+                    observed.wants_info(info, outcome.changed[space][slot], now, refresh(slot))
                 })
         };
         (0..memory.len() as u32)
             .filter(|&slot| due(slot as usize))
             .collect()
+    }
+
+    /// The heartbeat refresh phase of each slot of a space: the parity of
+    /// its run of [`AGENTS_PER_SEGMENT`] agents in the first group that
+    /// lists it and reads its heartbeat, or [`Phase::Unread`] when no group
+    /// listing it reads it. These are the runs the per-agent body is cut in
+    /// while every agent has a row (an agent whose status was never
+    /// answered, or is stale, has none and shifts the body's runs after it
+    /// a little; the bound holds either way). Made for the cycle (a byte a
+    /// slot) and dropped after.
+    fn refresh_phases(&self, space: usize) -> Vec<Phase> {
+        let mut phases = vec![Phase::Unread; self.memory[space].len()];
+        let groups = self.config.groups.iter().zip(&self.plan.slots);
+        for ((group, slots), reads) in groups.zip(&self.heartbeat_read) {
+            if !reads || self.space_index(&Space::of(group)) != space {
+                continue;
+            }
+            for (at, &slot) in slots.iter().enumerate() {
+                if let Some(phase @ Phase::Unread) = phases.get_mut(slot as usize) {
+                    let odd = at / AGENTS_PER_SEGMENT % 2 == 1;
+                    *phase = Phase::Run { odd };
+                }
+            }
+        }
+        phases
     }
 
     /// Sends the planned batches, each call's at most a window at a time
@@ -841,6 +905,171 @@ fn random_fraction() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::gse::Status;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    use std::time::UNIX_EPOCH;
+
+    /// A poller of one GSE 2.0 group per entry of `groups` (its number of
+    /// agents and `per_agent_metrics`), planned as a cycle would plan it.
+    fn planned(groups: &[(usize, bool)], deny: &[&str]) -> Poller {
+        let mut yaml = String::from(
+            "gse: {api: v2, url: http://127.0.0.1:1/gse, app_code: a, app_secret: b}\n\
+             interval: 60s\ninfo_interval: 1h\n",
+        );
+        yaml += &format!("metric_deny: {deny:?}\ngroups:\n");
+        for (g, &(agents, per_agent)) in groups.iter().enumerate() {
+            let hosts: Vec<String> = (0..agents).map(|i| format!("\"g{g}a{i}\"")).collect();
+            yaml += &format!(
+                "  - {{name: g{g}, bk_biz_id: 2, per_agent_metrics: {per_agent}, hosts: [{}]}}\n",
+                hosts.join(",")
+            );
+        }
+        let config = Arc::new(Config::parse(&yaml, Path::new(".")).unwrap());
+        let mut poller = Poller::new(config.clone(), Arc::default()).unwrap();
+        plan(&mut poller, &config, 0);
+        poller
+    }
+
+    /// Plans the configured hosts plus `more` new ones in the first group.
+    fn plan(poller: &mut Poller, config: &Config, more: usize) {
+        let resolved: Vec<ResolvedGroup> = config
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, group)| {
+                let extra = (0..if g == 0 { more } else { 0 }).map(|i| crate::model::Host {
+                    agent_id: Some(format!("new{i}")),
+                    ..group.hosts[0].clone()
+                });
+                let hosts = group.hosts.iter().cloned().chain(extra);
+                let entries = hosts
+                    .filter_map(|h| HostEntry::new(&h, group.api, Arc::from([])))
+                    .collect();
+                ResolvedGroup {
+                    hosts: Arc::new(entries),
+                    skipped: BTreeMap::new(),
+                    discovery: None,
+                    bk_biz_name: None,
+                }
+            })
+            .collect();
+        poller.update_plan(&config.groups, &resolved);
+    }
+
+    /// Runs one cycle at `now` in which every agent is online (the slots in
+    /// `changed` having just changed) and GSE answers every info asked;
+    /// returns the slots whose info was asked.
+    fn cycle(poller: &mut Poller, now: SystemTime, changed: &[u32]) -> Vec<u32> {
+        let online = Status {
+            alive: true,
+            status_code: Some(2),
+            version: None,
+            report_time: None,
+        };
+        let info = Info {
+            report_time: Some(unix_seconds(now) - 5.0),
+            ..Info::default()
+        };
+        let strings = poller.strings.get_mut();
+        let memory = &mut poller.memory[0];
+        for observed in &mut memory.observed {
+            *observed = Some(Observation::new(Some(&online), None, now, strings));
+        }
+        let mut outcome = CycleOutcome::new(&poller.memory, Instant::now());
+        for &slot in changed {
+            outcome.changed[0][slot as usize] = true;
+        }
+        let due = poller.info_due(0, now, &outcome);
+        let strings = poller.strings.get_mut();
+        for &slot in &due {
+            poller.memory[0].info[slot as usize] = Some(AgentInfo::new(&info, now, strings));
+        }
+        poller.cycles += 1;
+        due
+    }
+
+    /// The run of a group's agent at `at` in the per-agent body.
+    fn run(at: u32) -> u32 {
+        at / AGENTS_PER_SEGMENT as u32
+    }
+
+    #[test]
+    fn heartbeats_are_refreshed_by_runs_half_of_them_each_cycle() {
+        let agents = 3 * AGENTS_PER_SEGMENT + 100;
+        let mut poller = planned(&[(agents, true)], &[]);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        // Cycles start a little late or early, as they do.
+        let at = |c: u64| t0 + Duration::from_secs(60 * c) + Duration::from_millis(c % 3 * 4_000);
+        assert_eq!(cycle(&mut poller, at(0), &[]).len(), agents, "first: all");
+        assert_eq!(size_of::<Phase>(), 1, "a byte a slot, for the cycle");
+        let mut last = vec![0u64; agents];
+        for c in 1..12 {
+            let due = cycle(&mut poller, at(c), &[]);
+            // Whole runs of the body, of this cycle's parity: half of them.
+            let parity = (c % 2) as u32;
+            assert!(due.iter().all(|&slot| run(slot) % 2 == parity), "cycle {c}");
+            let runs_due = due.iter().map(|&slot| run(slot)).collect::<BTreeSet<_>>();
+            let runs = (0..agents as u32).map(run).filter(|r| r % 2 == parity);
+            assert_eq!(
+                runs_due,
+                runs.collect(),
+                "cycle {c}: every run of its parity"
+            );
+            for &slot in &due {
+                last[slot as usize] = c;
+            }
+            // Never longer than every other cycle.
+            assert!(last.iter().all(|&l| c - l <= 1), "cycle {c}");
+        }
+    }
+
+    #[test]
+    fn a_new_agent_and_a_changed_one_are_asked_at_once() {
+        let agents = 2 * AGENTS_PER_SEGMENT;
+        let mut poller = planned(&[(agents, true)], &[]);
+        let config = poller.config.clone();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let at = |c: u64| t0 + Duration::from_secs(60 * c);
+        cycle(&mut poller, at(0), &[]);
+        // Cycle 1 refreshes the odd run; slot 5 (even run) changed state.
+        let due = cycle(&mut poller, at(1), &[5]);
+        assert!(due.contains(&5), "a change is asked at once");
+        assert_eq!(due.len(), AGENTS_PER_SEGMENT + 1);
+        // Back in its phase next cycle, and after that every other cycle.
+        assert!(cycle(&mut poller, at(2), &[]).contains(&5));
+        assert!(!cycle(&mut poller, at(3), &[]).contains(&5));
+        // A new agent (appended to the group) is asked in the cycle it appears.
+        plan(&mut poller, &config, 1);
+        let due = cycle(&mut poller, at(4), &[]);
+        assert!(due.contains(&(agents as u32)), "new agent asked at once");
+        assert_eq!(due.len(), AGENTS_PER_SEGMENT + 1);
+    }
+
+    #[test]
+    fn heartbeats_no_one_exports_are_not_refreshed() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let at = |c: u64| t0 + Duration::from_secs(60 * c);
+        let asked = |poller: &mut Poller| -> usize {
+            (0..6).map(|c| cycle(poller, at(c), &[]).len()).sum()
+        };
+        let both = [
+            "gse_agent_heartbeat_age_seconds",
+            "gse_agent_heartbeat_.*_seconds",
+        ];
+        // Denied both: only the first cycle asks.
+        assert_eq!(asked(&mut planned(&[(100, true)], &both)), 100);
+        // Exported (one run, even): cycles 0, 2 and 4.
+        assert_eq!(asked(&mut planned(&[(100, true)], &[])), 300);
+        // No per-agent series in the group: the same.
+        assert_eq!(asked(&mut planned(&[(100, false)], &[])), 100);
+        // One heartbeat family still exported: every other cycle.
+        let one = ["gse_agent_heartbeat_age_seconds"];
+        assert_eq!(asked(&mut planned(&[(100, true)], &one)), 300);
+        // Two groups: only the one with per-agent series is refreshed.
+        let mut two = planned(&[(100, true), (100, false)], &[]);
+        assert_eq!(asked(&mut two), 200 + 2 * 100);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {

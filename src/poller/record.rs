@@ -231,6 +231,43 @@ impl AgentInfo {
     }
 }
 
+/// When an online agent's heartbeat, which only its info carries, is asked
+/// again: at most every other cycle, and for about half the agents each
+/// cycle rather than for all of them every other cycle.
+///
+/// Each agent has a phase, even or odd; a cycle whose parity is the agent's
+/// asks it once its info is half an interval old, any cycle once it is one
+/// and a half intervals old (half an interval of slack either way for
+/// cycles that start late or end early). An agent fetched out of its phase
+/// (first seen, or its state changed) is back in it within two cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// Nothing reads the heartbeat (its families denied, or the agent's
+    /// groups have no per-agent series): only `info_interval` and changes
+    /// ask for the info.
+    Never,
+    /// The agent's phase is (or is not) this cycle's parity.
+    Every {
+        /// The poll interval.
+        interval: Duration,
+        /// Whether this cycle is of the agent's phase.
+        in_phase: bool,
+    },
+}
+
+impl Refresh {
+    /// Whether an info fetched `fetched_ago` is due again this cycle.
+    pub(crate) fn is_due(self, fetched_ago: Duration) -> bool {
+        match self {
+            Refresh::Never => false,
+            Refresh::Every { interval, in_phase } => {
+                let early = if in_phase { 0.5 } else { 1.5 };
+                fetched_ago >= interval.mul_f64(early)
+            }
+        }
+    }
+}
+
 /// What GSE's status call last said of an agent, as the poller remembers it
 /// between cycles (56 bytes); joined with the agent's info it becomes an
 /// [`AgentRecord`].
@@ -302,23 +339,23 @@ impl Observation {
     /// `info_interval` is up: its state or status code just `changed` (an
     /// agent that comes back shows its new report time at once, one that
     /// leaves its last, one GSE just learned of its version and parent), or
-    /// it is online, its heartbeat comes from its info, and that info was
-    /// fetched `refresh` ago or more. GSE 2.0 keeps `report_time` in
-    /// `list_agent_info`; when the status call carries one (some GSE builds)
-    /// or the info has none (GSE 1.x), asking again tells nothing new.
+    /// it is online, its heartbeat comes from its info, and `refresh` says
+    /// that info is due. GSE 2.0 keeps `report_time` in `list_agent_info`;
+    /// when the status call carries one (some GSE builds) or the info has
+    /// none (GSE 1.x), asking again tells nothing new.
     pub(crate) fn wants_info(
         &self,
         info: &AgentInfo,
         changed: bool,
         now: SystemTime,
-        refresh: Duration,
+        refresh: Refresh,
     ) -> bool {
         let heartbeat_from_info = self.report_time.get().is_none() && info.report_time().is_some();
         let fetched_ago = now.duration_since(info.fetched()).unwrap_or_default();
         match self.state {
             AgentState::NotFound | AgentState::Unknown => false,
             _ if changed => true,
-            AgentState::Online => heartbeat_from_info && fetched_ago >= refresh,
+            AgentState::Online => heartbeat_from_info && refresh.is_due(fetched_ago),
             AgentState::Offline => false,
         }
     }
@@ -591,7 +628,10 @@ mod tests {
     fn info_is_asked_again_on_a_change_and_for_a_heartbeat_it_carries() {
         let mut strings = Interner::default();
         let t0 = UNIX_EPOCH + Duration::from_secs(2_000_000);
-        let refresh = Duration::from_secs(90);
+        let refresh = Refresh::Every {
+            interval: Duration::from_secs(60),
+            in_phase: false,
+        };
         let with_report = Info {
             report_time: Some(1_999_990.0),
             ..Info::default()
@@ -630,6 +670,30 @@ mod tests {
             online.wants_info(&bare, true, one_cycle, refresh),
             "GSE just learned of it"
         );
+        // Nothing reads the heartbeat: only a change asks again.
+        assert!(!online.wants_info(&info, false, two_cycles, Refresh::Never));
+        assert!(online.wants_info(&info, true, one_cycle, Refresh::Never));
+    }
+
+    #[test]
+    fn a_refresh_is_due_half_an_interval_early_in_phase_and_late_out_of_it() {
+        let interval = Duration::from_secs(60);
+        let (in_phase, out) = (
+            Refresh::Every {
+                interval,
+                in_phase: true,
+            },
+            Refresh::Every {
+                interval,
+                in_phase: false,
+            },
+        );
+        let secs = Duration::from_secs;
+        assert!(!in_phase.is_due(secs(29)));
+        assert!(in_phase.is_due(secs(30)));
+        assert!(!out.is_due(secs(89)));
+        assert!(out.is_due(secs(90)));
+        assert!(!Refresh::Never.is_due(secs(86_400)));
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn open_envelope(body: &[u8]) -> Result<Body<'_>, GseError> {
 /// anything else (an error envelope, no data, data of the wrong shape) is
 /// read again the careful way, envelope first, for the right error.
 fn read_data<'a, D: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<Option<D>, GseError> {
-    if let Ok(Obj(env)) = serde_json::from_slice::<Obj<Envelope<D>>>(body)
+    if let Ok(Obj(env)) = one_pass::<Obj<Envelope<D>>>(body)
         && env.succeeded() == Some(true)
         && let Some(data) = env.data
     {
@@ -87,6 +87,16 @@ fn read_data<'a, D: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<Optio
     match open_envelope(body)? {
         Body::NoneFound => Ok(None),
         Body::Data(data) => typed(data, what).map(Some),
+    }
+}
+
+/// Reads a whole body as `T`. A body that is valid UTF-8 throughout (every
+/// GSE reply seen) is checked once, not string by string as its fields are
+/// read: a third of the time serde_json spent on a reply's strings.
+fn one_pass<'a, T: Deserialize<'a>>(body: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
     }
 }
 
@@ -625,6 +635,20 @@ mod tests {
             Err(GseError::Decode(_))
         ));
         assert_eq!(error_code(br#"[1306201,false,"m"]"#), (None, String::new()));
+    }
+
+    #[test]
+    fn a_reply_that_is_not_utf8_throughout_reads_as_before() {
+        // Checked once up front, a body with a stray byte in a field that is
+        // not read is read field by field instead, as it always was.
+        let body = b"{\"code\":0,\"data\":[{\"bk_agent_id\":\"a\",\"status_code\":2,\"remark\":\"\xff\"}]}";
+        let reply = v2_state(body, &keys(&["a"])).unwrap();
+        assert_eq!(reply.answers[0].as_ref().unwrap().status_code, Some(2));
+        let body = b"{\"code\":0,\"data\":[{\"bk_agent_id\":\"a\xff\",\"status_code\":2}]}";
+        assert!(matches!(
+            v2_state(body, &keys(&["a"])),
+            Err(GseError::Decode(_))
+        ));
     }
 
     #[test]
