@@ -59,20 +59,13 @@ fn snapshot(agents: usize, cycle: u32) -> Snapshot {
             let mut group = GroupSnapshot {
                 name: format!("group-{g}"),
                 bk_biz_id: (g + 2).to_string(),
-                labels: vec![],
-                host_label_names: vec![],
                 per_agent_metrics: true,
-                bk_biz_name: None,
                 agents: rows,
-                counts: Default::default(),
-                versions: Default::default(),
-                placement: Default::default(),
                 up: true,
                 poll_duration: 1.0,
                 interval: 60.0,
                 last_success: Some(1.0),
-                skipped: Default::default(),
-                discovery: None,
+                ..GroupSnapshot::default()
             };
             group.tally(0);
             group

@@ -545,20 +545,12 @@ mod tests {
         GroupSnapshot {
             name: name.into(),
             bk_biz_id: "2".into(),
-            labels: Vec::new(),
-            host_label_names: Vec::new(),
             per_agent_metrics: true,
-            bk_biz_name: None,
             agents,
             counts,
-            versions: Default::default(),
-            placement: Default::default(),
             up,
-            poll_duration: 0.0,
             interval: 60.0,
-            last_success: None,
-            skipped: Default::default(),
-            discovery: None,
+            ..GroupSnapshot::default()
         }
     }
 

@@ -217,8 +217,9 @@ impl Placement {
     pub const PARENT_STATES: [AgentState; 2] = [AgentState::Online, AgentState::Offline];
 }
 
-/// One group after a cycle.
-#[derive(Debug, Clone, PartialEq)]
+/// One group after a cycle. (`Default` is for fixtures: an empty group
+/// that is down, named "".)
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupSnapshot {
     /// The `group` label.
     pub name: String,

@@ -1,7 +1,6 @@
 //! Snapshots for the tests of the exposition and of the HTTP body: groups
 //! of agents whose state, status code, version and heartbeat vary.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -53,15 +52,10 @@ pub(crate) fn snapshot(groups: &[Vec<Fields>], metric_deny: &[&str]) -> Snapshot
                     .zip(agents)
                     .map(|(i, fields)| agent(g, i, *fields))
                     .collect(),
-                counts: Default::default(),
-                versions: BTreeMap::new(),
-                placement: Default::default(),
                 up: true,
                 poll_duration: 0.5,
                 interval: 60.0,
-                last_success: None,
-                skipped: BTreeMap::new(),
-                discovery: None,
+                ..GroupSnapshot::default()
             };
             group.tally(0);
             group

@@ -693,14 +693,13 @@ impl Pusher {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::SystemTime;
 
     use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 
     use super::*;
     use crate::poller::record::Interner;
-    use crate::snapshot::{AgentRecord, AgentRow, StateCounts};
+    use crate::snapshot::{AgentRecord, AgentRow};
 
     fn group(name: &str, per_agent_metrics: bool, agents: usize) -> GroupSnapshot {
         let agents: Vec<AgentRow> = (0..agents)
@@ -723,19 +722,12 @@ mod tests {
             name: name.into(),
             bk_biz_id: "2".into(),
             labels: vec![("team".into(), "sre".into())],
-            host_label_names: Vec::new(),
             per_agent_metrics,
-            bk_biz_name: None,
             agents,
-            counts: StateCounts::default(),
-            versions: BTreeMap::new(),
-            placement: Default::default(),
             up: true,
             poll_duration: 0.5,
             interval: 60.0,
-            last_success: None,
-            skipped: BTreeMap::new(),
-            discovery: None,
+            ..GroupSnapshot::default()
         };
         g.tally(0);
         g
