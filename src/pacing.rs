@@ -11,6 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -47,8 +48,17 @@ impl Pacer {
             .await
             .expect("the pacing semaphore is never closed");
         let started = Instant::now();
-        self.limiter.until_ready().await;
+        self.token().await;
         (permit, started.elapsed())
+    }
+
+    /// Waits for a token on the runtime's timer (governor's own wait runs a
+    /// timer thread of its own, woken for every request that waits).
+    async fn token(&self) {
+        while let Err(not_until) = self.limiter.check() {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
