@@ -4,15 +4,18 @@
 //! written here once per snapshot, not through the generic encoder, in
 //! segments: a family's lines for a run of agents of one group, rendered
 //! into one reused buffer (each agent's label set escaped once per run and
-//! reused by every family). A segment whose text is the same as the previous
-//! snapshot's at the same place is that segment, shared: the body is not
-//! held twice and what did not change is not compressed again. Gauges read
+//! reused by every family). A segment rendered from the same label sets and
+//! values as the previous snapshot's at the same place (its
+//! [`Fingerprint`]) is that segment, shared: the body is not held twice, and
+//! what did not change is neither rendered nor compressed again. Gauges read
 //! the same in the Prometheus text format and OpenMetrics, so this block is
 //! shared by both formats and compressed once (see [`super::gzip`]).
 //! Owns text layout and escaping; names, help texts and label names come
 //! from [`super::table`], values from the snapshot.
 
-use super::gzip::{Checksum, Segment};
+use std::hash::{Hash, Hasher};
+
+use super::gzip::{Checksum, Fingerprint, Scratch, Segment};
 use super::table::{
     AGENT_HEARTBEAT_AGE, AGENT_HEARTBEAT_TIMESTAMP, AGENT_INFO, AGENT_LABELS, AGENT_ONLINE,
     AGENT_STATUS_CODE, AGENT_TOPOLOGY_INFO, MetricDef,
@@ -92,6 +95,36 @@ impl Family {
         }
     }
 
+    /// The fingerprint of this family's segment of `agents` (of `group`,
+    /// their label sets hashed to `labels`, opening with the family's
+    /// header or not): everything its text is rendered from.
+    fn fingerprint(
+        self,
+        header: bool,
+        labels: u64,
+        group: &GroupSnapshot,
+        agents: &[AgentRow],
+    ) -> Fingerprint {
+        let mut hasher = Fingerprint::hasher();
+        (header, labels).hash(&mut hasher);
+        match self {
+            Family::Gauge(_, value) => agents.iter().for_each(|a| value(a).hash(&mut hasher)),
+            Family::Info => agents.iter().for_each(|a| {
+                let [version, parent_ip] = [&*a.record.version, &*a.record.parent_ip];
+                (version, parent_ip).hash(&mut hasher);
+            }),
+            Family::Topology => {
+                if let Some(biz_name) = &group.bk_biz_name {
+                    for agent in agents {
+                        let labels = topology_labels(biz_name, agent.topology.as_deref());
+                        labels.map(|(_, value)| value).hash(&mut hasher);
+                    }
+                }
+            }
+        }
+        Fingerprint::of(&hasher)
+    }
+
     /// Appends the lines of `agents` (of `group`, labels in `labels`).
     fn lines(
         self,
@@ -144,9 +177,10 @@ impl Block {
 }
 
 /// Renders every per-agent family not denied by `denied`, one segment at a
-/// time into a reused buffer; a segment whose text equals `previous`'s at the
-/// same place is that segment (shared, not compressed again), one whose text
-/// changed is held compressed only (see [`Segment::next`]).
+/// time into a reused buffer; a segment rendered from what `previous`'s at
+/// the same place was is that segment (shared, neither rendered nor
+/// compressed again), one whose label sets or values changed is rendered
+/// and held compressed only (see [`Segment::next`]).
 pub(crate) fn render(
     snapshot: &Snapshot,
     denied: &dyn Fn(&MetricDef) -> bool,
@@ -161,20 +195,24 @@ pub(crate) fn render(
         .filter(|(_, f)| !denied(f.def()) && f.present(&groups))
         .collect();
     let mut placed: Vec<Vec<(Key, Segment)>> = vec![Vec::new(); families.len()];
-    let (mut labels, mut text, mut deflated) = (LabelSets::default(), Vec::new(), Vec::new());
+    let (mut labels, mut scratch) = (LabelSets::default(), Scratch::default());
     for (g, group) in &groups {
         for (run, agents) in (0u32..).zip(group.agents.chunks(RUN)) {
             labels.fill(group, agents);
+            let label_hash = labels.hash();
             for ((id, family), placed) in families.iter().zip(&mut placed) {
-                text.clear();
-                if placed.is_empty() {
-                    header(&mut text, family.def());
-                }
-                family.lines(&mut text, group, agents, &labels);
+                let header = placed.is_empty();
+                let fingerprint = family.fingerprint(header, label_hash, group, agents);
+                let render = |text: &mut Vec<u8>| {
+                    if header {
+                        self::header(text, family.def());
+                    }
+                    family.lines(text, group, agents, &labels);
+                };
                 let key = (*id, *g, run);
                 let segment = match previous.get(key) {
-                    Some(old) => old.next(&text, &mut deflated),
-                    None => Segment::new(&text, &mut deflated),
+                    Some(old) => old.next(fingerprint, render, &mut scratch),
+                    None => Segment::new(fingerprint, render, &mut scratch),
                 };
                 placed.push((key, segment));
             }
@@ -317,6 +355,13 @@ impl LabelSets {
             label_set(&mut self.text, group, agent);
             self.ends.push(self.text.len());
         }
+    }
+
+    /// The label sets hashed (under the fingerprints' key).
+    fn hash(&self) -> u64 {
+        let mut hasher = Fingerprint::hasher();
+        (&self.text, &self.ends).hash(&mut hasher);
+        hasher.finish()
     }
 
     fn get(&self, i: usize) -> &[u8] {

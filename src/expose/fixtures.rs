@@ -101,3 +101,24 @@ pub(crate) fn heartbeats_moved(groups: &[Vec<Fields>]) -> Vec<Vec<Fields>> {
         })
         .collect()
 }
+
+/// Changes what one agent's series are labelled with, or its group's,
+/// leaving every value as it is: `how` picks the ip, the agent id, a host
+/// label, the topology, the business name or a group label.
+pub(crate) fn relabel(snapshot: &mut Snapshot, group: usize, agent: usize, how: u8) {
+    let group = &mut snapshot.groups[group];
+    let Some(row) = group.agents.get_mut(agent) else {
+        return;
+    };
+    match how % 6 {
+        0 => row.ip = "10.254.0.1".into(),
+        1 => row.bk_agent_id = "0100ffffffffffffffffffffffffffff".into(),
+        2 => row.host_labels = vec!["rack-\"moved\"".to_string()].into(),
+        3 => {
+            let moved = Topology::from_names(["db"], ["mysql"], "carol", "");
+            row.topology = Some(Arc::new(moved));
+        }
+        4 => group.bk_biz_name = Some("支付-2".into()),
+        _ => group.labels = vec![("team".into(), "dba".into())],
+    }
+}

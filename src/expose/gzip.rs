@@ -17,13 +17,15 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 const HEADER: &[u8] = &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
 /// One piece of text and its deflate bytes, which open (or continue) a
-/// deflate stream at a byte boundary without ending it. A segment rendered
-/// afresh (its place is new, or its text changed since the previous
-/// snapshot) is held compressed only: its text is the deflate bytes' and is
-/// inflated when a plain body is served. One whose text did not change is
-/// shared with the previous snapshot; one held compressed only gets its text
-/// back once its text has stayed the same over [`TEXT_BACK_AFTER`]
-/// snapshots (it stopped changing).
+/// deflate stream at a byte boundary without ending it, and the
+/// [`Fingerprint`] of what the text was rendered from. A segment rendered
+/// afresh (its place is new, or what it is rendered from changed since the
+/// previous snapshot) is held compressed only: its text is the deflate
+/// bytes' and is inflated when a plain body is served. One whose
+/// fingerprint did not change is shared with the previous snapshot, and not
+/// rendered at all; one held compressed only gets its text back once its
+/// fingerprint has stayed the same over [`TEXT_BACK_AFTER`] snapshots (it
+/// stopped changing).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Segment {
     /// The text (empty when held compressed only, or when there is none).
@@ -34,11 +36,10 @@ pub(crate) struct Segment {
     crc: u32,
     /// Bytes of text.
     len: usize,
-    /// The digest of the text when it is held compressed only, to tell
-    /// whether the next snapshot's text at this place is the same.
-    digest: Option<Digest>,
-    /// Snapshots in a row after the one that rendered it whose text at its
-    /// place was the same (while held compressed only).
+    /// What the text was rendered from.
+    fingerprint: Fingerprint,
+    /// Snapshots in a row after the one that rendered it whose fingerprint
+    /// at its place was the same (while held compressed only).
     unchanged: u8,
 }
 
@@ -49,27 +50,68 @@ pub(crate) struct Segment {
 /// time, beside the body being served (about 15 MB at 100k agents).
 const TEXT_BACK_AFTER: u8 = 2;
 
-impl Segment {
-    /// `text` at a place the previous snapshot did not have: held
-    /// compressed only; `scratch` is reused between calls.
-    pub(crate) fn new(text: &[u8], scratch: &mut Vec<u8>) -> Segment {
-        Segment::compressed(text, Digest::of(text), scratch)
+/// What a segment's text is rendered from (its family, its agents' label
+/// sets and values), hashed with SipHash-1-3 under a key drawn at random
+/// when the process starts. Equal inputs render equal text, so a segment
+/// whose fingerprint did not change is neither rendered nor compared nor
+/// compressed again. Different inputs share a fingerprint with a chance of
+/// about 2^-64 per comparison, and text chosen to collide (labels come from
+/// CMDB and GSE) cannot be found without the key, which never leaves the
+/// process; a segment wrongly taken for unchanged would serve its previous
+/// text until its inputs change again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Fingerprint(u64);
+
+impl Fingerprint {
+    /// A hasher under the process's key; [`Fingerprint::of`] finishes it.
+    pub(crate) fn hasher() -> std::hash::DefaultHasher {
+        static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        std::hash::BuildHasher::build_hasher(KEY.get_or_init(std::hash::RandomState::new))
     }
 
-    /// The segment at this one's place in the next snapshot, whose text is
-    /// `text`: this one, shared, when the text is the same (given its text
-    /// back, exactly sized, when held compressed only for long enough);
-    /// else `text` held compressed only.
-    pub(crate) fn next(&self, text: &[u8], scratch: &mut Vec<u8>) -> Segment {
-        if text.is_empty() {
-            return Segment::default();
+    /// The fingerprint of what `hasher` was fed.
+    pub(crate) fn of(hasher: &impl std::hash::Hasher) -> Fingerprint {
+        Fingerprint(hasher.finish())
+    }
+}
+
+/// The buffers segments are rendered and compressed into, reused from one
+/// segment to the next.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    text: Vec<u8>,
+    deflated: Vec<u8>,
+}
+
+impl Segment {
+    /// The segment at a place the previous snapshot did not have: `render`
+    /// writes its text (into an empty buffer), held compressed only.
+    pub(crate) fn new(
+        fingerprint: Fingerprint,
+        render: impl FnOnce(&mut Vec<u8>),
+        scratch: &mut Scratch,
+    ) -> Segment {
+        scratch.text.clear();
+        render(&mut scratch.text);
+        Segment::compressed(fingerprint, scratch)
+    }
+
+    /// The segment at this one's place in the next snapshot, rendered from
+    /// what hashes to `fingerprint`: this one, shared, when that did not
+    /// change (given its text back, exactly sized, when held compressed
+    /// only for long enough; `render` is called then, and only then); else
+    /// the text `render` writes, held compressed only.
+    pub(crate) fn next(
+        &self,
+        fingerprint: Fingerprint,
+        render: impl FnOnce(&mut Vec<u8>),
+        scratch: &mut Scratch,
+    ) -> Segment {
+        if fingerprint != self.fingerprint {
+            return Segment::new(fingerprint, render, scratch);
         }
-        if self.digest.is_none() && self.plain[..] == *text {
+        if !self.compressed_only() {
             return self.clone();
-        }
-        let digest = Digest::of(text);
-        if self.digest != Some(digest) || self.len != text.len() {
-            return Segment::compressed(text, digest, scratch);
         }
         let unchanged = self.unchanged + 1;
         if unchanged < TEXT_BACK_AFTER {
@@ -78,27 +120,43 @@ impl Segment {
                 ..self.clone()
             };
         }
+        scratch.text.clear();
+        render(&mut scratch.text);
+        let text = &scratch.text[..];
+        if text.len() != self.len || crc32fast::hash(text) != self.crc {
+            // Not the text it was: a fingerprint that left out something
+            // the text is made of. Serve the text, compressed anew.
+            return Segment::compressed(fingerprint, scratch);
+        }
         Segment {
             plain: held(text),
-            digest: None,
             unchanged: 0,
             ..self.clone()
         }
     }
 
-    /// `text`'s deflate bytes, CRC, length and digest, without the text.
-    fn compressed(text: &[u8], digest: Digest, scratch: &mut Vec<u8>) -> Segment {
+    /// Whether it has text held only as its deflate bytes.
+    fn compressed_only(&self) -> bool {
+        self.len > 0 && self.plain.is_empty()
+    }
+
+    /// The text in `scratch`: its deflate bytes, CRC and length, without it.
+    fn compressed(fingerprint: Fingerprint, scratch: &mut Scratch) -> Segment {
+        let text = &scratch.text[..];
         if text.is_empty() {
-            return Segment::default();
+            return Segment {
+                fingerprint,
+                ..Segment::default()
+            };
         }
-        scratch.clear();
-        deflate(text, FlushCompress::Sync, scratch);
+        scratch.deflated.clear();
+        deflate(text, FlushCompress::Sync, &mut scratch.deflated);
         Segment {
             plain: Bytes::new(),
-            deflated: held(scratch),
+            deflated: held(&scratch.deflated),
             crc: crc32fast::hash(text),
             len: text.len(),
-            digest: Some(digest),
+            fingerprint,
             unchanged: 0,
         }
     }
@@ -113,24 +171,6 @@ impl Segment {
                 len,
             }),
         }
-    }
-}
-
-/// A 128-bit digest of a segment's text: SHA-256, truncated. Two different
-/// texts share one with a chance of about 2^-128 per comparison, so a
-/// segment wrongly taken for unchanged (its previous text served for one
-/// more cycle) is negligible, even against text chosen to collide (the
-/// labels come from CMDB and GSE); comparing bytes would need the text the
-/// segment no longer holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Digest([u8; 16]);
-
-impl Digest {
-    fn of(text: &[u8]) -> Digest {
-        let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text);
-        let mut digest = [0; 16];
-        digest.copy_from_slice(&sha.as_ref()[..16]);
-        Digest(digest)
     }
 }
 
@@ -333,6 +373,31 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// The fingerprint of a text, for segments rendered from it alone.
+    fn fingerprint(text: &[u8]) -> Fingerprint {
+        let mut hasher = Fingerprint::hasher();
+        std::hash::Hasher::write(&mut hasher, text);
+        Fingerprint::of(&hasher)
+    }
+
+    /// A new segment of `text`.
+    fn segment(text: &[u8], scratch: &mut Scratch) -> Segment {
+        Segment::new(
+            fingerprint(text),
+            |out| out.extend_from_slice(text),
+            scratch,
+        )
+    }
+
+    /// The segment after `old` whose text is `text`.
+    fn next(old: &Segment, text: &[u8], scratch: &mut Scratch) -> Segment {
+        old.next(
+            fingerprint(text),
+            |out| out.extend_from_slice(text),
+            scratch,
+        )
+    }
+
     fn gunzip(chunks: &[Bytes]) -> Vec<u8> {
         let gz = chunks.concat();
         let mut plain = Vec::new();
@@ -347,10 +412,10 @@ mod tests {
         let text: Vec<u8> = (0..200_000)
             .flat_map(|i: u32| format!("line {i}\n").into_bytes())
             .collect();
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::default();
         let segments: Vec<Segment> = [&text[..70_000], &[][..], &text[70_000..]]
             .iter()
-            .map(|part| Segment::new(part, &mut scratch))
+            .map(|part| segment(part, &mut scratch))
             .collect();
         let checksum = Checksum::of(&segments);
         for tail in [&b""[..], b"# EOF\n", b"tail with more text\n"] {
@@ -369,8 +434,8 @@ mod tests {
                 format!("gse_agent_heartbeat_age_seconds{{n=\"{i}\"}} {i}\n").into_bytes()
             })
             .collect();
-        let mut scratch = Vec::new();
-        let Some(piece @ Piece::Deflated { .. }) = Segment::new(&text, &mut scratch).piece() else {
+        let mut scratch = Scratch::default();
+        let Some(piece @ Piece::Deflated { .. }) = segment(&text, &mut scratch).piece() else {
             panic!("a new segment is held compressed only");
         };
         let tail = Piece::Text(Bytes::from_static(b"tail\n"));
@@ -394,29 +459,68 @@ mod tests {
 
     #[test]
     fn a_segment_is_held_compressed_until_its_text_stays_the_same_twice() {
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::default();
         let compressed = |s: &Segment| matches!(s.piece(), Some(Piece::Deflated { len: 4, .. }));
         let text = |s: &Segment| match s.piece() {
             Some(Piece::Text(t)) if t == "a 1\n" => Some(t.as_ptr()),
             _ => None,
         };
-        let a = Segment::new(b"a 1\n", &mut scratch);
-        let once = a.next(b"a 1\n", &mut scratch);
+        let a = segment(b"a 1\n", &mut scratch);
+        let once = next(&a, b"a 1\n", &mut scratch);
         assert!(
             compressed(&a) && compressed(&once),
             "new, then the same once"
         );
         assert_eq!(once.deflated.as_ptr(), a.deflated.as_ptr());
-        let twice = once.next(b"a 1\n", &mut scratch);
+        let twice = next(&once, b"a 1\n", &mut scratch);
         assert!(text(&twice).is_some(), "the same twice: text back");
         assert_eq!(twice.deflated.as_ptr(), a.deflated.as_ptr());
-        let shared = twice.next(b"a 1\n", &mut scratch);
+        let shared = next(&twice, b"a 1\n", &mut scratch);
         assert_eq!(text(&shared), text(&twice));
-        let changed = shared.next(b"a 2\n", &mut scratch);
+        let changed = next(&shared, b"a 2\n", &mut scratch);
         assert!(compressed(&changed), "held compressed once changed");
-        let back = changed.next(b"a 1\n", &mut scratch);
+        let back = next(&changed, b"a 1\n", &mut scratch);
         assert!(compressed(&back) && back.deflated.as_ptr() != a.deflated.as_ptr());
-        assert!(changed.next(b"", &mut scratch).piece().is_none());
+        assert!(next(&changed, b"", &mut scratch).piece().is_none());
+    }
+
+    #[test]
+    fn a_segment_whose_fingerprint_did_not_change_is_not_rendered_again() {
+        let mut scratch = Scratch::default();
+        let fp = fingerprint(b"x");
+        let mut renders = 0;
+        let mut render = |out: &mut Vec<u8>| {
+            renders += 1;
+            out.extend_from_slice(b"a 1\n");
+        };
+        let a = Segment::new(fp, &mut render, &mut scratch);
+        let once = a.next(fp, &mut render, &mut scratch);
+        let twice = once.next(fp, &mut render, &mut scratch);
+        let shared = twice.next(fp, &mut render, &mut scratch);
+        assert!(matches!(shared.piece(), Some(Piece::Text(_))));
+        assert_eq!(
+            renders, 2,
+            "rendered new, and once more to get its text back"
+        );
+        let empty = Segment::new(fp, |_| {}, &mut scratch);
+        let still = empty.next(fp, |_| panic!("not rendered again"), &mut scratch);
+        assert!(still.piece().is_none());
+    }
+
+    /// A fingerprint that left out something the text is made of shows at
+    /// the latest when the text comes back: the text is served, not the old.
+    #[test]
+    fn text_that_differs_under_the_same_fingerprint_is_compressed_anew() {
+        let mut scratch = Scratch::default();
+        let fp = fingerprint(b"x");
+        let old = Segment::new(fp, |out| out.extend_from_slice(b"a 1\n"), &mut scratch);
+        let once = old.next(fp, |_| panic!("not rendered"), &mut scratch);
+        let back = once.next(fp, |out| out.extend_from_slice(b"a 2\n"), &mut scratch);
+        let Some(piece @ Piece::Deflated { .. }) = back.piece() else {
+            panic!("compressed anew");
+        };
+        let text: Result<Vec<Bytes>, _> = PlainText::new(vec![piece]).collect();
+        assert_eq!(text.unwrap().concat(), b"a 2\n");
     }
 
     #[test]

@@ -275,7 +275,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::expose::fixtures::{fields, fleet, heartbeats_moved, snapshot};
+    use crate::expose::fixtures::{fields, fleet, heartbeats_moved, relabel, snapshot};
     use crate::snapshot::AgentState;
 
     fn exposition(snapshot: &Snapshot) -> Exposition {
@@ -451,6 +451,7 @@ mod tests {
         fn a_next_exposition_reads_as_one_rendered_afresh_and_gzip_as_plain(
             groups in prop::collection::vec(prop::collection::vec(fields(), 0..90), 1..4),
             changes in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), fields()), 0..8),
+            relabels in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>()), 0..4),
             deny in 0..3usize,
         ) {
             let deny: &[&str] = [&[][..], &["gse_agent_topology_info"][..], &["gse_agent_heartbeat_.*"][..]][deny];
@@ -463,7 +464,12 @@ mod tests {
                     after[g][i] = fields;
                 }
             }
-            let after = snapshot(&after, deny);
+            let mut after = snapshot(&after, deny);
+            for (g, i, how) in relabels {
+                let g = g.index(after.groups.len());
+                let i = i.index(after.groups[g].agents.len().max(1));
+                relabel(&mut after, g, i, how);
+            }
             let next = first.next(Arc::new(after.clone()));
             let afresh = exposition(&after);
             for format in [Format::Prometheus, Format::OpenMetrics] {
