@@ -578,6 +578,12 @@ mod tests {
                 ),
             ),
             (
+                "a flow group closed after the block",
+                format!(
+                    "{HEAD}  - {{name: a, bk_biz_id: 1,\n    hosts:\n      - {{ip: 10.0.0.1}}\n  }}\n"
+                ),
+            ),
+            (
                 "an aliased group",
                 format!(
                     "{HEAD}  - &g\n    name: a\n    bk_biz_id: 1\n    hosts:\n      - {{ip: 10.0.0.1}}\n  - *g\n"
