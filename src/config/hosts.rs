@@ -64,6 +64,18 @@ struct BadHost {
 /// The rule a host of another shape breaks.
 const HOST_SHAPE: &str = "a host is \"cloud:ip\", an agent id, or {ip, bk_cloud_id, bk_agent_id}";
 
+impl RawHost {
+    /// A host written as a string: `"cloud:ip"` or an agent id.
+    pub(super) fn from_text(text: &str) -> RawHost {
+        RawHost(parse_host_text(text).map_err(|rule| BadHost::new(text, rule)))
+    }
+
+    /// A host written as a map, its keys and values in the order written.
+    pub(super) fn from_fields(fields: &[(HostKey, Scalar)]) -> RawHost {
+        RawHost(host_from_fields(fields).map_err(|rule| BadHost::new(&fields_text(fields), rule)))
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for RawHost {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(HostVisitor).map(RawHost)
@@ -80,7 +92,7 @@ impl<'de> serde::de::Visitor<'de> for HostVisitor {
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
-        Ok(parse_host_text(text).map_err(|rule| BadHost::new(text, rule)))
+        Ok(RawHost::from_text(text).0)
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -88,7 +100,7 @@ impl<'de> serde::de::Visitor<'de> for HostVisitor {
         while let Some(key) = map.next_key::<HostKey>()? {
             fields.push((key, map.next_value()?));
         }
-        Ok(host_from_fields(&fields).map_err(|rule| BadHost::new(&fields_text(&fields), rule)))
+        Ok(RawHost::from_fields(&fields).0)
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -132,7 +144,7 @@ impl BadHost {
 
 /// A key of a host map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum HostKey {
+pub(super) enum HostKey {
     Ip,
     Cloud,
     Agent,
@@ -167,7 +179,7 @@ impl<'de> serde::Deserialize<'de> for HostKey {
 /// A value of a host map: text, an integer, or something else (shown as written
 /// as far as it is a scalar).
 #[derive(Debug)]
-enum Scalar {
+pub(super) enum Scalar {
     Text(String),
     Int(i64),
     Other(String),

@@ -6,9 +6,9 @@
 //! and one [`validate::Validator`] turns them into typed values, checking
 //! every rule and collecting *every* problem with the key path, the bad value
 //! and the rule it breaks. This module (`mod.rs`) holds the typed result and
-//! the entry points; host parsing is [`hosts`], PEM reading [`pem`], upstream
-//! TLS [`tls`], the web configuration [`web`], and noticing that a file
-//! changed [`watch`].
+//! the entry points; host parsing is [`hosts`], the fast path for hosts
+//! written inline [`inline`], PEM reading [`pem`], upstream TLS [`tls`], the
+//! web configuration [`web`], and noticing that a file changed [`watch`].
 //!
 //! No network I/O and no knowledge of metrics. Secrets stay in
 //! [`Secret`], whose `Debug` never shows the value.
@@ -22,6 +22,7 @@ use crate::model::{ApiVersion, Host, RateLimit, Secret, Sharding};
 
 mod file;
 pub(crate) mod hosts;
+mod inline;
 mod nesting;
 mod pem;
 pub(crate) mod schema;
@@ -529,7 +530,10 @@ pub(crate) fn deny_set(patterns: &[String]) -> Option<regex::RegexSet> {
 
 /// Parses YAML into [`RawConfig`], reporting the key path of the first shape error.
 pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
-    parse_yaml(text)
+    match inline::parse(text) {
+        Some(raw) => Ok(raw),
+        None => parse_yaml(text),
+    }
 }
 
 /// Parses YAML into any file shape, reporting the key path of the first shape error.
@@ -548,7 +552,7 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
         yaml_options(text.len()),
         |de| {
             serde_path_to_error::deserialize(de).map_err(|err| {
-                path = err.path().to_string();
+                path = inline::written_path(err.path().to_string());
                 err.into_inner()
             })
         },

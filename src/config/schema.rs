@@ -170,7 +170,7 @@ pub(crate) struct RawGroup {
     pub(crate) labels: BTreeMap<String, String>,
     /// Hosts: `"cloud:ip"`, an agent id, or `{ip, bk_cloud_id, bk_agent_id}`.
     #[serde(default)]
-    pub(crate) hosts: Vec<super::hosts::RawHost>,
+    pub(crate) hosts: super::inline::RawHosts,
     /// A file of hosts, one per line, `#` comments; re-read when it changes.
     pub(crate) hosts_file: Option<PathBuf>,
     /// Every host of the business from CMDB (`{}` for all of it).

@@ -571,8 +571,8 @@ impl Validator<'_> {
             self.problem(key, api.to_string(), &rule);
         }
         self.labels(path, &raw.labels);
-        let no_hosts = raw.hosts.is_empty();
-        let hosts = self.hosts(path, std::mem::take(&mut raw.hosts), api);
+        let no_hosts = raw.hosts.list.is_empty();
+        let hosts = self.hosts(path, std::mem::take(&mut raw.hosts.list), api);
         if no_hosts && raw.hosts_file.is_none() && raw.cmdb.is_none() {
             let rule = "a group needs a host source: hosts, hosts_file or cmdb";
             self.problem(path.to_string(), raw.name.clone(), rule);
