@@ -78,11 +78,13 @@ pub(super) fn written_path(path: String) -> String {
 pub(super) fn parse(text: &str) -> Option<RawConfig> {
     // The parser breaks lines at `\r` as well: its line numbers would differ.
     // A text nested too deeply is refused by the slow path, as always.
-    if text.as_bytes().contains(&b'\r') || super::nesting::too_deep(text).is_some() {
+    if text.as_bytes().contains(&b'\r') {
         return None;
     }
+    // Blocks first: a text with none is left to the parser at once, which
+    // bounds its nesting itself (one pass over it, not two).
     let blocks = blocks(text);
-    if blocks.is_empty() {
+    if blocks.is_empty() || super::nesting::too_deep(text).is_some() {
         return None;
     }
     let mut raw: RawConfig = super::parse_yaml(&skeleton(text, &blocks)).ok()?;
@@ -717,14 +719,7 @@ mod tests {
         let keys = prop::sample::subsequence(vec![0, 1, 2], 1..=3).prop_shuffle();
         let fields =
             (keys, ip, cloud, agent, odd_field).prop_map(|(keys, ip, cloud, agent, odd)| {
-                let mut fields: Vec<String> = keys
-                    .iter()
-                    .map(|key| match key {
-                        0 => format!("ip: {ip}"),
-                        1 => format!("bk_cloud_id: {cloud}"),
-                        _ => format!("bk_agent_id: {agent}"),
-                    })
-                    .collect();
+                let mut fields = host_fields(&keys, &ip, &cloud, &agent);
                 fields.extend(odd.map(String::from));
                 fields
             });
@@ -848,6 +843,18 @@ mod tests {
         )
     }
 
+    /// A host map's fields as written, in the order `keys` gives (0 `ip`,
+    /// 1 `bk_cloud_id`, 2 `bk_agent_id`).
+    fn host_fields(keys: &[u8], ip: &str, cloud: &str, agent: &str) -> Vec<String> {
+        keys.iter()
+            .map(|key| match key {
+                0 => format!("ip: {ip}"),
+                1 => format!("bk_cloud_id: {cloud}"),
+                _ => format!("bk_agent_id: {agent}"),
+            })
+            .collect()
+    }
+
     /// A configuration whose every hosts block is in the grammar.
     fn grammar_config() -> impl Strategy<Value = String> {
         let ip = select(&["10.0.0.1", "10.0.0.2", "192.168.1.1"][..]);
@@ -855,15 +862,7 @@ mod tests {
         let agent = select(&["\"0100ab\"", "0100ab", "\"0:10.0.0.1\"", "\"bad-id\""][..]);
         let keys = prop::sample::subsequence(vec![0, 1, 2], 1..=3).prop_shuffle();
         let map = (keys, ip, cloud, agent).prop_map(|(keys, ip, cloud, agent)| {
-            let fields: Vec<String> = keys
-                .iter()
-                .map(|key| match key {
-                    0 => format!("ip: {ip}"),
-                    1 => format!("bk_cloud_id: {cloud}"),
-                    _ => format!("bk_agent_id: {agent}"),
-                })
-                .collect();
-            format!("{{{}}}", fields.join(", "))
+            format!("{{{}}}", host_fields(&keys, ip, cloud, agent).join(", "))
         });
         let item = prop_oneof![
             map,
