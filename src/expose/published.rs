@@ -353,12 +353,18 @@ mod tests {
         let first = exposition(&still);
         let pieces = |e: &Exposition| e.body(Format::Prometheus).plain.len() - 1;
         let compressed = |e: &Exposition| e.body(Format::Prometheus).compressed_pieces();
-        assert_eq!(compressed(&first), pieces(&first), "all new: compressed");
-        let once = first.next(Arc::new(still.clone()));
-        assert_eq!(compressed(&once), pieces(&once), "the same once: still");
-        let settled = once.next(Arc::new(still.clone()));
+        assert_eq!(compressed(&first), 0, "all new: text kept");
+        let changed = first.next(Arc::new(moved.clone()));
+        let once = changed.next(Arc::new(moved.clone()));
+        let held = compressed(&changed);
+        assert!(
+            held > 0 && held < pieces(&changed),
+            "changed: only the heartbeat's compressed"
+        );
+        assert_eq!(compressed(&once), held, "the same once: still");
+        let settled = once.next(Arc::new(moved.clone()));
         assert_eq!(compressed(&settled), 0, "the same twice: text back");
-        let next = settled.next(Arc::new(moved.clone()));
+        let next = settled.next(Arc::new(still.clone()));
         let heartbeat = |e: &Exposition| {
             let text = String::from_utf8(agent_text(e.body(Format::Prometheus))).unwrap();
             let families = [

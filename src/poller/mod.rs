@@ -31,7 +31,7 @@ use crate::telemetry::Telemetry;
 use crate::upstream::GseError;
 use crate::upstream::gse::{Call, GseClient, Info, Reply, Status, tenant_sent};
 use memory::Memory;
-use record::{AgentInfo, Interner, Observation, Refresh};
+use record::{AgentInfo, Interner, Observation, Refresh, stale_cutoff};
 
 /// A group's agents counted per parent and per cloud area while its
 /// snapshot is built (hashing the shared parent strings, sorted at the end).
@@ -669,7 +669,7 @@ impl Poller {
         elapsed: Duration,
         now: SystemTime,
     ) -> GroupSnapshot {
-        let stale_after = self.config.stale_after;
+        let cutoff = stale_cutoff(now, self.config.stale_after);
         let space = self.space_index(&Space::of(group));
         let memory = &self.memory[space];
         let (failed, finished) = (&outcome.failed[space], &outcome.finished[space]);
@@ -696,7 +696,7 @@ impl Poller {
                 .or(info.and_then(AgentInfo::bk_cloud_id));
             let Some(observed) = memory.observed[slot]
                 .as_ref()
-                .filter(|o| !o.is_stale(now, stale_after))
+                .filter(|o| !o.is_stale(cutoff))
             else {
                 counts.add(AgentState::Unknown);
                 placement.add(cloud, None, AgentState::Unknown, &strings);

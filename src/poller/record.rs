@@ -365,11 +365,11 @@ impl Observation {
         self.last_seen_alive.map(Stamp::time)
     }
 
-    /// Whether this observation is too old to report (its batch kept failing).
-    pub(crate) fn is_stale(&self, now: SystemTime, stale_after: Duration) -> bool {
-        now.duration_since(self.observed_at.time())
-            .unwrap_or_default()
-            > stale_after
+    /// Whether this observation is too old to report (its batch kept
+    /// failing): made before `cutoff`, which [`stale_cutoff`] gives once
+    /// per snapshot rather than a time subtraction per agent.
+    pub(crate) fn is_stale(&self, cutoff: SystemTime) -> bool {
+        self.observed_at.time() < cutoff
     }
 
     /// The version to count and export: the status call's, else the info's
@@ -423,6 +423,12 @@ impl Observation {
             last_seen_alive,
         }
     }
+}
+
+/// The time before which an observation is too old to report at `now`:
+/// more than `stale_after` before it.
+pub(crate) fn stale_cutoff(now: SystemTime, stale_after: Duration) -> SystemTime {
+    now.checked_sub(stale_after).unwrap_or(UNIX_EPOCH)
 }
 
 impl AgentRow {
@@ -723,7 +729,12 @@ mod tests {
             &mut Interner::default(),
         );
         let limit = Duration::from_secs(180);
-        assert!(!rec.is_stale(t0 + Duration::from_secs(180), limit));
-        assert!(rec.is_stale(t0 + Duration::from_secs(181), limit));
+        let at = |secs| stale_cutoff(t0 + Duration::from_secs(secs), limit);
+        assert!(!rec.is_stale(at(180)));
+        assert!(rec.is_stale(at(181)));
+        assert!(
+            !rec.is_stale(stale_cutoff(UNIX_EPOCH, limit)),
+            "before the epoch"
+        );
     }
 }
