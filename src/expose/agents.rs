@@ -84,6 +84,17 @@ impl Family {
         }
     }
 
+    /// Whether its values move every cycle or every other one by nature (a
+    /// heartbeat's age and time): a segment of it at a new place is held
+    /// compressed only, as it is soon rendered again; one of any other
+    /// family keeps its text from the start. (Every segment of the first
+    /// render kept: its text beside everything the first cycle holds
+    /// raised the peak at 100k agents to 2.2 times the body.)
+    fn keeps_changing(self) -> bool {
+        let name = self.def().name;
+        name == AGENT_HEARTBEAT_AGE.name || name == AGENT_HEARTBEAT_TIMESTAMP.name
+    }
+
     /// Whether any agent of these groups has a series of this family.
     fn present(self, groups: &[(u32, &GroupSnapshot)]) -> bool {
         match self {
@@ -180,7 +191,8 @@ impl Block {
 /// time into a reused buffer; a segment rendered from what `previous`'s at
 /// the same place was is that segment (shared, neither rendered nor
 /// compressed again), one whose label sets or values changed is rendered
-/// and held compressed only (see [`Segment::next`]).
+/// and held compressed only (see [`Segment::next`]), and one at a new
+/// place keeps its text unless its family keeps changing.
 pub(crate) fn render(
     snapshot: &Snapshot,
     denied: &dyn Fn(&MetricDef) -> bool,
@@ -212,7 +224,10 @@ pub(crate) fn render(
                 let key = (*id, *g, run);
                 let segment = match previous.get(key) {
                     Some(old) => old.next(fingerprint, render, &mut scratch),
-                    None => Segment::new(fingerprint, render, &mut scratch),
+                    None if family.keeps_changing() => {
+                        Segment::new(fingerprint, render, &mut scratch)
+                    }
+                    None => Segment::with_text(fingerprint, render, &mut scratch),
                 };
                 placed.push((key, segment));
             }

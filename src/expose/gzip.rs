@@ -18,12 +18,12 @@ const HEADER: &[u8] = &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
 /// One piece of text and its deflate bytes, which open (or continue) a
 /// deflate stream at a byte boundary without ending it, and the
-/// [`Fingerprint`] of what the text was rendered from. A segment at a place
-/// the previous snapshot did not have (all of them at the first render)
-/// keeps its text: there is no earlier text at its place to hold beside it.
-/// One rendered again because what it is rendered from changed is held
-/// compressed only: its text is the deflate bytes' and is inflated when a
-/// plain body is served. One whose fingerprint did not change is shared
+/// [`Fingerprint`] of what the text was rendered from. A segment rendered
+/// afresh (its place is new, or what it is rendered from changed since the
+/// previous snapshot) is held compressed only: its text is the deflate
+/// bytes' and is inflated when a plain body is served; except that one at a
+/// new place of a family whose values stay put keeps its text
+/// ([`Segment::with_text`]). One whose fingerprint did not change is shared
 /// with the previous snapshot, and not rendered at all; one held compressed
 /// only gets its text back once its fingerprint has stayed the same over
 /// [`TEXT_BACK_AFTER`] snapshots (it stopped changing).
@@ -85,25 +85,26 @@ pub(crate) struct Scratch {
 }
 
 impl Segment {
-    /// The segment at a place the previous snapshot did not have: `render`
-    /// writes its text (into an empty buffer), kept with its deflate bytes.
-    /// (Held compressed only, every segment of the first render got its
-    /// text back two snapshots later by rendering all but the changing
-    /// families again: a tenth of that cycle's CPU at 100k agents.)
-    pub(crate) fn new(
+    /// The segment at a place the previous snapshot did not have, of a
+    /// family whose values stay put: `render` writes its text (into an empty
+    /// buffer), kept beside its deflate bytes. (Held compressed only, such a
+    /// segment of the first render got its text back two snapshots later by
+    /// being rendered again: a sixth of that cycle's CPU at 100k agents.)
+    pub(crate) fn with_text(
         fingerprint: Fingerprint,
         render: impl FnOnce(&mut Vec<u8>),
         scratch: &mut Scratch,
     ) -> Segment {
-        let segment = Segment::rendered(fingerprint, render, scratch);
+        let segment = Segment::new(fingerprint, render, scratch);
         Segment {
             plain: held(&scratch.text),
             ..segment
         }
     }
 
-    /// The text `render` writes (into an empty buffer), held compressed only.
-    fn rendered(
+    /// The segment at a place the previous snapshot did not have: `render`
+    /// writes its text (into an empty buffer), held compressed only.
+    pub(crate) fn new(
         fingerprint: Fingerprint,
         render: impl FnOnce(&mut Vec<u8>),
         scratch: &mut Scratch,
@@ -125,7 +126,7 @@ impl Segment {
         scratch: &mut Scratch,
     ) -> Segment {
         if fingerprint != self.fingerprint {
-            return Segment::rendered(fingerprint, render, scratch);
+            return Segment::new(fingerprint, render, scratch);
         }
         if !self.compressed_only() {
             return self.clone();
@@ -526,10 +527,10 @@ mod tests {
             2,
             "rendered changed, and once more to get its text back"
         );
-        let kept = Segment::new(fp, render, &mut scratch);
+        let kept = Segment::with_text(fp, render, &mut scratch);
         let shared = kept.next(fp, render, &mut scratch);
         let Some(Piece::Text(text)) = shared.piece() else {
-            panic!("a segment at a new place keeps its text");
+            panic!("a segment made with its text keeps it");
         };
         assert_eq!(
             (&text[..], renders.get()),
