@@ -161,12 +161,8 @@ impl Key {
     /// The key's text as a label value that can be read as `&str`.
     pub fn label(&self) -> KeyLabel {
         match &self.0 {
-            KeyRepr::Hex(bytes) => {
-                let mut text = [0; 32];
-                spell(bytes, &mut text);
-                KeyLabel(LabelRepr::Hex(text))
-            }
-            KeyRepr::Text(text) => KeyLabel(LabelRepr::Text(text.clone())),
+            KeyRepr::Hex(bytes) => KeyLabel::new(spell(bytes, &mut [0; 32])),
+            KeyRepr::Text(text) => KeyLabel::from(text.clone()),
         }
     }
 }
@@ -235,57 +231,118 @@ impl serde::Serialize for Key {
     }
 }
 
-/// A [`Key`]'s text kept where it is read as `&str` many times over (an
-/// agent row's `bk_agent_id` label): the hex form spelled out in place.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyLabel(LabelRepr);
+/// A label value read as `&str` many times over (an agent row's, every
+/// cycle), held where it is: text of up to `N` bytes written in place, so
+/// a row costs no allocation for it, and longer text shared. Equal when
+/// their text is.
+#[derive(Clone)]
+pub struct InPlace<const N: usize>(Held<N>);
 
-#[derive(Clone, PartialEq, Eq)]
-enum LabelRepr {
-    /// 32 lowercase hex digits.
-    Hex([u8; 32]),
-    /// Any other text ("" when unknown).
-    Text(Arc<str>),
+#[derive(Clone)]
+enum Held<const N: usize> {
+    /// The first `len` bytes of `text`.
+    Inline { text: [u8; N], len: u8 },
+    /// Anything longer, or already shared.
+    Shared(Arc<str>),
 }
 
-impl KeyLabel {
+/// An agent row's `bk_agent_id` label: a GSE 2.0 id's 32 hex digits in place.
+pub type KeyLabel = InPlace<32>;
+
+/// An agent row's `ip` label: a dotted quad (at most 15 bytes) in place.
+pub type IpLabel = InPlace<15>;
+
+impl<const N: usize> InPlace<N> {
+    /// `text`, in place when it fits.
+    pub fn new(text: &str) -> InPlace<N> {
+        let len = text.len();
+        if len > N || len > usize::from(u8::MAX) {
+            return InPlace(Held::Shared(Arc::from(text)));
+        }
+        let mut bytes = [0; N];
+        bytes[..len].copy_from_slice(text.as_bytes());
+        InPlace(Held::Inline {
+            text: bytes,
+            len: len as u8,
+        })
+    }
+
     /// The label of unknown: "".
-    pub fn empty() -> KeyLabel {
-        KeyLabel(LabelRepr::Text(Arc::from("")))
+    pub fn empty() -> InPlace<N> {
+        InPlace::new("")
     }
 }
 
-impl std::ops::Deref for KeyLabel {
+impl IpLabel {
+    /// The dotted-quad label of an address.
+    pub(crate) fn v4(ip: Ipv4Addr) -> IpLabel {
+        let mut text = [0u8; 15];
+        let mut len = 0;
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                text[len] = b'.';
+                len += 1;
+            }
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(octet).as_bytes();
+            text[len..len + digits.len()].copy_from_slice(digits);
+            len += digits.len();
+        }
+        InPlace(Held::Inline {
+            text,
+            len: len as u8,
+        })
+    }
+}
+
+impl<const N: usize> std::ops::Deref for InPlace<N> {
     type Target = str;
 
     fn deref(&self) -> &str {
         match &self.0 {
-            // Only ASCII digits are ever stored.
-            LabelRepr::Hex(text) => std::str::from_utf8(text).unwrap_or_default(),
-            LabelRepr::Text(text) => text,
+            // Only whole strings are written in place.
+            Held::Inline { text, len } => {
+                std::str::from_utf8(&text[..usize::from(*len).min(N)]).unwrap_or_default()
+            }
+            Held::Shared(text) => text,
         }
     }
 }
 
-impl AsRef<str> for KeyLabel {
+impl<const N: usize> AsRef<str> for InPlace<N> {
     fn as_ref(&self) -> &str {
         self
     }
 }
 
-impl From<&str> for KeyLabel {
-    fn from(text: &str) -> KeyLabel {
-        Key::new(text).label()
+impl<const N: usize> PartialEq for InPlace<N> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 
-impl From<String> for KeyLabel {
-    fn from(text: String) -> KeyLabel {
-        KeyLabel::from(text.as_str())
+impl<const N: usize> Eq for InPlace<N> {}
+
+impl<const N: usize> From<&str> for InPlace<N> {
+    fn from(text: &str) -> InPlace<N> {
+        InPlace::new(text)
     }
 }
 
-impl fmt::Debug for KeyLabel {
+impl<const N: usize> From<String> for InPlace<N> {
+    fn from(text: String) -> InPlace<N> {
+        InPlace::new(&text)
+    }
+}
+
+/// Shared as it is: no copy.
+impl<const N: usize> From<Arc<str>> for InPlace<N> {
+    fn from(text: Arc<str>) -> InPlace<N> {
+        InPlace(Held::Shared(text))
+    }
+}
+
+impl<const N: usize> fmt::Debug for InPlace<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
@@ -625,6 +682,30 @@ mod tests {
         ));
         assert!(matches!(Key::new("0:10.0.0.1").0, KeyRepr::Text(_)));
         assert_eq!(size_of::<Key>(), 24);
+    }
+
+    #[test]
+    fn labels_in_place_read_as_their_text_however_held() {
+        for ip in ["0.0.0.0", "10.0.0.7", "255.255.255.255", "192.168.100.1"] {
+            let label = IpLabel::v4(ip.parse().unwrap());
+            assert_eq!(&*label, ip);
+            assert_eq!(
+                label,
+                IpLabel::from(Arc::<str>::from(ip)),
+                "in place or shared"
+            );
+        }
+        assert_eq!(&*IpLabel::from("fe80::1"), "fe80::1");
+        let long = "fe80::1234:5678:9abc:def0%eth0";
+        assert!(matches!(IpLabel::new(long).0, Held::Shared(_)));
+        assert_eq!(&*IpLabel::from(long.to_string()), long);
+        assert_eq!(&*KeyLabel::empty(), "");
+        assert!(
+            matches!(KeyLabel::empty().0, Held::Inline { .. }),
+            "no allocation"
+        );
+        assert_eq!(size_of::<KeyLabel>(), 40);
+        assert_eq!(size_of::<IpLabel>(), 24);
     }
 
     /// Every digit is checked: any other ASCII byte at any place is not hex.

@@ -6,11 +6,10 @@
 //! I/O and no text formatting here.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::model::{DiscoveryStatus, KeyLabel, Sharding, Topology};
+use crate::model::{DiscoveryStatus, IpLabel, KeyLabel, Sharding, Topology};
 
 /// Where an agent stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,80 +50,6 @@ impl AgentState {
 
 /// GSE 2.0's own code for an agent it does not know; used for both APIs.
 pub(crate) const STATUS_NOT_FOUND: i64 = -2;
-
-/// An `ip` label value: an IPv4 address written inline, so a row costs no
-/// allocation for it each cycle, or any other text, shared. Reads as `&str`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpLabel {
-    /// An IPv4 address: the first `len` bytes of `text`.
-    V4 {
-        /// Dotted quad, at most 15 bytes.
-        text: [u8; 15],
-        /// Bytes used.
-        len: u8,
-    },
-    /// Anything else ("" when unknown).
-    Text(Arc<str>),
-}
-
-impl IpLabel {
-    /// The dotted-quad label of an address.
-    pub(crate) fn v4(ip: Ipv4Addr) -> IpLabel {
-        let mut text = [0u8; 15];
-        let mut len = 0;
-        for (i, octet) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                text[len] = b'.';
-                len += 1;
-            }
-            let mut digits = itoa::Buffer::new();
-            let digits = digits.format(octet).as_bytes();
-            text[len..len + digits.len()].copy_from_slice(digits);
-            len += digits.len();
-        }
-        IpLabel::V4 {
-            text,
-            len: len as u8,
-        }
-    }
-}
-
-impl std::ops::Deref for IpLabel {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        match self {
-            IpLabel::V4 { text, len } => {
-                std::str::from_utf8(&text[..usize::from(*len).min(15)]).unwrap_or_default()
-            }
-            IpLabel::Text(text) => text,
-        }
-    }
-}
-
-impl AsRef<str> for IpLabel {
-    fn as_ref(&self) -> &str {
-        self
-    }
-}
-
-impl From<&str> for IpLabel {
-    fn from(text: &str) -> IpLabel {
-        IpLabel::Text(Arc::from(text))
-    }
-}
-
-impl From<String> for IpLabel {
-    fn from(text: String) -> IpLabel {
-        IpLabel::Text(Arc::from(text))
-    }
-}
-
-impl From<Arc<str>> for IpLabel {
-    fn from(text: Arc<str>) -> IpLabel {
-        IpLabel::Text(text)
-    }
-}
 
 /// The per-agent families whose values are an [`AgentRecord`]'s heartbeat
 /// (`heartbeat_age`, `heartbeat_at`), by name: when `metric_deny` removes
@@ -308,18 +233,4 @@ pub struct Snapshot {
     pub sharding: Sharding,
     /// Metric families never exposed (patterns, anchored).
     pub metric_deny: Vec<String>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_labels_read_as_dotted_quads() {
-        for ip in ["0.0.0.0", "10.0.0.7", "255.255.255.255", "192.168.100.1"] {
-            let label = IpLabel::v4(ip.parse().unwrap());
-            assert_eq!(&*label, ip);
-        }
-        assert_eq!(&*IpLabel::from("fe80::1"), "fe80::1");
-    }
 }

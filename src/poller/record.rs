@@ -11,8 +11,8 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::{HostEntry, Key, KeyLabel, unix_seconds};
-use crate::snapshot::{AgentRecord, AgentRow, AgentState, IpLabel, STATUS_NOT_FOUND};
+use crate::model::{HostEntry, IpLabel, Key, KeyLabel, unix_seconds};
+use crate::snapshot::{AgentRecord, AgentRow, AgentState, STATUS_NOT_FOUND};
 use crate::upstream::gse::{Info, Status};
 
 /// A number standing for a shared string in an [`Interner`]: 4 bytes in
@@ -452,7 +452,7 @@ impl AgentRow {
             Some(ip) => IpLabel::v4(ip),
             None => info
                 .and_then(|i| i.host_ip.label(strings))
-                .unwrap_or_else(|| IpLabel::Text(strings.empty())),
+                .unwrap_or_else(IpLabel::empty),
         };
         AgentRow {
             bk_cloud_id,
