@@ -448,13 +448,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A wanted integer: no sign, fraction or exponent, and it fits.
+    /// A wanted integer that fits: no sign, and no fraction or exponent
+    /// (what follows it must end the member, or the reply is not mine).
     fn int(&mut self) -> Option<i64> {
         let start = self.at;
         self.int_part()?;
-        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
-            return None;
-        }
         self.text.get(start..self.at)?.parse().ok()
     }
 
@@ -581,6 +579,8 @@ mod tests {
         r#""10.0.0.\u0031""#,
         r#""bad""#,
         "\"a\tb\"",
+        "\"a\nb\"",
+        "\"long text \u{1f} with a control\"",
     ];
     const PLAIN_TEXTS: &[&str] = &[
         r#""2.1.3""#,
@@ -627,6 +627,8 @@ mod tests {
         r#"{"a":1,}"#,
         "NaN",
         "\"a\tb\"",
+        "\"a\nb\"",
+        "\"long text \u{1f} with a control\"",
         "-",
         "1e",
         "[1 2]",
