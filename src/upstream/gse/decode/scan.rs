@@ -622,6 +622,7 @@ mod tests {
         "tru",
         r#""\x""#,
         r#""\u12""#,
+        r#""\u123x""#,
         "[1,]",
         r#"{"a" 1}"#,
         r#"{"a":1,}"#,
@@ -910,6 +911,47 @@ mod tests {
         // A member the call does not read may come twice.
         let body = r#"{"code":0,"data":[{"bk_agent_id":"a1","status_code":2,"bk_cloud_id":1,"bk_cloud_id":2}]}"#;
         assert_eq!(same(body.as_bytes()), (true, false));
+    }
+
+    #[test]
+    fn strings_with_a_stop_at_every_place_read_as_serde_reads_them() {
+        // A quote, a backslash or a control character at every place of
+        // strings up to three words long, in a wanted and a skipped member.
+        let stops = [
+            "\\\"", "\\", "\\u00e9", "\\u12x4", "\\q", "\u{1}", "\n", "\u{1f}", " ", "\u{7f}", "é",
+        ];
+        for len in 0..24 {
+            for at in 0..=len {
+                for stop in stops {
+                    let text = format!("{}{stop}{}", "a".repeat(at), "b".repeat(len - at));
+                    for key in ["bk_agent_id", "remark"] {
+                        let body = format!(
+                            r#"{{"code":0,"data":[{{"status_code":2,"bk_agent_id":"a1","{key}":"{text}"}}]}}"#
+                        );
+                        let body = body.replacen(
+                            r#""bk_agent_id":"a1","bk_agent_id""#,
+                            r#""bk_agent_id""#,
+                            1,
+                        );
+                        same(body.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn skipped_values_nested_deeper_than_the_bound_are_left_to_serde() {
+        let body = |depth| {
+            format!(
+                r#"{{"code":0,"data":[{{"bk_agent_id":"a1","status_code":2,"x":{}}}]}}"#,
+                nested(depth)
+            )
+        };
+        assert_eq!(same(body(MAX_DEPTH).as_bytes()), (true, true));
+        assert_eq!(same(body(MAX_DEPTH + 1).as_bytes()), (false, false));
+        // Never read here, so never deep enough to overflow the stack.
+        assert!(items::<V2StateItem>(body(1_000_000).as_bytes()).is_none());
     }
 
     #[test]
