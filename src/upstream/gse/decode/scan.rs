@@ -8,7 +8,8 @@
 //! their value is `null`, a string without escapes (borrowed from the reply)
 //! or an integer without sign, fraction or exponent that fits an `i64`;
 //! every other member's value is skipped, checked as serde_json checks a
-//! value it ignores. An info item has ~19 members, of which 6 are wanted.
+//! value it ignores, string content eight bytes at a time as serde_json
+//! scans it. An info item has ~19 members, of which 6 are wanted.
 //!
 //! Anything else is "not mine" ([`items`] gives `None`) and the caller reads
 //! the reply with serde, unchanged, for its own result or its own error: a
@@ -17,8 +18,9 @@
 //! required member, a wanted value of any other form (a numeric string, a
 //! float, a bool, a string with an escape), a key with an escape (serde
 //! would match it unescaped), a wanted member given twice (serde's derive
-//! refuses a duplicate field), or a skipped value nested deeper than
-//! [`MAX_DEPTH`].
+//! refuses a duplicate field; so does its envelope), a `message` other than
+//! `null` or a string without escapes (serde reads it as a JSON value), or a
+//! skipped value nested deeper than [`MAX_DEPTH`].
 //!
 //! Why a claim is sound: what is read here is a subset of what serde reads
 //! the same way. The grammar is JSON's, as strict as serde_json (whitespace
