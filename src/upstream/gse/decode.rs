@@ -18,6 +18,8 @@ use super::{Info, Reply, Status};
 use crate::model::Key as AgentKey;
 use crate::upstream::GseError;
 
+mod scan;
+
 /// GSE 2.0: none of the asked ids is known.
 pub const V2_NONE_FOUND: i64 = 1011003;
 /// ESB rate-limit code.
@@ -356,43 +358,86 @@ pub fn v1_info(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Info>, GseError>
 
 /// Decodes a gateway `list_agent_state` reply: `data` lists items by `bk_agent_id`.
 pub fn v2_state(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Status>, GseError> {
-    decode(
-        body,
-        "list_agent_state data",
-        asked,
-        |items: Vec<Obj<V2StateItem>>, answers| {
-            for Obj(item) in items {
-                let status = Status {
-                    alive: item.status_code == 2,
-                    status_code: Some(item.status_code),
-                    version: Some(clean_version(&item.version)),
-                    report_time: item.report_time.and_then(unix_seconds),
-                };
-                answers.put(&item.bk_agent_id, status);
-            }
-        },
-    )
+    v2(body, "list_agent_state data", asked, V2StateItem::answer)
 }
 
 /// Decodes a gateway `list_agent_info` reply.
 pub fn v2_info(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Info>, GseError> {
-    decode(
-        body,
-        "list_agent_info data",
-        asked,
-        |items: Vec<Obj<V2InfoItem>>, answers| {
-            for Obj(item) in items {
-                let info = Info {
-                    version: clean_version(&item.version),
-                    parent_ip: clean_ip(&item.parent_ip),
-                    host_ip: Some(clean_ip(&item.bk_host_ip)).filter(|ip| !ip.is_empty()),
-                    bk_cloud_id: item.bk_cloud_id,
-                    report_time: item.report_time.and_then(unix_seconds),
-                };
-                answers.put(&item.bk_agent_id, info);
-            }
-        },
-    )
+    v2(body, "list_agent_info data", asked, V2InfoItem::answer)
+}
+
+/// An item's agent id and what it says of that agent.
+type Answer<I, T> = fn(&I) -> (&str, T);
+
+/// Decodes a GSE 2.0 reply: one of the common shape is read by [`scan`],
+/// any other by serde ([`v2_serde`]).
+fn v2<'a, I, T>(
+    body: &'a [u8],
+    what: &str,
+    asked: &[AgentKey],
+    answer: Answer<I, T>,
+) -> Result<Reply<T>, GseError>
+where
+    I: scan::Item<'a> + Deserialize<'a>,
+{
+    let Some(items) = scan::items::<I>(body) else {
+        return v2_serde(body, what, asked, answer);
+    };
+    let mut answers = Answers::new(asked);
+    file_v2(items, &mut answers, answer);
+    Ok(answers.reply())
+}
+
+/// Decodes a GSE 2.0 reply with serde.
+fn v2_serde<'a, I, T>(
+    body: &'a [u8],
+    what: &str,
+    asked: &[AgentKey],
+    answer: Answer<I, T>,
+) -> Result<Reply<T>, GseError>
+where
+    I: Deserialize<'a>,
+{
+    decode(body, what, asked, |items: Vec<Obj<I>>, answers| {
+        file_v2(items.into_iter().map(|Obj(item)| item), answers, answer);
+    })
+}
+
+/// Files each GSE 2.0 item under the asked key it answers.
+fn file_v2<I, T>(
+    items: impl IntoIterator<Item = I>,
+    answers: &mut Answers<'_, T>,
+    answer: Answer<I, T>,
+) {
+    for item in items {
+        let (key, value) = answer(&item);
+        answers.put(key, value);
+    }
+}
+
+impl V2StateItem<'_> {
+    fn answer(&self) -> (&str, Status) {
+        let status = Status {
+            alive: self.status_code == 2,
+            status_code: Some(self.status_code),
+            version: Some(clean_version(&self.version)),
+            report_time: self.report_time.and_then(unix_seconds),
+        };
+        (&self.bk_agent_id, status)
+    }
+}
+
+impl V2InfoItem<'_> {
+    fn answer(&self) -> (&str, Info) {
+        let info = Info {
+            version: clean_version(&self.version),
+            parent_ip: clean_ip(&self.parent_ip),
+            host_ip: Some(clean_ip(&self.bk_host_ip)).filter(|ip| !ip.is_empty()),
+            bk_cloud_id: self.bk_cloud_id,
+            report_time: self.report_time.and_then(unix_seconds),
+        };
+        (&self.bk_agent_id, info)
+    }
 }
 
 /// Cleans a version string the way bk-nodeman does: trimmed, and emptied
