@@ -332,8 +332,10 @@ pub(crate) fn parse_agent_id(text: &str) -> Result<String, &'static str> {
     if let Some((cloud, ip)) = text.split_once(':') {
         return Ok(format!("{}:{}", parse_cloud_text(cloud)?, parse_ipv4(ip)?));
     }
+    // Bytes, not chars: every byte of a character outside ASCII is not an
+    // ASCII letter or digit either, and a hosts file has a line per host.
     let ok =
-        !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
+        !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_alphanumeric());
     if ok {
         Ok(text.to_string())
     } else {
@@ -411,6 +413,10 @@ mod tests {
         assert_eq!(parse_agent_id("02:10.0.0.6"), Ok("2:10.0.0.6".into()));
         assert!(parse_agent_id("0:10.0.0.300").is_err());
         assert!(parse_agent_id("-1:10.0.0.6").is_err());
+        for bad in ["", "é1", "ａ1", "0100-1", "a b", &"a".repeat(65)] {
+            assert!(parse_agent_id(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_agent_id(&"Z9".repeat(32)), Ok("Z9".repeat(32)));
         let full = host("{ip: 10.0.0.6, bk_cloud_id: 0, bk_agent_id: \"0:10.0.0.6\"}").unwrap();
         assert_eq!(full.agent_id.as_deref(), Some("0:10.0.0.6"));
         assert_eq!(
