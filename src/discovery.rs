@@ -413,7 +413,7 @@ fn look(
     // Each line becomes its entry at once, kept only when this shard owns
     // it: no list of parsed hosts beside the entries (at a million hosts
     // that list weighed 80 MB), and a shard holds only its share.
-    let mut entries = FirstSeen::default();
+    let mut entries = FirstSeen::with_capacity(share_of_lines(&text, sharding));
     let mut problems = Vec::new();
     for (line, parsed) in host_lines(&text, api) {
         match parsed {
@@ -442,6 +442,16 @@ fn look(
     let entries = entries.into_vec();
     tracing::info!(file = %path.display(), hosts = entries.len(), "hosts file read");
     (watch, Some(Arc::new(entries)))
+}
+
+/// Room for this shard's hosts of a hosts file: its share of the lines and
+/// a little over (keys spread evenly but not exactly), so the table is not
+/// grown, and copied, a host at a time; the room over is given back when
+/// the entries are kept.
+fn share_of_lines(text: &str, sharding: Sharding) -> usize {
+    let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    let share = lines / sharding.total.max(1) as usize;
+    share + share / 16 + 64
 }
 
 /// Makes hosts with equal topologies share one `Arc` (a business has few

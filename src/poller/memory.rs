@@ -81,6 +81,17 @@ impl Memory {
         }
     }
 
+    /// Room for `additional` more agents, so a first cycle over a large
+    /// list does not grow (and rehash) the tables an agent at a time.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let keys = &self.keys;
+        self.index
+            .reserve(additional, |&slot| hash(&keys[slot as usize]));
+        self.keys.reserve(additional);
+        self.observed.reserve(additional);
+        self.info.reserve(additional);
+    }
+
     /// Gives the tables their length back after a cycle that had taken one
     /// out was dropped half-way (what that table held is forgotten); a no-op
     /// otherwise.

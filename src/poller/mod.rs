@@ -354,6 +354,7 @@ impl Poller {
             .map(|(space, hosts)| {
                 let space = self.space_index(space);
                 let memory = &mut self.memory[space];
+                memory.reserve(hosts.len().saturating_sub(memory.len()));
                 let listed = &mut listed[space];
                 hosts
                     .iter()
