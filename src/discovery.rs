@@ -419,7 +419,7 @@ fn look(
         match parsed {
             Ok(host) => {
                 if let Some(entry) = HostEntry::new(&host, api, blank.clone())
-                    && entry.key.with_str(|key| owns(sharding, key))
+                    && owns_key(sharding, &entry.key)
                 {
                     entries.push_by(entry, |e: &HostEntry| &e.key);
                 }
@@ -512,7 +512,7 @@ fn build_hosts(
     }
     let mut hosts: Vec<HostEntry> = dedupe(entries, group.topology())
         .into_iter()
-        .filter(|e| e.key.with_str(|key| owns(sharding, key)))
+        .filter(|e| owns_key(sharding, &e.key))
         .collect();
     hosts.shrink_to_fit();
     (Arc::new(hosts), skipped)
@@ -579,6 +579,12 @@ fn dedupe(entries: Vec<HostEntry>, topology: bool) -> Vec<HostEntry> {
 /// of the query key (`cloud:ip` or the agent id), modulo the shard count.
 pub(crate) fn owns(sharding: Sharding, key: &str) -> bool {
     sharding.total <= 1 || shard_of(key, sharding.total) == sharding.shard
+}
+
+/// Whether this shard owns the agent of `key`; a key held as bytes is
+/// spelled out only when there are shards to choose between.
+fn owns_key(sharding: Sharding, key: &Key) -> bool {
+    sharding.total <= 1 || key.with_str(|key| owns(sharding, key))
 }
 
 /// The shard of an agent key, stable across processes, versions and platforms.
