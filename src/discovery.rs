@@ -708,11 +708,13 @@ mod tests {
             text.push_str(&format!("0:10.0.{}.{}\n", i / 100, i % 100));
         }
         text.push_str("0:10.0.0.1\n00:10.0.0.1 # the same host again\n");
+        // Agent ids, which keys hold as bytes, spelled out to pick a shard.
+        for i in 0..100 {
+            text.push_str(&format!("{:032x}\n", 0x0100_0000_u64 + i));
+        }
         std::fs::write(&path, text).unwrap();
         let blank: Arc<[String]> = Arc::from([]);
-        let mut kept = Vec::new();
-        for shard in 0..3 {
-            let sharding = Sharding { shard, total: 3 };
+        let all = |sharding| {
             let (_, hosts) = look(
                 FileWatch::default(),
                 &path,
@@ -720,15 +722,22 @@ mod tests {
                 &blank,
                 sharding,
             );
-            let hosts = hosts.expect("read");
+            hosts.expect("read")
+        };
+        let unsharded = all(Sharding { shard: 0, total: 1 });
+        assert_eq!(unsharded.len(), 400, "no shards: every host, once");
+        let mut kept = Vec::new();
+        for shard in 0..3 {
+            let sharding = Sharding { shard, total: 3 };
+            let hosts = all(sharding);
             assert!(hosts.iter().all(|h| h.key.with_str(|k| owns(sharding, k))));
             kept.extend(hosts.iter().map(|h| h.key.to_string()));
         }
         let mut unique = kept.clone();
         unique.sort();
         unique.dedup();
-        assert_eq!(kept.len(), 300, "every host in exactly one shard, once");
-        assert_eq!(unique.len(), 300);
+        assert_eq!(kept.len(), 400, "every host in exactly one shard, once");
+        assert_eq!(unique.len(), 400);
     }
 
     #[test]
