@@ -447,12 +447,20 @@ fn look(
 /// Room for this shard's hosts of a hosts file: its share of the lines and
 /// a little over (keys spread evenly but not exactly), so the table is not
 /// grown, and copied, a host at a time; the room over is given back when
-/// the entries are kept.
+/// the entries are kept. At most [`MAX_RESERVED_HOSTS`]: lines are not
+/// hosts (given a 60 MiB file of blank lines and one host, the exporter
+/// peaked at 202 MiB reserving for every line, 77 MiB with the bound), and
+/// past that the table grows as it needs.
 fn share_of_lines(text: &str, sharding: Sharding) -> usize {
     let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
     let share = lines / sharding.total.max(1) as usize;
-    share + share / 16 + 64
+    (share + share / 16 + 64).min(MAX_RESERVED_HOSTS)
 }
+
+/// The most host entries a hosts file's reading reserves room for ahead
+/// (about 60 MB, under the text of the largest file read): the largest
+/// fleets, a million agents, in one reservation.
+const MAX_RESERVED_HOSTS: usize = 1 << 20;
 
 /// Makes hosts with equal topologies share one `Arc` (a business has few
 /// distinct set, module and maintainer combinations and many hosts).
@@ -697,6 +705,16 @@ mod tests {
         let arc = |i: usize| hosts[i].topology.clone().unwrap();
         assert!(Arc::ptr_eq(&arc(0), &arc(1)));
         assert!(!Arc::ptr_eq(&arc(0), &arc(2)));
+    }
+
+    #[test]
+    fn a_hosts_file_of_blank_lines_reserves_no_more_than_a_million_hosts() {
+        let one = Sharding { shard: 0, total: 1 };
+        let blank = "\n".repeat(4 << 20);
+        assert_eq!(share_of_lines(&blank, one), MAX_RESERVED_HOSTS);
+        let hosts = "0:10.0.0.1\n".repeat(3000);
+        let share = share_of_lines(&hosts, Sharding { shard: 1, total: 3 });
+        assert!((1000..1200).contains(&share), "a shard's share: {share}");
     }
 
     #[test]
