@@ -379,10 +379,10 @@ impl Validator<'_> {
         match String::from_utf8(bytes) {
             Ok(text) => {
                 // Only the bad lines matter here: no list of the hosts is made.
+                // Written out only while problems are kept (`problem`).
                 for (line, parsed) in host_lines(&text, api) {
                     if let Err(rule) = parsed {
-                        let at = format!("{} line {line}", file.display());
-                        self.problem(key, at, rule);
+                        self.problem(key, format_args!("{} line {line}", file.display()), rule);
                     }
                 }
             }

@@ -46,8 +46,9 @@ impl<'a> Validator<'a> {
 impl Validator<'_> {
     /// Records a problem: the key, the value as written (never a secret) and the rule.
     /// Values and rules are cut short here, so a huge value costs nothing kept.
+    /// Past the problems kept, nothing is written out: they are counted.
     pub(super) fn problem(&mut self, path: impl Into<String>, value: impl ToString, rule: &str) {
-        self.problems.push(Problem {
+        self.problems.push(|| Problem {
             path: cut(&path.into(), MAX_QUOTE_BYTES),
             value: cut(&value.to_string(), MAX_QUOTE_BYTES),
             rule: cut(rule, MAX_RULE_BYTES),
@@ -743,4 +744,35 @@ pub(crate) fn expand_env(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use super::*;
+
+    /// A value that counts how often it is written out.
+    struct Counted<'a>(&'a Cell<usize>);
+
+    impl fmt::Display for Counted<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.set(self.0.get() + 1);
+            f.write_str("value")
+        }
+    }
+
+    #[test]
+    fn problems_past_those_kept_are_counted_and_not_written_out() {
+        let env = |_: &str| None;
+        let mut validator = Validator::new(&env, Path::new("."));
+        let written = Cell::new(0);
+        let found = MAX_KEPT_PROBLEMS + 10_000;
+        for _ in 0..found {
+            validator.problem("groups[0].hosts_file", Counted(&written), "a rule");
+        }
+        assert_eq!(validator.problems.total(), found);
+        assert_eq!(written.get(), MAX_KEPT_PROBLEMS);
+    }
 }
