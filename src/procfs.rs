@@ -246,13 +246,49 @@ impl Procfs {
     }
 }
 
-/// Reads a small text file, refusing more than [`MAX_PROC_FILE`] bytes.
+/// Reads a small text file, refusing more than [`MAX_PROC_FILE`] bytes and
+/// anything but a regular file ([`open_regular`]).
 pub(crate) fn read_bounded(path: &Path) -> std::io::Result<String> {
     let mut text = String::new();
-    fs::File::open(path)?
+    open_regular(path)?
         .take(MAX_PROC_FILE)
         .read_to_string(&mut text)?;
     Ok(text)
+}
+
+/// Linux's `O_NONBLOCK` (the same on x86-64 and arm64).
+const O_NONBLOCK: i32 = 0o4000;
+
+/// Opens a file for reading if it is a regular file (as `/proc`'s are), or
+/// an `InvalidInput` error saying what it is. Opened without waiting, then
+/// looked at through the descriptor: opening a FIFO for reading waits for a
+/// writer, and a FIFO where the agent's `VERSION`, procinfo or a plugin's
+/// pid file belongs held the node check, its server and SIGTERM for ever.
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("is {what}, not a regular file"),
+    ))
 }
 
 /// Parses a `/proc/<pid>/stat` line: `pid (comm) state ppid ...`; `comm`

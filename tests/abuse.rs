@@ -121,14 +121,6 @@ fn every_web_configuration_of_the_corpus_is_refused_briefly() {
     }
 }
 
-fn mkfifo(path: &Path) {
-    let made = Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .expect("mkfifo runs");
-    assert!(made.success(), "mkfifo {}", path.display());
-}
-
 #[test]
 fn fifos_and_oversized_files_are_refused_without_reading_them() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::binary::Binary;
-use crate::common::{Sample, parse, wait_until};
+use crate::common::binary::{Binary, run_to_end};
+use crate::common::{Sample, mkfifo, parse, wait_until};
 use serde_json::Value as Json;
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -821,6 +821,34 @@ async fn the_textfile_is_replaced_atomically_and_passes_promtool() {
     let served = scrape(&node.addr).await;
     assert!(served.iter().any(|s| s.name == "gse_node_upstream"));
     node.stop();
+}
+
+/// A FIFO where the agent's `VERSION`, its procinfo file or a plugin's pid
+/// file belongs is named and never waited on: opening one for reading waits
+/// for a writer, and held `--once`, the node server and SIGTERM for ever.
+#[test]
+fn fifos_where_the_agents_files_belong_are_named_and_never_waited_on() {
+    let home = FakeHome::new();
+    let pid_file = home.path("run/bkmonitorbeat.pid");
+    mkfifo(&pid_file);
+    let check = |home: &FakeHome| {
+        let mut args = home.args(9);
+        args.push("--once".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, stdout, stderr) = run_to_end(&args, DEADLINE);
+        format!("{stdout}{stderr}")
+    };
+    let out = check(&home);
+    assert!(out.contains("bkmonitorbeat"), "{out}");
+    for file in [home.path("gse/agent/VERSION"), home.procinfo()] {
+        std::fs::remove_file(&file).unwrap();
+        mkfifo(&file);
+    }
+    let out = check(&home);
+    for check in ["version", "procinfo"] {
+        let (_, detail) = row(&out, check);
+        assert!(detail.contains("is a FIFO, not a regular file"), "{out}");
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::procfs::{ProcStat, Procfs, comm_of, read_bounded};
+use crate::procfs::{ProcStat, Procfs, comm_of, open_regular, read_bounded};
 
 const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Most plugins reported (each is a label value).
@@ -153,7 +153,8 @@ pub(crate) fn check(
 }
 
 fn read_limited(path: &Path) -> std::io::Result<String> {
-    let size = std::fs::metadata(path)?.len();
+    let file = open_regular(path)?;
+    let size = file.metadata()?.len();
     if size > MAX_FILE_BYTES {
         return Err(std::io::Error::new(
             ErrorKind::InvalidData,
@@ -165,9 +166,7 @@ fn read_limited(path: &Path) -> std::io::Result<String> {
     }
     let mut text = String::new();
     use std::io::Read;
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES)
-        .read_to_string(&mut text)?;
+    file.take(MAX_FILE_BYTES).read_to_string(&mut text)?;
     Ok(text)
 }
 

@@ -14,6 +14,15 @@ pub mod binary;
 pub mod stack;
 pub mod tls;
 
+/// Makes a FIFO at `path` (`mkfifo`).
+pub fn mkfifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
 /// Loopback, any free port.
 pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
