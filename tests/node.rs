@@ -851,6 +851,31 @@ fn fifos_where_the_agents_files_belong_are_named_and_never_waited_on() {
     }
 }
 
+/// A socket file nobody listens on (the agent bound it and died) is
+/// `refused` with the connect probe and without it, as the shipped systemd
+/// unit runs: without the probe it read as "ok" and the verdict healthy.
+#[test]
+fn a_stale_socket_file_is_refused_with_or_without_the_connect_probe() {
+    let home = FakeHome::new();
+    drop(std::os::unix::net::UnixListener::bind(home.ipc()).expect("bind the IPC path"));
+    for probe in ["true", "false"] {
+        let mut args = home.args(9);
+        args.extend(["--once".into(), format!("--ipc.connect={probe}")]);
+        let (code, out) = run(&args);
+        assert_eq!(code, 1, "--ipc.connect={probe}: {out}");
+        assert_row(&out, "ipc", "FAILED", "connection refused");
+        let json = {
+            args.extend(["-o".into(), "json".into()]);
+            run(&args).1
+        };
+        let report: Json = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(
+            report["report"]["ipc"]["state"], "refused",
+            "--ipc.connect={probe}: {json}"
+        );
+    }
+}
+
 #[test]
 fn careless_flags_are_clear_errors() {
     let cases: &[(&[&str], &str)] = &[

@@ -114,8 +114,10 @@ impl Ipc {
 /// How long the connect probe and the netlink dump may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Examines the socket at `path`; `probe` connects to it (and closes at once).
-pub(crate) fn check(procfs: &Procfs, path: &Path, probe: bool) -> Ipc {
+/// Examines the socket at `path`; `probe` connects to it (and closes at
+/// once). `agent` is the agent's main process when it runs: its network
+/// namespace's socket table is the one that says whether it listens.
+pub(crate) fn check(procfs: &Procfs, path: &Path, probe: bool, agent: Option<u32>) -> Ipc {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -136,16 +138,20 @@ pub(crate) fn check(procfs: &Procfs, path: &Path, probe: bool) -> Ipc {
     }
     // Queues before the probe, so the probe's own connection is not counted.
     let key = (meta.ino() as u32, sockdiag::dev_major_minor(meta.dev()));
-    let (queues, listening) = queues(procfs, path, key);
-    let (state, note) = if probe {
-        connect_probe(path)
-    } else if listening == Some(false) {
-        (
+    let (queues, listening) = queues(procfs, path, key, agent);
+    let (state, note) = match (probe, listening) {
+        (true, _) => connect_probe(path),
+        (false, Some(true)) => (SocketState::Ok, None),
+        (false, Some(false)) => (
             SocketState::Refused,
             Some("no listener bound to the socket file".into()),
-        )
-    } else {
-        (SocketState::Ok, None)
+        ),
+        // Neither sock_diag nor a socket table could be read: a socket
+        // file is not a listener, so this is not "ok".
+        (false, None) => (
+            SocketState::Unknown,
+            Some("whether a listener is bound cannot be told without the connect probe".into()),
+        ),
     };
     ipc(path, state, queues, note)
 }
@@ -166,8 +172,17 @@ fn unavailable(reason: &str) -> Queues {
 }
 
 /// The queues of the sockets bound to the file with `key` (inode, device),
-/// and whether one of them listens (`None` when unknown).
-fn queues(procfs: &Procfs, path: &Path, key: (u32, (u32, u32))) -> (Queues, Option<bool>) {
+/// and whether one of them listens (`None` when unknown). sock_diag sees
+/// this process's network namespace; when it shows no socket bound to the
+/// file, the socket table of the agent's namespace (`/proc/<agent>/net/unix`,
+/// this process's when the agent does not run) says whether one listens.
+/// A stale socket file, bound by nobody, read as "ok" without the probe.
+fn queues(
+    procfs: &Procfs,
+    path: &Path,
+    key: (u32, (u32, u32)),
+    agent: Option<u32>,
+) -> (Queues, Option<bool>) {
     let reason = match sockdiag::dump_unix(TIMEOUT) {
         Ok(all) => {
             let ours: Vec<&UnixSocket> = all.iter().filter(|s| s.vfs == Some(key)).collect();
@@ -183,7 +198,11 @@ fn queues(procfs: &Procfs, path: &Path, key: (u32, (u32, u32))) -> (Queues, Opti
         }
         Err(e) => e.to_string(),
     };
-    match proc_net_unix(procfs, path) {
+    let table = match agent {
+        Some(pid) => procfs.pid_path(pid, "net/unix"),
+        None => procfs.path("net/unix"),
+    };
+    match proc_net_unix(&table, path) {
         Ok((connections, listening)) if listening || connections > 0 => (
             Queues::ProcNetUnix {
                 connections,
@@ -191,7 +210,7 @@ fn queues(procfs: &Procfs, path: &Path, key: (u32, (u32, u32))) -> (Queues, Opti
             },
             Some(listening),
         ),
-        Ok(_) => (Queues::Unavailable { reason }, None),
+        Ok(_) => (Queues::Unavailable { reason }, Some(false)),
         Err(e) => (
             Queues::Unavailable {
                 reason: format!("{reason}; {e}"),
@@ -224,14 +243,12 @@ fn from_diag(ours: &[&UnixSocket]) -> Queues {
     }
 }
 
-/// Connected sockets and whether a listener is bound to `path`, from
-/// `/proc/net/unix` (`Num RefCount Protocol Flags Type St Inode Path`).
-fn proc_net_unix(procfs: &Procfs, path: &Path) -> Result<(u32, bool), String> {
+/// Connected sockets and whether a listener is bound to `path`, from a
+/// `/proc/net/unix` table `file` (`Num RefCount Protocol Flags Type St Inode Path`).
+fn proc_net_unix(file: &Path, path: &Path) -> Result<(u32, bool), String> {
     const SO_ACCEPTCON: u32 = 0x10000;
     const SS_CONNECTED: &str = "03";
-    let file = procfs.path("net/unix");
-    let text =
-        read_unix_table(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let text = read_unix_table(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let want = path.to_string_lossy();
     let (mut connections, mut listening) = (0, false);
     for line in text.lines().skip(1) {

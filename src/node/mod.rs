@@ -325,7 +325,8 @@ pub(crate) fn check(options: &Options, restarts: &mut Restarts) -> Result<Report
         &options.version_file,
     );
     let process = agent::check(&procfs, &kernel, &processes, &options.home, restarts);
-    let ipc = ipc::check(&procfs, &options.ipc_path, options.ipc_connect);
+    let main = process.main.as_ref().map(|m| m.pid);
+    let ipc = ipc::check(&procfs, &options.ipc_path, options.ipc_connect, main);
     let ports = options.ports_for(layout.generation);
     let upstream = upstream::check(&procfs, &process, &ports);
     let sees_all = procfs.sees_other_users(&processes);
