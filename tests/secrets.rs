@@ -3,6 +3,8 @@
 //! nor do the web configuration's password hashes, TLS key or the passwords
 //! clients send.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::binary::Binary;
@@ -326,4 +328,92 @@ async fn a_gateway_echoing_the_request_never_puts_the_secret_or_a_megabyte_in_th
         logs.contains("<redacted>"),
         "the echo reached the log, redacted"
     );
+}
+
+/// A gateway that redirects every request to `to` (307: method and body kept).
+async fn redirecting_gateway(to: std::net::SocketAddr) -> std::net::SocketAddr {
+    let redirect = move |uri: axum::http::Uri| async move {
+        (
+            axum::http::StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, format!("http://{to}{uri}"))],
+        )
+    };
+    let app = axum::Router::new().fallback(axum::routing::any(redirect));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A server that answers every request as GSE would and counts them.
+async fn counting_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let answer = move || {
+        count.fetch_add(1, Ordering::SeqCst);
+        async { axum::Json(serde_json::json!({"code": 0, "result": true, "data": []})) }
+    };
+    let app = axum::Router::new().fallback(axum::routing::any(answer));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, asked)
+}
+
+/// A redirect from GSE's or CMDB's address is an error, never followed:
+/// reqwest followed ten, and on a hop to another host kept the gateway's
+/// `X-Bkapi-Authorization` header (and the ESB body), so the app secret went
+/// wherever a reply pointed and that host's answer was taken as GSE's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_never_followed_with_the_secret() {
+    let (elsewhere, asked) = counting_server().await;
+    let gateway = redirecting_gateway(elsewhere).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "gse:\n  api: v2\n  url: http://{gateway}/api/bk-gse/prod\n  v1_url: http://{gateway}/api/c/compapi/v2/gse\n  \
+             app_code: gse-exporter\n  app_secret: ${{BK_APP_SECRET}}\n  max_attempts: 1\n\
+             interval: 300ms\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts: [\"0:10.0.0.1\"]\n\
+             \x20 - name: old\n    bk_biz_id: 3\n    gse_api: v1\n    hosts: [\"0:10.0.0.2\"]\n\
+             \x20 - name: found\n    bk_biz_id: 4\n    cmdb: {{}}\n\
+             cmdb:\n  url: http://{gateway}\n  refresh_interval: 1s\n",
+        ),
+    )
+    .unwrap();
+    let binary = Binary::start(
+        &[format!("--config.file={}", path.display())],
+        &[("BK_APP_SECRET", CANARY)],
+    )
+    .await;
+    wait_until(
+        "failed cycles and a failed discovery",
+        Duration::from_secs(30),
+        || {
+            let logs = binary.logs();
+            let done = logs.matches("could not ask GSE").count() >= 4
+                && logs.contains("CMDB discovery failed");
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", binary.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, logs, _) = binary.stop();
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "a redirect was followed");
+    assert!(logs.contains("HTTP status 307"), "{logs}");
+    assert!(logs.contains("redirect, not followed"), "{logs}");
+    let all = parse(&metrics);
+    for group in ["web", "old"] {
+        assert_eq!(
+            value(&all, "gse_up", &[("group", group)]),
+            Some(0.0),
+            "{group}"
+        );
+    }
 }

@@ -22,8 +22,6 @@
 //! (legacy-bk-paas `components/bk/apisv2/cc/search_business.py` forwards only
 //! `fields`, `condition`, `page`) and the current server accept.
 
-use std::time::Duration;
-
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -31,7 +29,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::{
-    GseError, TENANT_HEADER, read_capped, status_error, tenant_header, transport_error, with_tls,
+    GseError, TENANT_HEADER, client_builder, read_capped, status_error, tenant_header,
+    transport_error, with_tls,
 };
 use crate::config::{CmdbApi, CmdbConfig, GroupCmdb};
 use crate::model::Topology;
@@ -176,11 +175,7 @@ impl std::fmt::Debug for CmdbClient {
 impl CmdbClient {
     /// Builds a client.
     pub(crate) fn new(config: &CmdbConfig) -> Result<CmdbClient, GseError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("gse_exporter/", env!("CARGO_PKG_VERSION")));
-        let http = with_tls(http, &config.tls)?
+        let http = with_tls(client_builder(config.timeout), &config.tls)?
             .build()
             .map_err(|e| GseError::Transport(e.to_string()))?;
         Ok(CmdbClient {

@@ -17,6 +17,21 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use crate::config::TlsConfig;
 pub use error::{GseError, RESULT_LABELS};
 
+/// The client both upstreams start from: the request timeout, a connect
+/// timeout of at most 5 s, the user agent, and no redirects, so a redirect
+/// is the HTTP error status it is. reqwest follows ten by default and, on a
+/// hop to another host, drops only the standard credential headers: the
+/// gateway's `X-Bkapi-Authorization` header (and the ESB's body, on a 307)
+/// carried the app secret to wherever a reply pointed, and that host's
+/// answer was taken as GSE's.
+pub(crate) fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("gse_exporter/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 /// Applies a `tls:` block: extra CA roots (added to the system roots), a
 /// client certificate, or no verification at all when the user asked so
 /// (the warning is logged where configurations are applied).
@@ -95,10 +110,16 @@ pub(crate) fn tenant_header(tenant_id: Option<&str>) -> Option<reqwest::header::
     reqwest::header::HeaderValue::from_str(tenant_id?).ok()
 }
 
+/// What a redirect is told as ([`client_builder`] follows none).
+const REDIRECT_REFUSED: &str = "a redirect, not followed (it would carry the credentials elsewhere): configure the URL that answers";
+
 /// An HTTP error status as an error: the envelope's code and message when
 /// the body is one.
 pub(crate) fn status_error(status: u16, body: &[u8]) -> GseError {
-    let (code, message) = gse::decode::error_code(body);
+    let (code, mut message) = gse::decode::error_code(body);
+    if (300..400).contains(&status) && message.is_empty() {
+        message = REDIRECT_REFUSED.to_string();
+    }
     GseError::HttpStatus {
         status,
         code,

@@ -3,8 +3,6 @@
 //! under it (TLS, capped reads, error mapping) is [`crate::upstream`]'s. One
 //! attempt per call: retries belong to the poller.
 
-use std::time::Duration;
-
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::json;
@@ -13,8 +11,8 @@ use super::{Call, Info, Reply, Status, decode};
 use crate::config::GseConfig;
 use crate::model::{Key, Secret};
 use crate::upstream::{
-    GseError, TENANT_HEADER, error_chain, http_error, read_capped, tenant_header, transport_error,
-    with_tls,
+    GseError, TENANT_HEADER, client_builder, error_chain, http_error, read_capped, tenant_header,
+    transport_error, with_tls,
 };
 
 /// A client for both GSE APIs. Cheap to clone.
@@ -41,11 +39,7 @@ impl std::fmt::Debug for GseClient {
 impl GseClient {
     /// Builds a client from the `gse:` configuration.
     pub fn new(cfg: &GseConfig) -> Result<GseClient, GseError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("gse_exporter/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(cfg.max_in_flight.max(1));
+        let http = client_builder(cfg.timeout).pool_max_idle_per_host(cfg.max_in_flight.max(1));
         let http = with_tls(http, &cfg.tls)?
             .build()
             .map_err(|e| GseError::Transport(error_chain(&e)))?;
