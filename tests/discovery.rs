@@ -3,6 +3,8 @@
 //! listing that halves a group held back once.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
@@ -239,4 +241,76 @@ async fn cmdb_calls_carry_the_tenant_of_gse_or_their_own() {
         err.to_string().contains("gse.tenant_id: a b: must be"),
         "{err}"
     );
+}
+
+/// A CMDB that counts a billion hosts in the business and answers every
+/// page full of new ones; returns its address and the pages it was asked.
+async fn lying_cmdb() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let page = move |body: String| {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let limit = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|b| b["page"]["limit"].as_u64())
+                .unwrap_or(500);
+            let info: Vec<serde_json::Value> = (0..limit)
+                .map(|i| {
+                    let id = n as u64 * limit + i;
+                    serde_json::json!({"bk_host_id": id, "bk_cloud_id": 0,
+                        "bk_host_innerip": format!("10.{}.{}.{}", id >> 16 & 255, id >> 8 & 255, id & 255)})
+                })
+                .collect();
+            axum::Json(serde_json::json!({"result": true, "code": 0, "message": "",
+                "data": {"count": 1_000_000_000u64, "info": info}}))
+        }
+    };
+    let app = axum::Router::new().fallback(axum::routing::any(page));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, asked)
+}
+
+/// A CMDB `count` past belief is refused at its first page: paging a
+/// billion hosts held every group's polling (discovery runs before the
+/// cycle's GSE calls) for as long as CMDB answered, growing to gigabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmdb_count_of_a_billion_is_refused_and_other_groups_go_on() {
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    let (cmdb, asked) = lying_cmdb().await;
+    let mut yaml = config_yaml(
+        &sim,
+        "",
+        "interval: 1s\n",
+        &[GroupSpec::web(&sim.truth()[..5])],
+    );
+    yaml.push_str(&format!(
+        "  - name: lying\n    bk_biz_id: 9\n    cmdb: {{}}\ncmdb:\n  url: http://{cmdb}\n  refresh_interval: 1s\n  \
+         page_size: 500\n  rate_limit: {{ requests_per_second: 500, burst: 50 }}\n"
+    ));
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 3, Duration::from_secs(20)).await;
+    let all = parse(&scrape(exporter.addr()).await);
+    assert_eq!(value(&all, "gse_up", &[("group", "web")]), Some(1.0));
+    assert_eq!(
+        value(
+            &all,
+            "gse_exporter_discovery_success",
+            &[("group", "lying")]
+        ),
+        Some(0.0)
+    );
+    let pages = asked.load(Ordering::SeqCst);
+    let cycles = cycles_now(&exporter);
+    assert!(
+        pages <= 2 * cycles as usize,
+        "{pages} pages asked over {cycles} cycles"
+    );
+    exporter.shutdown().await;
 }

@@ -38,6 +38,27 @@ use crate::model::Topology;
 /// Largest CMDB page read (500 hosts are far below this).
 const MAX_PAGE_BYTES: usize = 16 << 20;
 
+/// Most hosts one business may list: twice the largest fleets. A `count`
+/// above it is refused at the first page; paging a lying `count` of 10^9 held
+/// every group's polling for as long as CMDB answered, growing to gigabytes.
+const MAX_BUSINESS_HOSTS: usize = 1 << 21;
+
+/// A page's `count` and rows as CMDB may truthfully give them: at most
+/// [`MAX_BUSINESS_HOSTS`] hosts, and no more rows than the page asked for.
+fn believable(count: usize, rows: usize, page_size: usize) -> Result<(), GseError> {
+    if count > MAX_BUSINESS_HOSTS {
+        return Err(GseError::Decode(format!(
+            "CMDB counts {count} hosts in the business, more than the {MAX_BUSINESS_HOSTS} read"
+        )));
+    }
+    if rows > page_size {
+        return Err(GseError::Decode(format!(
+            "CMDB answered {rows} hosts to a page of {page_size}"
+        )));
+    }
+    Ok(())
+}
+
 /// Host fields asked for.
 const FIELDS: &[&str] = &[
     "bk_host_id",
@@ -211,7 +232,9 @@ impl CmdbClient {
         } else {
             decode_page(&bytes)
         };
-        decoded.map_err(|e| self.scrub(e))
+        let (count, hosts) = decoded.map_err(|e| self.scrub(e))?;
+        believable(count, hosts.len(), self.config.page_size)?;
+        Ok((count, hosts))
     }
 
     /// An error as it may be logged: CMDB's text cut short, the secret gone.
@@ -440,6 +463,15 @@ fn decode_data<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GseErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_or_a_page_past_belief_is_an_error() {
+        assert!(believable(MAX_BUSINESS_HOSTS, 500, 500).is_ok());
+        let err = believable(1_000_000_000, 500, 500).unwrap_err().to_string();
+        assert!(err.contains("CMDB counts 1000000000 hosts"), "{err}");
+        let err = believable(10, 501, 500).unwrap_err().to_string();
+        assert!(err.contains("501 hosts to a page of 500"), "{err}");
+    }
 
     #[test]
     fn pages_decode_and_errors_are_errors() {
