@@ -111,7 +111,7 @@ pub(crate) fn check(
             Some(exe) if homes.iter().any(|h| Path::new(&exe).starts_with(h)) => {
                 agents.push(process)
             }
-            Some(exe) => elsewhere.push(format!("{} ({exe})", process.pid)),
+            Some(exe) => elsewhere.push(format!("{} ({exe:?})", process.pid)),
             None => {
                 exe_hidden = true;
                 agents.push(process);
@@ -138,7 +138,7 @@ pub(crate) fn check(
         if !elsewhere.is_empty() {
             notes.push(format!(
                 "gse_agent processes of another GSE home: {}",
-                elsewhere.join(", ")
+                listed(&elsewhere)
             ));
         }
         return AgentProcess {
@@ -167,6 +167,18 @@ pub(crate) fn check(
                 .to_string()
         }),
     }
+}
+
+/// The most other homes' agent processes a note names; the rest are counted.
+const MAX_NAMED_ELSEWHERE: usize = 5;
+
+/// The first [`MAX_NAMED_ELSEWHERE`] of `items`, then how many more.
+fn listed(items: &[String]) -> String {
+    let mut text = items[..items.len().min(MAX_NAMED_ELSEWHERE)].join(", ");
+    if items.len() > MAX_NAMED_ELSEWHERE {
+        text.push_str(&format!(" and {} more", items.len() - MAX_NAMED_ELSEWHERE));
+    }
+    text
 }
 
 /// The oldest agent process whose parent is not an agent process.
@@ -292,6 +304,13 @@ fn is_version(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_homes_agents_are_named_up_to_five_then_counted() {
+        let items: Vec<String> = (1..=300).map(|n| n.to_string()).collect();
+        assert_eq!(listed(&items), "1, 2, 3, 4, 5 and 295 more");
+        assert_eq!(listed(&items[..2]), "1, 2");
+    }
 
     fn stat(pid: u32, ppid: u32, start: u64) -> ProcStat {
         ProcStat {

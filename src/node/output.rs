@@ -128,12 +128,37 @@ pub(crate) fn verdict(rows: &[Row]) -> Verdict {
     }
 }
 
+/// Longest detail of a row, in bytes (escapes included).
+const MAX_DETAIL_BYTES: usize = 1024;
+
 fn row(check: &str, status: Status, detail: String) -> Row {
     Row {
         check: check.to_string(),
         status,
-        detail,
+        detail: shown(&detail),
     }
+}
+
+/// A detail as a row shows it: control characters escaped, so a path or a
+/// name holding a line break cannot print a row of its own (a directory
+/// named `…\nprocess   ok…\nhealthy` forged both), and cut at
+/// [`MAX_DETAIL_BYTES`] with its full length said.
+fn shown(detail: &str) -> String {
+    let mut out = String::with_capacity(detail.len().min(MAX_DETAIL_BYTES));
+    for c in detail.chars() {
+        let start = out.len();
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_DETAIL_BYTES {
+            out.truncate(start);
+            out.push_str(&format!("… ({} bytes)", detail.len()));
+            break;
+        }
+    }
+    out
 }
 
 fn with_note(mut detail: String, note: &Option<String>) -> String {
@@ -361,6 +386,20 @@ pub(crate) fn json(report: &Report, rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_detail_shows_no_line_break_and_is_cut_with_its_length() {
+        let forged = "/tmp/x\nprocess   ok        fine\nhealthy/gse_agent";
+        let detail = row("process", Status::Failed, forged.into()).detail;
+        assert!(!detail.contains('\n'), "{detail}");
+        assert!(detail.contains("/tmp/x\\nprocess"), "{detail}");
+        let huge = "\u{7f}".repeat(4 << 20);
+        let detail = row("procinfo", Status::Unknown, huge).detail;
+        assert!(detail.len() <= MAX_DETAIL_BYTES + 32, "{}", detail.len());
+        assert!(detail.ends_with("… (4194304 bytes)"), "{detail}");
+        let plain = "10.0.0.1:28668 (data)".to_string();
+        assert_eq!(row("upstream", Status::Ok, plain.clone()).detail, plain);
+    }
 
     #[test]
     fn verdicts_follow_the_worst_counted_row() {

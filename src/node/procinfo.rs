@@ -199,7 +199,13 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
             .or_else(|| string(&item["meta"], &["name"]))
             .ok_or_else(|| format!("process {i} has no procName"))?;
         if name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
-            return Err(format!("process {i}: name {name:?} is not a plugin name"));
+            // Quoted cut and escaped: the name may be megabytes, or a secret.
+            let start: String = name.chars().take(16).collect();
+            return Err(format!(
+                "process {i}: a name of {} bytes starting {start:?} is not a plugin name \
+                 (at most {MAX_NAME_BYTES} bytes, no control characters)",
+                name.len()
+            ));
         }
         let pid_file = string(item, &["pidPath", "pid_path"])
             .or_else(|| string(&item["identity"], &["pid_path", "pidPath"]))
@@ -295,8 +301,10 @@ mod tests {
                 .unwrap_err()
                 .contains("no procName")
         );
-        let long = format!(r#"[{{"procName": "{}"}}]"#, "x".repeat(200));
-        assert!(parse(&long).is_err());
+        let long = format!(r#"[{{"procName": "{}"}}]"#, "x".repeat(3 << 20));
+        let err = parse(&long).unwrap_err();
+        assert!(err.len() < 200, "an error of {} bytes", err.len());
+        assert!(err.contains("a name of 3145728 bytes"), "{err}");
         assert!(parse(r#"[{"procName": "a\nb"}]"#).is_err());
         let many = format!(
             "[{}]",
