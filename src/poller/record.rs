@@ -400,15 +400,17 @@ impl Observation {
         let last_seen_alive = self.last_seen_alive();
         // The newest report time either call gave, else (GSE 1.x, or a GSE
         // that reports none) when the exporter last saw the agent alive.
+        let now = unix_seconds(observed_at);
+        let believed = |t: &f64| *t <= now + MAX_HEARTBEAT_AHEAD_SECONDS;
         let report_time = match (
-            self.report_time.get(),
-            info.and_then(AgentInfo::report_time),
+            self.report_time.get().filter(believed),
+            info.and_then(AgentInfo::report_time).filter(believed),
         ) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
         let heartbeat_at = report_time.or(last_seen_alive.map(unix_seconds));
-        let heartbeat_age = heartbeat_at.map(|at| (unix_seconds(observed_at) - at).max(0.0));
+        let heartbeat_age = heartbeat_at.map(|at| (now - at).max(0.0));
         let version = self
             .shared_version(info)
             .map_or_else(|| strings.empty(), |v| strings.get(v).clone());
@@ -424,6 +426,12 @@ impl Observation {
         }
     }
 }
+
+/// How far ahead of the exporter's clock a report time may be and still be
+/// believed: more is not clock skew but a wrong time, and is set aside as
+/// no report time (a heartbeat in the year 3000 read as age 0 for ever, so
+/// a stuck agent looked fresh).
+const MAX_HEARTBEAT_AHEAD_SECONDS: f64 = 3600.0;
 
 /// The time before which an observation is too old to report at `now`:
 /// more than `stale_after` before it.
@@ -579,6 +587,36 @@ mod tests {
         assert_eq!(offline.heartbeat_age, Some(90.0));
         assert_eq!(offline.heartbeat_at, Some(1_000_000.0), "last seen alive");
         assert_eq!(offline.status_code, None);
+    }
+
+    #[test]
+    fn a_report_time_far_ahead_of_the_clock_is_not_believed() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let at = |report_time: f64| {
+            let reported = Status {
+                report_time: Some(report_time),
+                ..status(true, None)
+            };
+            let rec =
+                AgentRecord::observe(Some(&reported), None, None, t0, &mut Interner::default());
+            (rec.heartbeat_at, rec.heartbeat_age)
+        };
+        // Year 3000: set aside; the heartbeat is when the exporter saw it alive.
+        assert_eq!(at(32_503_680_000.0), (Some(1_764_000_000.0), Some(0.0)));
+        // Half a minute ahead is clock skew: believed, age 0.
+        assert_eq!(at(1_764_000_030.0), (Some(1_764_000_030.0), Some(0.0)));
+        assert_eq!(at(1_763_999_900.0), (Some(1_763_999_900.0), Some(100.0)));
+        // Gone offline with that time still reported: the age grows.
+        let future = |alive| Status {
+            report_time: Some(32_503_680_000.0),
+            ..status(alive, None)
+        };
+        let mut strings = Interner::default();
+        let online = AgentRecord::observe(Some(&future(true)), None, None, t0, &mut strings);
+        let t1 = t0 + Duration::from_secs(900);
+        let gone =
+            AgentRecord::observe(Some(&future(false)), None, Some(&online), t1, &mut strings);
+        assert_eq!(gone.heartbeat_age, Some(900.0));
     }
 
     #[test]
