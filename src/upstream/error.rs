@@ -32,7 +32,9 @@ pub enum GseError {
         retry_after: Option<Duration>,
     },
     /// An error envelope with another code.
-    #[error("GSE error code {code}: {message}")]
+    /// (Said without naming GSE: CMDB replies fail the same way, and the log
+    /// line around it names which upstream it was.)
+    #[error("error code {code}: {message}")]
     Api {
         /// `code` from the envelope.
         code: i64,
