@@ -267,9 +267,7 @@ async fn lying_cmdb() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         }
     };
     let app = axum::Router::new().fallback(axum::routing::any(page));
-    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     (addr, asked)
 }
 

@@ -87,9 +87,7 @@ async fn start_http_receiver() -> (SocketAddr, Receiver) {
     let app = axum::Router::new()
         .route("/v1/metrics", post(accept_http))
         .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     (addr, receiver)
 }
 

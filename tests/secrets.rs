@@ -286,10 +286,7 @@ async fn echo_gateway() -> std::net::SocketAddr {
         }
     };
     let app = axum::Router::new().fallback(axum::routing::any(echo));
-    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,10 +336,7 @@ async fn redirecting_gateway(to: std::net::SocketAddr) -> std::net::SocketAddr {
         )
     };
     let app = axum::Router::new().fallback(axum::routing::any(redirect));
-    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve(app).await
 }
 
 /// A server that answers every request as GSE would and counts them.
@@ -354,9 +348,7 @@ async fn counting_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         async { axum::Json(serde_json::json!({"code": 0, "result": true, "data": []})) }
     };
     let app = axum::Router::new().fallback(axum::routing::any(answer));
-    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     (addr, asked)
 }
 

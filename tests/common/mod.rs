@@ -14,6 +14,15 @@ pub mod binary;
 pub mod stack;
 pub mod tls;
 
+/// Serves `app` on a loopback port of its own for the rest of the test;
+/// its address.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// Makes a FIFO at `path` (`mkfifo`).
 pub fn mkfifo(path: &std::path::Path) {
     let made = std::process::Command::new("mkfifo")
