@@ -76,8 +76,25 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     if broken_pipe {
         return ExitCode::SUCCESS;
     }
-    eprintln!("gse_exporter: {err:#}");
+    eprintln!("gse_exporter: {}", said_once(err));
     ExitCode::from(2)
+}
+
+/// An error and its causes, each cause said once: most of the library's
+/// errors already quote their cause, which `{:#}` then repeated ("config
+/// file /x: cannot be read: No such file or directory (os error 2): cannot
+/// be read: No such file or directory (os error 2): No such file or
+/// directory (os error 2)").
+fn said_once(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {

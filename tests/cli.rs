@@ -361,3 +361,34 @@ fn man_prints_each_subcommands_page_and_writes_them_all() {
         ]
     );
 }
+
+/// An error is said with each cause once: a missing configuration file said
+/// "No such file or directory" three times, a textfile path that is a
+/// directory "Is a directory" twice.
+#[test]
+fn errors_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yml");
+    let (status, _, stderr) = run_to_end(
+        &[&format!("--config.file={}", missing.display())],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    let textfile = dir.path().join("node.prom");
+    std::fs::create_dir(&textfile).unwrap();
+    let (status, _, stderr) = run_to_end(
+        &[
+            "node",
+            &format!("--textfile.path={}", textfile.display()),
+            "--check.interval=1s",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
+}
