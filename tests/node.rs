@@ -876,6 +876,34 @@ fn a_stale_socket_file_is_refused_with_or_without_the_connect_probe() {
     }
 }
 
+/// `--once --textfile.path` writes the textfile once (a cron job's use); it
+/// was ignored without a word, even a path node_exporter would never read.
+#[test]
+fn once_writes_the_textfile_it_is_given() {
+    let home = FakeHome::new();
+    let textfile = home.path("gse_node.prom");
+    let mut args = home.args(9);
+    args.extend([
+        "--once".into(),
+        format!("--textfile.path={}", textfile.display()),
+    ]);
+    let (code, out) = run(&args);
+    assert_eq!(code, 1, "no agent runs: {out}");
+    let text = std::fs::read_to_string(&textfile).expect("the textfile is written");
+    assert!(
+        text.contains("gse_node_last_check_timestamp_seconds"),
+        "{text}"
+    );
+    let mut args = home.args(9);
+    args.extend([
+        "--once".into(),
+        format!("--textfile.path={}", home.path("gse_node.txt").display()),
+    ]);
+    let (code, out) = run(&args);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("reads only files ending in .prom"), "{out}");
+}
+
 #[test]
 fn careless_flags_are_clear_errors() {
     let cases: &[(&[&str], &str)] = &[

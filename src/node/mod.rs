@@ -360,7 +360,16 @@ pub async fn run(
 ) -> Result<u8, NodeError> {
     let options = Options::from_args(args);
     if args.once {
+        // Checked before the round, as a running node mode checks it.
+        if let Some(path) = &args.textfile {
+            textfile::validate(path)?;
+        }
         let report = check(&options, &mut Restarts::default())?;
+        // `--once --textfile.path` writes the file once, for a cron job; it
+        // was ignored without a word.
+        if let Some(path) = &args.textfile {
+            textfile::write(path, &metrics::render(&report))?;
+        }
         let rows = output::rows(&report);
         let text = match args.output {
             Output::Table => output::table(&report, &rows),
