@@ -904,6 +904,31 @@ fn once_writes_the_textfile_it_is_given() {
     assert!(out.contains("reads only files ending in .prom"), "{out}");
 }
 
+/// An IPC path that is a symlink to the live socket is the socket, with the
+/// connect probe and without it (it read as "not a socket").
+#[test]
+fn an_ipc_path_linked_to_the_live_socket_is_ok() {
+    let home = FakeHome::new();
+    let server = DataServer::start();
+    let _agent = start_agent(&home, Some(server.addr), true);
+    let link = home.path("ipc.link");
+    std::os::unix::fs::symlink(home.ipc(), &link).unwrap();
+    for probe in ["true", "false"] {
+        let mut args: Vec<String> = home
+            .args(server.addr.port())
+            .into_iter()
+            .filter(|a| !a.starts_with("--ipc.path="))
+            .collect();
+        args.extend([
+            format!("--ipc.path={}", link.display()),
+            "--once".into(),
+            format!("--ipc.connect={probe}"),
+        ]);
+        let (_, out) = run(&args);
+        assert_row(&out, "ipc", "ok", "accepts connections");
+    }
+}
+
 #[test]
 fn careless_flags_are_clear_errors() {
     let cases: &[(&[&str], &str)] = &[

@@ -118,7 +118,9 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// once). `agent` is the agent's main process when it runs: its network
 /// namespace's socket table is the one that says whether it listens.
 pub(crate) fn check(procfs: &Procfs, path: &Path, probe: bool, agent: Option<u32>) -> Ipc {
-    let meta = match std::fs::symlink_metadata(path) {
+    // Followed through a symlink, as a collector connecting to the path is:
+    // a link to the live socket read as "not a socket".
+    let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return ipc(path, SocketState::Missing, unavailable("no socket"), None);
@@ -249,11 +251,19 @@ fn proc_net_unix(file: &Path, path: &Path) -> Result<(u32, bool), String> {
     const SO_ACCEPTCON: u32 = 0x10000;
     const SS_CONNECTED: &str = "03";
     let text = read_unix_table(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let want = path.to_string_lossy();
+    // The path as given, or where its links lead: the table holds the path
+    // the socket was bound at.
+    let given = path.to_string_lossy();
+    let real = std::fs::canonicalize(path).ok();
+    let real = real.as_deref().map(Path::to_string_lossy);
     let (mut connections, mut listening) = (0, false);
     for line in text.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 8 || fields[7..].join(" ") != want {
+        if fields.len() < 8 {
+            continue;
+        }
+        let bound = fields[7..].join(" ");
+        if bound != given && real.as_deref() != Some(bound.as_str()) {
             continue;
         }
         let flags = u32::from_str_radix(fields[3], 16).unwrap_or(0);
