@@ -256,6 +256,25 @@ pub(crate) fn read_bounded(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// What a file that is not a regular file is, for a message ("is a FIFO,
+/// not a regular file"); the configuration's file reader says it the same way.
+pub(crate) fn file_kind(file_type: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
 /// Linux's `O_NONBLOCK` (the same on x86-64 and arm64).
 const O_NONBLOCK: i32 = 0o4000;
 
@@ -265,7 +284,7 @@ const O_NONBLOCK: i32 = 0o4000;
 /// writer, and a FIFO where the agent's `VERSION`, procinfo or a plugin's
 /// pid file belongs held the node check, its server and SIGTERM for ever.
 pub(crate) fn open_regular(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(O_NONBLOCK)
@@ -274,20 +293,9 @@ pub(crate) fn open_regular(path: &Path) -> std::io::Result<fs::File> {
     if kind.is_file() {
         return Ok(file);
     }
-    let what = if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    };
     Err(std::io::Error::new(
         std::io::ErrorKind::InvalidInput,
-        format!("is {what}, not a regular file"),
+        format!("is {}, not a regular file", file_kind(kind)),
     ))
 }
 

@@ -7,10 +7,10 @@
 //! a line. Callers that run on the async runtime read through
 //! `spawn_blocking`; this module only does the blocking read itself.
 
-use std::fs::FileType;
 use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+
+use crate::procfs::file_kind;
 
 /// How much of a file may be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub(crate) fn read_bytes(path: &Path, limits: FileLimits) -> Result<Vec<u8>, Fil
     // Looked at before it is opened: opening a FIFO waits for a writer.
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err(FileError::NotRegular(kind(meta.file_type())));
+        return Err(FileError::NotRegular(file_kind(meta.file_type())));
     }
     if meta.len() > limits.max_bytes {
         return Err(FileError::TooLarge {
@@ -108,22 +108,6 @@ fn check_lines(bytes: &[u8], max: usize) -> Result<(), FileError> {
             max,
         }),
         None => Ok(()),
-    }
-}
-
-fn kind(file_type: FileType) -> &'static str {
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
     }
 }
 

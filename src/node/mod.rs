@@ -360,13 +360,9 @@ pub async fn run(
 ) -> Result<u8, NodeError> {
     let options = Options::from_args(args);
     if args.once {
-        // Checked before the round, as a running node mode checks it.
-        if let Some(path) = &args.textfile {
-            textfile::validate(path)?;
-        }
         let report = check(&options, &mut Restarts::default())?;
-        // `--once --textfile.path` writes the file once, for a cron job; it
-        // was ignored without a word.
+        // `--once --textfile.path` writes the file once (checking its name),
+        // for a cron job; it was ignored without a word.
         if let Some(path) = &args.textfile {
             textfile::write(path, &metrics::render(&report))?;
         }

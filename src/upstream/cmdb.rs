@@ -145,11 +145,7 @@ struct CmdbModule {
 fn string_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let mut text = Option::<String>::deserialize(d)?.unwrap_or_default();
     if text.len() > MAX_FIELD_BYTES {
-        let mut end = MAX_FIELD_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+        text.truncate(text.floor_char_boundary(MAX_FIELD_BYTES));
         text.shrink_to_fit();
     }
     Ok(text)
