@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
-use serde::de::{self, Deserializer};
+use serde::de::{self, DeserializeSeed, Deserializer};
 use serde_json::value::RawValue;
 
 use super::{Info, Reply, Status};
@@ -76,11 +76,16 @@ fn open_envelope(body: &[u8]) -> Result<Body<'_>, GseError> {
     }
 }
 
-/// Reads a reply's `data` as `D`. A successful reply is read in one pass;
-/// anything else (an error envelope, no data, data of the wrong shape) is
-/// read again the careful way, envelope first, for the right error.
-fn read_data<'a, D: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<Option<D>, GseError> {
-    if let Ok(Obj(env)) = one_pass::<Obj<Envelope<D>>>(body)
+/// Reads a reply's `data` with the seed `seed` makes. A successful reply is
+/// read in one pass; anything else (an error envelope, no data, data of the
+/// wrong shape) is read again the careful way, envelope first, for the
+/// right error, with a new seed (the first may have taken some items).
+fn read_data<'a, S: DeserializeSeed<'a>>(
+    body: &'a [u8],
+    what: &str,
+    seed: impl Fn() -> S,
+) -> Result<Option<S::Value>, GseError> {
+    if let Ok(env) = with_seed(body, EnvelopeSeed(seed()))
         && env.succeeded() == Some(true)
         && let Some(data) = env.data
     {
@@ -88,17 +93,119 @@ fn read_data<'a, D: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<Optio
     }
     match open_envelope(body)? {
         Body::NoneFound => Ok(None),
-        Body::Data(data) => typed(data, what).map(Some),
+        Body::Data(data) => with_seed(data.get().as_bytes(), seed())
+            .map(Some)
+            .map_err(|e| GseError::Decode(format!("{what}: {e}"))),
     }
 }
 
-/// Reads a whole body as `T`. A body that is valid UTF-8 throughout (every
-/// GSE reply seen) is checked once, not string by string as its fields are
-/// read: a third of the time serde_json spent on a reply's strings.
-fn one_pass<'a, T: Deserialize<'a>>(body: &'a [u8]) -> serde_json::Result<T> {
+/// Reads a whole body with `seed`. A body that is valid UTF-8 throughout
+/// (every GSE reply seen) is checked once, not string by string as its
+/// fields are read: a third of the time serde_json spent on a reply's
+/// strings.
+fn with_seed<'a, S: DeserializeSeed<'a>>(body: &'a [u8], seed: S) -> serde_json::Result<S::Value> {
+    fn run<'a, R: serde_json::de::Read<'a>, S: DeserializeSeed<'a>>(
+        mut reader: serde_json::Deserializer<R>,
+        seed: S,
+    ) -> serde_json::Result<S::Value> {
+        let value = seed.deserialize(&mut reader)?;
+        reader.end()?;
+        Ok(value)
+    }
     match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(body),
+        Ok(text) => run(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => run(serde_json::Deserializer::from_slice(body), seed),
+    }
+}
+
+/// An envelope read in one pass, as `Envelope` reads one (a JSON object,
+/// each member at most once, unknown ones ignored), its `data` with the
+/// seed: which files each item as it is read, so that a reply's items are
+/// never all held at once.
+struct EnvelopeSeed<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for EnvelopeSeed<S> {
+    type Value = Envelope<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> de::Visitor<'de> for EnvelopeSeed<S> {
+    type Value = Envelope<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn once<V, E: de::Error>(
+            slot: &mut Option<V>,
+            name: &'static str,
+            value: V,
+        ) -> Result<(), E> {
+            match slot.replace(value) {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let mut seed = Some(self.0);
+        let (mut code, mut result, mut message, mut data) = (None, None, None, None);
+        while let Some(Key(key)) = map.next_key()? {
+            match key.as_ref() {
+                "code" => once(&mut code, "code", map.next_value::<Code>()?.0)?,
+                "result" => once(&mut result, "result", map.next_value::<Option<bool>>()?)?,
+                "message" => once(&mut message, "message", map.next_value::<de::IgnoredAny>()?)?,
+                "data" => {
+                    let seed = seed
+                        .take()
+                        .ok_or_else(|| de::Error::duplicate_field("data"))?;
+                    data = map.next_value_seed(Nullable(seed))?;
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Envelope {
+            code: code.flatten(),
+            result: result.flatten(),
+            message: None,
+            data,
+        })
+    }
+}
+
+/// An envelope's `code`, read as `Envelope` reads it.
+#[derive(Deserialize)]
+struct Code(#[serde(deserialize_with = "lenient_opt_i64")] Option<i64>);
+
+/// `null` as `None`, anything else read by the seed (as `Option` reads).
+struct Nullable<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> de::Visitor<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null or a value")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
     }
 }
 
@@ -155,27 +262,61 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     }
 }
 
-/// An object read as its entries in order, keys borrowed from the reply
-/// where they have no escapes (ESB's `data` maps `cloud:ip` to an item).
-struct Entries<'a, V>(Vec<(Cow<'a, str>, V)>);
+/// Files each entry of an object (ESB's `data` maps `cloud:ip` to an item)
+/// under the asked key it answers, as it is read.
+struct FileEntries<'k, V, T> {
+    answers: Answers<'k, T>,
+    answer: fn(&V) -> T,
+}
 
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<'de, V> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<V>(PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> de::Visitor<'de> for Visit<V> {
-            type Value = Entries<'de, V>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
-                while let Some((Key(key), value)) = map.next_entry()? {
-                    entries.push((key, value));
-                }
-                Ok(Entries(entries))
-            }
+impl<'de, 'k, V: Deserialize<'de>, T> DeserializeSeed<'de> for FileEntries<'k, V, T> {
+    type Value = Answers<'k, T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 'k, V: Deserialize<'de>, T> de::Visitor<'de> for FileEntries<'k, V, T> {
+    type Value = Answers<'k, T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        while let Some((Key(key), Obj(item))) = map.next_entry::<Key, Obj<V>>()? {
+            self.answers.put(&key, (self.answer)(&item));
         }
-        d.deserialize_map(Visit(PhantomData))
+        Ok(self.answers)
+    }
+}
+
+/// Files each item of a list (GSE 2.0's `data`) under the asked key it
+/// answers, as it is read.
+struct FileItems<'k, I, T> {
+    answers: Answers<'k, T>,
+    answer: Answer<I, T>,
+}
+
+impl<'de, 'k, I: Deserialize<'de>, T> DeserializeSeed<'de> for FileItems<'k, I, T> {
+    type Value = Answers<'k, T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, 'k, I: Deserialize<'de>, T> de::Visitor<'de> for FileItems<'k, I, T> {
+    type Value = Answers<'k, T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while let Some(Obj(item)) = seq.next_element::<Obj<I>>()? {
+            self.answers.file(&item, self.answer);
+        }
+        Ok(self.answers)
     }
 }
 
@@ -189,10 +330,6 @@ impl<'de> Deserialize<'de> for Key<'de> {
             _ => Err(de::Error::custom("expected a string key")),
         }
     }
-}
-
-fn typed<'a, T: Deserialize<'a>>(data: &'a RawValue, what: &str) -> Result<T, GseError> {
-    serde_json::from_str(data.get()).map_err(|e| GseError::Decode(format!("{what}: {e}")))
 }
 
 /// The answers of a batch in the order its keys were asked. GSE answers in
@@ -237,6 +374,12 @@ impl<'k, T> Answers<'k, T> {
             self.next = at + 1;
             self.got[at] = Some(value);
         }
+    }
+
+    /// Files a GSE 2.0 item under the asked key it answers.
+    fn file<I>(&mut self, item: &I, answer: Answer<I, T>) {
+        let (key, value) = answer(item);
+        self.put(key, value);
     }
 
     fn reply(self) -> Reply<T> {
@@ -292,40 +435,34 @@ struct V2InfoItem<'a> {
     report_time: Option<f64>,
 }
 
-/// Decodes a reply's `data` as `D` and files each item it holds under the
-/// asked key it answers (`file` calls `Answers::put` per item).
-fn decode<'a, D, T>(
+/// Decodes a reply whose `data` the seed `file` makes reads, filing each
+/// item under the asked key it answers as it is read.
+fn decode<'a, 'k, S, T>(
     body: &'a [u8],
     what: &str,
-    asked: &[AgentKey],
-    file: impl FnOnce(D, &mut Answers<'_, T>),
+    asked: &'k [AgentKey],
+    file: impl Fn(Answers<'k, T>) -> S,
 ) -> Result<Reply<T>, GseError>
 where
-    D: Deserialize<'a>,
+    S: DeserializeSeed<'a, Value = Answers<'k, T>>,
 {
-    let Some(data) = read_data::<D>(body, what)? else {
-        return Ok(Reply {
+    match read_data(body, what, || file(Answers::new(asked)))? {
+        Some(answers) => Ok(answers.reply()),
+        None => Ok(Reply {
             answers: std::iter::repeat_with(|| None).take(asked.len()).collect(),
             none_found: true,
-        });
-    };
-    let mut answers = Answers::new(asked);
-    file(data, &mut answers);
-    Ok(answers.reply())
+        }),
+    }
 }
 
 /// Decodes an ESB `get_agent_status` reply: `data` maps `cloud:ip` to status.
 pub fn v1_status(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Status>, GseError> {
-    decode(
-        body,
-        "get_agent_status data",
-        asked,
-        |Entries(items): Entries<Obj<V1StatusItem>>, answers| {
-            for (key, Obj(item)) in items {
-                answers.put(&key, v1_status_of(&item));
-            }
-        },
-    )
+    decode(body, "get_agent_status data", asked, |answers| {
+        FileEntries {
+            answers,
+            answer: v1_status_of,
+        }
+    })
 }
 
 fn v1_status_of(item: &V1StatusItem) -> Status {
@@ -339,21 +476,18 @@ fn v1_status_of(item: &V1StatusItem) -> Status {
 
 /// Decodes an ESB `get_agent_info` reply: `data` maps `cloud:ip` to info.
 pub fn v1_info(body: &[u8], asked: &[AgentKey]) -> Result<Reply<Info>, GseError> {
-    decode(
-        body,
-        "get_agent_info data",
-        asked,
-        |Entries(items): Entries<Obj<V1InfoItem>>, answers| {
-            for (key, Obj(item)) in items {
-                let info = Info {
-                    version: clean_version(&item.version),
-                    parent_ip: clean_ip(&item.parent_ip),
-                    ..Info::default()
-                };
-                answers.put(&key, info);
-            }
-        },
-    )
+    decode(body, "get_agent_info data", asked, |answers| FileEntries {
+        answers,
+        answer: v1_info_of,
+    })
+}
+
+fn v1_info_of(item: &V1InfoItem) -> Info {
+    Info {
+        version: clean_version(&item.version),
+        parent_ip: clean_ip(&item.parent_ip),
+        ..Info::default()
+    }
 }
 
 /// Decodes a gateway `list_agent_state` reply: `data` lists items by `bk_agent_id`.
@@ -380,12 +514,11 @@ fn v2<'a, I, T>(
 where
     I: scan::Item<'a> + Deserialize<'a>,
 {
-    let Some(items) = scan::items::<I>(body) else {
-        return v2_serde(body, what, asked, answer);
-    };
     let mut answers = Answers::new(asked);
-    file_v2(items, &mut answers, answer);
-    Ok(answers.reply())
+    match scan::read::<I>(body, |item| answers.file(&item, answer)) {
+        Some(()) => Ok(answers.reply()),
+        None => v2_serde(body, what, asked, answer),
+    }
 }
 
 /// Decodes a GSE 2.0 reply with serde.
@@ -398,21 +531,7 @@ fn v2_serde<'a, I, T>(
 where
     I: Deserialize<'a>,
 {
-    decode(body, what, asked, |items: Vec<Obj<I>>, answers| {
-        file_v2(items.into_iter().map(|Obj(item)| item), answers, answer);
-    })
-}
-
-/// Files each GSE 2.0 item under the asked key it answers.
-fn file_v2<I, T>(
-    items: impl IntoIterator<Item = I>,
-    answers: &mut Answers<'_, T>,
-    answer: Answer<I, T>,
-) {
-    for item in items {
-        let (key, value) = answer(&item);
-        answers.put(key, value);
-    }
+    decode(body, what, asked, |answers| FileItems { answers, answer })
 }
 
 impl V2StateItem<'_> {
@@ -564,8 +683,142 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::E
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A reply's `data` as the decoders read it before they filed items as
+    /// they were read: built whole by serde's derive (one pass, else the
+    /// envelope first), then filed. The reference the filing seeds are held
+    /// to, here and in the scanner's differential tests.
+    fn built_then_filed<'a, D: Deserialize<'a>, T>(
+        body: &'a [u8],
+        what: &str,
+        asked: &[AgentKey],
+        file: impl FnOnce(D, &mut Answers<'_, T>),
+    ) -> Result<Reply<T>, GseError> {
+        let data = match serde_json::from_slice::<Obj<Envelope<D>>>(body) {
+            Ok(Obj(env)) if env.succeeded() == Some(true) && env.data.is_some() => env.data,
+            _ => match open_envelope(body)? {
+                Body::NoneFound => None,
+                Body::Data(data) => Some(
+                    serde_json::from_str(data.get())
+                        .map_err(|e| GseError::Decode(format!("{what}: {e}")))?,
+                ),
+            },
+        };
+        let Some(data) = data else {
+            return Ok(Reply {
+                answers: std::iter::repeat_with(|| None).take(asked.len()).collect(),
+                none_found: true,
+            });
+        };
+        let mut answers = Answers::new(asked);
+        file(data, &mut answers);
+        Ok(answers.reply())
+    }
+
+    /// [`built_then_filed`] for a GSE 2.0 reply.
+    pub(in crate::upstream::gse::decode) fn v2_built<'a, I: Deserialize<'a>, T>(
+        body: &'a [u8],
+        what: &str,
+        asked: &[AgentKey],
+        answer: Answer<I, T>,
+    ) -> Result<Reply<T>, GseError> {
+        built_then_filed(body, what, asked, |items: Vec<Obj<I>>, answers| {
+            for Obj(item) in items {
+                answers.file(&item, answer);
+            }
+        })
+    }
+
+    /// [`built_then_filed`] for an ESB reply.
+    fn v1_built<'a, V: Deserialize<'a>, T>(
+        body: &'a [u8],
+        what: &str,
+        asked: &[AgentKey],
+        answer: fn(&V) -> T,
+    ) -> Result<Reply<T>, GseError> {
+        built_then_filed(body, what, asked, |Entries(entries), answers| {
+            for (key, Obj(item)) in entries {
+                answers.put(&key, answer(&item));
+            }
+        })
+    }
+
+    /// An object read whole, as its entries in order (how ESB's `data` was read).
+    struct Entries<'a, V>(Vec<(Cow<'a, str>, Obj<V>)>);
+
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<'de, V> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit<V>(PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> de::Visitor<'de> for Visit<V> {
+                type Value = Entries<'de, V>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Self::Value, A::Error> {
+                    let mut entries = Vec::new();
+                    while let Some((Key(key), value)) = map.next_entry()? {
+                        entries.push((key, value));
+                    }
+                    Ok(Entries(entries))
+                }
+            }
+            d.deserialize_map(Visit(PhantomData))
+        }
+    }
+
+    /// ESB replies, good and bad, decode as they did when built whole.
+    #[test]
+    fn esb_replies_decode_as_when_built_whole() {
+        let asked = keys(&["0:10.0.0.1", "0:10.0.0.2", "0:10.0.0.9"]);
+        let bodies = [
+            r#"{"result":true,"code":0,"data":{"0:10.0.0.1":{"bk_agent_alive":1,"version":"1.2"},"0:10.0.0.2":{"bk_agent_alive":"0","parent_ip":" 10.0.0.5 "}}}"#,
+            r#"{"data":{"0:10.0.0.2":{"bk_agent_alive":1},"0:u":{"bk_agent_alive":1},"0:10.0.0.1":{"bk_agent_alive":0}},"code":0,"result":true}"#,
+            r#"{"data":{"0:10.0.0.1":{"bk_agent_alive":1}},"code":1306429,"result":false,"message":"limit"}"#,
+            r#"{"code":0,"result":true,"data":{"0:10.0.0.1":{"bk_agent_alive":1},"0:10.0.0.1":{"bk_agent_alive":0}}}"#,
+            r#"{"code":0,"result":true,"data":{"0:10.0.0.\u0031":{"bk_agent_alive":1,"version":2}}}"#,
+            r#"{"code":0,"result":true,"data":{"0:10.0.0.1":{"bk_agent_alive":true}}}"#,
+            r#"{"code":0,"result":true,"data":{"0:10.0.0.1":{"version":"1"}}}"#,
+            r#"{"code":0,"result":true,"data":{"0:10.0.0.1":[1]}}"#,
+            r#"{"code":0,"result":true,"data":[{"0:10.0.0.1":{"bk_agent_alive":1}}]}"#,
+            r#"{"code":0,"result":true,"data":{"0:10.0.0.1":{"bk_agent_alive":1}},"data":{}}"#,
+            r#"{"code":0,"code":0,"result":true,"data":{}}"#,
+            r#"{"code":"0","result":null,"message":{"a":[1]},"data":{}}"#,
+            r#"{"code":0,"result":true,"data":null}"#,
+            r#"{"code":0,"result":true}"#,
+            r#"{"code":0,"result":true,"data":{"0:10.0.0.1":{"bk_agent_alive":1}}} x"#,
+            r#"{"code":0,"result":true,"data":{"0:10.0.0.1":{"bk_agent_alive":1}"#,
+            r#"["code",0]"#,
+            "",
+        ];
+        for body in bodies {
+            assert_eq!(
+                format!("{:?}", v1_status(body.as_bytes(), &asked)),
+                format!(
+                    "{:?}",
+                    v1_built(
+                        body.as_bytes(),
+                        "get_agent_status data",
+                        &asked,
+                        v1_status_of
+                    )
+                ),
+                "status: {body}"
+            );
+            assert_eq!(
+                format!("{:?}", v1_info(body.as_bytes(), &asked)),
+                format!(
+                    "{:?}",
+                    v1_built(body.as_bytes(), "get_agent_info data", &asked, v1_info_of)
+                ),
+                "info: {body}"
+            );
+        }
+    }
 
     fn keys(keys: &[&str]) -> Vec<AgentKey> {
         keys.iter().map(|&k| AgentKey::new(k)).collect()

@@ -160,26 +160,28 @@ fn string(value: Option<Scalar<'_>>) -> Cow<'_, str> {
     }
 }
 
-/// The items of `body`'s `data` when `body` is a successful reply of the
-/// common shape; `None` (not mine) otherwise.
-pub(super) fn items<'a, T: Item<'a>>(body: &'a [u8]) -> Option<Vec<T>> {
+/// Reads `body` when it is a successful reply of the common shape, handing
+/// each item of its `data` to `each` as it is read, so that a reply's items
+/// are never all held at once; `None` (not mine) otherwise, possibly after
+/// some items were handed over, which the caller then drops.
+pub(super) fn read<'a, T: Item<'a>>(body: &'a [u8], mut each: impl FnMut(T)) -> Option<()> {
     let text = std::str::from_utf8(body).ok()?;
     let mut reader = Reader { text, at: 0 };
     reader.ws();
-    let items = reader.envelope()?;
+    reader.envelope(&mut each)?;
     reader.ws();
-    (reader.at == text.len()).then_some(items)
+    (reader.at == text.len()).then_some(())
 }
 
 /// The envelope's members, each at most once.
-struct Envelope<T> {
+struct Envelope {
     code: Option<Option<i64>>,
     result: Option<Option<bool>>,
     message: Option<()>,
-    data: Option<Vec<T>>,
+    data: Option<()>,
 }
 
-impl<T> Envelope<T> {
+impl Envelope {
     /// `code` 0, else `result` true (as serde's `Envelope::succeeded`).
     fn succeeded(&self) -> bool {
         match (self.code.flatten(), self.result.flatten()) {
@@ -274,8 +276,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The envelope's items, when it says the call succeeded.
-    fn envelope<T: Item<'a>>(&mut self) -> Option<Vec<T>> {
+    /// The envelope, its items handed to `each`; `None` unless it says the
+    /// call succeeded and has a `data`.
+    fn envelope<T: Item<'a>>(&mut self, each: &mut impl FnMut(T)) -> Option<()> {
         let mut env = Envelope {
             code: None,
             result: None,
@@ -286,7 +289,7 @@ impl<'a> Reader<'a> {
             "code" => once(&mut env.code, r.nullable(Self::int)?),
             "result" => once(&mut env.result, r.nullable(Self::bool)?),
             "message" => once(&mut env.message, r.message()?),
-            "data" => once(&mut env.data, r.list()?),
+            "data" => once(&mut env.data, r.list(each)?),
             _ => r.skip(0),
         })?;
         if env.succeeded() { env.data } else { None }
@@ -316,13 +319,11 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
-    fn list<T: Item<'a>>(&mut self) -> Option<Vec<T>> {
-        let mut items = Vec::new();
+    fn list<T: Item<'a>>(&mut self, each: &mut impl FnMut(T)) -> Option<()> {
         self.elements(|r| {
-            items.push(r.item()?);
+            each(r.item()?);
             Some(())
-        })?;
-        Some(items)
+        })
     }
 
     fn item<T: Item<'a>>(&mut self) -> Option<T> {
@@ -499,32 +500,35 @@ mod tests {
     use proptest::prelude::*;
     use proptest::sample::select;
 
+    use super::super::tests::v2_built;
     use super::super::{v2_info, v2_serde, v2_state};
     use super::*;
     use crate::model::Key;
     use crate::upstream::GseError;
 
-    /// Both calls decode `body` as serde alone decodes it; says whether each
-    /// call's reply was read here.
+    /// Both calls decode `body` as serde alone decodes it, and serde's path
+    /// as serde's derive did when it built every item before filing any;
+    /// says whether each call's reply was read here.
     fn same(body: &[u8]) -> (bool, bool) {
         let keys: Vec<Key> = ["a1", "a2", "a3", "x"].map(Key::new).to_vec();
         let what = "list_agent_state data";
+        let serde = format!("{:?}", v2_serde(body, what, &keys, V2StateItem::answer));
+        let text = String::from_utf8_lossy(body);
         assert_eq!(
             format!("{:?}", v2_state(body, &keys)),
-            format!("{:?}", v2_serde(body, what, &keys, V2StateItem::answer)),
-            "state: {}",
-            String::from_utf8_lossy(body)
+            serde,
+            "state: {text}"
         );
+        let built = v2_built(body, what, &keys, V2StateItem::answer);
+        assert_eq!(format!("{built:?}"), serde, "state built: {text}");
         let what = "list_agent_info data";
-        assert_eq!(
-            format!("{:?}", v2_info(body, &keys)),
-            format!("{:?}", v2_serde(body, what, &keys, V2InfoItem::answer)),
-            "info: {}",
-            String::from_utf8_lossy(body)
-        );
+        let serde = format!("{:?}", v2_serde(body, what, &keys, V2InfoItem::answer));
+        assert_eq!(format!("{:?}", v2_info(body, &keys)), serde, "info: {text}");
+        let built = v2_built(body, what, &keys, V2InfoItem::answer);
+        assert_eq!(format!("{built:?}"), serde, "info built: {text}");
         (
-            items::<V2StateItem>(body).is_some(),
-            items::<V2InfoItem>(body).is_some(),
+            read(body, |_: V2StateItem| ()).is_some(),
+            read(body, |_: V2InfoItem| ()).is_some(),
         )
     }
 
@@ -953,7 +957,7 @@ mod tests {
         assert_eq!(same(body(MAX_DEPTH).as_bytes()), (true, true));
         assert_eq!(same(body(MAX_DEPTH + 1).as_bytes()), (false, false));
         // Never read here, so never deep enough to overflow the stack.
-        assert!(items::<V2StateItem>(body(1_000_000).as_bytes()).is_none());
+        assert!(read(body(1_000_000).as_bytes(), |_: V2StateItem| ()).is_none());
     }
 
     #[test]
