@@ -20,6 +20,11 @@ use std::path::{Path, PathBuf};
 /// Temporary names tried before giving up (another writer may hold one).
 const ATTEMPTS: u32 = 8;
 
+/// The most of the target's name a temporary name repeats: with the dot,
+/// the process id, the attempt and `.tmp` it stays within the 255 bytes a
+/// file name may have, whatever the target's name.
+const NAME_KEPT: usize = 200;
+
 /// Replaces `path` with `bytes`, mode `mode` whatever the umask.
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let (tmp, mut file) = create_beside(path, mode)?;
@@ -42,6 +47,7 @@ fn create_beside(path: &Path, mode: u32) -> io::Result<(PathBuf, fs::File)> {
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "names no file"))?
         .to_string_lossy();
+    let name = &name[..name.floor_char_boundary(NAME_KEPT)];
     let pid = std::process::id();
     let mut last = None;
     for attempt in 0..ATTEMPTS {
@@ -128,6 +134,17 @@ mod tests {
         assert!(replace_within_deadline(Path::new("/"), b"text").is_err());
         assert_eq!(names(dir.path()), ["page.1"]);
         assert_eq!(names(&taken), ["inside"]);
+    }
+
+    #[test]
+    fn a_target_named_with_the_most_bytes_a_name_may_have_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [format!("{}.prom", "a".repeat(250)), "é".repeat(127)] {
+            let target = dir.path().join(&name);
+            replace_within_deadline(&target, b"x 1\n").unwrap();
+            assert_eq!(fs::read_to_string(&target).unwrap(), "x 1\n");
+        }
+        assert_eq!(names(dir.path()).len(), 2);
     }
 
     #[test]
