@@ -22,12 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// Configuration file (YAML; default: none, needed except with --demo).
-    #[arg(
-        long = "config.file",
-        env = "GSE_EXPORTER_CONFIG",
-        value_name = "PATH",
-        global = true
-    )]
+    #[arg(long = "config.file", env = "GSE_EXPORTER_CONFIG", value_name = "PATH")]
     pub config_file: Option<PathBuf>,
 
     /// Validate the configuration file, print every problem, and exit (non-zero on problems).
@@ -293,6 +288,9 @@ pub enum Command {
 /// Options of `query`.
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
+    /// The exporter's configuration file (YAML; default: the one given before `query`, needed either way).
+    #[arg(long = "config.file", env = "GSE_EXPORTER_CONFIG", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
     /// Ask only this group (repeat, or separate with commas; default: every group).
     #[arg(
         long,

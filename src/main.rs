@@ -249,9 +249,8 @@ fn check_exporter_config(path: &std::path::Path) -> bool {
 }
 
 async fn run_query(cli: &Cli, args: &QueryArgs) -> Result<ExitCode> {
-    let path = cli
-        .config_file
-        .as_deref()
+    let path = (args.config_file.as_deref())
+        .or(cli.config_file.as_deref())
         .context("query needs a configuration: pass --config.file=PATH")?;
     let config = Config::load(path)?;
     let code = query::run(

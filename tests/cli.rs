@@ -392,3 +392,40 @@ fn errors_say_each_cause_once() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
 }
+
+/// Only the exporter and `query` read a configuration file: `node` and the
+/// other subcommands listed `--config.file` in their help (it was global)
+/// and ignored it without a word. `query` takes it after its name, as its
+/// docs show, or before.
+#[test]
+fn only_the_exporter_and_query_take_a_configuration_file() {
+    use clap::CommandFactory;
+    let root = gse_exporter::cli::Cli::command();
+    for (path, _) in commands(&root) {
+        let out = binary().args(&path).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let takes = path.is_empty() || path == ["query"];
+        assert_eq!(help.contains("--config.file"), takes, "{path:?}:\n{help}");
+    }
+    let out = binary()
+        .args(["node", "--once", "--config.file=/etc/gse_exporter/gse.yml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unexpected argument '--config.file'"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yml").display().to_string();
+    for args in [
+        vec!["query".to_string(), format!("--config.file={missing}")],
+        vec![format!("--config.file={missing}"), "query".to_string()],
+    ] {
+        let out = binary().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&missing), "{args:?}: {stderr}");
+    }
+}
