@@ -11,7 +11,7 @@
 //! value it ignores, string content eight bytes at a time as serde_json
 //! scans it. An info item has ~19 members, of which 6 are wanted.
 //!
-//! Anything else is "not mine" ([`items`] gives `None`) and the caller reads
+//! Anything else is "not mine" ([`read`] gives `None`) and the caller reads
 //! the reply with serde, unchanged, for its own result or its own error: a
 //! body that is not UTF-8, anything after the object, an error envelope,
 //! `data` that is not an array, an item that is not an object or lacks a
@@ -27,8 +27,9 @@
 //! is only space, tab, CR and LF; no trailing commas; numbers without
 //! leading zeros; strings without control characters, with only JSON's
 //! escapes), and a wanted value in the forms read here means what the
-//! lenient serde functions make of it. The items are then filed through the
-//! same `Answers` as serde's, so the reply is the same.
+//! lenient serde functions make of it. Each item is filed as it is read
+//! (never all held at once) through the same `Answers` as serde's, so the
+//! reply is the same; a reply found not mine part way drops what was filed.
 
 use std::borrow::Cow;
 
