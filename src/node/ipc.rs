@@ -324,3 +324,62 @@ fn connect_probe(path: &Path) -> (SocketState, Option<String>) {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "Num       RefCount Protocol Flags    Type St Inode Path\n";
+
+    /// Without the probe, a socket file that neither sock_diag nor any
+    /// socket table shows bound is unknown: never "ok" for being a socket.
+    #[test]
+    fn a_stale_socket_file_with_no_socket_table_to_read_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipc.state.report");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let procfs = Procfs::new(dir.path().join("proc"));
+        let ipc = check(&procfs, &path, false, None);
+        assert_eq!(ipc.state, SocketState::Unknown, "{ipc:?}");
+        let note = ipc.note.unwrap_or_default();
+        assert!(note.contains("without the connect probe"), "{note}");
+        let Queues::Unavailable { reason } = ipc.queues else {
+            panic!("{:?}", ipc.queues)
+        };
+        assert!(reason.contains("cannot read"), "{reason}");
+    }
+
+    /// The table holds the path a socket was bound at: a path given through
+    /// a symlink is matched by where the link leads, as well as by itself.
+    #[test]
+    fn a_socket_table_is_matched_by_the_given_or_the_real_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.sock");
+        std::fs::write(&real, "").unwrap();
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        let table = dir.path().join("unix");
+        let line = |flags: &str, state: &str, path: &Path| {
+            format!(
+                "0000000000000000: 00000002 00000000 {flags} 0001 {state} 12345 {}\n",
+                path.display()
+            )
+        };
+        std::fs::write(
+            &table,
+            format!(
+                "{HEADER}{}{}{}{}",
+                line("00010000", "01", &real),
+                line("00000000", "03", &real),
+                line("00000000", "03", &link),
+                line("00010000", "01", &dir.path().join("other.sock")),
+            ),
+        )
+        .unwrap();
+        assert_eq!(proc_net_unix(&table, &link), Ok((2, true)));
+        assert_eq!(proc_net_unix(&table, &real), Ok((1, true)));
+        let other = dir.path().join("nobody.sock");
+        assert_eq!(proc_net_unix(&table, &other), Ok((0, false)));
+    }
+}
