@@ -276,11 +276,13 @@ fn proc_net_unix(file: &Path, path: &Path) -> Result<(u32, bool), String> {
     Ok((connections, listening))
 }
 
-/// `/proc/net/unix` may be large on a busy host; read up to 64 MiB.
+/// `/proc/net/unix` may be large on a busy host; read up to 64 MiB, and only
+/// a regular file (`/proc`'s are; a FIFO in a `--path.procfs` would wait for
+/// a writer).
 fn read_unix_table(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();
-    std::fs::File::open(path)?
+    crate::procfs::open_regular(path)?
         .take(64 << 20)
         .read_to_string(&mut text)?;
     Ok(text)
@@ -347,6 +349,29 @@ mod tests {
             panic!("{:?}", ipc.queues)
         };
         assert!(reason.contains("cannot read"), "{reason}");
+    }
+
+    /// A socket table that is a FIFO is refused at once, not waited on.
+    #[test]
+    fn a_socket_table_that_is_a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/net")).unwrap();
+        let fifo = dir.path().join("proc/net/unix");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let path = dir.path().join("ipc.state.report");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let (done, result) = std::sync::mpsc::channel();
+        let root = dir.path().join("proc");
+        std::thread::spawn(move || done.send(check(&Procfs::new(root), &path, false, None)));
+        let ipc = result
+            .recv_timeout(TIMEOUT * 5)
+            .expect("checked within 10 s");
+        assert_eq!(ipc.state, SocketState::Unknown, "{ipc:?}");
+        let Queues::Unavailable { reason } = ipc.queues else {
+            panic!("{:?}", ipc.queues)
+        };
+        assert!(reason.contains("not a regular file"), "{reason}");
     }
 
     /// The table holds the path a socket was bound at: a path given through

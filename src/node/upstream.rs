@@ -24,6 +24,9 @@ const TCP_ESTABLISHED: &str = "01";
 const MAX_FDS: usize = 1 << 20;
 /// Largest TCP table read.
 const MAX_TABLE_BYTES: u64 = 256 << 20;
+/// Longest line of a TCP table read (the kernel's are 150 bytes); a longer
+/// one is skipped.
+const MAX_LINE_BYTES: u64 = 4096;
 
 /// A server port to look for, with what it is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,11 +112,13 @@ pub(crate) fn check(procfs: &Procfs, agent: &AgentProcess, ports: &[Port]) -> Up
         Ok(inodes) => inodes,
         Err(note) => return unknown(note),
     };
+    let wanted =
+        |c: &TcpConn| inodes.contains(&c.inode) && ports.iter().any(|p| p.port == c.remote.port());
     let mut conns = Vec::new();
     for table in ["tcp", "tcp6"] {
         let path = procfs.pid_path(main, &format!("net/{table}"));
-        match read_table(&path) {
-            Ok(text) => conns.extend(parse_tcp(&text)),
+        match read_table(&path, wanted) {
+            Ok(found) => conns.extend(found),
             Err(e) if e.kind() == ErrorKind::NotFound && table == "tcp6" => {}
             Err(e) => return unknown(format!("cannot read {}: {e}", path.display())),
         }
@@ -158,16 +163,42 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-fn read_table(path: &std::path::Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_TABLE_BYTES)
-        .read_to_string(&mut text)?;
-    Ok(text)
+/// The established connections in the TCP table at `path` that `wanted`
+/// keeps. Read a line at a time, never whole: a busy host's table (every
+/// connection of the agent's network namespace) runs to hundreds of MB.
+/// Only a regular file is read (`/proc`'s are; a FIFO in a `--path.procfs`
+/// would wait for a writer), at most [`MAX_TABLE_BYTES`] of it.
+fn read_table(
+    path: &std::path::Path,
+    wanted: impl Fn(&TcpConn) -> bool,
+) -> std::io::Result<Vec<TcpConn>> {
+    use std::io::{BufRead, Read};
+    let file = crate::procfs::open_regular(path)?;
+    let mut reader = std::io::BufReader::new(file.take(MAX_TABLE_BYTES));
+    let (mut line, mut conns, mut header) = (Vec::new(), Vec::new(), true);
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut line)?;
+        if read == 0 {
+            return Ok(conns);
+        }
+        if !line.ends_with(b"\n") && read as u64 == MAX_LINE_BYTES {
+            reader.skip_until(b'\n')?;
+            continue;
+        }
+        if std::mem::take(&mut header) {
+            continue;
+        }
+        if let Some(conn) = std::str::from_utf8(&line).ok().and_then(parse_tcp_line)
+            && wanted(&conn)
+        {
+            conns.push(conn);
+        }
+    }
 }
 
-/// Socket inodes held by `pids`, or why they cannot be read.
 fn socket_inodes(procfs: &Procfs, pids: &[u32]) -> Result<HashSet<u64>, String> {
     let mut inodes = HashSet::new();
     for &pid in pids {
@@ -226,23 +257,18 @@ pub(crate) struct TcpConn {
     pub inode: u64,
 }
 
-/// Established connections of a `/proc/net/tcp` or `tcp6` table; lines
-/// that do not parse are skipped.
-pub(crate) fn parse_tcp(text: &str) -> Vec<TcpConn> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || f[3] != TCP_ESTABLISHED {
-                return None;
-            }
-            Some(TcpConn {
-                local: parse_addr(f[1])?,
-                remote: parse_addr(f[2])?,
-                inode: f[9].parse().ok()?,
-            })
-        })
-        .collect()
+/// An established connection from a line of a `/proc/net/tcp` or `tcp6`
+/// table; `None` for any other line, or one that does not parse.
+fn parse_tcp_line(line: &str) -> Option<TcpConn> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 10 || f[3] != TCP_ESTABLISHED {
+        return None;
+    }
+    Some(TcpConn {
+        local: parse_addr(f[1])?,
+        remote: parse_addr(f[2])?,
+        inode: f[9].parse().ok()?,
+    })
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits `:PORT` (IPv6). The kernel prints
@@ -269,6 +295,7 @@ fn parse_addr(text: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn tcp_tables_parse_on_this_machine_s_byte_order() {
@@ -276,8 +303,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let local = client.local_addr().unwrap();
-        let text = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
-        let conns = parse_tcp(&text);
+        let conns = read_table(Path::new("/proc/self/net/tcp"), |_| true).unwrap();
         assert!(
             conns
                 .iter()
@@ -301,8 +327,61 @@ mod tests {
         assert_eq!(parse_addr("0100007F:FFFFF"), None);
         assert_eq!(socket_inode("socket:[42]"), Some(42));
         assert_eq!(socket_inode("pipe:[42]"), None);
-        let junk =
-            "header\n  0: short line\n  1: 0100007F:1F90 0100007F:6FD1 01 x x x x x x notanumber\n";
-        assert!(parse_tcp(junk).is_empty());
+        for junk in [
+            "  0: short line",
+            "  1: 0100007F:1F90 0100007F:6FD1 01 x x x x x x notanumber",
+        ] {
+            assert_eq!(parse_tcp_line(junk), None);
+        }
+    }
+
+    const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+    fn tcp_line(n: usize, remote_port: u16, inode: u64) -> String {
+        format!(
+            "{n:4}: 0100007F:1F90 0100007F:{remote_port:04X} 01 00000000:00000000 00:00000000 00000000 0 0 {inode} 1 0000000000000000 20 4 30 10 -1\n"
+        )
+    }
+
+    /// A table is read a line at a time and keeps only what is wanted; a
+    /// line longer than any the kernel writes is skipped, not grown into.
+    #[test]
+    fn a_large_table_keeps_only_the_wanted_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tcp");
+        let mut text = String::from(HEADER);
+        for n in 0..100_000 {
+            text.push_str(&tcp_line(n, 80, 1_000_000 + n as u64));
+        }
+        text.push_str(&"x".repeat(1 << 20));
+        text.push('\n');
+        text.push_str(&tcp_line(7, 48668, 42));
+        std::fs::write(&path, text).unwrap();
+        let conns = read_table(&path, |c| c.inode == 42).unwrap();
+        assert_eq!(conns.len(), 1, "{conns:?}");
+        assert_eq!(conns[0].remote.port(), 48668);
+    }
+
+    /// Only a regular file is read: `/dev/zero` was read to the 256 MiB
+    /// cap, and a FIFO waited for a writer for ever.
+    #[test]
+    fn a_table_that_is_not_a_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("tcp");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        for path in [Path::new("/dev/zero"), fifo.as_path()] {
+            let (done, result) = std::sync::mpsc::channel();
+            let owned = path.to_path_buf();
+            std::thread::spawn(move || done.send(read_table(&owned, |_| true).map(|c| c.len())));
+            let got = result
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("returned within 10 s");
+            let err = got.expect_err("refused");
+            assert!(
+                err.to_string().contains("not a regular file"),
+                "{path:?}: {err}"
+            );
+        }
     }
 }
