@@ -2,15 +2,16 @@
 //! the web configuration, hosts files, PEM files and secret files.
 //!
 //! Only regular files are read (a FIFO, a device, a directory or a socket is
-//! refused before it is opened, so a read can never wait for a writer or
-//! stream for ever), at most a size cap of them, with a cap on the length of
-//! a line. Callers that run on the async runtime read through
+//! refused before it is opened, and a file is opened without waiting and
+//! looked at again through its descriptor, so a read can never wait for a
+//! writer or stream for ever), at most a size cap of them, with a cap on the
+//! length of a line. Callers that run on the async runtime read through
 //! `spawn_blocking`; this module only does the blocking read itself.
 
 use std::io::Read;
 use std::path::Path;
 
-use crate::procfs::file_kind;
+use crate::procfs::{file_kind, open_regular};
 
 /// How much of a file may be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +81,10 @@ pub(crate) fn read_bytes(path: &Path, limits: FileLimits) -> Result<Vec<u8>, Fil
         });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // A file that grows while it is read is cut at the cap, and refused.
-    std::fs::File::open(path)?
+    // Opened without waiting and looked at again through the descriptor:
+    // a FIFO swapped in since the look above is refused, not waited on. A
+    // file that grows while it is read is cut at the cap, and refused.
+    open_regular(path)?
         .take(limits.max_bytes + 1)
         .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limits.max_bytes {
@@ -148,5 +151,45 @@ mod tests {
             read_bytes(&dir.path().join("missing"), small),
             Err(FileError::Io(_))
         ));
+    }
+
+    /// A path flipped between a regular file and a FIFO while it is read
+    /// (a symlink replaced over and over) is read or refused, never waited
+    /// on: it was looked at by its path, then opened by it, and a FIFO
+    /// swapped in between held the reader (a reload) for ever.
+    #[test]
+    fn a_fifo_swapped_in_after_the_look_is_never_waited_on() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let (regular, fifo) = (dir.path().join("regular"), dir.path().join("fifo"));
+        std::fs::write(&regular, "0:10.0.0.1\n").unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let path = dir.path().join("hosts");
+        std::os::unix::fs::symlink(&regular, &path).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (stop, path, next) = (stop.clone(), path.clone(), dir.path().join("next"));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for target in [&fifo, &regular] {
+                        std::os::unix::fs::symlink(target, &next).unwrap();
+                        std::fs::rename(&next, &path).unwrap();
+                    }
+                }
+            })
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let read = (0..20_000)
+                .filter(|_| read_bytes(&path, HOSTS_FILE).is_ok())
+                .count();
+            done.send(read)
+        });
+        let read = finished.recv_timeout(std::time::Duration::from_secs(60));
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+        let read = read.expect("20,000 reads within 60 s: none waited on a FIFO");
+        assert!(read > 0, "the regular file was never read");
     }
 }
