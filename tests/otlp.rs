@@ -601,3 +601,64 @@ async fn grpc_and_http_configurations_build_exporters() {
         gse_exporter::expose::otlp::exporter(otlp).unwrap_or_else(|e| panic!("{protocol}: {e}"));
     }
 }
+
+/// A collector that redirects is an error, never followed: opentelemetry's
+/// own HTTP client followed ten redirects, carrying the push and every
+/// configured header but `Authorization` (API keys, tenant ids) to wherever
+/// a reply pointed, from HTTPS to plain HTTP too; and after a 301 or 302 it
+/// sent an empty GET there, which counted as a successful push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_collector_is_a_failure_and_never_followed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sim = start_sim(SimOptions {
+        agents: 4,
+        ..SimOptions::default()
+    })
+    .await;
+    let reached = Arc::new(AtomicUsize::new(0));
+    let count = reached.clone();
+    let elsewhere = serve(axum::Router::new().fallback(axum::routing::any(move || {
+        count.fetch_add(1, Ordering::SeqCst);
+        async { "ok" }
+    })))
+    .await;
+    let served = Arc::new(AtomicUsize::new(0));
+    let redirect = move || {
+        let n = served.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let codes = [301, 302, 307, 308];
+            let status = axum::http::StatusCode::from_u16(codes[n % codes.len()]).unwrap();
+            let to = format!("http://{elsewhere}/v1/metrics");
+            (status, [(axum::http::header::LOCATION, to)])
+        }
+    };
+    let collector = serve(axum::Router::new().fallback(axum::routing::any(redirect))).await;
+    let yaml = format!(
+        "{}interval: 200ms\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts:\n{}{}",
+        gse_block(&sim, ""),
+        hosts(&sim.truth()),
+        otlp_block(
+            &format!("http://{collector}/v1/metrics"),
+            "  headers: {x-api-key: canary-key}\n"
+        ),
+    );
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    let exports = |all: &[Sample], result: &str| {
+        value(
+            all,
+            "gse_exporter_otlp_exports_total",
+            &[("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    wait_until("four failed pushes", Duration::from_secs(30), || async {
+        let all = parse(&scrape(exporter.addr()).await);
+        (exports(&all, "failure") >= 4.0).then_some(())
+    })
+    .await;
+    let all = parse(&scrape(exporter.addr()).await);
+    exporter.shutdown().await;
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "a redirect was followed");
+    assert_eq!(exports(&all, "success"), 0.0);
+}

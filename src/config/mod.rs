@@ -96,8 +96,13 @@ pub(crate) fn cut(text: &str, max: usize) -> String {
 }
 
 /// The user and password of a URL (`user:pass` of `http://user:pass@host`), if any.
+/// A value without `://` is no URL to take apart (`user:pass@host:4318`,
+/// `https//user:pass@host`, each refused with the value quoted): all before
+/// its last `@` may be a password.
 fn credentials(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
+    let Some((_, rest)) = url.split_once("://") else {
+        return url.rfind('@').map(|at| &url[..at]);
+    };
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     authority.rfind('@').map(|at| &authority[..at])
 }
@@ -758,6 +763,18 @@ mod tests {
             "http://c:4318"
         );
         assert_eq!(hide_credentials("x", "http://c/a@b"), "x");
+        // Not a URL: a scheme forgotten or mistyped.
+        for typo in [
+            "user:pa55@collector:4318",
+            "https//user:pa55@collector/v1",
+            "http:/u:pa55@c",
+        ] {
+            let problem =
+                format!("otlp.endpoint: {typo}: must be an absolute http:// or https:// URL");
+            let shown = hide_credentials(&problem, typo);
+            assert!(!shown.contains("pa55"), "{shown}");
+            assert!(shown.contains("***@c"), "{shown}");
+        }
     }
 
     #[test]

@@ -119,6 +119,7 @@ pub fn exporter(config: &OtlpConfig) -> Result<MetricExporter, OtlpError> {
     let built = match config.protocol {
         OtlpProtocol::HttpProtobuf => MetricExporter::builder()
             .with_http()
+            .with_http_client(http_client(config)?)
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(http_endpoint(&config.endpoint))
             .with_timeout(config.timeout)
@@ -145,6 +146,16 @@ pub fn exporter(config: &OtlpConfig) -> Result<MetricExporter, OtlpError> {
         }
     };
     built.map_err(|e| OtlpError::Build(e.to_string()))
+}
+
+/// The HTTP client of a push: the upstream clients' (no redirect followed:
+/// opentelemetry's own followed ten, carrying the push and every header but
+/// `Authorization` wherever a reply pointed, and after a 301 or 302 sent an
+/// empty GET there that counted as a successful push).
+fn http_client(config: &OtlpConfig) -> Result<reqwest::Client, OtlpError> {
+    crate::upstream::client_builder(config.timeout)
+        .build()
+        .map_err(|e| OtlpError::Build(format!("the HTTP client: {e}")))
 }
 
 fn metadata(config: &OtlpConfig) -> Result<MetadataMap, OtlpError> {
