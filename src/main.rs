@@ -45,8 +45,29 @@ fn purge_freed_pages_at_once() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as Go programs do
+/// (node_exporter among them): systemd's soft default of 1,024 is below
+/// `--web.max-connections` (512) plus a slow client's connections waiting to
+/// be accepted plus the upstream connections, and at the limit every new
+/// connection failed, scrapes too.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     purge_freed_pages_at_once();
+    raise_open_files_limit();
     let cli = Cli::parse();
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

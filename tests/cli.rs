@@ -429,3 +429,41 @@ fn only_the_exporter_and_query_take_a_configuration_file() {
         assert!(stderr.contains(&missing), "{args:?}: {stderr}");
     }
 }
+
+/// The soft limit on open files is raised to the hard one at start, as Go
+/// exporters do: under systemd's soft 1,024 a client opening connections
+/// faster than they time out ran the exporter out of descriptors, and every
+/// scrape failed.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_one() {
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=1024:4096")
+        .arg(env!("CARGO_BIN_EXE_gse_exporter"))
+        .arg(format!(
+            "--config.file={}",
+            fixtures().join("good.yml").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux) runs the binary");
+    let limits = format!("/proc/{}/limits", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let raised = loop {
+        let text = std::fs::read_to_string(&limits).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap_or_default()
+            .to_string();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(3) == Some(&"4096") || std::time::Instant::now() > deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(raised.split_whitespace().nth(3) == Some("4096"), "{raised}");
+}

@@ -776,3 +776,33 @@ fn the_documented_example_has_the_shape_of_a_web_config() {
     );
     assert_eq!(raw.basic_auth_users.len(), 1);
 }
+
+/// A connection closed to make room is closed at once, even part way
+/// through a request's headers: it was asked to shut down gracefully, which
+/// waits for that request until the header read timeout, so a client
+/// sending a byte per connection held a descriptor per connection past the
+/// cap (3,000 open with a cap of 512) and ran the process out of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_to_make_room_mid_headers_is_closed_at_once() {
+    let limits = Limits {
+        max_connections: 4,
+        ..Limits::default()
+    };
+    assert!(limits.read_timeout >= Duration::from_secs(10));
+    let served = serve(None, limits, 50).await;
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect(&served).await;
+        stream.write_all(b"G").await.unwrap();
+        first.push(stream);
+    }
+    // Every slot taken by a connection part way through its headers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut later = Vec::new();
+    for _ in 0..4 {
+        later.push(connect(&served).await);
+    }
+    for stream in &mut first {
+        closed_by_server(stream, Duration::from_secs(3)).await;
+    }
+}

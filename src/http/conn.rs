@@ -236,6 +236,14 @@ impl Connection {
             tokio::select! {
                 result = conn.as_mut() => break result,
                 () = self.slot.close.notified(), if !closing => {
+                    // Closed to make room, so idle when chosen: no request
+                    // to finish unless one began since. A graceful shutdown
+                    // would wait for a request part way through its headers
+                    // until the header timeout, the descriptor held past the
+                    // cap meanwhile.
+                    if self.slot.busy.load(Ordering::Acquire) == 0 {
+                        break Ok(());
+                    }
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
