@@ -554,6 +554,16 @@ impl Validator<'_> {
         if raw.name.trim().is_empty() {
             self.problem(format!("{path}.name"), &raw.name, "must not be empty");
         }
+        if raw.name.chars().any(char::is_control) {
+            // A label value of every series, a column of `query`'s table and
+            // a cell of the landing page: a line break forged a row there,
+            // and an escape sequence reached the terminal.
+            self.problem(
+                format!("{path}.name"),
+                &raw.name,
+                "must not contain control characters (line breaks, tabs, escapes)",
+            );
+        }
         if raw.bk_biz_id <= 0 {
             self.problem(
                 format!("{path}.bk_biz_id"),
