@@ -36,6 +36,8 @@ pub(crate) enum Verdict {
     Allowed,
     /// Missing, malformed or wrong credentials.
     Denied,
+    /// Too many password checks running and waiting: not checked.
+    Busy,
 }
 
 impl BasicAuth {
@@ -71,19 +73,22 @@ impl BasicAuth {
         }
     }
 
-    /// Whether a check of these credentials would hit the cache (no bcrypt).
-    pub(crate) fn is_cached(
+    /// The verdict on these credentials when it needs no bcrypt: allowed
+    /// from the cache, denied when missing or malformed; `None` when only
+    /// bcrypt can tell.
+    pub(crate) fn precheck(
         &self,
         users: &BTreeMap<String, Secret>,
         authorization: Option<&str>,
-    ) -> bool {
+    ) -> Option<Verdict> {
         let Some((user, password)) = authorization.and_then(decode_basic) else {
-            return false;
+            return Some(Verdict::Denied);
         };
-        users.get(&user).is_some_and(|hash| {
+        let cached = users.get(&user).is_some_and(|hash| {
             let key = self.cache_key(&user, hash.expose(), &password);
             self.verified.lock().contains(&key)
-        })
+        });
+        cached.then_some(Verdict::Allowed)
     }
 
     /// Two independent keyed hashes of user, stored hash and password.
@@ -143,9 +148,14 @@ mod tests {
         let auth = BasicAuth::default();
         let users = users();
         let good = header("prometheus", "s3cret");
-        assert!(!auth.is_cached(&users, Some(&good)));
+        assert_eq!(auth.precheck(&users, Some(&good)), None);
         assert_eq!(auth.check(&users, Some(&good)), Verdict::Allowed);
-        assert!(auth.is_cached(&users, Some(&good)));
+        assert_eq!(auth.precheck(&users, Some(&good)), Some(Verdict::Allowed));
+        assert_eq!(auth.precheck(&users, None), Some(Verdict::Denied));
+        assert_eq!(
+            auth.precheck(&users, Some("Basic !!")),
+            Some(Verdict::Denied)
+        );
         assert_eq!(auth.check(&users, Some(&good)), Verdict::Allowed);
     }
 

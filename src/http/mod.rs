@@ -121,13 +121,21 @@ impl AppState {
     }
 }
 
+/// bcrypt checks run at once.
+const BCRYPT_SLOTS: usize = 2;
+/// bcrypt checks waiting for a slot (a burst of new scrapers, each about
+/// 50-100 ms at the usual cost); more are refused with 429 at once.
+const BCRYPT_QUEUE: usize = 8;
+
 /// Per-server access state: the password cache, the scrape slots, the rate limiter.
 #[derive(Debug)]
 pub(crate) struct Gate {
     auth: BasicAuth,
-    /// bcrypt runs at most this many at a time, so a password-guessing flood
-    /// cannot take the CPU from polling; cached credentials skip it.
+    /// bcrypt runs at most [`BCRYPT_SLOTS`] at a time, so a password-guessing
+    /// flood cannot take the CPU from polling; cached credentials skip it.
     bcrypt_slots: Semaphore,
+    /// Checks waiting for a bcrypt slot, at most [`BCRYPT_QUEUE`].
+    bcrypt_waiting: std::sync::atomic::AtomicUsize,
     scrapes: Option<Arc<Semaphore>>,
     rate: parking_lot::Mutex<Option<RateLimiter>>,
 }
@@ -143,7 +151,8 @@ impl Gate {
     pub(crate) fn new(limits: &Limits) -> Gate {
         Gate {
             auth: BasicAuth::default(),
-            bcrypt_slots: Semaphore::new(2),
+            bcrypt_slots: Semaphore::new(BCRYPT_SLOTS),
+            bcrypt_waiting: std::sync::atomic::AtomicUsize::new(0),
             scrapes: (limits.max_scrapes > 0).then(|| Arc::new(Semaphore::new(limits.max_scrapes))),
             rate: parking_lot::Mutex::new(None),
         }
@@ -229,6 +238,32 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+impl Gate {
+    /// A turn to run bcrypt, waiting behind at most [`BCRYPT_QUEUE`] others;
+    /// `None` when the queue is full.
+    async fn bcrypt_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        use std::sync::atomic::Ordering;
+        if let Ok(turn) = self.bcrypt_slots.try_acquire() {
+            return Some(turn);
+        }
+        // Counted while it waits, and no longer once it stops waiting, even
+        // when the request is dropped meanwhile (its client went away).
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let waiting = Waiting(&self.bcrypt_waiting);
+        if self.bcrypt_waiting.fetch_add(1, Ordering::AcqRel) >= BCRYPT_QUEUE {
+            return None;
+        }
+        let turn = self.bcrypt_slots.acquire().await.ok();
+        drop(waiting);
+        turn
+    }
+}
+
 /// Rate limit and basic authentication for every route, and the configured
 /// security headers on every response.
 async fn access(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -259,6 +294,14 @@ async fn admit(
         .map(str::to_owned);
     match check_password(&state.gate, web, authorization).await {
         Verdict::Open | Verdict::Allowed => Ok(()),
+        Verdict::Busy => {
+            telemetry.record_rejection(Rejection::RateLimited);
+            Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many password checks at once; try again.\n",
+            )
+                .into_response())
+        }
         Verdict::Denied => {
             telemetry.record_rejection(Rejection::Unauthorized);
             let mut response = (StatusCode::UNAUTHORIZED, "Unauthorized.\n").into_response();
@@ -271,6 +314,14 @@ async fn admit(
     }
 }
 
+/// Checks a request's credentials: from the cache, else with bcrypt, at
+/// most [`BCRYPT_SLOTS`] at a time and [`BCRYPT_QUEUE`] waiting their turn;
+/// past that a check is refused at once ([`Verdict::Busy`]). Missing or
+/// malformed credentials are refused with no turn to wait for. Guesses
+/// queued without a bound held their connections busy: at
+/// `--web.max-connections` every new connection was closed, a scraper's
+/// with a cached password too, and a request with no credentials waited
+/// seconds for its 401.
 async fn check_password(
     gate: &Arc<Gate>,
     web: &Arc<WebAccess>,
@@ -279,11 +330,11 @@ async fn check_password(
     if web.users.is_empty() {
         return Verdict::Open;
     }
-    if gate.auth.is_cached(&web.users, authorization.as_deref()) {
-        return Verdict::Allowed;
+    if let Some(verdict) = gate.auth.precheck(&web.users, authorization.as_deref()) {
+        return verdict;
     }
-    let Ok(_slot) = gate.bcrypt_slots.acquire().await else {
-        return Verdict::Denied;
+    let Some(_turn) = gate.bcrypt_turn().await else {
+        return Verdict::Busy;
     };
     let (gate, web) = (gate.clone(), web.clone());
     tokio::task::spawn_blocking(move || gate.auth.check(&web.users, authorization.as_deref()))
@@ -674,5 +725,44 @@ mod tests {
         assert_eq!(parse_listen_address(":10909").unwrap().port(), 10909);
         assert!(parse_listen_address("127.0.0.1:0").is_ok());
         assert!(parse_listen_address("nonsense").is_err());
+    }
+
+    /// At most [`BCRYPT_QUEUE`] checks wait for the [`BCRYPT_SLOTS`]; the
+    /// next is refused at once, and a waiter whose request is dropped (its
+    /// client went away) frees its place. Guesses queued without a bound held
+    /// their connections busy, and every connection at the cap was closed.
+    #[tokio::test]
+    async fn password_checks_wait_in_a_bounded_queue() {
+        use futures::FutureExt;
+        let gate = Gate::new(&Limits::default());
+        let running: Vec<_> = (0..BCRYPT_SLOTS)
+            .map(|_| {
+                gate.bcrypt_turn()
+                    .now_or_never()
+                    .flatten()
+                    .expect("a free slot")
+            })
+            .collect();
+        let mut waiting: Vec<_> = (0..BCRYPT_QUEUE)
+            .map(|_| Box::pin(gate.bcrypt_turn()))
+            .collect();
+        for waiter in &mut waiting {
+            assert!(waiter.as_mut().now_or_never().is_none(), "waits its turn");
+        }
+        assert!(
+            matches!(gate.bcrypt_turn().now_or_never(), Some(None)),
+            "refused at once"
+        );
+        waiting.pop();
+        let mut next = Box::pin(gate.bcrypt_turn());
+        assert!(
+            next.as_mut().now_or_never().is_none(),
+            "the dropped waiter's place is free"
+        );
+        drop(running);
+        assert!(
+            waiting[0].as_mut().now_or_never().flatten().is_some(),
+            "first come, first served"
+        );
     }
 }
