@@ -186,6 +186,38 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A run of failed accepts (out of descriptors, most often): each waits
+/// longer, 5 ms doubling to 1 s, as Go's server does, and only the first is
+/// logged at warn, then the end of the run; 20 warnings a second filled the
+/// log while a flood of connections lasted.
+#[derive(Default)]
+struct AcceptFailures {
+    count: u64,
+    delay: Duration,
+}
+
+impl AcceptFailures {
+    /// How long to wait after this failure.
+    fn failed(&mut self, err: &std::io::Error) -> Duration {
+        self.count += 1;
+        self.delay = (self.delay * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        if self.count == 1 {
+            tracing::warn!(error = %err, "accepting a connection failed; retrying, with longer waits while it fails");
+        } else {
+            tracing::debug!(error = %err, failures = self.count, "accepting a connection failed again");
+        }
+        self.delay
+    }
+
+    /// A connection was accepted: the end of any run of failures.
+    fn recovered(&mut self) {
+        if self.count > 0 {
+            tracing::info!(failures = self.count, "accepting connections again");
+            *self = AcceptFailures::default();
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then gives in-flight requests a grace
 /// period to finish.
 pub(crate) async fn serve(
@@ -197,14 +229,17 @@ pub(crate) async fn serve(
     let connections = Arc::new(Connections::new(state.limits.max_connections));
     let (stopping, stop_watch) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
+    let mut failing = AcceptFailures::default();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    failing.recovered();
+                    stream
+                }
                 Err(err) => {
                     // Out of descriptors and the like: let it pass, don't spin.
-                    tracing::warn!(error = %err, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(failing.failed(&err)).await;
                     continue;
                 }
             },
@@ -512,7 +547,14 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|coding| {
             let mut parts = coding.trim().split(';');
             let name = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            // A weight of zero refuses a coding (RFC 9110 12.4.2): `q` in
+            // either case, zero in any spelling (`0`, `0.000`).
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(name, q)| {
+                    name.trim().eq_ignore_ascii_case("q")
+                        && q.trim().parse::<f64>().is_ok_and(|q| q == 0.0)
+                })
+            });
             name.eq_ignore_ascii_case("gzip") && !refused
         })
 }
@@ -692,7 +734,29 @@ mod tests {
             "accept-encoding",
             "deflate, gzip"
         )])));
-        assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
+        for refused in [
+            "gzip;q=0",
+            "gzip;Q=0",
+            "gzip; q=0.000",
+            "gzip ;q = 0.0",
+            "br, gzip;q=00",
+        ] {
+            assert!(
+                !accepts_gzip(&headers(&[("accept-encoding", refused)])),
+                "{refused}"
+            );
+        }
+        for accepted in [
+            "gzip;q=0.001",
+            "gzip;Q=1",
+            "gzip;q=bad",
+            "identity;q=0, gzip",
+        ] {
+            assert!(
+                accepts_gzip(&headers(&[("accept-encoding", accepted)])),
+                "{accepted}"
+            );
+        }
         assert!(!accepts_gzip(&headers(&[])));
     }
 
@@ -764,5 +828,15 @@ mod tests {
             waiting[0].as_mut().now_or_never().flatten().is_some(),
             "first come, first served"
         );
+    }
+
+    #[test]
+    fn failed_accepts_wait_longer_each_time_and_start_over_once_one_succeeds() {
+        let err = std::io::Error::from_raw_os_error(24);
+        let mut failing = AcceptFailures::default();
+        let waits: Vec<u128> = (0..10).map(|_| failing.failed(&err).as_millis()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        failing.recovered();
+        assert_eq!(failing.failed(&err), Duration::from_millis(5));
     }
 }
