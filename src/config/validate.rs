@@ -126,11 +126,12 @@ impl Validator<'_> {
             let shown = humantime::format_duration(timeout).to_string();
             self.problem("otlp.timeout", shown, "must be shorter than otlp.interval");
         }
-        let headers = raw
+        let mut headers: Vec<(String, Secret)> = raw
             .headers
             .iter()
             .map(|(name, value)| self.otlp_header(name, value))
             .collect();
+        let endpoint = endpoint.map(|e| self.otlp_user(e, &mut headers));
         let resource_attributes = raw
             .resource_attributes
             .iter()
@@ -150,6 +151,42 @@ impl Validator<'_> {
             timeout,
             resource_attributes,
         }
+    }
+
+    /// The endpoint without a user and password, which become an
+    /// `authorization` header (basic auth, as curl sends them): opentelemetry
+    /// sent neither, and a collector behind basic auth refused every push.
+    fn otlp_user(&mut self, endpoint: String, headers: &mut Vec<(String, Secret)>) -> String {
+        use base64::Engine;
+        let Ok(mut url) = reqwest::Url::parse(&endpoint) else {
+            return endpoint;
+        };
+        if url.username().is_empty() && url.password().is_none() {
+            return endpoint;
+        }
+        if headers.iter().any(|(name, _)| name == "authorization") {
+            let shown = hide_credentials(&endpoint, &endpoint);
+            let rule = "has a user and password, and otlp.headers an authorization: give one";
+            self.problem("otlp.endpoint", shown, rule);
+        }
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let user = format!(
+            "{}:{}",
+            decode(url.username()),
+            decode(url.password().unwrap_or(""))
+        );
+        let basic = base64::engine::general_purpose::STANDARD.encode(user);
+        headers.push((
+            "authorization".into(),
+            Secret::new(format!("Basic {basic}")),
+        ));
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.into()
     }
 
     /// A header name and its secret value (never shown in a problem).
