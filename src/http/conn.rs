@@ -198,8 +198,16 @@ impl Connection {
             return self.http(stream).await;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let handshake =
-            tokio::time::timeout(self.state.limits.read_timeout, acceptor.accept(stream));
+        let handshake = async move {
+            if sends_plain_http(&stream).await {
+                answer_plain_http(stream).await;
+                return Err(std::io::Error::other(
+                    "a plain HTTP request to the TLS port",
+                ));
+            }
+            acceptor.accept(stream).await
+        };
+        let handshake = tokio::time::timeout(self.state.limits.read_timeout, handshake);
         let mut stopping = self.stopping.clone();
         let outcome = tokio::select! {
             outcome = handshake => outcome,
@@ -272,6 +280,28 @@ impl Connection {
     fn release(&self) {
         self.connections.release(&self.slot);
     }
+}
+
+/// Whether a client of the TLS port opened with plain HTTP: a TLS record
+/// starts with a content type byte (22 for a handshake), an HTTP request
+/// with a method's capital letter.
+async fn sends_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
+}
+
+/// Answers a plain HTTP request on the TLS port with a 400 that says so, as
+/// Go's server does (a scraper configured with `http://` saw a bare TLS alert
+/// or "HTTP/0.9"), then closes.
+async fn answer_plain_http(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The request read first (what has come of it), so that closing does
+    // not reset the connection over unread bytes before the answer is read.
+    let mut request = [0u8; 8192];
+    let _ = stream.read(&mut request).await;
+    const ANSWER: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+    let _ = stream.write_all(ANSWER).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Fails writes that make no progress for a while (a client that stopped
