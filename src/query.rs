@@ -25,7 +25,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::config::hosts::parse_host_text;
-use crate::config::{Config, cut};
+use crate::config::{Config, MAX_QUOTE_BYTES, cut};
 use crate::model::{ApiVersion, Host, Sharding};
 use crate::poller::{Poller, Progress};
 use crate::snapshot::{AgentRow, AgentState, GroupSnapshot, Snapshot};
@@ -74,18 +74,15 @@ pub struct Selection {
     pub(crate) hosts: Vec<String>,
 }
 
-/// The most of a value given on the command line an error quotes.
-const SHOWN_BYTES: usize = 80;
-
 /// Why a query could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// A group name is not in the configuration.
     #[error("no group named \"{name}\" in the configuration (groups: {known})")]
     UnknownGroup {
-        /// The name asked for, cut to [`SHOWN_BYTES`].
+        /// The name asked for, cut to [`MAX_QUOTE_BYTES`].
         name: String,
-        /// The configured names, comma-separated, cut to [`SHOWN_BYTES`].
+        /// The configured names, comma-separated, cut to [`MAX_QUOTE_BYTES`].
         known: String,
     },
     /// `--host` was given without exactly one `--group`.
@@ -94,7 +91,7 @@ pub enum QueryError {
     /// A `--host` value does not parse, or cannot be asked through the group's API.
     #[error("--host \"{text}\": {rule}")]
     BadHost {
-        /// The value given, cut to [`SHOWN_BYTES`].
+        /// The value given, cut to [`MAX_QUOTE_BYTES`].
         text: String,
         /// The rule it breaks.
         rule: String,
@@ -118,8 +115,8 @@ pub(crate) fn select(mut config: Config, selection: &Selection) -> Result<Config
             if !config.groups.iter().any(|g| &g.name == name) {
                 let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
                 return Err(QueryError::UnknownGroup {
-                    name: cut(name, SHOWN_BYTES),
-                    known: cut(&known.join(", "), SHOWN_BYTES),
+                    name: cut(name, MAX_QUOTE_BYTES),
+                    known: cut(&known.join(", "), MAX_QUOTE_BYTES),
                 });
             }
         }
@@ -147,7 +144,7 @@ fn parse_hosts(texts: &[String], api: ApiVersion) -> Result<Vec<Host>, QueryErro
     let mut seen = HashSet::with_capacity(texts.len());
     for text in texts {
         let bad = |rule: &str| QueryError::BadHost {
-            text: cut(text, SHOWN_BYTES),
+            text: cut(text, MAX_QUOTE_BYTES),
             rule: rule.to_string(),
         };
         let host = parse_host_text(text).map_err(bad)?;

@@ -333,21 +333,33 @@ mod tests {
 
     const HEADER: &str = "Num       RefCount Protocol Flags    Type St Inode Path\n";
 
+    /// A socket file bound by nobody (its listener closed) in `dir`.
+    fn stale_socket(dir: &Path) -> PathBuf {
+        let path = dir.join("ipc.state.report");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        path
+    }
+
+    /// Why the queues of `ipc` are unavailable; fails if they are known.
+    fn unavailable_reason(ipc: &Ipc) -> &str {
+        let Queues::Unavailable { reason } = &ipc.queues else {
+            panic!("{:?}", ipc.queues)
+        };
+        reason
+    }
+
     /// Without the probe, a socket file that neither sock_diag nor any
     /// socket table shows bound is unknown: never "ok" for being a socket.
     #[test]
     fn a_stale_socket_file_with_no_socket_table_to_read_is_unknown() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ipc.state.report");
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let path = stale_socket(dir.path());
         let procfs = Procfs::new(dir.path().join("proc"));
         let ipc = check(&procfs, &path, false, None);
         assert_eq!(ipc.state, SocketState::Unknown, "{ipc:?}");
-        let note = ipc.note.unwrap_or_default();
+        let note = ipc.note.as_deref().unwrap_or_default();
         assert!(note.contains("without the connect probe"), "{note}");
-        let Queues::Unavailable { reason } = ipc.queues else {
-            panic!("{:?}", ipc.queues)
-        };
+        let reason = unavailable_reason(&ipc);
         assert!(reason.contains("cannot read"), "{reason}");
     }
 
@@ -359,8 +371,7 @@ mod tests {
         let fifo = dir.path().join("proc/net/unix");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.unwrap().success());
-        let path = dir.path().join("ipc.state.report");
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let path = stale_socket(dir.path());
         let (done, result) = std::sync::mpsc::channel();
         let root = dir.path().join("proc");
         std::thread::spawn(move || done.send(check(&Procfs::new(root), &path, false, None)));
@@ -368,9 +379,7 @@ mod tests {
             .recv_timeout(TIMEOUT * 5)
             .expect("checked within 10 s");
         assert_eq!(ipc.state, SocketState::Unknown, "{ipc:?}");
-        let Queues::Unavailable { reason } = ipc.queues else {
-            panic!("{:?}", ipc.queues)
-        };
+        let reason = unavailable_reason(&ipc);
         assert!(reason.contains("not a regular file"), "{reason}");
     }
 
