@@ -442,6 +442,14 @@ async fn data_of_the_wrong_type() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_about_other_agents_than_those_asked() {
+    // A cache in front of GSE that ignores the request body answers with
+    // another batch's agents: read as "not found", every agent went offline.
+    let fault = body(BodyFault::OtherAgents);
+    failure_keeps_last_values(fault, "decode_error", "decode_error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_over_max_response_bytes() {
     // The simulator streams over 64 MiB; the test config caps replies at 1 MiB.
     failure_keeps_last_values(body(BodyFault::Huge), "decode_error", "decode_error").await;

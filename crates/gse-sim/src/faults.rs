@@ -87,6 +87,10 @@ pub enum BodyFault {
     Reset,
     /// This HTTP status with the gateway envelope for it.
     HttpStatus(u16),
+    /// A well-formed reply about agents other than those asked (every id
+    /// or `cloud:ip` key changed), as a cache that ignores the request body
+    /// would give.
+    OtherAgents,
 }
 
 /// Whether request `n` (1-based) fails under `rate`: evenly spaced hits.

@@ -226,7 +226,28 @@ pub(crate) fn render(
             raw(StatusCode::OK, "application/json", "")
         }
         BodyFault::HttpStatus(s) => http_status(s),
+        BodyFault::OtherAgents => json_response(StatusCode::OK, &other_agents(envelope)),
     }
+}
+
+/// The reply with every agent it names changed into one not asked: a v2
+/// item's `bk_agent_id` gets a suffix, a v1 `cloud:ip` key a cloud of its own.
+fn other_agents(mut envelope: Value) -> Value {
+    match envelope.get_mut("data") {
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Some(Value::String(id)) = item.get_mut("bk_agent_id") {
+                    id.push_str("-other");
+                }
+            }
+        }
+        Some(Value::Object(map)) => {
+            let taken = std::mem::take(map);
+            map.extend(taken.into_iter().map(|(key, v)| (format!("9{key}"), v)));
+        }
+        _ => {}
+    }
+    envelope
 }
 
 fn http_status(status: u16) -> Response {

@@ -483,6 +483,21 @@ async fn body_faults() {
     set(BodyFault::WrongDataType);
     let body: Value = raw_v2(&sim).await.unwrap().json().await.unwrap();
     assert!(body["data"].is_string());
+    set(BodyFault::OtherAgents);
+    let body: Value = raw_v2(&sim).await.unwrap().json().await.unwrap();
+    let ids: Vec<_> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["bk_agent_id"])
+        .collect();
+    assert!(
+        !ids.is_empty()
+            && ids
+                .iter()
+                .all(|id| id.as_str().unwrap().ends_with("-other")),
+        "{ids:?}"
+    );
     set(BodyFault::HttpStatus(403));
     let resp = raw_v2(&sim).await.unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);

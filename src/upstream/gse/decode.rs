@@ -341,6 +341,9 @@ struct Answers<'k, T> {
     next: usize,
     index: Option<FxHashMap<AgentKey, usize>>,
     got: Vec<Option<T>>,
+    /// Items filed under an asked key, and items for keys not asked.
+    filed: usize,
+    stray: usize,
 }
 
 impl<'k, T> Answers<'k, T> {
@@ -350,11 +353,13 @@ impl<'k, T> Answers<'k, T> {
             next: 0,
             index: None,
             got: std::iter::repeat_with(|| None).take(asked.len()).collect(),
+            filed: 0,
+            stray: 0,
         }
     }
 
-    /// Keeps `value` as the answer for `key`; a key not asked is ignored,
-    /// and a key answered twice keeps its last answer.
+    /// Keeps `value` as the answer for `key`; a key not asked is counted
+    /// and otherwise ignored, and a key answered twice keeps its last answer.
     fn put(&mut self, key: &str, value: T) {
         let at = match self.asked.get(self.next) {
             Some(next) if next.is(key) => Some(self.next),
@@ -370,9 +375,13 @@ impl<'k, T> Answers<'k, T> {
                 index.get(&AgentKey::new(key)).copied()
             }
         };
-        if let Some(at) = at {
-            self.next = at + 1;
-            self.got[at] = Some(value);
+        match at {
+            Some(at) => {
+                self.next = at + 1;
+                self.got[at] = Some(value);
+                self.filed += 1;
+            }
+            None => self.stray += 1,
         }
     }
 
@@ -382,11 +391,21 @@ impl<'k, T> Answers<'k, T> {
         self.put(key, value);
     }
 
-    fn reply(self) -> Reply<T> {
-        Reply {
+    /// The reply, unless it answers for none of the agents asked while
+    /// naming others: GSE echoes the ids it is asked for, so such a reply
+    /// is not its answer to this request (a cache that ignores the request
+    /// body gives one) and must not turn every agent asked "not found".
+    fn reply(self, what: &str) -> Result<Reply<T>, GseError> {
+        if self.filed == 0 && self.stray > 0 {
+            return Err(GseError::Decode(format!(
+                "{what}: the reply names {} agents, none of those asked",
+                self.stray
+            )));
+        }
+        Ok(Reply {
             answers: self.got,
             none_found: false,
-        }
+        })
     }
 }
 
@@ -447,7 +466,7 @@ where
     S: DeserializeSeed<'a, Value = Answers<'k, T>>,
 {
     match read_data(body, what, || file(Answers::new(asked)))? {
-        Some(answers) => Ok(answers.reply()),
+        Some(answers) => answers.reply(what),
         None => Ok(Reply {
             answers: std::iter::repeat_with(|| None).take(asked.len()).collect(),
             none_found: true,
@@ -516,7 +535,7 @@ where
 {
     let mut answers = Answers::new(asked);
     match scan::read::<I>(body, |item| answers.file(&item, answer)) {
-        Some(()) => Ok(answers.reply()),
+        Some(()) => answers.reply(what),
         None => v2_serde(body, what, asked, answer),
     }
 }
@@ -714,7 +733,7 @@ pub(super) mod tests {
         };
         let mut answers = Answers::new(asked);
         file(data, &mut answers);
-        Ok(answers.reply())
+        answers.reply(what)
     }
 
     /// [`built_then_filed`] for a GSE 2.0 reply.
@@ -947,6 +966,38 @@ pub(super) mod tests {
             v2_state(body, &keys(&["a"])),
             Err(GseError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn a_reply_naming_only_agents_not_asked_is_not_an_answer() {
+        // As a cache that ignores the request body would answer: another
+        // batch's reply. Read as "not found", every agent asked went offline.
+        let asked = keys(&["a1", "a2"]);
+        let other = br#"{"code":0,"result":true,"data":[
+            {"bk_agent_id":"b1","status_code":2},{"bk_agent_id":"b2","status_code":2}]}"#;
+        for reply in [
+            v2_state(other, &asked).map(|_| ()),
+            v2_info(other, &asked).map(|_| ()),
+            v2_built(other, "d", &asked, V2StateItem::answer).map(|_| ()),
+        ] {
+            let Err(GseError::Decode(why)) = reply else {
+                panic!("{reply:?}")
+            };
+            assert!(why.contains("names 2 agents, none of those asked"), "{why}");
+        }
+        let esb = br#"{"result":true,"code":0,"data":{"0:10.9.9.9":{"bk_agent_alive":1}}}"#;
+        let asked = keys(&["0:10.0.0.1"]);
+        assert!(matches!(v1_status(esb, &asked), Err(GseError::Decode(_))));
+        assert!(matches!(v1_info(esb, &asked), Err(GseError::Decode(_))));
+        // One asked agent answered among others: the reply stands, and the
+        // agent it left out is not found, as GSE means by leaving one out.
+        let mixed = br#"{"code":0,"result":true,"data":[
+            {"bk_agent_id":"b1","status_code":2},{"bk_agent_id":"a2","status_code":2}]}"#;
+        let reply = v2_state(mixed, &keys(&["a1", "a2"])).unwrap();
+        assert!(reply.answers[0].is_none() && reply.answers[1].is_some());
+        // Nothing at all is GSE knowing none of them, as before.
+        let empty = br#"{"code":0,"result":true,"data":[]}"#;
+        assert_eq!(v2_state(empty, &keys(&["a1"])).unwrap().answers, [None]);
     }
 
     #[test]

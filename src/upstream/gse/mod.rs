@@ -100,7 +100,7 @@ pub struct Info {
 pub struct Reply<T> {
     /// The answer for each asked key, in the order asked; `None`: GSE left
     /// that agent out of its reply ("not found"). Items for keys that were
-    /// not asked are ignored.
+    /// not asked are ignored; a reply of nothing else is a decode error.
     pub answers: Vec<Option<T>>,
     /// GSE answered 1011003: none of the batch is known.
     pub none_found: bool,
