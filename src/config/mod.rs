@@ -75,13 +75,24 @@ impl fmt::Display for Problem {
     }
 }
 
-/// `text` with control characters escaped, cut to at most `max` bytes (on a
-/// character boundary) with the full length said, so that no file, reply or
-/// flag can make a log line or an answer large.
+/// Whether `c` is a control character or one that changes how the text
+/// around it is shown while being invisible itself: the bidirectional
+/// overrides, embeddings and isolates (U+202E turns the rest of a line
+/// around), the directional and zero-width marks, the byte-order mark.
+pub(crate) fn is_unseen(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}')
+        || matches!(c, '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `text` with control and unseen characters ([`is_unseen`]) escaped, cut
+/// to at most `max` bytes (on a character boundary) with the full length
+/// said, so that no file, reply or flag can make a log line or an answer
+/// large, or show it other than as written.
 pub(crate) fn cut(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max) + 24);
     for c in text.chars() {
-        let escaped: String = if c.is_control() {
+        let escaped: String = if is_unseen(c) {
             c.escape_default().collect()
         } else {
             c.to_string()
@@ -746,6 +757,18 @@ mod tests {
         assert!(shown.len() < 120, "{shown}");
         assert!(shown.ends_with(&format!("({} bytes)", 5 << 20)), "{shown}");
         assert_eq!(cut("a\nb\x1b", 80), "a\\nb\\u{1b}");
+        // Shown as "ok.exe" reversed at the override: escaped instead.
+        assert_eq!(cut("a\u{202e}exe.ko", 80), "a\\u{202e}exe.ko");
+        for c in [
+            '\u{061c}', '\u{200b}', '\u{200f}', '\u{202a}', '\u{2066}', '\u{2069}', '\u{feff}',
+        ] {
+            assert!(cut(&format!("x{c}"), 80).starts_with("x\\u{"), "{c:?}");
+        }
+        assert_eq!(
+            cut("版本 é ✓", 80),
+            "版本 é ✓",
+            "other text is kept as it is"
+        );
         assert!(cut(&"é".repeat(100), 81).is_char_boundary(0));
     }
 

@@ -591,14 +591,14 @@ impl Validator<'_> {
         if raw.name.trim().is_empty() {
             self.problem(format!("{path}.name"), &raw.name, "must not be empty");
         }
-        if raw.name.chars().any(char::is_control) {
+        if raw.name.chars().any(super::is_unseen) {
             // A label value of every series, a column of `query`'s table and
             // a cell of the landing page: a line break forged a row there,
             // and an escape sequence reached the terminal.
             self.problem(
                 format!("{path}.name"),
                 &raw.name,
-                "must not contain control characters (line breaks, tabs, escapes)",
+                "must not contain control characters (line breaks, tabs, escapes) or invisible ones that change how text is shown (bidirectional overrides, zero-width marks)",
             );
         }
         if raw.bk_biz_id <= 0 {
