@@ -137,7 +137,11 @@ async fn sigterm_ends_the_process_within_5s_while_gse_and_a_client_stall() {
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The scrape is in progress once its answer has begun.
+    tokio::time::timeout(Duration::from_secs(10), stalled.readable())
+        .await
+        .expect("the exporter begins to answer")
+        .unwrap();
     let (status, took, logs, _) = tokio::task::spawn_blocking(move || binary.stop_timed())
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 //! concurrent scrapes, request bodies, methods).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::tls::TestCa;
@@ -14,6 +15,7 @@ use gse_exporter::run::{Exporter, ExporterOptions};
 use gse_sim::{RunningSim, SimOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -554,7 +556,17 @@ async fn stalled_scrape(addr: std::net::SocketAddr) -> TcpStream {
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
         .await
         .unwrap();
+    answer_begun(&stream).await;
     stream
+}
+
+/// Waits until the server has begun to answer on `stream` (so the request
+/// is in progress there), without reading anything.
+async fn answer_begun(stream: &TcpStream) {
+    tokio::time::timeout(DEADLINE, stream.readable())
+        .await
+        .expect("the server begins to answer")
+        .unwrap();
 }
 
 fn short_read_timeout() -> Limits {
@@ -588,15 +600,20 @@ async fn slow_tls_handshakes_are_cut_off() {
 }
 
 /// Holds `count` idle connections open (never sending a byte), opening a
-/// new one whenever the server closes one, until aborted.
-async fn hold_idle_connections(addr: std::net::SocketAddr, count: usize) {
+/// new one whenever the server closes one, until aborted. `full` is told
+/// when the server first closes one of them: every slot was taken.
+async fn hold_idle_connections(addr: std::net::SocketAddr, count: usize, full: Arc<Notify>) {
     let mut held: Vec<TcpStream> = Vec::new();
     loop {
         // Still open: nothing to read yet. Closed: 0 bytes, or an error.
+        let before = held.len();
         held.retain(|stream| {
             let mut probe = [0u8; 1];
             matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         });
+        if held.len() < before {
+            full.notify_one();
+        }
         while held.len() < count {
             match TcpStream::connect(addr).await {
                 Ok(stream) => held.push(stream),
@@ -615,9 +632,13 @@ async fn a_client_holding_idle_connections_cannot_lock_others_out() {
     };
     let served = serve(None, limits, 50).await;
     let addr = served.exporter.addr();
-    let flood = tokio::spawn(hold_idle_connections(addr, 24));
-    // Let the flood fill every slot first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let full = Arc::new(Notify::new());
+    let flood = tokio::spawn(hold_idle_connections(addr, 24, full.clone()));
+    // The flood fills every slot first: the server closes one of its
+    // connections to make room for another of them.
+    tokio::time::timeout(DEADLINE, full.notified())
+        .await
+        .expect("the flood takes every slot");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
@@ -668,7 +689,6 @@ async fn when_every_connection_is_busy_a_new_one_is_closed_at_once() {
     let addr = served.exporter.addr();
     let first = stalled_scrape(addr).await;
     let second = stalled_scrape(addr).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut third = connect(&served).await;
     closed_by_server(&mut third, Duration::from_secs(10)).await;
     drop((first, second));
@@ -800,8 +820,8 @@ async fn a_connection_closed_to_make_room_mid_headers_is_closed_at_once() {
         stream.write_all(b"G").await.unwrap();
         first.push(stream);
     }
-    // Every slot taken by a connection part way through its headers.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every slot taken by a connection part way through its headers, each
+    // opened before (so idle longer than) any of the later ones.
     let mut later = Vec::new();
     for _ in 0..4 {
         later.push(connect(&served).await);

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body as HttpBody;
@@ -35,7 +35,9 @@ pub(super) struct Slot {
     id: u64,
     /// Requests in progress (a response counts until its body is sent).
     busy: AtomicUsize,
-    /// When it last became idle, in milliseconds since the server started.
+    /// When it last became idle (or was opened), as a count of such events
+    /// that only grows: of two connections, the one idle longer has the
+    /// smaller number, even within one millisecond.
     idle_since: AtomicU64,
     /// Told to close (it was the idlest when room was needed).
     close: Notify,
@@ -48,7 +50,8 @@ pub(super) struct Connections {
     open: parking_lot::Mutex<HashMap<u64, Arc<Slot>>>,
     next: AtomicU64,
     closed: Notify,
-    started: Instant,
+    /// The next value of a [`Slot`]'s `idle_since`.
+    ticks: AtomicU64,
 }
 
 impl Connections {
@@ -58,12 +61,12 @@ impl Connections {
             open: parking_lot::Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             closed: Notify::new(),
-            started: Instant::now(),
+            ticks: AtomicU64::new(0),
         }
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ticks.fetch_add(1, Ordering::AcqRel)
     }
 
     /// Room for one more connection: at once under the cap, else by closing
