@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::binary::Binary;
 use crate::common::*;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -598,7 +599,8 @@ async fn grpc_and_http_configurations_build_exporters() {
         );
         let config = parse_config(&yaml);
         let otlp = config.otlp.as_ref().unwrap();
-        gse_exporter::expose::otlp::exporter(otlp).unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        gse_exporter::expose::otlp::exporter(otlp, &Default::default())
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
     }
 }
 
@@ -692,4 +694,41 @@ async fn a_user_and_password_in_the_endpoint_are_sent_as_basic_auth() {
     exporter.shutdown().await;
     let expected = base64::engine::general_purpose::STANDARD.encode("pusher:pa55@word");
     assert_eq!(authorization, Some(format!("Basic {expected}")));
+}
+
+/// A collector that cannot be reached is logged with why: opentelemetry says
+/// "network error" whatever the cause (refused, a name not found, TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_is_logged_with_the_cause() {
+    let sim = start_sim(SimOptions {
+        agents: 4,
+        ..SimOptions::default()
+    })
+    .await;
+    // A port nothing listens on: bound, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    let yaml = format!(
+        "{}interval: 200ms\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts:\n{}{}",
+        gse_block(&sim, ""),
+        hosts(&sim.truth()),
+        otlp_block(&format!("http://pusher:pa55word@{closed}/v1/metrics"), ""),
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let binary = Binary::start(&[format!("--config.file={}", path.display())], &[]).await;
+    wait_until("a failed push logged", Duration::from_secs(20), || async {
+        binary.logs().contains("OTLP push failed").then_some(())
+    })
+    .await;
+    let (_, logs, _) = binary.stop();
+    let failed = logs
+        .lines()
+        .find(|l| l.contains("OTLP push failed"))
+        .unwrap();
+    assert!(failed.contains("Connection refused"), "{failed}");
+    assert!(!logs.contains("pa55word"), "{logs}");
 }

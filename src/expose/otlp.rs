@@ -115,11 +115,15 @@ pub(crate) fn http_endpoint(endpoint: &str) -> String {
 }
 
 /// Builds the exporter for a configuration (gRPC needs a Tokio runtime).
-pub fn exporter(config: &OtlpConfig) -> Result<MetricExporter, OtlpError> {
+/// `cause` keeps why the last HTTP request of a push got no answer.
+pub fn exporter(config: &OtlpConfig, cause: &LastCause) -> Result<MetricExporter, OtlpError> {
     let built = match config.protocol {
         OtlpProtocol::HttpProtobuf => MetricExporter::builder()
             .with_http()
-            .with_http_client(http_client(config)?)
+            .with_http_client(PushClient {
+                inner: http_client(config)?,
+                cause: cause.clone(),
+            })
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(http_endpoint(&config.endpoint))
             .with_timeout(config.timeout)
@@ -156,6 +160,46 @@ fn http_client(config: &OtlpConfig) -> Result<reqwest::Client, OtlpError> {
     crate::upstream::client_builder(config.timeout)
         .build()
         .map_err(|e| OtlpError::Build(format!("the HTTP client: {e}")))
+}
+
+/// Why the last HTTP request of a push got no answer (refused, a name not
+/// found, a TLS failure), or nothing: opentelemetry reports each of them
+/// only as "network error".
+#[derive(Debug, Clone, Default)]
+pub struct LastCause(Arc<parking_lot::Mutex<Option<String>>>);
+
+impl LastCause {
+    fn take(&self) -> Option<String> {
+        self.0.lock().take()
+    }
+}
+
+/// The push's HTTP client: reqwest's, keeping each failure's cause.
+#[derive(Debug)]
+struct PushClient {
+    inner: reqwest::Client,
+    cause: LastCause,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for PushClient {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<bytes::Bytes>,
+    ) -> Result<opentelemetry_http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        // Without the URL: it is the configured endpoint, said apart.
+        let sent = self.inner.send_bytes(request).await.map_err(|err| {
+            match err.downcast::<reqwest::Error>() {
+                Ok(err) => Box::new((*err).without_url()),
+                Err(err) => err,
+            }
+        });
+        *self.cause.0.lock() = sent
+            .as_ref()
+            .err()
+            .map(|err| crate::upstream::error_chain(err.as_ref()));
+        sent
+    }
 }
 
 fn metadata(config: &OtlpConfig) -> Result<MetadataMap, OtlpError> {
@@ -624,6 +668,7 @@ pub(crate) async fn run(
 struct Pusher {
     config: OtlpConfig,
     exporter: Arc<MetricExporter>,
+    cause: LastCause,
     resource: Resource,
     ticker: tokio::time::Interval,
 }
@@ -631,7 +676,8 @@ struct Pusher {
 impl Pusher {
     fn start(config: OtlpConfig, instance_id: &str, published: &Published) -> Option<Pusher> {
         let shown = |text: &str| hide_credentials(text, &config.endpoint);
-        let exporter = match exporter(&config) {
+        let cause = LastCause::default();
+        let exporter = match exporter(&config, &cause) {
             Ok(exporter) => exporter,
             Err(err) => {
                 tracing::error!(error = %shown(&err.to_string()), "OTLP push disabled");
@@ -645,6 +691,7 @@ impl Pusher {
         Some(Pusher {
             resource: resource(&config, instance_id),
             exporter: Arc::new(exporter),
+            cause,
             config,
             ticker,
         })
@@ -696,7 +743,12 @@ impl Pusher {
             .await
             .map_err(|e| OtlpError::Collect(e.to_string()))??;
             let exported = self.exporter.export(&metrics).await;
-            exported.map_err(|e| OtlpError::Export(e.to_string()))?;
+            exported.map_err(|e| {
+                OtlpError::Export(match self.cause.take() {
+                    Some(cause) => format!("{e} ({cause})"),
+                    None => e.to_string(),
+                })
+            })?;
         }
         Ok(())
     }
