@@ -806,6 +806,68 @@ fn the_documented_example_has_the_shape_of_a_web_config() {
 /// waits for that request until the header read timeout, so a client
 /// sending a byte per connection held a descriptor per connection past the
 /// cap (3,000 open with a cap of 512) and ran the process out of them.
+/// One request on a kept-alive connection, its answer read whole.
+async fn answered_on(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !content_read(&got) {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap_or(0);
+        let shown = String::from_utf8_lossy(&got);
+        assert!(n > 0, "closed before its answer: {shown:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether `got` holds a whole response (headers and `content-length` bytes).
+fn content_read(got: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(got);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_string)
+        })
+        .and_then(|l| l.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_is_not_closed_to_make_room_for_answered_ones() {
+    // A scraper opens its connection (a TLS handshake takes as long), and
+    // meanwhile other clients are answered on kept-alive connections: it
+    // became the idlest and was closed before it could ask.
+    let limits = Limits {
+        max_connections: 4,
+        ..Limits::default()
+    };
+    let served = serve(None, limits, 50).await;
+    let mut scraper = connect(&served).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect(&served).await;
+        answered_on(&mut stream).await;
+        others.push(stream);
+    }
+    for _ in 0..3 {
+        let mut stream = connect(&served).await;
+        answered_on(&mut stream).await;
+        others.push(stream);
+    }
+    answered_on(&mut scraper).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_to_make_room_mid_headers_is_closed_at_once() {
     let limits = Limits {

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub(super) struct Slot {
     id: u64,
     /// Requests in progress (a response counts until its body is sent).
     busy: AtomicUsize,
+    /// Whether a request of it has been answered.
+    answered: AtomicBool,
     /// When it last became idle (or was opened), as a count of such events
     /// that only grows: of two connections, the one idle longer has the
     /// smaller number, even within one millisecond.
@@ -70,8 +72,12 @@ impl Connections {
     }
 
     /// Room for one more connection: at once under the cap, else by closing
-    /// the connection idle the longest (then `true`); `None` when every
-    /// connection is busy.
+    /// an idle connection (then `true`); `None` when every connection is
+    /// busy. The one closed is the idlest of those that have had an answer,
+    /// and only when none has, the idlest of those still to send their
+    /// first request: a client whose kept-alive connection is closed opens
+    /// another and asks again, but one closed before its first request (a
+    /// scraper in its TLS handshake while others are answered) fails.
     pub(super) fn admit(&self) -> Option<(Arc<Slot>, bool)> {
         let mut open = self.open.lock();
         let evicted = open.len() >= self.max;
@@ -79,7 +85,10 @@ impl Connections {
             let idlest = open
                 .values()
                 .filter(|s| s.busy.load(Ordering::Acquire) == 0)
-                .min_by_key(|s| s.idle_since.load(Ordering::Acquire))?
+                .min_by_key(|s| {
+                    let waiting = !s.answered.load(Ordering::Acquire);
+                    (waiting, s.idle_since.load(Ordering::Acquire))
+                })?
                 .id;
             if let Some(slot) = open.remove(&idlest) {
                 slot.close.notify_one();
@@ -88,6 +97,7 @@ impl Connections {
         let slot = Arc::new(Slot {
             id: self.next.fetch_add(1, Ordering::Relaxed),
             busy: AtomicUsize::new(0),
+            answered: AtomicBool::new(false),
             idle_since: AtomicU64::new(self.now()),
             close: Notify::new(),
         });
@@ -130,6 +140,7 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let now = self.connections.now();
         self.slot.idle_since.store(now, Ordering::Release);
+        self.slot.answered.store(true, Ordering::Release);
         self.slot.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -388,5 +399,62 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_open(connections: &Connections, slot: &Slot) -> bool {
+        connections.open.lock().contains_key(&slot.id)
+    }
+
+    /// An answer on `slot`: a request begun and its response sent.
+    fn answer(connections: &Arc<Connections>, slot: &Arc<Slot>) {
+        drop(Busy::new(slot.clone(), connections.clone()));
+    }
+
+    #[test]
+    fn room_is_made_by_closing_an_answered_connection_before_a_waiting_one() {
+        let connections = Arc::new(Connections::new(3));
+        let (waiting, _) = connections.admit().unwrap();
+        let (first, _) = connections.admit().unwrap();
+        let (second, _) = connections.admit().unwrap();
+        answer(&connections, &first);
+        answer(&connections, &second);
+        // `waiting` has been idle longest, but has not sent its first request.
+        let (third, evicted) = connections.admit().unwrap();
+        assert!(evicted);
+        assert!(is_open(&connections, &waiting), "the waiting one is kept");
+        assert!(
+            !is_open(&connections, &first),
+            "the idlest answered one is closed"
+        );
+        assert!(is_open(&connections, &second));
+        // With no answered one idle, the idlest waiting one goes.
+        let _busy = Busy::new(second.clone(), connections.clone());
+        connections.admit().unwrap();
+        assert!(!is_open(&connections, &waiting));
+        assert!(is_open(&connections, &second) && is_open(&connections, &third));
+        // Every one busy: no room.
+        let open: Vec<Arc<Slot>> = connections.open.lock().values().cloned().collect();
+        let _all: Vec<Busy> = open
+            .into_iter()
+            .filter(|s| s.id != second.id)
+            .map(|s| Busy::new(s, connections.clone()))
+            .collect();
+        assert!(connections.admit().is_none());
+    }
+
+    #[test]
+    fn among_equals_the_connection_idle_longest_is_closed() {
+        // Many within one millisecond: the order is still exact.
+        let connections = Arc::new(Connections::new(64));
+        let slots: Vec<_> = (0..64).map(|_| connections.admit().unwrap().0).collect();
+        for (i, slot) in slots.iter().enumerate() {
+            connections.admit().unwrap();
+            assert!(!is_open(&connections, slot), "connection {i}");
+        }
     }
 }
