@@ -1,15 +1,20 @@
 //! Noticing that a file changed: the one check behind re-reading a hosts
 //! file each cycle and the web configuration on each request.
 //!
-//! A file is taken as changed when its modification time or length differs
-//! from what was seen last, or when it appears or disappears.
+//! A file is taken as changed when it appears or disappears, when another
+//! file takes its name, or when its length, its modification time or its
+//! status change time differs from what was seen last. The last is set by
+//! the kernel on every write, rename or `utime`: a file written anew at the
+//! same length with its old modification time put back (`cp -p`,
+//! `rsync -a`, `touch -r`) still changes it.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::SystemTime;
 
-/// What was last seen of a file: its modification time and length, or
-/// nothing when it could not be looked at.
-type Seen = Option<(SystemTime, u64)>;
+/// What was last seen of a file (device, inode, length, modification and
+/// status change times in nanoseconds), or nothing when it could not be
+/// looked at.
+type Seen = Option<(u64, u64, u64, i128, i128)>;
 
 /// Watches one file between looks.
 #[derive(Debug, Default)]
@@ -39,7 +44,14 @@ impl FileWatch {
 
 fn look(path: &Path) -> Seen {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    let nanos = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+    Some((
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        nanos(meta.mtime(), meta.mtime_nsec()),
+        nanos(meta.ctime(), meta.ctime_nsec()),
+    ))
 }
 
 #[cfg(test)]
@@ -62,5 +74,38 @@ mod tests {
         assert!(watch.changed(&path), "gone");
         let mut seen = FileWatch::seen_now(&path);
         assert!(!seen.changed(&path));
+    }
+
+    #[test]
+    fn a_file_replaced_at_the_same_length_with_its_old_time_put_back_changes() {
+        // As `cp -p`, `rsync -a` or `touch -r` leave it: the same length and
+        // modification time, other bytes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.txt");
+        std::fs::write(&path, "0:10.0.0.1\n").unwrap();
+        let old = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut watch = FileWatch::seen_now(&path);
+        // Written in place.
+        std::fs::write(&path, "0:10.0.0.2\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(watch.changed(&path), "rewritten in place");
+        // Another file moved in under the name.
+        let other = dir.path().join("hosts.new");
+        std::fs::write(&other, "0:10.0.0.3\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(!watch.changed(&path));
+        std::fs::rename(&other, &path).unwrap();
+        assert!(watch.changed(&path), "replaced by another file");
+        assert!(!watch.changed(&path));
     }
 }
