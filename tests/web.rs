@@ -253,6 +253,75 @@ async fn client_allowed_sans_admit_only_named_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_web_config_never_stops_checking_client_certificates() {
+    // A file caught half-written can stop short of the client checks and
+    // still be valid: it turned them off until the file was whole.
+    let ca = TestCa::new("mtls-kept");
+    let server = ca.server(&["localhost"]);
+    let ca_line = format!("  client_ca_file: {}\n", ca.cert_file.display());
+    let mtls = format!(
+        "{ca_line}  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: [scraper.example]\n  min_version: TLS13\n"
+    );
+    let served = serve(Some(&tls_yaml(&server, &mtls)), Limits::default(), 20).await;
+    let url = https_url(&served, "/metrics");
+    let scraper = ca.https_client(Some(&ca.client(&["scraper.example"])));
+    let reload_ok = || async {
+        let text = scraper.get(&url).send().await.ok()?.text().await.ok()?;
+        value(
+            &parse(&text),
+            "gse_exporter_web_config_last_reload_successful",
+            &[],
+        )
+    };
+    let weaker = [
+        ("cut after key_file", String::new()),
+        (
+            "asking for any certificate",
+            format!("  client_auth_type: RequireAnyClientCert\n  min_version: TLS13\n"),
+        ),
+        (
+            "without allowed names",
+            format!(
+                "{ca_line}  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS13\n"
+            ),
+        ),
+        (
+            "TLS 1.2 let in",
+            format!(
+                "{ca_line}  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: [scraper.example]\n"
+            ),
+        ),
+    ];
+    for (what, extra) in weaker {
+        std::fs::write(&served.web_file, tls_yaml(&server, &extra)).unwrap();
+        wait_until(what, DEADLINE, || async {
+            (reload_ok().await == Some(0.0)).then_some(())
+        })
+        .await;
+        assert!(
+            ca.https_client(None).get(&url).send().await.is_err(),
+            "{what}: a client without a certificate is still refused"
+        );
+        let other = ca.https_client(Some(&ca.client(&["intruder.example"])));
+        assert!(
+            other
+                .get(&url)
+                .send()
+                .await
+                .map(|r| r.status() != 200)
+                .unwrap_or(true),
+            "{what}: a certificate without an allowed name is still refused"
+        );
+    }
+    // The same checks written anew apply.
+    std::fs::write(&served.web_file, tls_yaml(&server, &mtls)).unwrap();
+    wait_until("the whole file again", DEADLINE, || async {
+        (reload_ok().await == Some(1.0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_version_refuses_older_clients() {
     let ca = TestCa::new("versions");
     let server = ca.server(&["localhost"]);

@@ -113,6 +113,8 @@ pub(crate) struct RawIntervalLimit {
 pub struct WebAccess {
     /// TLS for the server, if configured.
     pub(crate) tls: Option<Arc<ServerConfig>>,
+    /// What a later file may not change until a restart.
+    strength: Strength,
     /// User name → bcrypt hash; empty means no basic auth.
     pub(crate) users: BTreeMap<String, Secret>,
     /// Headers added to every response.
@@ -166,12 +168,18 @@ impl WebAccess {
                 "the file sets nothing (empty or only comments); omit --web.config.file for plain HTTP without auth",
             );
         }
+        let (tls, client_checks) = match raw.tls_server_config.and_then(|t| v.tls_server(t)) {
+            Some((tls, checks)) => (Some(Arc::new(tls)), Some(checks)),
+            None => (None, None),
+        };
+        let users = v.users(raw.basic_auth_users);
         let access = WebAccess {
-            tls: raw
-                .tls_server_config
-                .and_then(|t| v.tls_server(t))
-                .map(Arc::new),
-            users: v.users(raw.basic_auth_users),
+            strength: Strength {
+                tls: client_checks,
+                auth: !users.is_empty(),
+            },
+            tls,
+            users,
             headers: v.headers(raw.http_server_config.unwrap_or_default()),
             rate_limit: raw.rate_limit.and_then(|r| v.web_rate_limit(r)),
         };
@@ -189,8 +197,21 @@ enum ClientAuth {
     RequireAndVerify,
 }
 
+impl ClientAuth {
+    /// Go's `tls.ClientAuthType` name, as the file spells it.
+    fn name(self) -> &'static str {
+        match self {
+            ClientAuth::None => "NoClientCert",
+            ClientAuth::Request => "RequestClientCert",
+            ClientAuth::RequireAny => "RequireAnyClientCert",
+            ClientAuth::VerifyIfGiven => "VerifyClientCertIfGiven",
+            ClientAuth::RequireAndVerify => "RequireAndVerifyClientCert",
+        }
+    }
+}
+
 impl Validator<'_> {
-    fn tls_server(&mut self, raw: RawTlsServer) -> Option<ServerConfig> {
+    fn tls_server(&mut self, raw: RawTlsServer) -> Option<(ServerConfig, TlsChecks)> {
         const AT: &str = "tls_server_config";
         let before = self.problems.total();
         let certs = self.pem_certs(
@@ -218,6 +239,12 @@ impl Validator<'_> {
             return None;
         }
         let provider = Arc::new(provider?);
+        let versions = versions?;
+        let checks = TlsChecks {
+            client_auth,
+            client_sans: !raw.client_allowed_sans.is_empty(),
+            tls12: versions.contains(&&rustls::version::TLS12),
+        };
         let verifier = self.client_verifier(
             client_auth,
             client_roots,
@@ -225,7 +252,7 @@ impl Validator<'_> {
             &provider,
         )?;
         let builder = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&versions?)
+            .with_protocol_versions(&versions)
             .map_err(|err| self.problem(AT, "", &format!("unusable TLS settings: {err}")))
             .ok()?;
         let mut config = builder
@@ -241,7 +268,7 @@ impl Validator<'_> {
             .ok()?;
         config.ignore_client_order = raw.prefer_server_cipher_suites.unwrap_or(true);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Some(config)
+        Some((config, checks))
     }
 
     /// Certificates from inline PEM or a file (one of them; `required` says
@@ -324,7 +351,7 @@ impl Validator<'_> {
         if verifies && !has_ca {
             self.problem(
                 AT,
-                format!("{auth:?}"),
+                auth.name(),
                 "needs client_ca_file (or inline client_ca) to verify client certificates",
             );
         }
@@ -774,20 +801,24 @@ impl ClientCertVerifier for AllowedSans {
 }
 
 /// What the web configuration in force at start fixed until a restart:
-/// whether the server speaks TLS and whether it asks for a password.
+/// whether the server speaks TLS and what it checks of clients there, and
+/// whether it asks for a password. A file caught half-written can be valid
+/// and yet stop short of `client_auth_type` (as an edit can drop it): it
+/// must not turn client certificates off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Strength {
-    tls: bool,
+    tls: Option<TlsChecks>,
     auth: bool,
 }
 
-impl Strength {
-    fn of(access: &WebAccess) -> Strength {
-        Strength {
-            tls: access.tls.is_some(),
-            auth: !access.users.is_empty(),
-        }
-    }
+/// What a TLS server asks of clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TlsChecks {
+    client_auth: ClientAuth,
+    /// Whether client certificates must carry one of some names.
+    client_sans: bool,
+    /// Whether TLS 1.2 is spoken (else only 1.3).
+    tls12: bool,
 }
 
 /// What looking at the web configuration file found.
@@ -826,7 +857,7 @@ impl WebConfigFile {
         let access = WebAccess::load(path)?;
         Ok(WebConfigFile {
             path: Some(path.to_owned()),
-            fixed: Strength::of(&access),
+            fixed: access.strength,
             current: arc_swap::ArcSwap::from_pointee(access),
             watch: parking_lot::Mutex::new(watch),
         })
@@ -870,9 +901,12 @@ impl WebConfigFile {
     fn keeps_strength(&self, access: WebAccess) -> Result<WebAccess, ConfigError> {
         let no_env = |_: &str| None;
         let mut v = Validator::new(&no_env, Path::new("."));
-        let now = Strength::of(&access);
-        if now.tls != self.fixed.tls {
-            let rule = if self.fixed.tls {
+        let now = access.strength;
+        if let (Some(was), Some(is)) = (self.fixed.tls, now.tls) {
+            tls_checks_kept(&mut v, was, is);
+        }
+        if now.tls.is_some() != self.fixed.tls.is_some() {
+            let rule = if self.fixed.tls.is_some() {
                 "is missing: TLS was on when the exporter started and stays on until a restart"
             } else {
                 "is set: TLS was off when the exporter started and stays off until a restart"
@@ -888,5 +922,30 @@ impl WebConfigFile {
             v.problem("basic_auth_users", "", rule);
         }
         v.finish(access)
+    }
+}
+
+/// Problems for what a TLS server checks of clients, changed since start.
+fn tls_checks_kept(v: &mut Validator<'_>, was: TlsChecks, is: TlsChecks) {
+    const UNTIL: &str = "when the exporter started and stays so until a restart";
+    if is.client_auth != was.client_auth {
+        let rule = format!("was {} {UNTIL}", was.client_auth.name());
+        v.problem(
+            "tls_server_config.client_auth_type",
+            is.client_auth.name(),
+            &rule,
+        );
+    }
+    if is.client_sans != was.client_sans {
+        let rule = if was.client_sans {
+            format!("is empty: client certificates had to carry one of some names {UNTIL}")
+        } else {
+            format!("is set: any verified client certificate was accepted {UNTIL}")
+        };
+        v.problem("tls_server_config.client_allowed_sans", "", &rule);
+    }
+    if is.tls12 && !was.tls12 {
+        let rule = format!("lets TLS12 in: only TLS13 was spoken {UNTIL}");
+        v.problem("tls_server_config.min_version", "TLS12", &rule);
     }
 }
