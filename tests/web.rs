@@ -277,7 +277,7 @@ async fn a_changed_web_config_never_stops_checking_client_certificates() {
         ("cut after key_file", String::new()),
         (
             "asking for any certificate",
-            format!("  client_auth_type: RequireAnyClientCert\n  min_version: TLS13\n"),
+            "  client_auth_type: RequireAnyClientCert\n  min_version: TLS13\n".to_string(),
         ),
         (
             "without allowed names",
