@@ -322,6 +322,53 @@ async fn a_changed_web_config_never_stops_checking_client_certificates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_applies_though_the_web_config_is_unchanged() {
+    // cert-manager and certbot rewrite the certificate and key files and
+    // leave web.yml alone: the old certificate was served until it expired.
+    let (old_ca, new_ca) = (TestCa::new("before"), TestCa::new("renewed"));
+    let server = old_ca.server(&["localhost"]);
+    let renewed = new_ca.server(&["localhost"]);
+    let served = serve(Some(&tls_yaml(&server, "")), Limits::default(), 20).await;
+    let url = https_url(&served, "/-/healthy");
+    let trusts_new = new_ca.https_client(None);
+    assert!(
+        trusts_new.get(&url).send().await.is_err(),
+        "the old certificate first"
+    );
+    // The key first: until the certificate follows, the two do not match and
+    // the file is refused; once it does, it is tried again and applies.
+    std::fs::write(&server.key_file, &renewed.key_pem).unwrap();
+    let trusts_old = old_ca.https_client(None);
+    let metrics = https_url(&served, "/metrics");
+    wait_until("the mismatched key refused", DEADLINE, || async {
+        let text = trusts_old
+            .get(&metrics)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let ok = value(
+            &parse(&text),
+            "gse_exporter_web_config_last_reload_successful",
+            &[],
+        );
+        (ok == Some(0.0)).then_some(())
+    })
+    .await;
+    std::fs::write(&server.cert_file, &renewed.cert_pem).unwrap();
+    wait_until("the renewed certificate served", DEADLINE, || async {
+        let answer = trusts_new.get(&url).send().await.ok()?;
+        (answer.status() == 200).then_some(())
+    })
+    .await;
+    // A new connection (the old client keeps its connection of before).
+    let fresh = old_ca.https_client(None);
+    assert!(fresh.get(&url).send().await.is_err(), "the old one is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_version_refuses_older_clients() {
     let ca = TestCa::new("versions");
     let server = ca.server(&["localhost"]);

@@ -43,6 +43,18 @@ pub struct RawWebConfig {
 }
 
 impl RawWebConfig {
+    /// The files it names (certificate, key, client CA), as they are read.
+    fn files(&self, base_dir: &Path) -> Vec<PathBuf> {
+        let Some(tls) = &self.tls_server_config else {
+            return Vec::new();
+        };
+        [&tls.cert_file, &tls.key_file, &tls.client_ca_file]
+            .into_iter()
+            .flatten()
+            .map(|file| base_dir.join(file))
+            .collect()
+    }
+
     fn sets_nothing(&self) -> bool {
         self.tls_server_config.is_none()
             && self.http_server_config.is_none()
@@ -146,14 +158,7 @@ impl WebAccess {
     /// Reads and validates a web configuration file; relative paths in it
     /// resolve against its directory.
     pub fn load(path: &Path) -> Result<WebAccess, ConfigError> {
-        // Small: it is re-read on the request path when it changes.
-        let text =
-            super::read_text(path, super::SMALL_FILE).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-        let raw: RawWebConfig = super::parse_yaml(&text)?;
-        WebAccess::from_raw(raw, path.parent().unwrap_or(Path::new(".")))
+        WebAccess::from_raw(read_raw(path)?, base_dir(path))
     }
 
     /// Validates a parsed file.
@@ -811,6 +816,57 @@ struct Strength {
     auth: bool,
 }
 
+/// Reads and parses a web configuration file, unvalidated.
+fn read_raw(path: &Path) -> Result<RawWebConfig, ConfigError> {
+    // Small: it is re-read on the request path when it changes.
+    let text = super::read_text(path, super::SMALL_FILE).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    super::parse_yaml(&text)
+}
+
+/// What relative paths in a web configuration file resolve against.
+fn base_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// The web configuration file and the files it names, watched for changes:
+/// a renewed certificate or key (as cert-manager or certbot write them,
+/// leaving the file alone) applies too, and a file refused for one of them
+/// is tried again once that one is whole.
+#[derive(Debug, Default)]
+struct Watched {
+    file: FileWatch,
+    named: Vec<(PathBuf, FileWatch)>,
+}
+
+impl Watched {
+    /// Whether any of them changed since the last look (each is looked at).
+    fn changed(&mut self, path: &Path) -> bool {
+        let named = self
+            .named
+            .iter_mut()
+            .fold(false, |any, (file, watch)| watch.changed(file) | any);
+        self.file.changed(path) | named
+    }
+
+    /// Reads the file, and watches what it names from before reading those.
+    fn load(&mut self, path: &Path) -> Result<WebAccess, ConfigError> {
+        let raw = read_raw(path)?;
+        let base = base_dir(path);
+        self.named = raw
+            .files(base)
+            .into_iter()
+            .map(|file| {
+                let watch = FileWatch::seen_now(&file);
+                (file, watch)
+            })
+            .collect();
+        WebAccess::from_raw(raw, base)
+    }
+}
+
 /// What a TLS server asks of clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TlsChecks {
@@ -832,8 +888,8 @@ pub(crate) enum Refresh {
     Refused,
 }
 
-/// The web configuration file, re-read when it changes (as exporter-toolkit
-/// does, so renewed certificates and changed users apply without a restart).
+/// The web configuration file, re-read when it or a file it names changes
+/// (so renewed certificates and changed users apply without a restart).
 ///
 /// Never weaker than configured: TLS on or off and basic auth on or off are
 /// fixed when the process starts. A changed file that would turn either off
@@ -843,7 +899,7 @@ pub(crate) enum Refresh {
 pub(crate) struct WebConfigFile {
     path: Option<PathBuf>,
     current: arc_swap::ArcSwap<WebAccess>,
-    watch: parking_lot::Mutex<FileWatch>,
+    watch: parking_lot::Mutex<Watched>,
     fixed: Strength,
 }
 
@@ -853,8 +909,11 @@ impl WebConfigFile {
         let Some(path) = path else {
             return Ok(WebConfigFile::default());
         };
-        let watch = FileWatch::seen_now(path);
-        let access = WebAccess::load(path)?;
+        let mut watch = Watched {
+            file: FileWatch::seen_now(path),
+            named: Vec::new(),
+        };
+        let access = watch.load(path)?;
         Ok(WebConfigFile {
             path: Some(path.to_owned()),
             fixed: access.strength,
@@ -882,7 +941,10 @@ impl WebConfigFile {
         if !watch.changed(path) {
             return Refresh::Unchanged;
         }
-        match WebAccess::load(path).and_then(|access| self.keeps_strength(access)) {
+        match watch
+            .load(path)
+            .and_then(|access| self.keeps_strength(access))
+        {
             Ok(access) => {
                 tracing::info!(file = %path.display(), "web configuration reloaded");
                 self.current.store(Arc::new(access));
