@@ -100,7 +100,38 @@ struct CmdbGroupState {
     held: bool,
     /// The last good business name ("" until one).
     bk_biz_name: Arc<str>,
+    /// A refresh still running from an earlier cycle.
+    refreshing: Option<Refreshing>,
 }
+
+/// What a CMDB refresh found: the business name and the listing, each when
+/// it was asked for.
+type Refreshed = (
+    Option<Result<Option<String>, GseError>>,
+    Option<Result<Vec<CmdbHost>, GseError>>,
+);
+
+/// A CMDB refresh running in the background; stopped when dropped (the
+/// group or its selection went away).
+#[derive(Debug)]
+struct Refreshing {
+    task: JoinHandle<Refreshed>,
+    /// A cycle already waited for it: later cycles only look.
+    waited: bool,
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How long a cycle waits, all its groups together, for the CMDB refreshes
+/// it started; a slower one (a CMDB slow to answer, a long listing) goes on
+/// in the background while its group polls its last host list, and later
+/// cycles take it in once it ends without waiting again, so a slow CMDB
+/// never holds up asking GSE for more than this.
+const CMDB_WAIT: Duration = Duration::from_secs(5);
 
 /// Discovery across cycles.
 #[derive(Debug, Default)]
@@ -124,12 +155,19 @@ impl Discovery {
     pub(crate) async fn resolve(
         &mut self,
         config: &Config,
-        telemetry: &Telemetry,
+        telemetry: &Arc<Telemetry>,
     ) -> Vec<ResolvedGroup> {
         self.ensure_cmdb_client(config.cmdb.as_ref());
+        // Every group's refresh starts before any is waited for.
+        for group in &config.groups {
+            if let Some(selection) = &group.cmdb {
+                self.start_cmdb(group, selection, config, telemetry);
+            }
+        }
+        let cmdb_deadline = tokio::time::Instant::now() + CMDB_WAIT;
         let mut resolved = Vec::with_capacity(config.groups.len());
         for group in &config.groups {
-            resolved.push(self.resolve_group(group, config, telemetry).await);
+            resolved.push(self.resolve_group(group, config, cmdb_deadline).await);
         }
         let wanted: HashSet<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
         self.groups.retain(|name, _| wanted.contains(name.as_str()));
@@ -168,7 +206,7 @@ impl Discovery {
         &mut self,
         group: &GroupConfig,
         config: &Config,
-        telemetry: &Telemetry,
+        cmdb_deadline: tokio::time::Instant,
     ) -> ResolvedGroup {
         let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
         let file = match &group.hosts_file {
@@ -182,7 +220,7 @@ impl Discovery {
         let mut cmdb = None;
         let mut bk_biz_name = None;
         if let Some(selection) = &group.cmdb {
-            discovery = Some(self.refresh_cmdb(group, selection, config, telemetry).await);
+            discovery = Some(self.finish_cmdb(group, cmdb_deadline).await);
             let state = self.groups.get(&group.name);
             cmdb = Some(state.map(|s| s.hosts.clone()).unwrap_or_default());
             if selection.topology {
@@ -258,17 +296,19 @@ impl Discovery {
         state.hosts.clone()
     }
 
-    async fn refresh_cmdb(
+    /// Starts a CMDB refresh of `group` when one is due and none is running.
+    fn start_cmdb(
         &mut self,
         group: &GroupConfig,
         selection: &GroupCmdb,
         config: &Config,
-        telemetry: &Telemetry,
-    ) -> DiscoveryStatus {
+        telemetry: &Arc<Telemetry>,
+    ) {
         let key = (group.bk_biz_id, selection.clone());
         let wants_name = selection.topology && !self.skip_names;
         let state = self.groups.entry(group.name.clone()).or_default();
         if state.selection.as_ref() != Some(&key) {
+            // Also stops a refresh still running for the old selection.
             *state = CmdbGroupState {
                 selection: Some(key),
                 named: !wants_name,
@@ -282,20 +322,58 @@ impl Discovery {
             .unwrap_or_default();
         let due = !state.listed || state.last_attempt.is_none_or(|t| t.elapsed() >= refresh);
         let name_due = wants_name && (due || !state.named);
-        if let Some((client, pacer)) = &self.cmdb
-            && (due || name_due)
-        {
-            if name_due {
-                let named = ask_name(client, pacer, group.bk_biz_id, selection, telemetry).await;
-                apply_name(state, named, group);
-            }
-            if due {
-                state.last_attempt = Some(Instant::now());
-                let listed = list_all(client, pacer, group.bk_biz_id, selection, telemetry).await;
-                apply_listing(state, listed, group, client.config().max_shrink);
-            }
-            if state.listed && state.named {
-                state.last_success = Some(unix_seconds(SystemTime::now()));
+        let Some((client, pacer)) = &self.cmdb else {
+            return;
+        };
+        if state.refreshing.is_some() || !(due || name_due) {
+            return;
+        }
+        if due {
+            state.last_attempt = Some(Instant::now());
+        }
+        let (client, pacer, telemetry) = (client.clone(), pacer.clone(), telemetry.clone());
+        let (biz, selection) = (group.bk_biz_id, selection.clone());
+        let task = tokio::spawn(async move {
+            let named = match name_due {
+                true => Some(ask_name(&client, &pacer, biz, &selection, &telemetry).await),
+                false => None,
+            };
+            let listed = match due {
+                true => Some(list_all(&client, &pacer, biz, &selection, &telemetry).await),
+                false => None,
+            };
+            (named, listed)
+        });
+        state.refreshing = Some(Refreshing {
+            task,
+            waited: false,
+        });
+    }
+
+    /// Takes in what `group`'s refresh found, if it ends by `deadline`, and
+    /// says how discovery stands.
+    async fn finish_cmdb(
+        &mut self,
+        group: &GroupConfig,
+        deadline: tokio::time::Instant,
+    ) -> DiscoveryStatus {
+        let max_shrink = self.cmdb.as_ref().map(|(c, _)| c.config().max_shrink);
+        let state = self.groups.entry(group.name.clone()).or_default();
+        if let Some(running) = &mut state.refreshing {
+            let until = match running.waited {
+                true => tokio::time::Instant::now(),
+                false => deadline,
+            };
+            running.waited = true;
+            match tokio::time::timeout_at(until, &mut running.task).await {
+                Ok(ended) => {
+                    state.refreshing = None;
+                    take_refresh(state, ended, group, max_shrink.unwrap_or_default());
+                }
+                Err(_) => {
+                    let kept = state.hosts.len();
+                    tracing::warn!(group = %group.name, bk_biz_id = group.bk_biz_id, kept, "CMDB discovery is still running; polling the last host list meanwhile");
+                }
             }
         }
         DiscoveryStatus {
@@ -303,6 +381,32 @@ impl Discovery {
             last_success: state.last_success,
             held_back: state.held,
         }
+    }
+}
+
+/// Keeps what an ended refresh found.
+fn take_refresh(
+    state: &mut CmdbGroupState,
+    ended: Result<Refreshed, tokio::task::JoinError>,
+    group: &GroupConfig,
+    max_shrink: f64,
+) {
+    let (named, listed) = match ended {
+        Ok(found) => found,
+        Err(err) => {
+            state.listed = false;
+            tracing::error!(group = %group.name, error = %err, "CMDB discovery stopped; keeping the last host list");
+            return;
+        }
+    };
+    if let Some(named) = named {
+        apply_name(state, named, group);
+    }
+    if let Some(listed) = listed {
+        apply_listing(state, listed, group, max_shrink);
+    }
+    if state.listed && state.named {
+        state.last_success = Some(unix_seconds(SystemTime::now()));
     }
 }
 

@@ -312,3 +312,51 @@ async fn a_cmdb_count_of_a_billion_is_refused_and_other_groups_go_on() {
     );
     exporter.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cmdb_never_holds_up_asking_gse() {
+    // Discovery ran inside the cycle: a CMDB slow to answer took each cycle's
+    // time, GSE was not asked, and every agent went unknown with gse_up 0.
+    let sim = start_sim(SimOptions {
+        agents: 300,
+        ..SimOptions::default()
+    })
+    .await;
+    let mut yaml = format!(
+        "{}interval: 1s\ngroups:\n",
+        gse_block(
+            &sim,
+            "  rate_limit: { requests_per_second: 500, burst: 50 }\n"
+        )
+    );
+    yaml.push_str(&cmdb_group_yaml(&sim, "biz-2", 2, ""));
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let before = exported(&parse(&scrape(exporter.addr()).await), "biz-2");
+    assert!(before.len() > 100);
+
+    // Slower than cmdb.timeout (10s): every listing fails, after 10 s.
+    sim.set_faults(Faults {
+        cmdb_latency: Duration::from_secs(60),
+        ..Faults::default()
+    });
+    let (cycles, asked) = (cycles_now(&exporter), sim.received());
+    wait_cycles(&exporter, cycles + 4, Duration::from_secs(20)).await;
+    assert!(sim.received() > asked, "GSE is still asked");
+    let all = parse(&scrape(exporter.addr()).await);
+    assert_eq!(value(&all, "gse_up", &[("group", "biz-2")]), Some(1.0));
+    assert_eq!(
+        exported(&all, "biz-2"),
+        before,
+        "the last host list is polled"
+    );
+    assert_eq!(
+        value(
+            &all,
+            "gse_agents",
+            &[("group", "biz-2"), ("state", "unknown")]
+        ),
+        Some(0.0)
+    );
+    exporter.shutdown().await;
+}

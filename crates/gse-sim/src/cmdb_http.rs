@@ -5,7 +5,7 @@
 //!
 //! Owns the order of checks for a CMDB request: credentials (ESB body or
 //! `X-Bkapi-Authorization`), `cmdb_outage` (and `cmdb_business_outage` for
-//! `search_business`), body, query, lookup. CMDB requests have their own
+//! `search_business`), body, query, lookup, each after `cmdb_latency`. CMDB requests have their own
 //! request counter and ignore every GSE fault (latency, rate limit, error
 //! rate, codes, body faults), so tests can break GSE and CMDB apart.
 //! Envelopes are spelled in `reply`; the host table and query semantics
@@ -89,6 +89,7 @@ async fn esb_handler(
     bytes: Bytes,
 ) -> Response {
     let at = Instant::now();
+    tokio::time::sleep(shared.faults().cmdb_latency).await;
     let decided = esb_decide(&shared, api, &bytes);
     finish(&shared, api, &headers, at, false, decided)
 }
@@ -101,6 +102,7 @@ async fn gateway_handler(
     bytes: Bytes,
 ) -> Response {
     let at = Instant::now();
+    tokio::time::sleep(shared.faults().cmdb_latency).await;
     let decided = gateway_decide(&shared, api, &param, &headers, &bytes);
     finish(&shared, api, &headers, at, true, decided)
 }

@@ -17,9 +17,9 @@ use super::fleet::mix;
 /// `{"latency":"5s","error_rate":0.1,"outage":false,
 ///   "rate_limit":{"requests_per_second":5,"burst":2},"throttle_every":3,
 ///   "none_found":false,"drop_share":0.1,"body":"truncated","code":1011003,
-///   "cmdb_outage":false,"cmdb_business_outage":false}`.
-/// Only `cmdb_outage` and `cmdb_business_outage` touch the CMDB endpoints;
-/// every other fault is GSE-only.
+///   "cmdb_outage":false,"cmdb_business_outage":false,"cmdb_latency":"20s"}`.
+/// Only `cmdb_outage`, `cmdb_business_outage` and `cmdb_latency` touch the
+/// CMDB endpoints; every other fault is GSE-only.
 /// `latency` accepts a humantime string (`"250ms"`, `"5s"`) or an integer
 /// number of milliseconds, and serialises as a humantime string.
 /// `body` is a snake_case name, or `{"http_status":502}`.
@@ -53,6 +53,9 @@ pub struct Faults {
     /// Only `search_business` fails, as in `cmdb_outage` (the host listings
     /// keep answering).
     pub cmdb_business_outage: bool,
+    /// Extra delay before every CMDB reply.
+    #[serde(with = "latency_serde")]
+    pub cmdb_latency: Duration,
 }
 
 /// Token-bucket parameters.
