@@ -432,16 +432,31 @@ async fn list_all(
     telemetry: &Telemetry,
 ) -> Result<Vec<CmdbHost>, GseError> {
     let mut hosts = Vec::new();
+    let mut seen = HashSet::new();
     let mut start = 0;
+    // The count of the first page bounds the listing: one that grows as it
+    // is read (a CMDB, or something posing as one, counting on) ends there.
+    let mut total = None;
     loop {
         let (permit, waited) = pacer.acquire().await;
         telemetry.add_rate_limit_wait(waited);
         let (count, page) = client.page(biz, selection, start).await?;
         drop(permit);
+        let total = *total.get_or_insert(count);
         let got = page.len();
-        hosts.extend(page);
+        let before = hosts.len();
+        // A host listed again (the pages shifted under a change) is kept once.
+        hosts.extend(
+            page.into_iter()
+                .filter(|h| h.bk_host_id <= 0 || seen.insert(h.bk_host_id)),
+        );
+        if got > 0 && hosts.len() == before {
+            return Err(GseError::Decode(format!(
+                "CMDB answered the page at {start} with {got} hosts all listed before: the listing makes no progress"
+            )));
+        }
         start += got;
-        if got == 0 || start >= count {
+        if got == 0 || start >= total {
             return Ok(hosts);
         }
     }

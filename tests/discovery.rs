@@ -360,3 +360,83 @@ async fn a_slow_cmdb_never_holds_up_asking_gse() {
     );
     exporter.shutdown().await;
 }
+
+/// A CMDB that counts nearly the most hosts believed and answers the same
+/// full page at every offset (or one whose count grows with every page, in
+/// `growing` mode); returns its address and the pages it was asked.
+async fn repeating_cmdb(growing: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let page = move |body: String| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) as u64;
+        async move {
+            let start = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|b| b["page"]["start"].as_u64())
+                .unwrap_or(0);
+            // Growing: new hosts at each offset, and always more to come.
+            let first = if growing { start } else { 0 };
+            let info: Vec<serde_json::Value> = (first..first + 500)
+                .map(|id| {
+                    serde_json::json!({"bk_host_id": id + 1, "bk_cloud_id": 0,
+                        "bk_host_innerip": format!("10.{}.{}.{}", id >> 16 & 255, id >> 8 & 255, id & 255)})
+                })
+                .collect();
+            let count = if growing { 1_000 + n * 500 } else { 2_000_000 };
+            axum::Json(serde_json::json!({"result": true, "code": 0, "message": "",
+                "data": {"count": count, "info": info}}))
+        }
+    };
+    let app = axum::Router::new().fallback(axum::routing::any(page));
+    let addr = serve(app).await;
+    (addr, asked)
+}
+
+/// Paging checked that it got somewhere: a CMDB answering the same page at
+/// every offset under a count of two million was paged 4,000 times, every
+/// row kept, and one whose count grew with each page was paged on until
+/// the cap, each holding the group's discovery for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_makes_no_progress_or_grows_as_read_ends() {
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    for growing in [false, true] {
+        let (cmdb, asked) = repeating_cmdb(growing).await;
+        let mut yaml = config_yaml(
+            &sim,
+            "",
+            "interval: 1s\n",
+            &[GroupSpec::web(&sim.truth()[..5])],
+        );
+        yaml.push_str(&format!(
+            "  - name: paged\n    bk_biz_id: 9\n    cmdb: {{}}\ncmdb:\n  url: http://{cmdb}\n  refresh_interval: 1h\n  \
+             rate_limit: {{ requests_per_second: 1000, burst: 100 }}\n"
+        ));
+        let exporter = start_exporter(parse_config(&yaml)).await;
+        wait_cycles(&exporter, 2, Duration::from_secs(20)).await;
+        let all = parse(&scrape(exporter.addr()).await);
+        let success = value(
+            &all,
+            "gse_exporter_discovery_success",
+            &[("group", "paged")],
+        );
+        let hosts = value(&all, "gse_exporter_group_hosts", &[("group", "paged")]);
+        let pages = asked.load(Ordering::SeqCst);
+        let cycles = cycles_now(&exporter) as usize;
+        exporter.shutdown().await;
+        if growing {
+            // The first page's count (1,000) bounds the listing: two pages.
+            assert_eq!((success, hosts, pages), (Some(1.0), Some(1_000.0), 2));
+        } else {
+            assert_eq!(success, Some(0.0), "a listing going nowhere fails");
+            // Tried again each cycle, each time ending at the first repeat.
+            assert!(
+                pages <= 2 * (cycles + 1),
+                "{pages} pages over {cycles} cycles"
+            );
+        }
+    }
+}
