@@ -98,7 +98,18 @@ impl Topology {
         fn joined<'a>(names: impl IntoIterator<Item = &'a str>) -> Arc<str> {
             let names: std::collections::BTreeSet<&str> =
                 names.into_iter().filter(|n| !n.is_empty()).collect();
-            names.into_iter().collect::<Vec<_>>().join(",").into()
+            let mut text = String::new();
+            for (i, name) in names.iter().enumerate() {
+                if text.len() + 1 + name.len() > MAX_JOINED_BYTES {
+                    text.push_str(&format!(",…(+{} more)", names.len() - i));
+                    break;
+                }
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(name);
+            }
+            text.into()
         }
         Topology {
             bk_set_name: joined(sets),
@@ -108,6 +119,12 @@ impl Topology {
         }
     }
 }
+
+/// Longest a host's joined set or module names are kept (each name is cut
+/// at 1024 bytes as CMDB answers it): past it, the names that fit and how
+/// many more there were. A host in 7,000 sets of long names made a label
+/// value of 7 MB, in each of its series.
+const MAX_JOINED_BYTES: usize = 1024;
 
 /// The key GSE is asked with and answers by for one host: its GSE 2.0
 /// agent id, or `cloud:ip` for a host asked for by address (GSE 1.x, or
@@ -732,6 +749,25 @@ mod tests {
         for text in ["0100005254008ed86116666614661851", "0:10.0.0.1"] {
             assert_eq!(hash(&Key::new(text)), hash(&Key::new(text)));
         }
+    }
+
+    #[test]
+    fn a_host_in_thousands_of_sets_has_a_bounded_label() {
+        let names: Vec<String> = (0..7000)
+            .map(|i| format!("{i:04}-{}", "s".repeat(100)))
+            .collect();
+        let topology = Topology::from_names(names.iter().map(String::as_str), ["m"], "", "");
+        let sets = &*topology.bk_set_name;
+        assert!(sets.len() <= MAX_JOINED_BYTES + 24, "{} bytes", sets.len());
+        let kept = sets.split(',').count() - 1;
+        assert!(sets.starts_with("0000-") && kept > 5, "{sets}");
+        assert!(
+            sets.ends_with(&format!(",…(+{} more)", 7000 - kept)),
+            "{sets}"
+        );
+        assert_eq!(&*topology.bk_module_name, "m");
+        let few = Topology::from_names(["b", "a"], [], "", "");
+        assert_eq!(&*few.bk_set_name, "a,b", "short lists are whole");
     }
 
     #[test]
