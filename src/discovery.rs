@@ -29,7 +29,7 @@ use crate::config::{
 };
 use crate::model::{
     ApiVersion, DiscoveryStatus, FirstSeen, Host, HostEntry, Key, SKIP_NO_ADDRESS,
-    SKIP_NO_IPV4_FOR_V1, Sharding, Topology, unix_seconds,
+    SKIP_NO_IPV4_FOR_V1, SKIP_UNREADABLE, Sharding, Topology, unix_seconds,
 };
 use crate::pacing::Pacer;
 use crate::telemetry::Telemetry;
@@ -667,6 +667,9 @@ fn build_hosts(
 /// Turns a CMDB host into a host to poll, or the reason it cannot be asked for.
 /// A multi-IP `bk_host_innerip` ("a,b") uses its first IPv4 address.
 pub(crate) fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEntry, &'static str> {
+    if cmdb.unreadable {
+        return Err(SKIP_UNREADABLE);
+    }
     let ip = cmdb
         .bk_host_innerip
         .split(',')
@@ -810,6 +813,11 @@ mod tests {
             cmdb_entry(&v6_with_id, &group(ApiVersion::V1, &[])),
             Err(SKIP_NO_IPV4_FOR_V1)
         );
+        let unreadable = CmdbHost {
+            unreadable: true,
+            ..multi.clone()
+        };
+        assert_eq!(cmdb_entry(&unreadable, &v2), Err(SKIP_UNREADABLE));
     }
 
     #[test]

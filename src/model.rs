@@ -547,8 +547,12 @@ pub(crate) const SKIP_NO_ADDRESS: &str = "no_ipv4_and_no_agent_id";
 /// A GSE 1.x group's host without IPv4 (v1 asks by cloud:ip only).
 pub(crate) const SKIP_NO_IPV4_FOR_V1: &str = "no_ipv4_for_gse_v1";
 
+/// A host CMDB listed in a row that cannot be read (a field of the wrong
+/// type, as `bk_cloud_id: null`).
+pub(crate) const SKIP_UNREADABLE: &str = "unreadable_in_cmdb";
+
 /// Every skip reason, as `reason` label values.
-pub(crate) const SKIP_REASONS: [&str; 2] = [SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1];
+pub(crate) const SKIP_REASONS: [&str; 3] = [SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1, SKIP_UNREADABLE];
 
 /// A secret string (app secret, token). `Debug` shows `<redacted>`; there is no `Display`.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -91,10 +91,10 @@ const MAX_BUSINESS_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub(crate) struct CmdbHost {
     /// CMDB host id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub(crate) bk_host_id: i64,
     /// Cloud area.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub(crate) bk_cloud_id: i64,
     /// Inner IPv4 addresses, comma-separated.
     #[serde(default, deserialize_with = "string_or_null")]
@@ -120,6 +120,44 @@ pub(crate) struct CmdbHost {
     /// Where the host sits, from a topology listing (None from a plain one).
     #[serde(skip)]
     pub(crate) topology: Option<Arc<Topology>>,
+    /// The row could not be read (a field of the wrong type): counted as
+    /// skipped, so one bad row does not fail the listing of a business.
+    #[serde(skip)]
+    pub(crate) unreadable: bool,
+}
+
+/// An integer as CMDB may write one: a number, a whole float, or a string
+/// of digits (`"1002"`); anything else (null, text) makes the row unreadable.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let value = Value::deserialize(d)?;
+    let whole = match &value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                .map(|f| f as i64)
+        }),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    };
+    whole.ok_or_else(|| serde::de::Error::custom("expected a whole number"))
+}
+
+/// One row of a host listing, or nothing when it cannot be read as one.
+struct Row<T>(Option<T>);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Row<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Ok(Row(T::deserialize(value).ok()))
+    }
+}
+
+/// The host of a row that could not be read.
+fn unreadable() -> CmdbHost {
+    CmdbHost {
+        unreadable: true,
+        ..CmdbHost::default()
+    }
 }
 
 /// A set a host belongs to, with the host's modules in it.
@@ -245,6 +283,15 @@ impl CmdbClient {
         };
         let (count, hosts) = decoded.map_err(|e| self.scrub(e))?;
         believable(count, hosts.len(), self.config.page_size)?;
+        let unreadable = hosts.iter().filter(|h| h.unreadable).count();
+        if unreadable > 0 {
+            tracing::warn!(
+                bk_biz_id,
+                start,
+                unreadable,
+                "CMDB rows that cannot be read (a field of the wrong type) are skipped, counted as unreadable_in_cmdb"
+            );
+        }
         Ok((count, hosts))
     }
 
@@ -391,17 +438,24 @@ impl CmdbClient {
 
 /// Decodes a `list_biz_hosts` / `list_hosts` reply.
 pub(crate) fn decode_page(body: &[u8]) -> Result<(usize, Vec<CmdbHost>), GseError> {
-    let page: Page<CmdbHost> = decode_data(body)?;
-    Ok((count(page.count)?, page.info))
+    let page: Page<Row<CmdbHost>> = decode_data(body)?;
+    let hosts = page
+        .info
+        .into_iter()
+        .map(|Row(host)| host.unwrap_or_else(unreadable));
+    Ok((count(page.count)?, hosts.collect()))
 }
 
 /// Decodes a `list_biz_hosts_topo` / `list_hosts_topo` reply.
 pub(crate) fn decode_topology_page(body: &[u8]) -> Result<(usize, Vec<CmdbHost>), GseError> {
-    let page: Page<TopoRow> = decode_data(body)?;
+    let page: Page<Row<TopoRow>> = decode_data(body)?;
     let hosts = page
         .info
         .into_iter()
-        .map(|row| {
+        .map(|Row(row)| {
+            let Some(row) = row else {
+                return unreadable();
+            };
             let sets = row.topo.iter().map(|s| s.bk_set_name.as_str());
             let modules = row.topo.iter().flat_map(|s| &s.module);
             let topology = Topology::from_names(
@@ -514,6 +568,39 @@ mod tests {
             decode_page(br#"{"result":true,"code":0}"#),
             Err(GseError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn a_row_that_cannot_be_read_is_one_host_skipped_not_a_failed_page() {
+        // One bad row failed the whole listing, so the business's host list
+        // froze until someone mended CMDB.
+        let body = br#"{"result":true,"code":0,"data":{"count":6,"info":[
+            {"bk_host_id":1,"bk_cloud_id":null,"bk_host_innerip":"10.0.0.1"},
+            {"bk_host_id":"1002","bk_cloud_id":"2","bk_host_innerip":"10.0.0.2"},
+            {"bk_host_id":3.0,"bk_cloud_id":1e20,"bk_host_innerip":"10.0.0.3"},
+            {"bk_host_id":4,"bk_host_innerip":["10.0.0.4"]},
+            "not a host",
+            {"bk_host_id":6,"bk_host_innerip":"10.0.0.6"}]}}"#;
+        let (count, hosts) = decode_page(body).unwrap();
+        assert_eq!((count, hosts.len()), (6, 6), "every row counts for paging");
+        let unreadable: Vec<bool> = hosts.iter().map(|h| h.unreadable).collect();
+        assert_eq!(unreadable, [true, false, true, true, true, false]);
+        assert_eq!(
+            (hosts[1].bk_host_id, hosts[1].bk_cloud_id),
+            (1002, 2),
+            "numbers as strings"
+        );
+        assert_eq!(
+            (hosts[5].bk_host_id, hosts[5].bk_cloud_id),
+            (6, 0),
+            "a missing cloud is 0"
+        );
+        let topo = br#"{"result":true,"code":0,"data":{"count":2,"info":[
+            {"host":{"bk_host_id":1,"bk_cloud_id":"x"},"topo":[]},
+            {"host":{"bk_host_id":2,"bk_host_innerip":"10.0.0.2"},"topo":[{"bk_set_name":"s","module":[]}]}]}}"#;
+        let (_, hosts) = decode_topology_page(topo).unwrap();
+        assert!(hosts[0].unreadable && !hosts[1].unreadable);
+        assert_eq!(&*hosts[1].topology.as_ref().unwrap().bk_set_name, "s");
     }
 
     #[test]
