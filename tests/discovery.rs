@@ -104,8 +104,13 @@ async fn a_business_of_2345_hosts_is_polled_exactly_with_skips_counted() {
     exporter.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cmdb_outages_keep_the_last_list_and_a_halving_is_held_back_once() {
+/// A simulator of 300 agents, an exporter polling every second the group
+/// `biz-2` found in its CMDB, and that group's agents after the first cycle.
+async fn discovered_biz_2() -> (
+    gse_sim::RunningSim,
+    gse_exporter::run::Exporter,
+    BTreeSet<String>,
+) {
     let sim = start_sim(SimOptions {
         agents: 300,
         ..SimOptions::default()
@@ -123,6 +128,12 @@ async fn cmdb_outages_keep_the_last_list_and_a_halving_is_held_back_once() {
     wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
     let before = exported(&parse(&scrape(exporter.addr()).await), "biz-2");
     assert!(before.len() > 100);
+    (sim, exporter, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmdb_outages_keep_the_last_list_and_a_halving_is_held_back_once() {
+    let (sim, exporter, before) = discovered_biz_2().await;
 
     sim.set_faults(Faults {
         cmdb_outage: true,
@@ -317,23 +328,7 @@ async fn a_cmdb_count_of_a_billion_is_refused_and_other_groups_go_on() {
 async fn a_slow_cmdb_never_holds_up_asking_gse() {
     // Discovery ran inside the cycle: a CMDB slow to answer took each cycle's
     // time, GSE was not asked, and every agent went unknown with gse_up 0.
-    let sim = start_sim(SimOptions {
-        agents: 300,
-        ..SimOptions::default()
-    })
-    .await;
-    let mut yaml = format!(
-        "{}interval: 1s\ngroups:\n",
-        gse_block(
-            &sim,
-            "  rate_limit: { requests_per_second: 500, burst: 50 }\n"
-        )
-    );
-    yaml.push_str(&cmdb_group_yaml(&sim, "biz-2", 2, ""));
-    let exporter = start_exporter(parse_config(&yaml)).await;
-    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
-    let before = exported(&parse(&scrape(exporter.addr()).await), "biz-2");
-    assert!(before.len() > 100);
+    let (sim, exporter, before) = discovered_biz_2().await;
 
     // Slower than cmdb.timeout (10s): every listing fails, after 10 s.
     sim.set_faults(Faults {

@@ -84,25 +84,18 @@ mod tests {
         let path = dir.path().join("hosts.txt");
         std::fs::write(&path, "0:10.0.0.1\n").unwrap();
         let old = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let write_as_old = |path: &Path, text: &str| {
+            std::fs::write(path, text).unwrap();
+            let file = std::fs::File::options().write(true).open(path).unwrap();
+            file.set_modified(old).unwrap();
+        };
         let mut watch = FileWatch::seen_now(&path);
         // Written in place.
-        std::fs::write(&path, "0:10.0.0.2\n").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        write_as_old(&path, "0:10.0.0.2\n");
         assert!(watch.changed(&path), "rewritten in place");
         // Another file moved in under the name.
         let other = dir.path().join("hosts.new");
-        std::fs::write(&other, "0:10.0.0.3\n").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&other)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        write_as_old(&other, "0:10.0.0.3\n");
         assert!(!watch.changed(&path));
         std::fs::rename(&other, &path).unwrap();
         assert!(watch.changed(&path), "replaced by another file");
