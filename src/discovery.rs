@@ -28,8 +28,8 @@ use crate::config::{
     CmdbConfig, Config, GroupCmdb, GroupConfig, HOSTS_FILE, MAX_LISTED_PROBLEMS, read_text,
 };
 use crate::model::{
-    ApiVersion, DiscoveryStatus, FirstSeen, Host, HostEntry, Key, SKIP_NO_ADDRESS,
-    SKIP_NO_IPV4_FOR_V1, SKIP_UNREADABLE, Sharding, Topology, unix_seconds,
+    ApiVersion, DiscoveryStatus, FirstSeen, Host, HostEntry, Key, SKIP_ID_OF_ANOTHER_HOST,
+    SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1, SKIP_UNREADABLE, Sharding, Topology, unix_seconds,
 };
 use crate::pacing::Pacer;
 use crate::telemetry::Telemetry;
@@ -670,11 +670,24 @@ pub(crate) fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEnt
     if cmdb.unreadable {
         return Err(SKIP_UNREADABLE);
     }
-    let ip = cmdb
+    let mut ips = cmdb
         .bk_host_innerip
         .split(',')
-        .find_map(|ip| ip.trim().parse::<Ipv4Addr>().ok());
+        .filter_map(|ip| ip.trim().parse::<Ipv4Addr>().ok());
+    let mut ip = ips.next();
     let agent_id = parse_agent_id(cmdb.bk_agent_id.trim()).ok();
+    // A legacy `cloud:ip` id must name this host (its cloud, one of its
+    // addresses), as in a hosts file: else another host's state was shown
+    // under this one's address. The host is then known by that address.
+    if group.api == ApiVersion::V2
+        && let Some((cloud, id_ip)) = agent_id.as_deref().and_then(legacy_address)
+    {
+        let listed = ip.is_none() || ip == Some(id_ip) || ips.any(|other| other == id_ip);
+        if cloud != cmdb.bk_cloud_id || !listed {
+            return Err(SKIP_ID_OF_ANOTHER_HOST);
+        }
+        ip = Some(id_ip);
+    }
     match (group.api, ip, &agent_id) {
         (ApiVersion::V1, None, _) => return Err(SKIP_NO_IPV4_FOR_V1),
         (ApiVersion::V2, None, None) => return Err(SKIP_NO_ADDRESS),
@@ -701,6 +714,12 @@ pub(crate) fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEnt
     let mut entry = HostEntry::new(&host, group.api, labels.into()).ok_or(SKIP_NO_ADDRESS)?;
     entry.set_topology(cmdb.topology.clone());
     Ok(entry)
+}
+
+/// The cloud and address a legacy `cloud:ip` agent id names.
+fn legacy_address(id: &str) -> Option<(i64, Ipv4Addr)> {
+    let (cloud, ip) = id.split_once(':')?;
+    Some((cloud.parse().ok()?, ip.parse().ok()?))
 }
 
 /// The first entry per key; with `topology`, a host also configured inline
@@ -818,6 +837,43 @@ mod tests {
             ..multi.clone()
         };
         assert_eq!(cmdb_entry(&unreadable, &v2), Err(SKIP_UNREADABLE));
+        let elsewhere = CmdbHost {
+            bk_host_innerip: "10.1.0.5".into(),
+            bk_agent_id: "7:10.9.9.9".into(),
+            ..CmdbHost::default()
+        };
+        assert_eq!(cmdb_entry(&elsewhere, &v2), Err(SKIP_ID_OF_ANOTHER_HOST));
+        let itself = CmdbHost {
+            bk_agent_id: "0:10.1.0.5".into(),
+            ..elsewhere.clone()
+        };
+        let entry = cmdb_entry(&itself, &v2).unwrap();
+        assert_eq!(
+            entry.host().query_key(ApiVersion::V2).as_deref(),
+            Some("0:10.1.0.5")
+        );
+        let only_id = CmdbHost {
+            bk_cloud_id: 3,
+            bk_agent_id: "3:10.1.0.6".into(),
+            ..CmdbHost::default()
+        };
+        let entry = cmdb_entry(&only_id, &v2).unwrap();
+        assert_eq!(
+            entry.ip(),
+            Some(Ipv4Addr::new(10, 1, 0, 6)),
+            "the address from the id"
+        );
+        let second = CmdbHost {
+            bk_host_innerip: "10.1.0.5,10.1.0.7".into(),
+            bk_agent_id: "0:10.1.0.7".into(),
+            ..CmdbHost::default()
+        };
+        let entry = cmdb_entry(&second, &v2).unwrap();
+        assert_eq!(
+            entry.ip(),
+            Some(Ipv4Addr::new(10, 1, 0, 7)),
+            "the address the id names"
+        );
     }
 
     #[test]

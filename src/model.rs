@@ -551,8 +551,17 @@ pub(crate) const SKIP_NO_IPV4_FOR_V1: &str = "no_ipv4_for_gse_v1";
 /// type, as `bk_cloud_id: null`).
 pub(crate) const SKIP_UNREADABLE: &str = "unreadable_in_cmdb";
 
+/// A host whose `bk_agent_id` is a legacy `cloud:ip` naming another host
+/// (its cloud or first IPv4 differ).
+pub(crate) const SKIP_ID_OF_ANOTHER_HOST: &str = "agent_id_names_another_host";
+
 /// Every skip reason, as `reason` label values.
-pub(crate) const SKIP_REASONS: [&str; 3] = [SKIP_NO_ADDRESS, SKIP_NO_IPV4_FOR_V1, SKIP_UNREADABLE];
+pub(crate) const SKIP_REASONS: [&str; 4] = [
+    SKIP_NO_ADDRESS,
+    SKIP_NO_IPV4_FOR_V1,
+    SKIP_UNREADABLE,
+    SKIP_ID_OF_ANOTHER_HOST,
+];
 
 /// A secret string (app secret, token). `Debug` shows `<redacted>`; there is no `Display`.
 #[derive(Clone, Default, PartialEq, Eq)]
