@@ -114,17 +114,46 @@ pub(crate) fn tenant_header(tenant_id: Option<&str>) -> Option<reqwest::header::
 const REDIRECT_REFUSED: &str = "a redirect, not followed (it would carry the credentials elsewhere): configure the URL that answers";
 
 /// An HTTP error status as an error: the envelope's code and message when
-/// the body is one.
+/// the body is one, else what the body is (a proxy's HTML page by its title).
 pub(crate) fn status_error(status: u16, body: &[u8]) -> GseError {
     let (code, mut message) = gse::decode::error_code(body);
-    if (300..400).contains(&status) && message.is_empty() {
-        message = REDIRECT_REFUSED.to_string();
+    if message.is_empty() {
+        message = match status {
+            300..400 => REDIRECT_REFUSED.to_string(),
+            _ => body_hint(body),
+        };
     }
     GseError::HttpStatus {
         status,
         code,
         message,
     }
+}
+
+/// A few words on a body that is no envelope ("" for none): an HTML page's
+/// title (an nginx or gateway error page), else its first bytes with
+/// whitespace folded. Cut and cleaned of secrets later, as every message.
+fn body_hint(body: &[u8]) -> String {
+    const SHOWN: usize = 120;
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let folded = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lower = text.to_ascii_lowercase();
+    if let Some(open) = lower.find("<title>")
+        && let Some(close) = lower[open..].find("</title>")
+    {
+        let title = folded(&text[open + 7..open + close]);
+        return format!("an HTML page titled {title:?}");
+    }
+    let shown = folded(&text);
+    if shown.is_empty() {
+        return String::new();
+    }
+    let cut = shown.floor_char_boundary(SHOWN);
+    format!(
+        "a body of {} bytes beginning {:?}",
+        body.len(),
+        &shown[..cut]
+    )
 }
 
 /// An HTTP error status from GSE: a rate limit (429 or the gateway's 16429xx
@@ -157,4 +186,41 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         wait = (wait - now).max(0.0);
     }
     Some(Duration::from_secs_f64(wait.min(300.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_body_that_is_no_envelope_is_described() {
+        let nginx =
+            b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>nginx</body></html>";
+        let GseError::HttpStatus { message, code, .. } = status_error(502, nginx) else {
+            panic!()
+        };
+        assert_eq!(
+            (code, message.as_str()),
+            (None, "an HTML page titled \"502 Bad Gateway\"")
+        );
+        let text = status_error(
+            503,
+            b"upstream connect error or disconnect/reset before headers\n",
+        );
+        assert!(text.to_string().ends_with("a body of 58 bytes beginning \"upstream connect error or disconnect/reset before headers\""), "{text}");
+        let GseError::HttpStatus { message, .. } = status_error(500, b"") else {
+            panic!()
+        };
+        assert!(message.is_empty());
+        let long = "x".repeat(10_000);
+        assert!(status_error(500, long.as_bytes()).to_string().len() < 200);
+        // An envelope still gives its code and message.
+        let enveloped = status_error(502, br#"{"code":1650200,"message":"bad gateway"}"#);
+        assert!(
+            enveloped.to_string().contains("1650200")
+                && enveloped.to_string().contains("bad gateway")
+        );
+        let redirect = status_error(302, b"<html><title>Found</title></html>");
+        assert!(redirect.to_string().contains("not followed"), "{redirect}");
+    }
 }
