@@ -2,7 +2,8 @@
 //! CMDB) into the hosts this process polls, once per cycle.
 //!
 //! Owns re-reading hosts files when they change, refreshing CMDB lists on
-//! their own schedule and rate limit, keeping the last good list when a
+//! their own schedule and rate limit (as tasks a cycle waits for a bounded
+//! time, so a slow CMDB never holds up asking GSE), keeping the last good list when a
 //! source fails, holding back a refresh that would shrink a group too much,
 //! counting hosts that cannot be asked for, and the shard filter. It knows
 //! nothing about GSE replies or metrics text.
