@@ -243,7 +243,10 @@ impl ConfigError {
             .take(MAX_ANSWERED_PROBLEMS)
             .map(|p| format!("{}: {}", p.path, p.rule))
             .collect();
-        format!("{} problems; first: {}", problems.total, first.join("; "))
+        match problems.total {
+            1 => format!("1 problem: {}", first.join("; ")),
+            total => format!("{total} problems; first: {}", first.join("; ")),
+        }
     }
 }
 
@@ -840,6 +843,13 @@ mod tests {
         assert!(
             !brief.contains(": x:"),
             "a brief answer shows no value: {brief}"
+        );
+        let mut one = Problems::default();
+        one.push(|| problem(0));
+        let brief = ConfigError::Invalid(one).brief();
+        assert_eq!(
+            brief, "1 problem: groups[0].hosts[0]: is bad",
+            "not \"1 problems\""
         );
     }
 
