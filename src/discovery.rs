@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 
-use crate::config::hosts::{BadLine, host_lines, parse_agent_id};
+use crate::config::hosts::{BadLine, host_lines, legacy_address, parse_agent_id};
 use crate::config::watch::FileWatch;
 use crate::config::{
     CmdbConfig, Config, GroupCmdb, GroupConfig, HOSTS_FILE, MAX_LISTED_PROBLEMS, read_text,
@@ -715,12 +715,6 @@ pub(crate) fn cmdb_entry(cmdb: &CmdbHost, group: &GroupConfig) -> Result<HostEnt
     let mut entry = HostEntry::new(&host, group.api, labels.into()).ok_or(SKIP_NO_ADDRESS)?;
     entry.set_topology(cmdb.topology.clone());
     Ok(entry)
-}
-
-/// The cloud and address a legacy `cloud:ip` agent id names.
-fn legacy_address(id: &str) -> Option<(i64, Ipv4Addr)> {
-    let (cloud, ip) = id.split_once(':')?;
-    Some((cloud.parse().ok()?, ip.parse().ok()?))
 }
 
 /// The first entry per key; with `topology`, a host also configured inline

@@ -254,32 +254,42 @@ async fn cmdb_calls_carry_the_tenant_of_gse_or_their_own() {
     );
 }
 
+/// A CMDB whose every page is `answer(n, request)` for the `n`th page asked
+/// (from 0); returns its address and the pages it was asked.
+async fn fake_cmdb(
+    answer: impl Fn(u64, serde_json::Value) -> serde_json::Value + Clone + Send + Sync + 'static,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let page = move |body: String| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) as u64;
+        let request = serde_json::from_str(&body).unwrap_or_default();
+        let reply = answer(n, request);
+        async move { axum::Json(reply) }
+    };
+    let app = axum::Router::new().fallback(axum::routing::any(page));
+    (serve(app).await, asked)
+}
+
+/// A page of hosts numbered from `first`, in the envelope, under `count`.
+fn host_page(first: u64, hosts: u64, count: u64) -> serde_json::Value {
+    let info: Vec<serde_json::Value> = (first..first + hosts)
+        .map(|id| {
+            serde_json::json!({"bk_host_id": id + 1, "bk_cloud_id": 0,
+                "bk_host_innerip": format!("10.{}.{}.{}", id >> 16 & 255, id >> 8 & 255, id & 255)})
+        })
+        .collect();
+    serde_json::json!({"result": true, "code": 0, "message": "", "data": {"count": count, "info": info}})
+}
+
 /// A CMDB that counts a billion hosts in the business and answers every
 /// page full of new ones; returns its address and the pages it was asked.
 async fn lying_cmdb() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let asked = Arc::new(AtomicUsize::new(0));
-    let count = asked.clone();
-    let page = move |body: String| {
-        let n = count.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let limit = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|b| b["page"]["limit"].as_u64())
-                .unwrap_or(500);
-            let info: Vec<serde_json::Value> = (0..limit)
-                .map(|i| {
-                    let id = n as u64 * limit + i;
-                    serde_json::json!({"bk_host_id": id, "bk_cloud_id": 0,
-                        "bk_host_innerip": format!("10.{}.{}.{}", id >> 16 & 255, id >> 8 & 255, id & 255)})
-                })
-                .collect();
-            axum::Json(serde_json::json!({"result": true, "code": 0, "message": "",
-                "data": {"count": 1_000_000_000u64, "info": info}}))
-        }
-    };
-    let app = axum::Router::new().fallback(axum::routing::any(page));
-    let addr = serve(app).await;
-    (addr, asked)
+    fake_cmdb(|n, request| {
+        let limit = request["page"]["limit"].as_u64().unwrap_or(500);
+        host_page(n * limit, limit, 1_000_000_000)
+    })
+    .await
 }
 
 /// A CMDB `count` past belief is refused at its first page: paging a
@@ -360,31 +370,15 @@ async fn a_slow_cmdb_never_holds_up_asking_gse() {
 /// full page at every offset (or one whose count grows with every page, in
 /// `growing` mode); returns its address and the pages it was asked.
 async fn repeating_cmdb(growing: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let asked = Arc::new(AtomicUsize::new(0));
-    let counter = asked.clone();
-    let page = move |body: String| {
-        let n = counter.fetch_add(1, Ordering::SeqCst) as u64;
-        async move {
-            let start = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|b| b["page"]["start"].as_u64())
-                .unwrap_or(0);
-            // Growing: new hosts at each offset, and always more to come.
-            let first = if growing { start } else { 0 };
-            let info: Vec<serde_json::Value> = (first..first + 500)
-                .map(|id| {
-                    serde_json::json!({"bk_host_id": id + 1, "bk_cloud_id": 0,
-                        "bk_host_innerip": format!("10.{}.{}.{}", id >> 16 & 255, id >> 8 & 255, id & 255)})
-                })
-                .collect();
-            let count = if growing { 1_000 + n * 500 } else { 2_000_000 };
-            axum::Json(serde_json::json!({"result": true, "code": 0, "message": "",
-                "data": {"count": count, "info": info}}))
+    fake_cmdb(move |n, request| {
+        let start = request["page"]["start"].as_u64().unwrap_or(0);
+        // Growing: new hosts at each offset, and always more to come.
+        match growing {
+            true => host_page(start, 500, 1_000 + n * 500),
+            false => host_page(0, 500, 2_000_000),
         }
-    };
-    let app = axum::Router::new().fallback(axum::routing::any(page));
-    let addr = serve(app).await;
-    (addr, asked)
+    })
+    .await
 }
 
 /// Paging checked that it got somewhere: a CMDB answering the same page at

@@ -325,6 +325,13 @@ fn parse_ipv4(text: &str) -> Result<Ipv4Addr, &'static str> {
         .map_err(|_| "the ip must be an IPv4 address")
 }
 
+/// The cloud and address a legacy `cloud:ip` agent id names, read as a
+/// host's id is (None for any other id).
+pub(crate) fn legacy_address(id: &str) -> Option<(i64, Ipv4Addr)> {
+    let (cloud, ip) = id.split_once(':')?;
+    Some((parse_cloud_text(cloud).ok()?, parse_ipv4(ip).ok()?))
+}
+
 /// Checks a GSE 2.0 agent id: 1-64 ASCII letters and digits, or the legacy
 /// id `cloud:ip` GSE 2.0 gives agents not yet upgraded (`0:10.0.0.6`),
 /// returned in its plain form.
