@@ -619,14 +619,15 @@ fn block_keys(path: &[Step]) -> Option<Vec<String>> {
             Step::Item => format!("[{yaml}]"),
         };
     }
-    // The message reads `<where>: unknown field `<probe>`, expected one of
-    // `a`, `b` at line 1 column 8` (or `expected `a``).
-    let Err(ConfigError::Parse { path, message }) = parse_raw(&yaml) else {
+    // The message reads `<where>: unknown field at line 1, column 8, not
+    // shown: …; expected one of `a`, `b`` (or `expected `a``): the probe is
+    // like no key, so it is not shown.
+    let Err(ConfigError::Parse { message, .. }) = parse_raw(&yaml) else {
         return None;
     };
-    let unknown = format!("unknown field `{PROBE}`, ");
-    let at = message.find(&unknown).filter(|_| path.ends_with(PROBE))?;
-    Some(backticked(&message[at + unknown.len()..]))
+    let at = message.find("unknown field at line ")?;
+    let expected = message[at..].find("; expected ")?;
+    Some(backticked(&message[at + expected..]))
 }
 
 /// Every key the parser accepts, as `gse.rate_limit.burst` or `groups.name`

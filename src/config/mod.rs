@@ -604,31 +604,73 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
         },
     );
     parsed.map_err(|err| {
-        let message = parser_message(&err);
+        let (message, hidden) = user_message(&err);
         // `?`: the error came while reading a key.
-        let path = path.trim_end_matches('?').trim_end_matches('.');
+        let mut path = path.trim_end_matches('?').trim_end_matches('.');
+        // The path ends with the unknown key: not shown there either.
+        if let Some(key) = hidden {
+            path = path.strip_suffix(key).unwrap_or(path).trim_end_matches('.');
+        }
         ConfigError::Parse {
             path: if path.is_empty() || path == "." {
                 "<root>".into()
             } else {
                 path.to_string()
             },
-            message: bounded_message(&message),
+            message,
         }
     })
 }
 
-/// The parser's message for a user, with the keys an unknown field's block
-/// expects in backticks, as serde writes them (the keys-table test reads them).
-fn parser_message(err: &serde_saphyr::Error) -> String {
-    let message = err.render_with_formatter(&serde_saphyr::UserMessageFormatter);
-    let serde_saphyr::Error::SerdeUnknownField { expected, .. } = err else {
-        return message;
+/// The parser's message for a user, bounded, and the key it does not show
+/// (an unknown key unlike every key its block expects).
+fn user_message(err: &serde_saphyr::Error) -> (String, Option<&str>) {
+    let serde_saphyr::Error::SerdeUnknownField {
+        field, expected, ..
+    } = err
+    else {
+        let message = err.render_with_formatter(&serde_saphyr::UserMessageFormatter);
+        return (cut(&without_values(&message), MAX_RULE_BYTES), None);
     };
-    let plain = format!("expected one of {}", expected.join(", "));
+    let at = err
+        .location()
+        .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+        .unwrap_or_default();
+    // The keys the block expects, in backticks (the keys-table test reads
+    // them), whole: the schema's own names, bounded by it.
     let quoted: Vec<String> = expected.iter().map(|key| format!("`{key}`")).collect();
-    let quoted = format!("expected one of {}", quoted.join(", "));
-    message.replacen(&plain, &quoted, 1)
+    let expected = format!("expected one of {}", quoted.join(", "));
+    match like_a_key(field, &quoted) {
+        Some(near) => {
+            let field = cut(field, MAX_QUOTE_BYTES);
+            let message = format!("unknown field `{field}`, {expected}{at} (did you mean {near}?)");
+            (message, None)
+        }
+        None => {
+            let message = format!(
+                "unknown field{at}, not shown: like no key of this block, it may be a value \
+                 (a secret) written where a key goes; {expected}"
+            );
+            (message, Some(field.as_str()))
+        }
+    }
+}
+
+/// The expected key (backticked) an unknown key is a misspelling of: at
+/// most two edits away, and fewer than a third of its letters. Only such a
+/// key is shown; any other may be a value, a secret among them, written
+/// where a key goes.
+fn like_a_key<'a>(field: &str, quoted: &'a [String]) -> Option<&'a str> {
+    let field = field.to_ascii_lowercase();
+    quoted
+        .iter()
+        .map(|key| {
+            let name = key.trim_matches('`');
+            (strsim::damerau_levenshtein(&field, name), key.as_str())
+        })
+        .filter(|&(edits, _)| edits <= 2 && edits * 3 < field.chars().count())
+        .min_by_key(|&(edits, _)| edits)
+        .map(|(_, key)| key)
 }
 
 /// Whether a text holds nothing but blank lines and comments.
@@ -698,22 +740,6 @@ where
 
 /// A parser's message without the value it quotes (`invalid type: string
 /// "…", expected …`): the value may be a secret written in the wrong place.
-/// A parser message, bounded: an unknown key is cut like any quoted value,
-/// but the keys the block expects (the schema's own names, bounded by it) are
-/// kept whole so the user sees every valid key; any other message is cut.
-fn bounded_message(message: &str) -> String {
-    const UNKNOWN: &str = "unknown field `";
-    if let Some(at) = message.find(UNKNOWN) {
-        let (head, rest) = message.split_at(at + UNKNOWN.len());
-        if let Some((field, tail)) = rest.split_once("`, expected") {
-            let head = cut(head, MAX_QUOTE_BYTES);
-            let field = cut(field, MAX_QUOTE_BYTES);
-            return format!("{head}{field}`, expected{tail}");
-        }
-    }
-    cut(&without_values(message), MAX_RULE_BYTES)
-}
-
 fn without_values(message: &str) -> String {
     for marker in ["invalid type: ", "invalid value: "] {
         if let Some((head, rest)) = message.split_once(marker)
@@ -738,18 +764,57 @@ mod tests {
         }
     }
 
+    fn parse_problem(yaml: &str) -> (String, String) {
+        match parse_yaml::<RawConfig>(yaml) {
+            Err(ConfigError::Parse { path, message }) => (path, message),
+            other => panic!("not a parse error: {other:?}"),
+        }
+    }
+
     #[test]
-    fn unknown_keys_are_cut_and_the_expected_keys_kept() {
-        let key = "k".repeat(500);
-        let expected: Vec<String> = (0..40).map(|i| format!("`key_{i}`")).collect();
-        let message = format!(
-            "unknown field `{key}`, expected one of {}",
-            expected.join(", ")
+    fn a_secret_written_where_a_key_goes_is_never_shown() {
+        // `app_secret:` left empty and the secret on the next line, one step
+        // too far out: valid YAML, the secret an unknown key of `gse`.
+        let secret = "Zq9SuperSecretValue42";
+        let yaml = format!(
+            "gse:\n  url: http://gse\n  app_code: a\n  app_secret:\n  {secret}:\ngroups: []\n"
         );
-        let shown = bounded_message(&message);
-        assert!(!shown.contains(&key), "the unknown key is cut");
-        assert!(shown.ends_with(&expected.join(", ")), "{shown}");
-        assert!(bounded_message(&"x".repeat(5000)).len() < MAX_RULE_BYTES + 40);
+        let (path, message) = parse_problem(&yaml);
+        assert_eq!(path, "gse");
+        assert!(!message.contains(secret), "{message}");
+        assert!(message.contains("at line 5, column 3"), "{message}");
+        assert!(
+            message.contains("`app_secret`, `app_secret_file`"),
+            "{message}"
+        );
+        // At the top level, and as long as anything may be.
+        let secret = "k".repeat(500);
+        let (path, message) = parse_problem(&format!("{secret}: 1\n"));
+        assert_eq!(path, "<root>");
+        assert!(!message.contains("kkk"), "{message}");
+        assert!(
+            message.ends_with("`otlp`"),
+            "every key expected, whole: {message}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_is_shown_with_the_key_it_is_like() {
+        let (path, message) = parse_problem("intervall: 1s\n");
+        assert_eq!(path, "intervall");
+        assert!(
+            message.starts_with("unknown field `intervall`, expected one of `gse`, `interval`"),
+            "{message}"
+        );
+        assert!(message.ends_with("(did you mean `interval`?)"), "{message}");
+        let (_, message) = parse_problem("Metrics_Deny: []\n");
+        assert!(
+            message.ends_with("(did you mean `metric_deny`?)"),
+            "{message}"
+        );
+        // Two letters from a key of three is not a misspelling of it.
+        let (_, message) = parse_problem("gso: {}\n");
+        assert!(!message.contains("gso"), "{message}");
     }
 
     #[test]
