@@ -113,19 +113,110 @@ impl GseError {
     }
 }
 
-/// `text` without any of `sent` (as sent, or escaped inside JSON), cut short.
+/// How much of an upstream's text is searched for what the exporter sent:
+/// well past what is kept of it ([`MAX_UPSTREAM_TEXT`]), so a megabyte of
+/// message is not searched whole.
+const SCRUB_WINDOW: usize = 4 * MAX_UPSTREAM_TEXT;
+
+/// `text` without any of `sent` (the app secret), cut short. Hidden are the
+/// secret as sent and as an upstream may echo it: escaped inside JSON,
+/// percent-encoded (a URL or a form), in base64 (at any of the three
+/// alignments it can take inside a longer one), in any letter case, and any
+/// run of a third of it or more (at least six bytes) of any of those forms,
+/// so an echo cut short (the secret's first half, then `...`) or split
+/// keeps none of it either.
 fn scrub(text: &str, sent: &[&str]) -> String {
-    let mut text = text.to_string();
+    let mut end = text.len().min(SCRUB_WINDOW);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let (head, tail) = text.split_at(end);
+    let mut hidden = vec![false; head.len()];
     for secret in sent.iter().filter(|s| !s.is_empty()) {
-        let quoted = serde_json::to_string(secret).unwrap_or_default();
-        let escaped = quoted.trim_matches('"');
-        for form in [*secret, escaped] {
-            if !form.is_empty() {
-                text = text.replace(form, "<redacted>");
+        for form in echoed_forms(secret) {
+            hide_runs(head.as_bytes(), form.as_bytes(), &mut hidden);
+        }
+    }
+    let mut shown = String::with_capacity(text.len().min(SCRUB_WINDOW) + tail.len());
+    let mut at = 0;
+    while at < head.len() {
+        if hidden[at] {
+            shown.push_str("<redacted>");
+            while at < head.len() && hidden[at] {
+                at += 1;
+            }
+        } else {
+            let next = (at..head.len()).find(|&i| hidden[i]).unwrap_or(head.len());
+            // Runs are of the forms' bytes, all ASCII but for the secret's
+            // own: a run that splits a character hides it whole.
+            let (mut from, mut to) = (at, next);
+            while !head.is_char_boundary(from) {
+                from += 1;
+            }
+            while !head.is_char_boundary(to) {
+                to -= 1;
+            }
+            if from < to {
+                shown.push_str(&head[from..to]);
+            }
+            at = next;
+        }
+    }
+    shown.push_str(tail);
+    cut(&shown, MAX_UPSTREAM_TEXT)
+}
+
+/// The forms a secret may come back in: as sent, escaped inside JSON,
+/// percent-encoded (spaces as `%20` and as `+`), and base64 (standard and
+/// URL-safe) at each alignment, without the characters it shares with the
+/// bytes around it.
+fn echoed_forms(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let percent = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    let mut forms = vec![
+        secret.to_string(),
+        json.trim_matches('"').to_string(),
+        percent.replace("%20", "+"),
+        percent,
+    ];
+    for skip in 0..3 {
+        let mut bytes = vec![0; skip];
+        bytes.extend_from_slice(secret.as_bytes());
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let coded = engine.encode(&bytes);
+            // The first characters carry the bytes before; the last one the
+            // bytes after, unless the secret ends on a whole group.
+            let from = [0, 2, 3][skip];
+            let to = coded.len() - usize::from(bytes.len() % 3 != 0);
+            forms.push(coded.get(from..to).unwrap_or_default().to_string());
+        }
+    }
+    forms.retain(|f| !f.is_empty());
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// Marks in `hidden` every run of `text` that matches a run of `form` (ASCII
+/// letters in any case) at least a third of `form` long and at least six
+/// bytes (all of it, for a shorter form).
+fn hide_runs(text: &[u8], form: &[u8], hidden: &mut [bool]) {
+    let least = (form.len() / 3).max(6).min(form.len());
+    for start in 0..text.len() {
+        for from in 0..form.len() {
+            let run = text[start..]
+                .iter()
+                .zip(&form[from..])
+                .take_while(|(a, b)| a.eq_ignore_ascii_case(b))
+                .count();
+            if run >= least {
+                hidden[start..start + run].fill(true);
             }
         }
     }
-    cut(&text, MAX_UPSTREAM_TEXT)
 }
 
 /// Every `result` label value, for pre-creating series.
@@ -163,5 +254,49 @@ mod tests {
         assert!(message.len() < 300, "{} bytes", message.len());
         let plain = GseError::Decode("s3cr\"et".into()).scrubbed(&["s3cr\"et"]);
         assert_eq!(plain, GseError::Decode("<redacted>".into()));
+    }
+
+    #[test]
+    fn the_secret_is_hidden_in_every_form_an_upstream_may_echo_it() {
+        use base64::Engine as _;
+        let secret = "Zq9/Super+Secret value=42";
+        let message = |text: String| {
+            let GseError::Api { message, .. } = (GseError::Api {
+                code: 1,
+                message: text,
+            })
+            .scrubbed(&[secret]) else {
+                panic!("still an API error");
+            };
+            message
+        };
+        let url = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC);
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("app:{secret}"));
+        let echoes = [
+            format!("GET /api?bk_app_secret={url}&x=1"),
+            format!("form bk_app_secret={}", url.to_string().replace("%20", "+")),
+            format!("Authorization: Basic {basic}"),
+            format!("header {}", secret.to_uppercase()),
+            // Cut short by the upstream, and split by one.
+            format!("echo: {}...", &secret[..12]),
+            format!("{} [truncated] {}", &secret[..10], &secret[10..]),
+        ];
+        for echo in echoes {
+            let shown = message(echo.clone());
+            assert!(shown.contains("<redacted>"), "{echo} -> {shown}");
+            for piece in [&secret[..6], &secret[6..12], &secret[12..18], "value=42"] {
+                assert!(
+                    !shown.to_lowercase().contains(&piece.to_lowercase()),
+                    "{echo} -> {shown}"
+                );
+            }
+        }
+        // Text around it stays; a word sharing a few letters with it is no echo.
+        let shown = message("Super request refused".into());
+        assert_eq!(shown, "Super request refused");
+        // Searched within a bound, and cut as before.
+        let far = format!("{}{secret}", "x".repeat(1 << 20));
+        let shown = message(far);
+        assert!(shown.len() < 300 && !shown.contains("Zq9"), "{shown}");
     }
 }
