@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 use crate::config::hosts::{BadLine, host_lines, legacy_address, parse_agent_id};
-use crate::config::watch::FileWatch;
+use crate::config::watch::{FileWatch, Reading};
 use crate::config::{
     CmdbConfig, Config, GroupCmdb, GroupConfig, HOSTS_FILE, MAX_LISTED_PROBLEMS, read_text,
 };
@@ -56,6 +56,14 @@ pub(crate) struct ResolvedGroup {
 /// slower read goes on in the background while the group keeps its last
 /// hosts.
 const HOSTS_FILE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a changed hosts file must have gone unwritten before it is read
+/// again: a file rewritten in place (`>` in a shell, a script writing as it
+/// queries) is not read half-written, its last line cut into an agent id
+/// that does not exist and its other hosts dropped. A look that finds it
+/// written more recently keeps the last hosts, and the next cycle's looks
+/// again.
+const HOSTS_FILE_STILL: Duration = Duration::from_secs(2);
 
 /// What a look at a hosts file gives back: its watch, and its hosts when it
 /// changed and could be read.
@@ -520,12 +528,14 @@ fn look(
     blank: &Arc<[String]>,
     sharding: Sharding,
 ) -> Look {
-    if !watch.changed(path) {
-        return (watch, None);
-    }
-    let text = match read_text(path, HOSTS_FILE) {
-        Ok(text) => text,
-        Err(err) => {
+    let text = match watch.read_when_still(path, HOSTS_FILE_STILL, || read_text(path, HOSTS_FILE)) {
+        Reading::Unchanged => return (watch, None),
+        Reading::Busy => {
+            tracing::info!(file = %path.display(), "the hosts file changed and is being written; keeping its last hosts until it is still");
+            return (watch, None);
+        }
+        Reading::Read(Ok(text)) => text,
+        Reading::Read(Err(err)) => {
             tracing::warn!(file = %path.display(), error = %err, "cannot read the hosts file; keeping its last hosts");
             return (watch, None);
         }

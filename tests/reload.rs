@@ -63,6 +63,78 @@ async fn editing_a_hosts_file_adds_and_removes_agents_without_a_restart() {
     exporter.shutdown().await;
 }
 
+/// A hosts file rewritten in place by a slow writer (a shell's `>`, a
+/// script writing as it queries CMDB) is never read half-written: every
+/// scrape shows the old hosts or the new ones, never some of them, and never
+/// an agent id cut short where the writer was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_file_rewritten_in_place_is_never_read_half_written() {
+    use std::io::Write;
+    let sim = start_sim(SimOptions {
+        agents: 60,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let ids = |agents: &[AgentTruth]| -> String {
+        agents.iter().map(|a| format!("{}\n", a.v2_id())).collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.hosts");
+    std::fs::write(&file, ids(&truth[..20])).unwrap();
+    let yaml = format!(
+        "{}interval: 1s\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts_file: {}\n",
+        gse_block(&sim, ""),
+        file.display()
+    );
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let old = expected_keys("web", &truth[..20]);
+    assert_eq!(
+        online_keys(&parse(&scrape(exporter.addr()).await), "web"),
+        old
+    );
+
+    // Truncated, then written a piece every 150 ms (about 4 s in all),
+    // each piece ending inside an agent id.
+    let text = ids(&truth[20..50]);
+    let writing = std::thread::spawn({
+        let file = file.clone();
+        move || {
+            let mut out = std::fs::File::create(&file).unwrap();
+            for piece in text.as_bytes().chunks(37) {
+                out.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+    });
+    let want = expected_keys("web", &truth[20..50]);
+    let cycles = cycles_now(&exporter);
+    wait_until(
+        "the rewritten hosts file on /metrics",
+        Duration::from_secs(30),
+        || async {
+            let keys = online_keys(&parse(&scrape(exporter.addr()).await), "web");
+            assert!(
+                keys == old || keys == want,
+                "a half-written hosts file was read: {} agents, {} of them in neither list",
+                keys.len(),
+                keys.iter()
+                    .filter(|k| !old.contains(*k) && !want.contains(*k))
+                    .count()
+            );
+            (keys == want).then_some(())
+        },
+    )
+    .await;
+    writing.join().unwrap();
+    assert!(
+        cycles_now(&exporter) >= cycles + 2,
+        "cycles ran while the file was written"
+    );
+    exporter.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_in_two_groups_costs_one_lookup_and_appears_in_both() {
     let sim = start_sim(SimOptions {

@@ -1,5 +1,6 @@
 //! Noticing that a file changed: the one check behind re-reading a hosts
-//! file each cycle and the web configuration on each request.
+//! file each cycle and the web configuration on each request; and reading a
+//! changed file only once it is written whole ([`FileWatch::read_when_still`]).
 //!
 //! A file is taken as changed when it appears or disappears, when another
 //! file takes its name, or when its length, its modification time or its
@@ -10,6 +11,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What was last seen of a file (device, inode, length, modification and
 /// status change times in nanoseconds), or nothing when it could not be
@@ -40,6 +42,69 @@ impl FileWatch {
         self.last = Some(now);
         true
     }
+
+    /// Reads `path` with `read` when it changed since the last read, but
+    /// only as a whole file: once nothing has written to it for `still` (its
+    /// status change time, which every write sets, that far in the past),
+    /// and only when it did not change while it was read. Nothing waits: a
+    /// file written too recently, or changing under each of a few reads, is
+    /// [`Reading::Busy`], and the next look tries again. The first read of a
+    /// watch does not ask for the file to be still (at start-up the file was
+    /// just checked whole). A read that fails is remembered like one that
+    /// succeeds: the file is read again once it changes.
+    pub(crate) fn read_when_still<T>(
+        &mut self,
+        path: &Path,
+        still: Duration,
+        mut read: impl FnMut() -> T,
+    ) -> Reading<T> {
+        let first = self.last.is_none();
+        for _ in 0..READS_WHILE_CHANGING {
+            let before = look(path);
+            if self.last == Some(before) {
+                return Reading::Unchanged;
+            }
+            if !first && written_within(before, still) {
+                return Reading::Busy;
+            }
+            let value = read();
+            if look(path) == before {
+                self.last = Some(before);
+                return Reading::Read(value);
+            }
+        }
+        Reading::Busy
+    }
+}
+
+/// Reads of a file that changes under each of them before a look gives up
+/// until the next one.
+const READS_WHILE_CHANGING: usize = 3;
+
+/// What [`FileWatch::read_when_still`] did.
+#[derive(Debug)]
+pub(crate) enum Reading<T> {
+    /// The file is as it was at the last read: not read.
+    Unchanged,
+    /// The file changed and was read whole.
+    Read(T),
+    /// The file changed but was written too recently, or kept changing
+    /// while read: not taken (it is read once it is still).
+    Busy,
+}
+
+/// Whether a file was last written less than `still` ago (it may still be
+/// being written). A status change time more than `still` ahead of the clock
+/// (the clock was set back) tells nothing: the file is taken as still.
+fn written_within(seen: Seen, still: Duration) -> bool {
+    let Some((.., changed)) = seen else {
+        return false;
+    };
+    let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
+        return false;
+    };
+    let still = still.as_nanos() as i128;
+    (-still..still).contains(&(now.as_nanos() as i128 - changed))
 }
 
 fn look(path: &Path) -> Seen {
@@ -100,5 +165,54 @@ mod tests {
         std::fs::rename(&other, &path).unwrap();
         assert!(watch.changed(&path), "replaced by another file");
         assert!(!watch.changed(&path));
+    }
+
+    const STILL: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_changed_file_is_read_once_it_has_gone_unwritten_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.txt");
+        std::fs::write(&path, "0:10.0.0.1\n").unwrap();
+        let read = || std::fs::read_to_string(&path).unwrap();
+        let mut watch = FileWatch::default();
+        // The first read does not ask: the file was just checked whole.
+        let first = watch.read_when_still(&path, STILL, read);
+        assert!(
+            matches!(first, Reading::Read(ref t) if t == "0:10.0.0.1\n"),
+            "{first:?}"
+        );
+        let again = watch.read_when_still(&path, STILL, read);
+        assert!(matches!(again, Reading::Unchanged), "{again:?}");
+        // Written just now: not read while it may still be being written.
+        std::fs::write(&path, "0:10.0.0.2\n0:10.0.").unwrap();
+        let busy = watch.read_when_still(&path, STILL, read);
+        assert!(matches!(busy, Reading::Busy), "{busy:?}");
+        // Once it has been still long enough (here no time at all) it is
+        // read, though nothing was read in between.
+        let whole = watch.read_when_still(&path, Duration::ZERO, read);
+        assert!(
+            matches!(whole, Reading::Read(ref t) if t.ends_with("0:10.0.")),
+            "{whole:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_changes_while_it_is_read_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.txt");
+        std::fs::write(&path, "0:10.0.0.1\n").unwrap();
+        let mut watch = FileWatch::default();
+        let mut reads = 0;
+        let racing = watch.read_when_still(&path, Duration::ZERO, || {
+            reads += 1;
+            let mut file = std::fs::File::options().append(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut file, b"0:10.0.0.9\n").unwrap();
+        });
+        assert!(matches!(racing, Reading::Busy), "{racing:?}");
+        assert_eq!(reads, READS_WHILE_CHANGING);
+        // Not remembered: the next look reads it.
+        let next = watch.read_when_still(&path, Duration::ZERO, || ());
+        assert!(matches!(next, Reading::Read(())), "{next:?}");
     }
 }
