@@ -464,6 +464,13 @@ async fn list_all(
                 "CMDB answered the page at {start} with {got} hosts all listed before: the listing makes no progress"
             )));
         }
+        // An empty page short of the count given with it: the listing was
+        // cut short (a CMDB or proxy fault), not the business.
+        if got == 0 && start < count {
+            return Err(GseError::Decode(format!(
+                "CMDB answered the page at {start} with no hosts while counting {count}: the listing is cut short"
+            )));
+        }
         start += got;
         if got == 0 || start >= total {
             return Ok(hosts);

@@ -429,3 +429,62 @@ async fn a_listing_that_makes_no_progress_or_grows_as_read_ends() {
         }
     }
 }
+
+/// A listing that ends (an empty page) before the count CMDB gives on that
+/// same page is cut short, not the business: it fails and the last list is
+/// kept. Before, the first 500 of 520 hosts were taken as the business (a
+/// loss too small for `max_shrink` to hold back), and the other 20 dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_cut_short_of_its_own_count_keeps_the_last_list() {
+    let sim = start_sim(SimOptions {
+        agents: 20,
+        ..SimOptions::default()
+    })
+    .await;
+    let whole = Arc::new(AtomicUsize::new(0));
+    let (cmdb, _) = fake_cmdb({
+        let whole = whole.clone();
+        move |_, request| match request["page"]["start"].as_u64().unwrap_or(0) {
+            0 => host_page(0, 500, 520),
+            // The rest once; later refreshes find nothing past 500, though
+            // each page still counts 520.
+            _ if whole.fetch_add(1, Ordering::SeqCst) == 0 => host_page(500, 20, 520),
+            _ => host_page(500, 0, 520),
+        }
+    })
+    .await;
+    let mut yaml = config_yaml(
+        &sim,
+        "",
+        "interval: 1s\n",
+        &[GroupSpec::web(&sim.truth()[..5])],
+    );
+    yaml.push_str(&format!(
+        "  - name: paged\n    bk_biz_id: 9\n    cmdb: {{}}\ncmdb:\n  url: http://{cmdb}\n  refresh_interval: 1s\n  \
+         rate_limit: {{ requests_per_second: 1000, burst: 100 }}\n"
+    ));
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    let listing = |all: &[Sample]| {
+        (
+            value(all, "gse_exporter_discovery_success", &[("group", "paged")]),
+            value(all, "gse_exporter_group_hosts", &[("group", "paged")]),
+        )
+    };
+    wait_until("the whole listing", Duration::from_secs(20), || async {
+        let all = parse(&scrape(exporter.addr()).await);
+        (listing(&all) == (Some(1.0), Some(520.0))).then_some(())
+    })
+    .await;
+    wait_until(
+        "a listing cut short to fail",
+        Duration::from_secs(20),
+        || async {
+            let all = parse(&scrape(exporter.addr()).await);
+            let (success, hosts) = listing(&all);
+            assert_eq!(hosts, Some(520.0), "the last list is kept");
+            (success == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+    exporter.shutdown().await;
+}
