@@ -20,6 +20,22 @@ pub(super) struct Validator<'a> {
     pub(super) base_dir: &'a Path,
 }
 
+/// Headers the HTTP or gRPC transport of an OTLP push sets itself (and
+/// `grpc-*`): not for `otlp.headers`.
+const TRANSPORT_HEADERS: &[&str] = &[
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 impl<'a> Validator<'a> {
     /// A validator for a file in `base_dir`, expanding `${VAR}` through `env`.
     pub(super) fn new(
@@ -126,11 +142,16 @@ impl Validator<'_> {
             let shown = humantime::format_duration(timeout).to_string();
             self.problem("otlp.timeout", shown, "must be shorter than otlp.interval");
         }
-        let mut headers: Vec<(String, Secret)> = raw
-            .headers
-            .iter()
-            .map(|(name, value)| self.otlp_header(name, value))
-            .collect();
+        let mut headers: Vec<(String, Secret)> = Vec::with_capacity(raw.headers.len());
+        for (name, value) in &raw.headers {
+            let header = self.otlp_header(name, value);
+            if headers.iter().any(|(seen, _)| *seen == header.0) {
+                let path = format!("otlp.headers.{name}");
+                let rule = "is given twice (header names are the same in any letter case)";
+                self.problem(&path, "", rule);
+            }
+            headers.push(header);
+        }
         let endpoint = endpoint.map(|e| self.otlp_user(e, &mut headers));
         let resource_attributes = raw
             .resource_attributes
@@ -189,13 +210,16 @@ impl Validator<'_> {
         url.into()
     }
 
-    /// A header name and its secret value (never shown in a problem).
+    /// A header name, lower-case, and its secret value (never shown in a problem).
     fn otlp_header(&mut self, name: &str, value: &str) -> (String, Secret) {
         use reqwest::header::{HeaderName, HeaderValue};
         let path = format!("otlp.headers.{name}");
         let lower = name.to_ascii_lowercase();
         if HeaderName::from_bytes(lower.as_bytes()).is_err() {
             self.problem(&path, name, "is not a valid HTTP header name");
+        } else if TRANSPORT_HEADERS.contains(&lower.as_str()) || lower.starts_with("grpc-") {
+            let rule = "belongs to the transport, which sets it for each push (a content-length cut every push short, counted a success)";
+            self.problem(&path, name, rule);
         }
         let value = self.expand(&path, value, true);
         let visible = value.bytes().all(|b| (b' '..=b'~').contains(&b));
@@ -405,8 +429,22 @@ impl Validator<'_> {
         }
     }
 
+    /// A URL, `${VAR}` expanded; its user and password are never shown, not
+    /// even when a variable in it is unset.
     fn url(&mut self, path: &str, value: Option<&str>) -> Option<String> {
-        let value = self.expand(path, value?, false);
+        let raw = value?;
+        let value = match expand_env(raw, self.env) {
+            Ok(value) => value,
+            Err(var) => {
+                let shown = hide_credentials(raw, raw);
+                self.problem(
+                    path,
+                    shown,
+                    &format!("environment variable {var} is not set"),
+                );
+                return None;
+            }
+        };
         let trimmed = value.trim_end_matches('/').to_string();
         match reqwest::Url::parse(&trimmed) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
@@ -821,5 +859,21 @@ mod tests {
         }
         assert_eq!(validator.problems.total(), found);
         assert_eq!(written.get(), MAX_KEPT_PROBLEMS);
+    }
+
+    #[test]
+    fn a_url_with_an_unset_variable_is_refused_without_its_password() {
+        let env = |_: &str| None;
+        let mut validator = Validator::new(&env, Path::new("."));
+        let url = "http://otel:Sup3rSecretPass@collector:${OTLP_PORT}/v1/metrics";
+        assert_eq!(validator.url("otlp.endpoint", Some(url)), None);
+        let shown = validator.problems.listed(10);
+        assert_eq!(
+            shown,
+            [
+                "otlp.endpoint: http://***@collector:${OTLP_PORT}/v1/metrics: environment variable OTLP_PORT is not set"
+            ],
+            "one problem, the password hidden"
+        );
     }
 }
