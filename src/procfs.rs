@@ -149,7 +149,10 @@ impl Procfs {
     fn auxv(&self) -> (Option<u64>, Option<u64>) {
         const AT_PAGESZ: u64 = 6;
         const AT_CLKTCK: u64 = 17;
-        let Ok(bytes) = fs::read(self.path("self/auxv")) else {
+        // Bounded and only a regular file, as every read here: a FIFO at a
+        // hostile `--path.procfs` waited for a writer for ever, and
+        // `/dev/zero` was read until memory ran out.
+        let Ok(bytes) = read_bounded_bytes(&self.path("self/auxv")) else {
             return (None, None);
         };
         let word = std::mem::size_of::<usize>();
@@ -249,11 +252,17 @@ impl Procfs {
 /// Reads a small text file, refusing more than [`MAX_PROC_FILE`] bytes and
 /// anything but a regular file ([`open_regular`]).
 pub(crate) fn read_bounded(path: &Path) -> std::io::Result<String> {
-    let mut text = String::new();
+    String::from_utf8(read_bounded_bytes(path)?)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+}
+
+/// [`read_bounded`], for a file that is not text (`self/auxv`).
+fn read_bounded_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
     open_regular(path)?
         .take(MAX_PROC_FILE)
-        .read_to_string(&mut text)?;
-    Ok(text)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// What a file that is not a regular file is, for a message ("is a FIFO,
@@ -369,6 +378,23 @@ mod tests {
         assert!(started <= now + 1.0 && started > now - 86_400.0 * 365.0);
         let all = procfs.processes().expect("process list");
         assert!(all.iter().any(|p| p.pid == me.pid));
+    }
+
+    #[test]
+    fn a_fifo_or_device_for_auxv_gives_the_defaults_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("self")).unwrap();
+        std::fs::write(dir.path().join("stat"), "cpu 1 2 3\nbtime 1700000000\n").unwrap();
+        let auxv = dir.path().join("self/auxv");
+        let made = std::process::Command::new("mkfifo").arg(&auxv).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        // Before, this waited for a writer for ever.
+        let kernel = Procfs::new(dir.path()).kernel().expect("kernel facts");
+        assert_eq!((kernel.ticks_per_second, kernel.page_size), (100, 4096));
+        std::fs::remove_file(&auxv).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &auxv).unwrap();
+        let kernel = Procfs::new(dir.path()).kernel().expect("kernel facts");
+        assert_eq!((kernel.ticks_per_second, kernel.page_size), (100, 4096));
     }
 
     #[test]

@@ -170,6 +170,20 @@ fn parse_port(text: &str) -> Result<(String, u16), String> {
     }
 }
 
+/// Refuses a role and port given twice: each would be checked and exported
+/// again, the same series twice on `/metrics` and in the textfile (which
+/// node_exporter then complains of at every scrape).
+fn once_each(ports: &[(String, u16)]) -> Result<(), NodeError> {
+    let mut seen = std::collections::HashSet::new();
+    match ports.iter().find(|port| !seen.insert(*port)) {
+        Some((role, port)) => Err(NodeError::PortTwice {
+            role: role.clone(),
+            port: *port,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn parse_interval(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(86_400) => Ok(d),
@@ -187,6 +201,14 @@ pub enum NodeError {
     /// The textfile cannot be written.
     #[error(transparent)]
     Textfile(#[from] TextfileError),
+    /// A `--upstream.port` given twice (it would export the same series twice).
+    #[error("--upstream.port {role}:{port}: given twice (each role and port once)")]
+    PortTwice {
+        /// The role.
+        role: String,
+        /// The port.
+        port: u16,
+    },
     /// The listen address does not parse.
     #[error("--web.listen-address {0:?}: expected HOST:PORT or :PORT")]
     ListenAddress(String),
@@ -358,6 +380,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<u8, NodeError> {
+    once_each(&args.upstream_ports)?;
     let options = Options::from_args(args);
     if args.once {
         let report = check(&options, &mut Restarts::default())?;
@@ -495,5 +518,18 @@ mod tests {
         assert!(parse_listen_address(":10910").is_ok());
         assert!(parse_listen_address("[::1]:10910").is_ok());
         assert!(parse_listen_address("localhost").is_err());
+    }
+
+    #[test]
+    fn a_port_given_twice_is_refused_by_role_and_port() {
+        let ports = |texts: &[&str]| -> Vec<(String, u16)> {
+            texts.iter().map(|t| parse_port(t).unwrap()).collect()
+        };
+        let twice = once_each(&ports(&["80", "data:58625", "port:80"])).unwrap_err();
+        assert_eq!(
+            twice.to_string(),
+            "--upstream.port port:80: given twice (each role and port once)"
+        );
+        assert!(once_each(&ports(&["x:80", "y:80", "80"])).is_ok());
     }
 }
