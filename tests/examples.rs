@@ -272,3 +272,116 @@ fn sizing_comments_match_docs_performance() {
     assert!(sizing_comment("# sizing: 1 agents, per-agent on: steady 2 MiB, peak 3 MiB").is_some());
     assert!(sizing_comment("# sizing: about 1 agents").is_none());
 }
+
+/// A child process killed when dropped (a test that fails leaves none).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The simulator page run as a user would, in a folder of its own: its
+/// first command starts the simulator (on a port of its own), the hosts file
+/// it writes begins as the page shows, the page's configuration polls it
+/// (`query` answers, and not with an error), and every other command of its
+/// `sh` blocks succeeds against it (`curl -sf` fails on the 400 a body the
+/// simulator does not understand gets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_page_runs_as_written() {
+    use std::io::BufRead;
+    const DOCUMENTED: &str = "127.0.0.1:8080";
+    let page = std::fs::read_to_string(root().join("docs/simulator.md")).unwrap();
+    let commands: Vec<&str> = blocks(&page, "sh")
+        .into_iter()
+        .flat_map(str::lines)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let start = commands[0]
+        .strip_prefix("gse_exporter ")
+        .expect("the page starts the simulator first");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
+        .args(
+            start
+                .split_whitespace()
+                .map(|a| a.replace(DOCUMENTED, "127.0.0.1:0")),
+        )
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the simulator starts");
+    let stderr = child.stderr.take().unwrap();
+    let _sim = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("GSE simulator listening") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="));
+                let _ = tx.send(addr.unwrap_or_default().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the simulator's address");
+
+    let written = dir.path().join("sim.hosts");
+    let hosts = wait_until("the hosts file written", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&written).unwrap_or_default();
+        async move { (text.lines().count() == 2000).then_some(text) }
+    })
+    .await;
+    let shown = blocks(&page, "text")
+        .into_iter()
+        .find(|b| b.starts_with("# sim.hosts"))
+        .expect("the page shows the hosts file");
+    let shown: Vec<&str> = shown.lines().skip(1).collect();
+    assert_eq!(hosts.lines().take(shown.len()).collect::<Vec<_>>(), shown);
+
+    let config = blocks(&page, "yaml")[0].replace(DOCUMENTED, &addr);
+    std::fs::write(dir.path().join("gse.yml"), config).unwrap();
+    let query = Command::new(env!("CARGO_BIN_EXE_gse_exporter"))
+        .args(["query", "--config.file=gse.yml", "-o", "json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&query.stdout).unwrap_or_default();
+    let in_group = |name: &str| rows.iter().filter(|r| r["group"] == name).count();
+    // Some agents of the fleet are offline (exit 1), none is an error (2).
+    assert!(
+        matches!(query.status.code(), Some(0 | 1))
+            && in_group("sim-file") == 2000
+            && in_group("sim-cmdb") >= 800,
+        "{:?}, {} and {} agents: {}",
+        query.status,
+        in_group("sim-file"),
+        in_group("sim-cmdb"),
+        String::from_utf8_lossy(&query.stderr)
+    );
+
+    for command in &commands[1..] {
+        let run = command.replace(DOCUMENTED, &addr);
+        let out = Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", &run])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {:?}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
