@@ -234,6 +234,30 @@ fn per_minute(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A command-line error as clap renders it, with every quoted value (in
+/// `'…'` or `"…"`, or after a quote never closed) cut to 80 bytes and escaped as
+/// the configuration's problems are: a 5,000-byte flag value was echoed
+/// whole.
+pub fn bounded_error(rendered: &str) -> String {
+    use crate::config::{MAX_QUOTE_BYTES, cut};
+    let mut out = String::with_capacity(rendered.len().min(4096));
+    let mut rest = rendered;
+    while let Some(open) = rest.find(['\'', '"']) {
+        let quote = rest[open..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=open]);
+        let inner = &rest[open + 1..];
+        let close = inner.find(quote).unwrap_or(inner.len());
+        out.push_str(&cut(&inner[..close], MAX_QUOTE_BYTES));
+        rest = inner.get(close..).unwrap_or_default();
+        if let Some(after) = rest.strip_prefix(quote) {
+            out.push(quote);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The server limits named by the flags.
 pub fn limits(cli: &Cli) -> crate::http::Limits {
     crate::http::Limits {
@@ -407,6 +431,22 @@ pub struct SimulateArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_errors_quote_values_cut_short() {
+        let long = "9".repeat(5000);
+        let err =
+            Cli::try_parse_from(["gse_exporter", "--web.max-connections", &long]).unwrap_err();
+        let shown = bounded_error(&err.render().to_string());
+        assert!(shown.len() < 600, "{shown}");
+        assert!(shown.contains("'--web.max-connections <"), "{shown}");
+        assert!(shown.contains("(5000 bytes)"), "{shown}");
+        assert!(shown.contains("\n"), "clap's lines stay lines: {shown}");
+        // A quote never closed is a value too.
+        let shown = bounded_error(&format!("invalid '{}", "x".repeat(300)));
+        assert!(shown.len() < 120, "{shown}");
+        assert_eq!(bounded_error("a 'b' \"c\"\n"), "a 'b' \"c\"\n");
+    }
 
     #[test]
     fn statefulset_pod_names_give_their_ordinal() {

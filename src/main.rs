@@ -65,10 +65,30 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Help and the version as clap prints them; any other command-line error
+/// with its quoted values cut short ([`gse_exporter::cli::bounded_error`]).
+fn command_line_error(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let text = gse_exporter::cli::bounded_error(&err.render().to_string());
+    let _ = std::io::stderr().write_all(text.as_bytes());
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
 fn main() -> ExitCode {
     purge_freed_pages_at_once();
     raise_open_files_limit();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return command_line_error(&err),
+    };
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
