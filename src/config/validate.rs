@@ -20,6 +20,12 @@ pub(super) struct Validator<'a> {
     pub(super) base_dir: &'a Path,
 }
 
+/// The environment variables the OpenTelemetry SDK reads headers from.
+const OTLP_HEADER_VARIABLES: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+];
+
 /// Headers the HTTP or gRPC transport of an OTLP push sets itself (and
 /// `grpc-*`): not for `otlp.headers`.
 const TRANSPORT_HEADERS: &[&str] = &[
@@ -153,6 +159,14 @@ impl Validator<'_> {
             headers.push(header);
         }
         let endpoint = endpoint.map(|e| self.otlp_user(e, &mut headers));
+        // Each checked against the file's headers; the metrics variable
+        // overrides the general one, as the SDK reads them.
+        let given: Vec<String> = headers.iter().map(|(name, _)| name.clone()).collect();
+        for var in OTLP_HEADER_VARIABLES {
+            if let Some(text) = (self.env)(var) {
+                self.otlp_env_headers(var, &text, given.clone());
+            }
+        }
         let resource_attributes = raw
             .resource_attributes
             .iter()
@@ -212,21 +226,59 @@ impl Validator<'_> {
 
     /// A header name, lower-case, and its secret value (never shown in a problem).
     fn otlp_header(&mut self, name: &str, value: &str) -> (String, Secret) {
-        use reqwest::header::{HeaderName, HeaderValue};
         let path = format!("otlp.headers.{name}");
+        let lower = self.otlp_header_name(&path, name);
+        let value = self.expand(&path, value, true);
+        self.otlp_header_value(&path, &value);
+        (lower, Secret::new(value))
+    }
+
+    /// A header's name, lower-case, checked: a valid name, and not one the
+    /// transport sets.
+    fn otlp_header_name(&mut self, path: &str, name: &str) -> String {
         let lower = name.to_ascii_lowercase();
-        if HeaderName::from_bytes(lower.as_bytes()).is_err() {
-            self.problem(&path, name, "is not a valid HTTP header name");
+        if reqwest::header::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            self.problem(path, name, "is not a valid HTTP header name");
         } else if TRANSPORT_HEADERS.contains(&lower.as_str()) || lower.starts_with("grpc-") {
             let rule = "belongs to the transport, which sets it for each push (a content-length cut every push short, counted a success)";
-            self.problem(&path, name, rule);
+            self.problem(path, name, rule);
         }
-        let value = self.expand(&path, value, true);
+        lower
+    }
+
+    /// A header's value checked (never shown: it is a secret).
+    fn otlp_header_value(&mut self, path: &str, value: &str) {
         let visible = value.bytes().all(|b| (b' '..=b'~').contains(&b));
-        if !visible || HeaderValue::from_str(&value).is_err() {
-            self.problem(&path, "", "value must be visible ASCII (no line breaks)");
+        if !visible || reqwest::header::HeaderValue::from_str(value).is_err() {
+            self.problem(path, "", "value must be visible ASCII (no line breaks)");
         }
-        (lower, Secret::new(value))
+    }
+
+    /// The headers `var` gives (`name=value,…`, each value percent-encoded),
+    /// checked as `otlp.headers` are: the OpenTelemetry SDK adds them to
+    /// every push itself, and skipped a malformed entry without a word, and
+    /// one naming a header the file gives too (the endpoint's user and
+    /// password) replaced it. `seen`: the file's header names. Entries are
+    /// named by number, values never shown.
+    fn otlp_env_headers(&mut self, var: &str, text: &str, mut seen: Vec<String>) {
+        for (i, entry) in text.split(',').enumerate() {
+            if entry.trim().is_empty() {
+                continue;
+            }
+            let path = format!("{var}[{i}]");
+            let Some((name, value)) = entry.split_once('=') else {
+                self.problem(&path, "", "is not NAME=VALUE");
+                continue;
+            };
+            let name = self.otlp_header_name(&path, name.trim());
+            let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8_lossy();
+            self.otlp_header_value(&path, &value);
+            if seen.contains(&name) {
+                let rule = "names a header given already (in otlp.headers, by the endpoint's user and password, or earlier in this variable)";
+                self.problem(&path, &name, rule);
+            }
+            seen.push(name);
+        }
     }
 
     fn sharding(&mut self, raw: Option<&RawSharding>) -> Sharding {
@@ -859,6 +911,39 @@ mod tests {
         }
         assert_eq!(validator.problems.total(), found);
         assert_eq!(written.get(), MAX_KEPT_PROBLEMS);
+    }
+
+    #[test]
+    fn otlp_headers_from_the_environment_are_checked_as_the_files_are() {
+        let yaml = "gse: {url: http://gse, app_code: a, app_secret: b}\ngroups: [{name: a, bk_biz_id: 1, hosts: ['0:10.0.0.1']}]\n\
+                    otlp: {endpoint: 'http://u:Sup3rPass@collector:4318', headers: {x-tenant: t}}\n";
+        let raw = crate::config::parse_raw(yaml).unwrap();
+        let env = |name: &str| {
+            match name {
+            "OTEL_EXPORTER_OTLP_HEADERS" => {
+                Some("x-ok=1,authorization=Bearer%20s3cr3t,no-equals-here,content-length=5,x-tenant=u,x-ok=2".into())
+            }
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS" => Some("x-ok=3, x-bad=caf%C3%A9".into()),
+            _ => None,
+        }
+        };
+        let mut validator = Validator::new(&env, Path::new("."));
+        validator.config(raw);
+        let shown = validator.problems.listed(20);
+        let prefix = "OTEL_EXPORTER_OTLP_HEADERS";
+        let given = "names a header given already";
+        assert_eq!(
+            shown,
+            [
+                format!("{prefix}[1]: authorization: {given} (in otlp.headers, by the endpoint's user and password, or earlier in this variable)"),
+                format!("{prefix}[2]: is not NAME=VALUE"),
+                format!("{prefix}[3]: content-length: belongs to the transport, which sets it for each push (a content-length cut every push short, counted a success)"),
+                format!("{prefix}[4]: x-tenant: {given} (in otlp.headers, by the endpoint's user and password, or earlier in this variable)"),
+                format!("{prefix}[5]: x-ok: {given} (in otlp.headers, by the endpoint's user and password, or earlier in this variable)"),
+                "OTEL_EXPORTER_OTLP_METRICS_HEADERS[1]: value must be visible ASCII (no line breaks)".to_string(),
+            ],
+        );
+        assert!(!shown.concat().contains("s3cr3t"));
     }
 
     #[test]
