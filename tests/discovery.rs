@@ -271,6 +271,26 @@ async fn fake_cmdb(
     (serve(app).await, asked)
 }
 
+/// Five agents of `sim` in group `web`, and group `paged` (business 9)
+/// listed from the CMDB at `cmdb` every `refresh`, a cycle a second.
+fn paged_config(
+    sim: &gse_sim::RunningSim,
+    cmdb: std::net::SocketAddr,
+    refresh: &str,
+) -> gse_exporter::config::Config {
+    let mut yaml = config_yaml(
+        sim,
+        "",
+        "interval: 1s\n",
+        &[GroupSpec::web(&sim.truth()[..5])],
+    );
+    yaml.push_str(&format!(
+        "  - name: paged\n    bk_biz_id: 9\n    cmdb: {{}}\ncmdb:\n  url: http://{cmdb}\n  refresh_interval: {refresh}\n  \
+         rate_limit: {{ requests_per_second: 1000, burst: 100 }}\n"
+    ));
+    parse_config(&yaml)
+}
+
 /// A page of hosts numbered from `first`, in the envelope, under `count`.
 fn host_page(first: u64, hosts: u64, count: u64) -> serde_json::Value {
     let info: Vec<serde_json::Value> = (first..first + hosts)
@@ -394,17 +414,7 @@ async fn a_listing_that_makes_no_progress_or_grows_as_read_ends() {
     .await;
     for growing in [false, true] {
         let (cmdb, asked) = repeating_cmdb(growing).await;
-        let mut yaml = config_yaml(
-            &sim,
-            "",
-            "interval: 1s\n",
-            &[GroupSpec::web(&sim.truth()[..5])],
-        );
-        yaml.push_str(&format!(
-            "  - name: paged\n    bk_biz_id: 9\n    cmdb: {{}}\ncmdb:\n  url: http://{cmdb}\n  refresh_interval: 1h\n  \
-             rate_limit: {{ requests_per_second: 1000, burst: 100 }}\n"
-        ));
-        let exporter = start_exporter(parse_config(&yaml)).await;
+        let exporter = start_exporter(paged_config(&sim, cmdb, "1h")).await;
         wait_cycles(&exporter, 2, Duration::from_secs(20)).await;
         let all = parse(&scrape(exporter.addr()).await);
         let success = value(
@@ -453,17 +463,7 @@ async fn a_listing_cut_short_of_its_own_count_keeps_the_last_list() {
         }
     })
     .await;
-    let mut yaml = config_yaml(
-        &sim,
-        "",
-        "interval: 1s\n",
-        &[GroupSpec::web(&sim.truth()[..5])],
-    );
-    yaml.push_str(&format!(
-        "  - name: paged\n    bk_biz_id: 9\n    cmdb: {{}}\ncmdb:\n  url: http://{cmdb}\n  refresh_interval: 1s\n  \
-         rate_limit: {{ requests_per_second: 1000, burst: 100 }}\n"
-    ));
-    let exporter = start_exporter(parse_config(&yaml)).await;
+    let exporter = start_exporter(paged_config(&sim, cmdb, "1s")).await;
     let listing = |all: &[Sample]| {
         (
             value(all, "gse_exporter_discovery_success", &[("group", "paged")]),

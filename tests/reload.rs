@@ -27,6 +27,22 @@ fn expected_keys(group: &str, agents: &[AgentTruth]) -> std::collections::BTreeS
     agents.iter().map(|a| agent_key(group, "v2", a)).collect()
 }
 
+/// An exporter polling group `web` of `sim` from the hosts file `file`
+/// every second, once it has ended its first cycle.
+async fn hosts_file_exporter(
+    sim: &gse_sim::RunningSim,
+    file: &Path,
+) -> gse_exporter::run::Exporter {
+    let yaml = format!(
+        "{}interval: 1s\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts_file: {}\n",
+        gse_block(sim, ""),
+        file.display()
+    );
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    exporter
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editing_a_hosts_file_adds_and_removes_agents_without_a_restart() {
     let sim = start_sim(SimOptions {
@@ -38,13 +54,7 @@ async fn editing_a_hosts_file_adds_and_removes_agents_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("web.hosts");
     std::fs::write(&file, format!("# web hosts\n\n{}", lines(&truth[..20]))).unwrap();
-    let yaml = format!(
-        "{}interval: 1s\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts_file: {}\n",
-        gse_block(&sim, ""),
-        file.display()
-    );
-    let exporter = start_exporter(parse_config(&yaml)).await;
-    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let exporter = hosts_file_exporter(&sim, &file).await;
     assert_eq!(
         online_keys(&parse(&scrape(exporter.addr()).await), "web"),
         expected_keys("web", &truth[..20])
@@ -82,13 +92,7 @@ async fn a_hosts_file_rewritten_in_place_is_never_read_half_written() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("web.hosts");
     std::fs::write(&file, ids(&truth[..20])).unwrap();
-    let yaml = format!(
-        "{}interval: 1s\ngroups:\n  - name: web\n    bk_biz_id: 2\n    hosts_file: {}\n",
-        gse_block(&sim, ""),
-        file.display()
-    );
-    let exporter = start_exporter(parse_config(&yaml)).await;
-    wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
+    let exporter = hosts_file_exporter(&sim, &file).await;
     let old = expected_keys("web", &truth[..20]);
     assert_eq!(
         online_keys(&parse(&scrape(exporter.addr()).await), "web"),
