@@ -235,11 +235,10 @@ impl Validator<'_> {
         );
         let versions = self.versions(raw.min_version.as_deref(), raw.max_version.as_deref());
         let provider = self.provider(&raw);
-        self.check_client_auth_rules(
-            client_auth,
-            !client_roots.is_empty(),
-            &raw.client_allowed_sans,
-        );
+        // A CA named but unreadable has its own problem: not a second one
+        // saying that none is named.
+        let names_ca = raw.client_ca.is_some() || raw.client_ca_file.is_some();
+        self.check_client_auth_rules(client_auth, names_ca, &raw.client_allowed_sans);
         if self.problems.total() > before {
             return None;
         }
