@@ -65,6 +65,11 @@ const HOSTS_FILE_WAIT: Duration = Duration::from_secs(5);
 /// again.
 const HOSTS_FILE_STILL: Duration = Duration::from_secs(2);
 
+/// How long looks may find a hosts file being written before it is read
+/// anyway (when it does not change while read): a file touched every second
+/// is never still, and was never read again.
+const HOSTS_FILE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// What a look at a hosts file gives back: its watch, and its hosts when it
 /// changed and could be read.
 type Look = (FileWatch, Option<Arc<Vec<HostEntry>>>);
@@ -535,7 +540,9 @@ fn look(
     blank: &Arc<[String]>,
     sharding: Sharding,
 ) -> Look {
-    let text = match watch.read_when_still(path, HOSTS_FILE_STILL, || read_text(path, HOSTS_FILE)) {
+    let text = match watch.read_when_still(path, HOSTS_FILE_STILL, HOSTS_FILE_PATIENCE, || {
+        read_text(path, HOSTS_FILE)
+    }) {
         Reading::Unchanged => return (watch, None),
         Reading::Busy => {
             tracing::info!(file = %path.display(), "the hosts file changed and is being written; keeping its last hosts until it is still");

@@ -11,7 +11,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What was last seen of a file (device, inode, length, modification and
 /// status change times in nanoseconds), or nothing when it could not be
@@ -22,6 +22,9 @@ type Seen = Option<(u64, u64, u64, i128, i128)>;
 #[derive(Debug, Default)]
 pub(crate) struct FileWatch {
     last: Option<Seen>,
+    /// Since when [`FileWatch::read_when_still`] has found the file being
+    /// written, look after look.
+    busy_since: Option<Instant>,
 }
 
 impl FileWatch {
@@ -29,6 +32,7 @@ impl FileWatch {
     pub(crate) fn seen_now(path: &Path) -> FileWatch {
         FileWatch {
             last: Some(look(path)),
+            busy_since: None,
         }
     }
 
@@ -48,31 +52,41 @@ impl FileWatch {
     /// status change time, which every write sets, that far in the past),
     /// and only when it did not change while it was read. Nothing waits: a
     /// file written too recently, or changing under each of a few reads, is
-    /// [`Reading::Busy`], and the next look tries again. The first read of a
-    /// watch does not ask for the file to be still (at start-up the file was
-    /// just checked whole). A read that fails is remembered like one that
-    /// succeeds: the file is read again once it changes.
+    /// [`Reading::Busy`], and the next look tries again. A file found
+    /// written look after look for `patience` (touched every second, or
+    /// written for ever) is read without being still, though still only when
+    /// it did not change while read: it is not kept out for good. The first
+    /// read of a watch does not ask for the file to be still (at start-up
+    /// the file was just checked whole). A read that fails is remembered
+    /// like one that succeeds: the file is read again once it changes.
     pub(crate) fn read_when_still<T>(
         &mut self,
         path: &Path,
         still: Duration,
+        patience: Duration,
         mut read: impl FnMut() -> T,
     ) -> Reading<T> {
         let first = self.last.is_none();
+        let waited = self
+            .busy_since
+            .is_some_and(|since| since.elapsed() >= patience);
         for _ in 0..READS_WHILE_CHANGING {
             let before = look(path);
             if self.last == Some(before) {
+                self.busy_since = None;
                 return Reading::Unchanged;
             }
-            if !first && written_within(before, still) {
-                return Reading::Busy;
+            if !first && !waited && written_within(before, still) {
+                break;
             }
             let value = read();
             if look(path) == before {
                 self.last = Some(before);
+                self.busy_since = None;
                 return Reading::Read(value);
             }
         }
+        self.busy_since.get_or_insert_with(Instant::now);
         Reading::Busy
     }
 }
@@ -177,24 +191,60 @@ mod tests {
         let read = || std::fs::read_to_string(&path).unwrap();
         let mut watch = FileWatch::default();
         // The first read does not ask: the file was just checked whole.
-        let first = watch.read_when_still(&path, STILL, read);
+        let first = watch.read_when_still(&path, STILL, STILL, read);
         assert!(
             matches!(first, Reading::Read(ref t) if t == "0:10.0.0.1\n"),
             "{first:?}"
         );
-        let again = watch.read_when_still(&path, STILL, read);
+        let again = watch.read_when_still(&path, STILL, STILL, read);
         assert!(matches!(again, Reading::Unchanged), "{again:?}");
         // Written just now: not read while it may still be being written.
         std::fs::write(&path, "0:10.0.0.2\n0:10.0.").unwrap();
-        let busy = watch.read_when_still(&path, STILL, read);
+        let busy = watch.read_when_still(&path, STILL, STILL, read);
         assert!(matches!(busy, Reading::Busy), "{busy:?}");
         // Once it has been still long enough (here no time at all) it is
         // read, though nothing was read in between.
-        let whole = watch.read_when_still(&path, Duration::ZERO, read);
+        let whole = watch.read_when_still(&path, Duration::ZERO, STILL, read);
         assert!(
             matches!(whole, Reading::Read(ref t) if t.ends_with("0:10.0.")),
             "{whole:?}"
         );
+    }
+
+    #[test]
+    fn a_file_written_look_after_look_is_read_once_patience_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.txt");
+        std::fs::write(&path, "0:10.0.0.1\n").unwrap();
+        let read = || std::fs::read_to_string(&path).unwrap();
+        let mut watch = FileWatch::default();
+        assert!(matches!(
+            watch.read_when_still(&path, STILL, STILL, read),
+            Reading::Read(_)
+        ));
+        std::fs::write(&path, "0:10.0.0.2\n").unwrap();
+        let patience = Duration::from_millis(100);
+        let busy = watch.read_when_still(&path, STILL, patience, read);
+        assert!(matches!(busy, Reading::Busy), "{busy:?}");
+        std::thread::sleep(patience);
+        // Touched again: still being written, but found so for the patience.
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        let read_anyway = watch.read_when_still(&path, STILL, patience, read);
+        assert!(
+            matches!(read_anyway, Reading::Read(ref t) if t == "0:10.0.0.2\n"),
+            "{read_anyway:?}"
+        );
+        // And the wait starts again with the next write.
+        std::fs::write(&path, "0:10.0.0.3\n").unwrap();
+        assert!(matches!(
+            watch.read_when_still(&path, STILL, patience, read),
+            Reading::Busy
+        ));
     }
 
     #[test]
@@ -204,7 +254,7 @@ mod tests {
         std::fs::write(&path, "0:10.0.0.1\n").unwrap();
         let mut watch = FileWatch::default();
         let mut reads = 0;
-        let racing = watch.read_when_still(&path, Duration::ZERO, || {
+        let racing = watch.read_when_still(&path, Duration::ZERO, STILL, || {
             reads += 1;
             let mut file = std::fs::File::options().append(true).open(&path).unwrap();
             std::io::Write::write_all(&mut file, b"0:10.0.0.9\n").unwrap();
@@ -212,7 +262,7 @@ mod tests {
         assert!(matches!(racing, Reading::Busy), "{racing:?}");
         assert_eq!(reads, READS_WHILE_CHANGING);
         // Not remembered: the next look reads it.
-        let next = watch.read_when_still(&path, Duration::ZERO, || ());
+        let next = watch.read_when_still(&path, Duration::ZERO, STILL, || ());
         assert!(matches!(next, Reading::Read(())), "{next:?}");
     }
 }
