@@ -34,7 +34,7 @@ pub struct Cli {
     )]
     pub config_check: bool,
 
-    /// Address to serve /metrics on (`:PORT` listens on every interface).
+    /// Address to serve /metrics on: `HOST:PORT` (a host name is resolved once, at start) or `:PORT` (every interface).
     #[arg(
         long = "web.listen-address",
         env = "GSE_EXPORTER_LISTEN_ADDRESS",

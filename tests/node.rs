@@ -943,7 +943,7 @@ fn careless_flags_are_clear_errors() {
         (&["node", "--web.listen-address="], "nothing to do"),
         (
             &["node", "--web.listen-address=nowhere"],
-            "expected HOST:PORT or :PORT",
+            "is not host:port",
         ),
         (
             &["node", "--once", "--upstream.port=70000"],

@@ -395,16 +395,48 @@ pub fn check_telemetry_path(path: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Parses a Prometheus-style listen address: `:10909`, `0.0.0.0:10909`, `[::1]:10909`.
+/// Parses a Prometheus-style listen address: `:10909` (every interface),
+/// `0.0.0.0:10909`, `[::1]:10909`, or a host name and port
+/// (`localhost:10909`), the name resolved once, here, to its first IPv4
+/// address if it has one, as Go's listeners do (a name was refused, though
+/// every Go exporter takes `localhost:9100`). The node mode's
+/// `--web.listen-address` is read here too.
 pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
     let full = if text.starts_with(':') {
         format!("0.0.0.0{text}")
     } else {
         text.to_string()
     };
-    full.parse().map_err(|_| {
-        format!("--web.listen-address {text:?} is not host:port (e.g. :10909 or 127.0.0.1:10909)")
-    })
+    if let Ok(addr) = full.parse() {
+        return Ok(addr);
+    }
+    let bad = |why: &str| {
+        let shown = crate::config::cut(text, crate::config::MAX_QUOTE_BYTES);
+        format!(
+            "--web.listen-address \"{shown}\" {why} (e.g. :10909, 127.0.0.1:10909 or localhost:10909)"
+        )
+    };
+    let name_and_port = full.rsplit_once(':').filter(|(host, port)| {
+        let name = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        !host.is_empty() && host.len() <= 253 && name && port.parse::<u16>().is_ok()
+    });
+    let Some((host, port)) = name_and_port else {
+        return Err(bad("is not host:port"));
+    };
+    let port: u16 = port.parse().unwrap_or_default();
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| bad(&format!("cannot be resolved ({err})")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad("names no address"))
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -789,6 +821,18 @@ mod tests {
         assert_eq!(parse_listen_address(":10909").unwrap().port(), 10909);
         assert!(parse_listen_address("127.0.0.1:0").is_ok());
         assert!(parse_listen_address("nonsense").is_err());
+        assert!(parse_listen_address("[::1]:10910").is_ok());
+        assert!(parse_listen_address("localhost").is_err(), "no port");
+        assert_eq!(
+            parse_listen_address("localhost:10909"),
+            Ok("127.0.0.1:10909".parse().unwrap()),
+            "a name, resolved"
+        );
+        let refused = parse_listen_address(&format!("{}:1", "x!".repeat(500))).unwrap_err();
+        assert!(
+            refused.len() < 250 && refused.contains("is not host:port"),
+            "{refused}"
+        );
     }
 
     /// At most [`BCRYPT_QUEUE`] checks wait for the [`BCRYPT_SLOTS`]; the

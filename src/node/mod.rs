@@ -210,7 +210,7 @@ pub enum NodeError {
         port: u16,
     },
     /// The listen address does not parse.
-    #[error("--web.listen-address {0:?}: expected HOST:PORT or :PORT")]
+    #[error("{0}")]
     ListenAddress(String),
     /// The listen address cannot be bound.
     #[error("listening on {addr}: {source}")]
@@ -401,7 +401,7 @@ pub async fn run(
     let listener = match args.listen_address.trim() {
         "" => None,
         text => {
-            let addr = parse_listen_address(text)?;
+            let addr = crate::http::parse_listen_address(text).map_err(NodeError::ListenAddress)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| NodeError::Listen { addr, source })?;
@@ -490,16 +490,6 @@ fn log_round(report: &Report) {
     );
 }
 
-/// `:PORT` (every interface) or `HOST:PORT`.
-fn parse_listen_address(text: &str) -> Result<SocketAddr, NodeError> {
-    let full = match text.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => text.to_string(),
-    };
-    full.parse()
-        .map_err(|_| NodeError::ListenAddress(text.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,9 +505,6 @@ mod tests {
         assert!(parse_interval("50ms").is_err());
         assert!(parse_interval("soon").is_err());
         assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
-        assert!(parse_listen_address(":10910").is_ok());
-        assert!(parse_listen_address("[::1]:10910").is_ok());
-        assert!(parse_listen_address("localhost").is_err());
     }
 
     #[test]
