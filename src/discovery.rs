@@ -52,11 +52,6 @@ pub(crate) struct ResolvedGroup {
     pub(crate) bk_biz_name: Option<Arc<str>>,
 }
 
-/// How long a cycle waits for a hosts file to be looked at and read; a
-/// slower read goes on in the background while the group keeps its last
-/// hosts.
-const HOSTS_FILE_WAIT: Duration = Duration::from_secs(5);
-
 /// How long a changed hosts file must have gone unwritten before it is read
 /// again: a file rewritten in place (`>` in a shell, a script writing as it
 /// queries) is not read half-written, its last line cut into an agent id
@@ -140,12 +135,20 @@ impl Drop for Refreshing {
     }
 }
 
-/// How long a cycle waits, all its groups together, for the CMDB refreshes
-/// it started; a slower one (a CMDB slow to answer, a long listing) goes on
-/// in the background while its group polls its last host list, and later
-/// cycles take it in once it ends without waiting again, so a slow CMDB
-/// never holds up asking GSE for more than this.
-const CMDB_WAIT: Duration = Duration::from_secs(5);
+/// How long a cycle waits, all its groups and sources together, for the
+/// hosts-file reads and CMDB refreshes it started: at most this, and at most
+/// half the interval ([`WAIT_SHARE`]). A slower one (a CMDB slow to answer,
+/// a long listing, a slow disk) goes on in the background while its group
+/// polls its last host list, and later cycles take it in once it ends
+/// without waiting again, so slow host sources never hold up asking GSE.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
+
+/// The share of the interval a cycle may wait for its host sources: the rest
+/// is GSE's. With the whole 5 s, a slow CMDB used up the cycle's time
+/// budget (nine tenths of an interval under 5.5 s): every GSE batch failed
+/// before it was sent, and every group, hosts-file ones too, read `gse_up`
+/// 0 while GSE was fine.
+const WAIT_SHARE: f64 = 0.5;
 
 /// Discovery across cycles.
 #[derive(Debug, Default)]
@@ -178,10 +181,11 @@ impl Discovery {
                 self.start_cmdb(group, selection, config, telemetry);
             }
         }
-        let cmdb_deadline = tokio::time::Instant::now() + CMDB_WAIT;
+        let wait = DISCOVERY_WAIT.min(config.interval.mul_f64(WAIT_SHARE));
+        let deadline = tokio::time::Instant::now() + wait;
         let mut resolved = Vec::with_capacity(config.groups.len());
         for group in &config.groups {
-            resolved.push(self.resolve_group(group, config, cmdb_deadline).await);
+            resolved.push(self.resolve_group(group, config, deadline).await);
         }
         let wanted: HashSet<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
         self.groups.retain(|name, _| wanted.contains(name.as_str()));
@@ -220,12 +224,12 @@ impl Discovery {
         &mut self,
         group: &GroupConfig,
         config: &Config,
-        cmdb_deadline: tokio::time::Instant,
+        deadline: tokio::time::Instant,
     ) -> ResolvedGroup {
         let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
         let file = match &group.hosts_file {
             Some(path) => Some(
-                self.file_hosts(path, group.api, &blank, config.sharding)
+                self.file_hosts(path, group.api, &blank, config.sharding, deadline)
                     .await,
             ),
             None => None,
@@ -234,7 +238,7 @@ impl Discovery {
         let mut cmdb = None;
         let mut bk_biz_name = None;
         if let Some(selection) = &group.cmdb {
-            discovery = Some(self.finish_cmdb(group, cmdb_deadline).await);
+            discovery = Some(self.finish_cmdb(group, deadline).await);
             let state = self.groups.get(&group.name);
             cmdb = Some(state.map(|s| s.hosts.clone()).unwrap_or_default());
             if selection.topology {
@@ -282,6 +286,7 @@ impl Discovery {
         api: ApiVersion,
         blank: &Arc<[String]>,
         sharding: Sharding,
+        deadline: tokio::time::Instant,
     ) -> Arc<Vec<HostEntry>> {
         let shard = (sharding.shard, sharding.total);
         let key = (path.to_owned(), api, blank.len(), shard);
@@ -291,7 +296,7 @@ impl Discovery {
             let (path, blank) = (path.to_owned(), blank.clone());
             tokio::task::spawn_blocking(move || look(watch, &path, api, &blank, sharding))
         });
-        match tokio::time::timeout(HOSTS_FILE_WAIT, looking).await {
+        match tokio::time::timeout_at(deadline, looking).await {
             Ok(Ok((watch, hosts))) => {
                 state.looking = None;
                 state.watch = Some(watch);

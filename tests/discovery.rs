@@ -386,6 +386,39 @@ async fn a_slow_cmdb_never_holds_up_asking_gse() {
     exporter.shutdown().await;
 }
 
+/// A CMDB slower than the interval but answering, a refresh due every
+/// cycle: the cycle waited for it (5 s at most) out of its own time budget
+/// (nine tenths of the interval), so every GSE batch failed before it was
+/// sent, GSE was never asked and `gse_up` read 0, cycle after cycle, while
+/// GSE was fine and CMDB counted a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmdb_slower_than_the_interval_leaves_gse_its_time() {
+    let (sim, exporter, before) = discovered_biz_2().await;
+    sim.set_faults(Faults {
+        cmdb_latency: Duration::from_millis(1200),
+        ..Faults::default()
+    });
+    let failed = |all: &[Sample]| -> f64 {
+        samples(all, "gse_exporter_api_requests_total")
+            .iter()
+            .filter(|s| s.label("result") != "success")
+            .map(|s| s.value)
+            .sum()
+    };
+    let at_start = failed(&parse(&scrape(exporter.addr()).await));
+    let (cycles, asked) = (cycles_now(&exporter), sim.received());
+    while cycles_now(&exporter) < cycles + 6 {
+        let all = parse(&scrape(exporter.addr()).await);
+        assert_eq!(value(&all, "gse_up", &[("group", "biz-2")]), Some(1.0));
+        assert_eq!(failed(&all), at_start, "no GSE request failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sim.received() >= asked + 6, "GSE asked every cycle");
+    let all = parse(&scrape(exporter.addr()).await);
+    assert_eq!(exported(&all, "biz-2"), before);
+    exporter.shutdown().await;
+}
+
 /// A CMDB that counts nearly the most hosts believed and answers the same
 /// full page at every offset (or one whose count grows with every page, in
 /// `growing` mode); returns its address and the pages it was asked.
