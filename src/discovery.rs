@@ -213,6 +213,18 @@ impl Discovery {
         }
         match CmdbClient::new(config) {
             Ok(client) => {
+                // Another CMDB (a reload changed its address, API, paths,
+                // supplier or tenant): every group's listing, and every
+                // refresh still running against the old one, is another
+                // CMDB's; each group is listed anew at once. A change of
+                // credentials, pace or timeout keeps them.
+                let moved = self
+                    .cmdb
+                    .as_ref()
+                    .is_some_and(|(old, _)| cmdb_source(old.config()) != cmdb_source(config));
+                if moved {
+                    self.groups.clear();
+                }
                 let pacer = Arc::new(Pacer::new(config.rate_limit, 4));
                 self.cmdb = Some((client, pacer));
             }
@@ -486,6 +498,17 @@ async fn list_all(
             return Ok(hosts);
         }
     }
+}
+
+/// What names the CMDB a listing comes from.
+fn cmdb_source(config: &CmdbConfig) -> impl PartialEq + '_ {
+    (
+        config.api,
+        config.url.as_str(),
+        [&config.path, &config.topology_path, &config.business_path],
+        config.supplier_account.as_str(),
+        config.tenant_id.as_deref(),
+    )
 }
 
 /// Keeps a business name CMDB gave; a failed lookup keeps the last one.

@@ -419,6 +419,66 @@ async fn a_cmdb_slower_than_the_interval_leaves_gse_its_time() {
     exporter.shutdown().await;
 }
 
+/// A reload pointing `cmdb.url` at another CMDB lists the group there at
+/// once. Before, the old CMDB's hosts stayed until `refresh_interval` (an
+/// hour here) ended, and a refresh still running against the old CMDB was
+/// taken in after the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_another_cmdb_lists_the_group_there_at_once() {
+    let sims = [
+        start_sim(SimOptions {
+            agents: 300,
+            ..SimOptions::default()
+        })
+        .await,
+        start_sim(SimOptions {
+            agents: 100,
+            seed: 7,
+            ..SimOptions::default()
+        })
+        .await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    let yaml = |cmdb: &gse_sim::RunningSim| {
+        format!(
+            "{}interval: 1s\ngroups:\n  - name: biz-2\n    bk_biz_id: 2\n    cmdb: {{}}\n\
+             cmdb:\n  url: {}\n  refresh_interval: 1h\n",
+            gse_block(&sims[0], ""),
+            cmdb.cmdb_gateway_url()
+        )
+    };
+    std::fs::write(&path, yaml(&sims[0])).unwrap();
+    let options = gse_exporter::run::ExporterOptions {
+        config_file: Some(path.clone()),
+        ..Default::default()
+    };
+    let config = gse_exporter::config::Config::load(&path).unwrap();
+    let exporter = gse_exporter::run::Exporter::start(config, options)
+        .await
+        .unwrap();
+    // The first CMDB lists about 120 hosts in business 2, the second 40.
+    let hosts = |all: &[Sample]| value(all, "gse_exporter_group_hosts", &[("group", "biz-2")]);
+    let first = wait_until(
+        "the first CMDB's listing",
+        Duration::from_secs(20),
+        || async { hosts(&parse(&scrape(exporter.addr()).await)).filter(|n| *n > 0.0) },
+    )
+    .await;
+    std::fs::write(&path, yaml(&sims[1])).unwrap();
+    assert!(exporter.reloader().reload_now().await.is_ok());
+    let second = wait_until(
+        "the second CMDB's listing",
+        Duration::from_secs(20),
+        || async {
+            hosts(&parse(&scrape(exporter.addr()).await)).filter(|n| *n > 0.0 && *n != first)
+        },
+    )
+    .await;
+    assert!(second < first / 2.0, "{first} then {second}");
+    exporter.shutdown().await;
+}
+
 /// A CMDB that counts nearly the most hosts believed and answers the same
 /// full page at every offset (or one whose count grows with every page, in
 /// `growing` mode); returns its address and the pages it was asked.
