@@ -190,12 +190,23 @@ impl Discovery {
         let wanted: HashSet<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
         self.groups.retain(|name, _| wanted.contains(name.as_str()));
         self.last.retain(|name, _| wanted.contains(name.as_str()));
-        let files: HashSet<&PathBuf> = config
+        // Only the files as this configuration reads them: one kept from an
+        // earlier configuration (the group on the other API, say) came back
+        // with the hosts it had then, on a reload back to it.
+        let files: HashSet<FileKey> = config
             .groups
             .iter()
-            .filter_map(|g| g.hosts_file.as_ref())
+            .filter_map(|g| {
+                let labels = g.host_label_names().len();
+                Some(file_key(
+                    g.hosts_file.as_ref()?,
+                    g.api,
+                    labels,
+                    config.sharding,
+                ))
+            })
             .collect();
-        self.files.retain(|(path, ..), _| files.contains(path));
+        self.files.retain(|key, _| files.contains(key));
         resolved
     }
 
@@ -300,8 +311,7 @@ impl Discovery {
         sharding: Sharding,
         deadline: tokio::time::Instant,
     ) -> Arc<Vec<HostEntry>> {
-        let shard = (sharding.shard, sharding.total);
-        let key = (path.to_owned(), api, blank.len(), shard);
+        let key = file_key(path, api, blank.len(), sharding);
         let state = self.files.entry(key).or_default();
         let looking = state.looking.get_or_insert_with(|| {
             let watch = state.watch.take().unwrap_or_default();
@@ -498,6 +508,16 @@ async fn list_all(
             return Ok(hosts);
         }
     }
+}
+
+/// How a hosts file is read for a group: see [`FileKey`].
+fn file_key(path: &Path, api: ApiVersion, labels: usize, sharding: Sharding) -> FileKey {
+    (
+        path.to_owned(),
+        api,
+        labels,
+        (sharding.shard, sharding.total),
+    )
 }
 
 /// What names the CMDB a listing comes from.

@@ -139,6 +139,75 @@ async fn a_hosts_file_rewritten_in_place_is_never_read_half_written() {
     exporter.shutdown().await;
 }
 
+/// A reload back to a group's earlier API reads its hosts file as it is
+/// now: the list read under that API before (40 hosts) came back while the
+/// file, cut to 10 hosts since, was being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_back_to_an_earlier_api_never_brings_back_an_old_host_list() {
+    let sim = start_sim(SimOptions {
+        agents: 60,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let addresses = |agents: &[AgentTruth]| -> String {
+        agents
+            .iter()
+            .map(|a| format!("{}:{}\n", a.bk_cloud_id, a.ip))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (file, path) = (dir.path().join("web.hosts"), dir.path().join("gse.yml"));
+    std::fs::write(&file, addresses(&truth[..40])).unwrap();
+    let yaml = |api: &str| {
+        format!(
+            "{}interval: 1s\ngroups:\n  - name: web\n    bk_biz_id: 2\n    gse_api: {api}\n    hosts_file: {}\n",
+            gse_block(&sim, ""),
+            file.display()
+        )
+    };
+    std::fs::write(&path, yaml("v2")).unwrap();
+    let options = ExporterOptions {
+        config_file: Some(path.clone()),
+        ..ExporterOptions::default()
+    };
+    let config = gse_exporter::config::Config::load(&path).unwrap();
+    let exporter = gse_exporter::run::Exporter::start(config, options)
+        .await
+        .unwrap();
+    let hosts = |all: &[Sample]| value(all, "gse_exporter_group_hosts", &[("group", "web")]);
+    let reach = |want: f64| {
+        let exporter = &exporter;
+        async move {
+            wait_until(
+                "the group's hosts",
+                Duration::from_secs(20),
+                || async move {
+                    (hosts(&parse(&scrape(exporter.addr()).await)) == Some(want)).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    reach(40.0).await;
+    std::fs::write(&path, yaml("v1")).unwrap();
+    assert!(exporter.reloader().reload_now().await.is_ok());
+    std::fs::write(&file, addresses(&truth[..10])).unwrap();
+    reach(10.0).await;
+    // Back to v2 while the file is written again (as far as its times say).
+    let open = std::fs::File::options().append(true).open(&file).unwrap();
+    open.set_modified(std::time::SystemTime::now()).unwrap();
+    std::fs::write(&path, yaml("v2")).unwrap();
+    assert!(exporter.reloader().reload_now().await.is_ok());
+    let cycles = cycles_now(&exporter);
+    while cycles_now(&exporter) < cycles + 3 {
+        let all = parse(&scrape(exporter.addr()).await);
+        assert_eq!(hosts(&all), Some(10.0), "the file's hosts as they are now");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    exporter.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_in_two_groups_costs_one_lookup_and_appears_in_both() {
     let sim = start_sim(SimOptions {
