@@ -563,10 +563,14 @@ async fn poll_loop(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_extra: Option<tokio::time::Instant> = None;
     loop {
+        // A reload waiting when a cycle ends is taken before a tick that is
+        // due too: picked at random, the tick could win and run one more
+        // cycle on the configuration just replaced.
         let reloaded = tokio::select! {
-            _ = ticker.tick() => false,
-            Ok(()) = configs.changed() => true,
+            biased;
             _ = stopped.wait_for(|s| *s) => return,
+            Ok(()) = configs.changed() => true,
+            _ = ticker.tick() => false,
         };
         if reloaded {
             let config = configs.borrow_and_update().clone();
