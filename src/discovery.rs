@@ -175,6 +175,7 @@ impl Discovery {
         telemetry: &Arc<Telemetry>,
     ) -> Vec<ResolvedGroup> {
         self.ensure_cmdb_client(config.cmdb.as_ref());
+        self.adopt_renamed(config);
         // Every group's refresh starts before any is waited for.
         for group in &config.groups {
             if let Some(selection) = &group.cmdb {
@@ -208,6 +209,31 @@ impl Discovery {
             .collect();
         self.files.retain(|key, _| files.contains(key));
         resolved
+    }
+
+    /// A group renamed by a reload (a new name, the business and selection
+    /// of a group that is gone) keeps that group's CMDB listing, and the
+    /// refresh it may have running: it started from nothing, and stayed
+    /// empty for as long as CMDB was down.
+    fn adopt_renamed(&mut self, config: &Config) {
+        let wanted: HashSet<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        for group in &config.groups {
+            let Some(selection) = &group.cmdb else {
+                continue;
+            };
+            if self.groups.contains_key(&group.name) {
+                continue;
+            }
+            let key = Some((group.bk_biz_id, selection.clone()));
+            let gone = self
+                .groups
+                .iter()
+                .find(|(name, state)| !wanted.contains(name.as_str()) && state.selection == key)
+                .map(|(name, _)| name.clone());
+            if let Some(state) = gone.and_then(|name| self.groups.remove(&name)) {
+                self.groups.insert(group.name.clone(), state);
+            }
+        }
     }
 
     fn ensure_cmdb_client(&mut self, config: Option<&CmdbConfig>) {

@@ -479,6 +479,58 @@ async fn a_reload_to_another_cmdb_lists_the_group_there_at_once() {
     exporter.shutdown().await;
 }
 
+/// A CMDB group renamed by a reload keeps its listing: it started from
+/// nothing, and while CMDB was down it stayed empty (every agent of it
+/// gone from `/metrics`, its alerts silent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_cmdb_group_keeps_its_listing_while_cmdb_is_down() {
+    let sim = start_sim(SimOptions {
+        agents: 300,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gse.yml");
+    let yaml = |name: &str| {
+        format!(
+            "{}interval: 1s\ngroups:\n{}",
+            gse_block(&sim, ""),
+            cmdb_group_yaml(&sim, name, 2, "")
+        )
+    };
+    std::fs::write(&path, yaml("web")).unwrap();
+    let options = gse_exporter::run::ExporterOptions {
+        config_file: Some(path.clone()),
+        ..Default::default()
+    };
+    let config = gse_exporter::config::Config::load(&path).unwrap();
+    let exporter = gse_exporter::run::Exporter::start(config, options)
+        .await
+        .unwrap();
+    let hosts =
+        |all: &[Sample], group: &str| value(all, "gse_exporter_group_hosts", &[("group", group)]);
+    let listed = wait_until("the listing", Duration::from_secs(20), || async {
+        hosts(&parse(&scrape(exporter.addr()).await), "web").filter(|n| *n > 0.0)
+    })
+    .await;
+    sim.set_faults(Faults {
+        cmdb_outage: true,
+        ..Faults::default()
+    });
+    std::fs::write(&path, yaml("web-prod")).unwrap();
+    assert!(exporter.reloader().reload_now().await.is_ok());
+    wait_until(
+        "the renamed group's hosts",
+        Duration::from_secs(10),
+        || async {
+            let all = parse(&scrape(exporter.addr()).await);
+            (hosts(&all, "web-prod") == Some(listed) && hosts(&all, "web").is_none()).then_some(())
+        },
+    )
+    .await;
+    exporter.shutdown().await;
+}
+
 /// A CMDB that counts nearly the most hosts believed and answers the same
 /// full page at every offset (or one whose count grows with every page, in
 /// `growing` mode); returns its address and the pages it was asked.
