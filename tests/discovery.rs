@@ -449,14 +449,7 @@ async fn a_reload_to_another_cmdb_lists_the_group_there_at_once() {
         )
     };
     std::fs::write(&path, yaml(&sims[0])).unwrap();
-    let options = gse_exporter::run::ExporterOptions {
-        config_file: Some(path.clone()),
-        ..Default::default()
-    };
-    let config = gse_exporter::config::Config::load(&path).unwrap();
-    let exporter = gse_exporter::run::Exporter::start(config, options)
-        .await
-        .unwrap();
+    let exporter = start_from_file(&path).await;
     // The first CMDB lists about 120 hosts in business 2, the second 40.
     let hosts = |all: &[Sample]| value(all, "gse_exporter_group_hosts", &[("group", "biz-2")]);
     let first = wait_until(
@@ -499,14 +492,7 @@ async fn a_renamed_cmdb_group_keeps_its_listing_while_cmdb_is_down() {
         )
     };
     std::fs::write(&path, yaml("web")).unwrap();
-    let options = gse_exporter::run::ExporterOptions {
-        config_file: Some(path.clone()),
-        ..Default::default()
-    };
-    let config = gse_exporter::config::Config::load(&path).unwrap();
-    let exporter = gse_exporter::run::Exporter::start(config, options)
-        .await
-        .unwrap();
+    let exporter = start_from_file(&path).await;
     let hosts =
         |all: &[Sample], group: &str| value(all, "gse_exporter_group_hosts", &[("group", group)]);
     let listed = wait_until("the listing", Duration::from_secs(20), || async {

@@ -167,14 +167,7 @@ async fn a_reload_back_to_an_earlier_api_never_brings_back_an_old_host_list() {
         )
     };
     std::fs::write(&path, yaml("v2")).unwrap();
-    let options = ExporterOptions {
-        config_file: Some(path.clone()),
-        ..ExporterOptions::default()
-    };
-    let config = gse_exporter::config::Config::load(&path).unwrap();
-    let exporter = gse_exporter::run::Exporter::start(config, options)
-        .await
-        .unwrap();
+    let exporter = start_from_file(&path).await;
     let hosts = |all: &[Sample]| value(all, "gse_exporter_group_hosts", &[("group", "web")]);
     let reach = |want: f64| {
         let exporter = &exporter;
@@ -427,14 +420,7 @@ async fn sighup_reloads_and_an_unchanged_group_has_no_gap() {
 async fn post_reload_answers_only_with_web_enable_lifecycle() {
     let (sim, truth, dir) = reload_fixture().await;
     let path = dir.path().join("gse.yml");
-    let options = ExporterOptions {
-        config_file: Some(path.clone()),
-        ..ExporterOptions::default()
-    };
-    let config = gse_exporter::config::Config::load(&path).unwrap();
-    let exporter = gse_exporter::run::Exporter::start(config, options)
-        .await
-        .unwrap();
+    let exporter = start_from_file(&path).await;
     wait_cycles(&exporter, 1, Duration::from_secs(20)).await;
     std::fs::write(&path, two_group_yaml(&sim, &truth, true)).unwrap();
     let answer = reqwest::Client::new()

@@ -164,14 +164,7 @@ async fn a_reload_that_moves_a_group_to_another_tenant_asks_in_that_tenant_only(
     let path = dir.path().join("gse.yml");
     let yaml = two_tenants_yaml(&sim, &agents).replace("interval: 1h", "interval: 1s");
     std::fs::write(&path, &yaml).unwrap();
-    let options = gse_exporter::run::ExporterOptions {
-        config_file: Some(path.clone()),
-        ..Default::default()
-    };
-    let config = gse_exporter::config::Config::load(&path).unwrap();
-    let exporter = gse_exporter::run::Exporter::start(config, options)
-        .await
-        .unwrap();
+    let exporter = start_from_file(&path).await;
     let b_online = || async {
         let all = parse(&scrape(exporter.addr()).await);
         let labels = [

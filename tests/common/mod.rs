@@ -122,6 +122,17 @@ pub fn parse_config(yaml: &str) -> Config {
 }
 
 /// Starts an exporter on loopback.
+/// An exporter started from the configuration file at `path`, which its
+/// reloads read again.
+pub async fn start_from_file(path: &Path) -> Exporter {
+    let options = ExporterOptions {
+        config_file: Some(path.to_path_buf()),
+        ..ExporterOptions::default()
+    };
+    let config = Config::load(path).unwrap();
+    Exporter::start(config, options).await.unwrap()
+}
+
 pub async fn start_exporter(config: Config) -> Exporter {
     Exporter::start(config, ExporterOptions::default())
         .await
