@@ -589,7 +589,15 @@ fn apply_listing(
         Err(err) => {
             state.listed = false;
             let kept = state.hosts.len();
-            tracing::warn!(group = %group.name, bk_biz_id = group.bk_biz_id, error = %err, kept, "CMDB discovery failed; keeping the last host list");
+            // Nothing listed yet (a new group, or its business just changed).
+            match state.last_success.is_some() || kept > 0 {
+                true => {
+                    tracing::warn!(group = %group.name, bk_biz_id = group.bk_biz_id, error = %err, kept, "CMDB discovery failed; keeping the last host list")
+                }
+                false => {
+                    tracing::warn!(group = %group.name, bk_biz_id = group.bk_biz_id, error = %err, "CMDB discovery failed; the group has no host list yet")
+                }
+            }
             return;
         }
     };
