@@ -193,11 +193,13 @@ async fn a_reload_back_to_an_earlier_api_never_brings_back_an_old_host_list() {
     std::fs::write(&path, yaml("v2")).unwrap();
     assert!(exporter.reloader().reload_now().await.is_ok());
     let cycles = cycles_now(&exporter);
-    while cycles_now(&exporter) < cycles + 3 {
+    // Every scrape until three more cycles ended, within a deadline.
+    wait_until("three cycles", Duration::from_secs(20), || async {
         let all = parse(&scrape(exporter.addr()).await);
         assert_eq!(hosts(&all), Some(10.0), "the file's hosts as they are now");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (cycles_now(&exporter) >= cycles + 3).then_some(())
+    })
+    .await;
     exporter.shutdown().await;
 }
 

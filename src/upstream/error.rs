@@ -126,40 +126,26 @@ const SCRUB_WINDOW: usize = 4 * MAX_UPSTREAM_TEXT;
 /// so an echo cut short (the secret's first half, then `...`) or split
 /// keeps none of it either.
 fn scrub(text: &str, sent: &[&str]) -> String {
-    let mut end = text.len().min(SCRUB_WINDOW);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let (head, tail) = text.split_at(end);
+    let (head, tail) = text.split_at(text.floor_char_boundary(SCRUB_WINDOW));
     let mut hidden = vec![false; head.len()];
     for secret in sent.iter().filter(|s| !s.is_empty()) {
         for form in echoed_forms(secret) {
             hide_runs(head.as_bytes(), form.as_bytes(), &mut hidden);
         }
     }
-    let mut shown = String::with_capacity(text.len().min(SCRUB_WINDOW) + tail.len());
-    let mut at = 0;
-    while at < head.len() {
-        if hidden[at] {
-            shown.push_str("<redacted>");
-            while at < head.len() && hidden[at] {
-                at += 1;
+    // A character any byte of which is hidden is hidden whole; each run of
+    // hidden characters is one marker.
+    let mut shown = String::with_capacity(head.len() + tail.len());
+    let mut hiding = false;
+    for (at, c) in head.char_indices() {
+        if hidden[at..at + c.len_utf8()].contains(&true) {
+            if !hiding {
+                shown.push_str("<redacted>");
             }
+            hiding = true;
         } else {
-            let next = (at..head.len()).find(|&i| hidden[i]).unwrap_or(head.len());
-            // Runs are of the forms' bytes, all ASCII but for the secret's
-            // own: a run that splits a character hides it whole.
-            let (mut from, mut to) = (at, next);
-            while !head.is_char_boundary(from) {
-                from += 1;
-            }
-            while !head.is_char_boundary(to) {
-                to -= 1;
-            }
-            if from < to {
-                shown.push_str(&head[from..to]);
-            }
-            at = next;
+            shown.push(c);
+            hiding = false;
         }
     }
     shown.push_str(tail);
