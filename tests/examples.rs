@@ -131,6 +131,15 @@ fn every_shipped_config_passes_config_check() {
 
 /// A deploy config with its placeholder upstreams replaced by the simulator.
 fn against(sim: &gse_sim::RunningSim, config: &Path, dir: &Path) -> PathBuf {
+    let name = config.strip_prefix(root()).unwrap().display().to_string();
+    let path = dir.join(name.replace('/', "_"));
+    point_at(sim, config, &path);
+    path
+}
+
+/// Writes `config` to `to` with its placeholder upstreams replaced by the
+/// simulator, as a user edits the example to name their GSE.
+fn point_at(sim: &gse_sim::RunningSim, config: &Path, to: &Path) {
     let local = format!("{}://{}", sim.scheme(), sim.addr());
     let text = std::fs::read_to_string(config)
         .unwrap()
@@ -141,10 +150,31 @@ fn against(sim: &gse_sim::RunningSim, config: &Path, dir: &Path) -> PathBuf {
         "{}: an upstream the test does not know how to point at the simulator",
         config.display()
     );
-    let name = config.strip_prefix(root()).unwrap().display().to_string();
-    let path = dir.join(name.replace('/', "_"));
-    std::fs::write(&path, text).unwrap();
-    path
+    std::fs::write(to, text).unwrap();
+}
+
+/// Waits until the exporter at `addr` has asked GSE for every group, and
+/// fails unless every group's `gse_up` is 1.
+async fn every_group_up(exporter: &Binary, what: &str) {
+    let addr = exporter.addr.parse().unwrap();
+    let ups = wait_until(
+        &format!("{what}: gse_up for every group"),
+        Duration::from_secs(30),
+        || async move {
+            let all = parse(&scrape(addr).await);
+            let ups: Vec<(String, f64)> = samples(&all, "gse_up")
+                .iter()
+                .map(|s| (s.label("group").to_string(), s.value))
+                .collect();
+            (!ups.is_empty()).then_some(ups)
+        },
+    )
+    .await;
+    assert!(
+        ups.iter().all(|(_, v)| *v == 1.0),
+        "{what}: {ups:?}\n{}",
+        exporter.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,26 +189,7 @@ async fn deploy_configs_reach_gse_for_every_group() {
         let path = against(&sim, &config, dir.path());
         let args = vec![format!("--config.file={}", path.display())];
         let exporter = Binary::start(&args, &[("BK_APP_SECRET", SECRET)]).await;
-        let addr = exporter.addr.parse().unwrap();
-        let ups = wait_until(
-            &format!("{}: gse_up for every group", config.display()),
-            Duration::from_secs(30),
-            || async move {
-                let all = parse(&scrape(addr).await);
-                let ups: Vec<(String, f64)> = samples(&all, "gse_up")
-                    .iter()
-                    .map(|s| (s.label("group").to_string(), s.value))
-                    .collect();
-                (!ups.is_empty()).then_some(ups)
-            },
-        )
-        .await;
-        assert!(
-            ups.iter().all(|(_, v)| *v == 1.0),
-            "{}: {ups:?}\n{}",
-            config.display(),
-            exporter.logs()
-        );
+        every_group_up(&exporter, &config.display().to_string()).await;
         let (status, _, _) = exporter.stop();
         assert!(status.success(), "{}", config.display());
     }
@@ -384,4 +395,179 @@ async fn the_simulator_page_runs_as_written() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The command lines of an `sh` block: comments (a `#` after a space) and
+/// blank lines dropped.
+fn command_lines(block: &str) -> Vec<String> {
+    block
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or_default().trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// The first `sh` block after a heading of a page.
+fn sh_block_under(page: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(root().join(page)).unwrap();
+    let section = text
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{page} has no `{heading}`"));
+    blocks(section, "sh")[0].to_string()
+}
+
+/// Runs a documented shell line with the system's paths moved under
+/// `scratch` (the binary the page builds is this test's), from the
+/// repository's root as the page assumes; fails on a non-zero exit.
+fn run_in_scratch(line: &str, scratch: &Path) {
+    let moved = format!(" {}/", scratch.display());
+    let line = line
+        .replace(
+            "target/release/gse_exporter",
+            env!("CARGO_BIN_EXE_gse_exporter"),
+        )
+        .replace(" /usr/", &format!("{moved}usr/"))
+        .replace(" /etc/", &format!("{moved}etc/"));
+    let out = Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", &line])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{line}: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The `KEY=VALUE` lines of an environment file, as systemd reads one.
+fn environment_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The README's systemd lines, which the unit's header repeats, run as
+/// written in a scratch root standing for `/`: the binary, the example
+/// configuration and environment file and the unit are installed with the
+/// modes the unit relies on (the secret's file readable by root alone);
+/// then, as the page says, the two files are edited (GSE's address, the
+/// secret), and the installed unit's `ExecStart=` runs with its
+/// `EnvironmentFile=` as systemd would, its listen address moved to port 0:
+/// it reaches GSE for every group. The last line, systemctl's, is the one
+/// not run (there is no systemd here); it is checked to be what it must be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_systemd_install_runs_as_written() {
+    let lines = command_lines(&sh_block_under("README.md", "## Other ways to run"));
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/gse_exporter.service")).unwrap();
+    let header: Vec<String> = unit
+        .lines()
+        .skip_while(|l| !l.starts_with("# Install"))
+        .skip(1)
+        .map_while(|l| l.strip_prefix("#   "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines, header,
+        "the README and the unit's header install alike"
+    );
+    let (enable, install) = lines.split_last().unwrap();
+    assert_eq!(
+        enable,
+        "systemctl daemon-reload && systemctl enable --now gse_exporter"
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    let under = |path: &str| scratch.path().join(path.trim_start_matches('/'));
+    for system_dir in ["/usr/local/bin", "/etc/systemd/system"] {
+        std::fs::create_dir_all(under(system_dir)).unwrap();
+    }
+    for line in install {
+        run_in_scratch(line, scratch.path());
+    }
+    let binary = under("/usr/local/bin/gse_exporter");
+    let config = under("/etc/gse_exporter/gse.yml");
+    let secrets = under("/etc/gse_exporter/gse_exporter.env");
+    let installed = under("/etc/systemd/system/gse_exporter.service");
+    assert_eq!(mode(&binary), 0o755);
+    assert_eq!(mode(&config), 0o644);
+    assert_eq!(mode(&secrets), 0o600, "the secret's file is root's alone");
+    assert_eq!(mode(&installed), 0o644);
+
+    let sim = start_sim(SimOptions {
+        agents: 300,
+        ..SimOptions::default()
+    })
+    .await;
+    point_at(&sim, &config.clone(), &config);
+    let edited = std::fs::read_to_string(&secrets)
+        .unwrap()
+        .replace("replace-with-the-blueking-app-secret", SECRET);
+    std::fs::write(&secrets, edited).unwrap();
+
+    let unit = std::fs::read_to_string(&installed).unwrap();
+    let directive = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("the unit has no {key}"))
+            .to_string()
+    };
+    let exec = directive("ExecStart=");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/gse_exporter"));
+    let args: Vec<String> = words
+        .map(|w| match w {
+            "--web.listen-address=:10909" => "--web.listen-address=127.0.0.1:0".to_string(),
+            w => w.replace("=/etc/", &format!("={}/etc/", scratch.path().display())),
+        })
+        .collect();
+    let environment = directive("EnvironmentFile=");
+    let environment = under(environment.trim_start_matches('-'));
+    assert_eq!(environment, secrets, "the unit reads the file installed");
+    let mut command = Command::new(&binary);
+    command
+        .args(&args)
+        .env_clear()
+        .envs(environment_file(&environment));
+    let exporter = Binary::spawn(command).await;
+    every_group_up(&exporter, "the installed unit").await;
+    let (status, logs, _) = exporter.stop();
+    assert!(status.success(), "{logs}");
+}
+
+/// The BlueKing page's lines that make the secret's environment file run
+/// as written on a machine with no `/etc/gse_exporter` yet (a scratch root
+/// standing for `/`), and leave it readable by root alone with the line the
+/// configuration reads.
+#[test]
+fn the_blueking_secret_file_lines_run_as_written() {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(scratch.path().join("etc")).unwrap();
+    let block = sh_block_under("docs/blueking.md", "## An app code and secret");
+    for line in command_lines(&block) {
+        run_in_scratch(&line, scratch.path());
+    }
+    let file = scratch.path().join("etc/gse_exporter/gse_exporter.env");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(
+        environment_file(&file),
+        [("BK_APP_SECRET".to_string(), "...".to_string())]
+    );
 }

@@ -19,14 +19,17 @@ impl Binary {
     /// Starts the binary with `args` (plus a loopback listen address) and `envs`.
     pub async fn start(args: &[String], envs: &[(&str, &str)]) -> Binary {
         let mut command = Command::new(env!("CARGO_BIN_EXE_gse_exporter"));
-        command
-            .args(args)
-            .arg("--web.listen-address=127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(args).arg("--web.listen-address=127.0.0.1:0");
         for (key, value) in envs {
             command.env(key, value);
         }
+        Binary::spawn(command).await
+    }
+
+    /// Starts `command` as it is: an installed copy of the binary, say,
+    /// with arguments that give a listen address of port 0.
+    pub async fn spawn(mut command: Command) -> Binary {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("the binary starts");
         let logs = Arc::new(Mutex::new(String::new()));
         let reader = collect(child.stderr.take().expect("stderr"), logs.clone());
