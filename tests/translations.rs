@@ -1,6 +1,7 @@
 //! The Chinese pages (`README.zh-CN.md`, `docs/*.zh-CN.md`) stay in step with
 //! their English originals. Every `X.zh-CN.md` is compared with `X.md`; the
-//! README, configuration, metrics, runbook and BlueKing pages must have one.
+//! README, configuration, metrics, runbook, BlueKing, web, query and node
+//! pages must have one.
 //!
 //! What "in step" means, so that a change to one page that the other lacks
 //! fails here (prose is free: it is translated):
@@ -41,6 +42,9 @@ const REQUIRED: &[&str] = &[
     "docs/metrics.md",
     "docs/runbook.md",
     "docs/blueking.md",
+    "docs/web.md",
+    "docs/query.md",
+    "docs/node.md",
 ];
 
 /// Lines at the top of a page in which it must link to its counterpart.
