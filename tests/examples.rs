@@ -4,7 +4,11 @@
 //! environment; the deploy configs, pointed at the simulator instead of their
 //! placeholder hosts, give a running exporter that reaches GSE for every
 //! group; and the sizing comments of the manifests agree with
-//! `docs/performance.md`.
+//! `docs/performance.md`. The pages' commands run as written too: the
+//! simulator page, the README's systemd install and `query` lines,
+//! `docs/query.md`, the BlueKing page's secret file and first-run
+//! checklist, and the runbook's common checks, against the simulator (and
+//! system paths moved into a scratch root).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,6 +148,7 @@ fn point_at(sim: &gse_sim::RunningSim, config: &Path, to: &Path) {
     let text = std::fs::read_to_string(config)
         .unwrap()
         .replace("https://bkapi.example.com", &local)
+        .replace("https://paas.example.com", &local)
         .replace("http://simulator:8080", &local);
     assert!(
         !text.contains("example.com") && !text.contains("simulator:"),
@@ -398,13 +403,29 @@ async fn the_simulator_page_runs_as_written() {
 }
 
 /// The command lines of an `sh` block: comments (a `#` after a space) and
-/// blank lines dropped.
+/// blank lines dropped, a line ending in `\\` joined to the next.
 fn command_lines(block: &str) -> Vec<String> {
-    block
-        .lines()
-        .map(|l| l.split(" #").next().unwrap_or_default().trim().to_string())
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect()
+    let mut lines: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in block.lines() {
+        let line = line.split(" #").next().unwrap_or_default().trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (line, continues) = match line.strip_suffix('\\') {
+            Some(head) => (head.trim_end(), true),
+            None => (line, false),
+        };
+        match lines.last_mut() {
+            Some(last) if continued => {
+                last.push(' ');
+                last.push_str(line);
+            }
+            _ => lines.push(line.to_string()),
+        }
+        continued = continues;
+    }
+    lines
 }
 
 /// The first `sh` block after a heading of a page.
@@ -570,4 +591,202 @@ fn the_blueking_secret_file_lines_run_as_written() {
         environment_file(&file),
         [("BK_APP_SECRET".to_string(), "...".to_string())]
     );
+}
+
+/// The first `yaml` block after a heading of a page.
+fn yaml_block_under(page: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(root().join(page)).unwrap();
+    let section = text
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{page} has no `{heading}`"));
+    blocks(section, "yaml")[0].to_string()
+}
+
+/// A folder for a page's commands: `gse_exporter` on its `PATH` is this
+/// test's binary (the pages assume it is installed), and `gse.yml` is the
+/// page's configuration pointed at the simulator.
+struct Shell {
+    dir: tempfile::TempDir,
+    path: String,
+}
+
+impl Shell {
+    fn new(sim: &gse_sim::RunningSim, config: &str) -> Shell {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_gse_exporter"), bin.join("gse_exporter"))
+            .unwrap();
+        let written = dir.path().join("page.yml");
+        std::fs::write(&written, config).unwrap();
+        point_at(sim, &written, &dir.path().join("gse.yml"));
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Shell { dir, path }
+    }
+
+    /// Runs `script` with bash (`-e`, `pipefail`) in the folder, with the
+    /// secret and `envs`; fails unless it exits with one of `codes`.
+    /// Returns its standard output.
+    fn run(&self, script: &str, envs: &[(&str, String)], codes: &[i32]) -> String {
+        let out = Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", script])
+            .current_dir(self.dir.path())
+            .env("PATH", &self.path)
+            .env("BK_APP_SECRET", SECRET)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.code().is_some_and(|c| codes.contains(&c)),
+            "{script}: {:?}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+/// `query` exits 0 when every agent asked for is online, 1 when some is
+/// not (the simulator's fleet has offline agents, and hosts it does not
+/// know), 2 on an error: a page's `query` line must not end in 2.
+const QUERY_ANSWERED: &[i32] = &[0, 1];
+
+/// Every `query` line of the README, `docs/query.md` and the BlueKing
+/// page's first-run checklist, run as written against the simulator with
+/// the configuration the page shows: each is answered (exit 0 or 1, never
+/// 2) and prints what it says it prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_lines_of_the_pages_run_as_written() {
+    let sim = start_sim(SimOptions::default()).await;
+    let readme = Shell::new(
+        &sim,
+        &yaml_block_under("README.md", "## Running against GSE"),
+    );
+    let mut lines = command_lines(&sh_block_under("README.md", "## Asking once from a shell"));
+    lines.extend(command_lines(&sh_block_under(
+        "docs/query.md",
+        "# `gse_exporter query`",
+    )));
+    assert!(lines.len() >= 8, "{lines:?}");
+    for line in &lines {
+        assert!(line.starts_with("gse_exporter query "), "{line}");
+        let printed = readme.run(line, &[], QUERY_ANSWERED);
+        let written = readme.dir.path().join("down.csv");
+        assert!(
+            !printed.trim().is_empty() || written.exists(),
+            "{line} printed nothing"
+        );
+    }
+    let csv = std::fs::read_to_string(readme.dir.path().join("down.csv")).unwrap();
+    assert!(csv.lines().count() > 1, "down.csv: {csv}");
+
+    let blueking = Shell::new(
+        &sim,
+        &yaml_block_under("docs/blueking.md", "## ESB or API gateway"),
+    );
+    let checklist = "## First-run checklist";
+    let check = command_lines(&sh_block_under("docs/blueking.md", checklist));
+    assert_eq!(check.len(), 2, "{check:?}");
+    for line in &check {
+        blueking.run(line, &[], &[0]);
+    }
+    let section = std::fs::read_to_string(root().join("docs/blueking.md")).unwrap();
+    let section = section.split(checklist).nth(1).unwrap();
+    let queries = command_lines(blocks(section, "sh")[1]);
+    for line in &queries {
+        assert!(line.starts_with("gse_exporter query "), "{line}");
+        let printed = blueking.run(line, &[], QUERY_ANSWERED);
+        assert!(!printed.trim().is_empty(), "{line} printed nothing");
+    }
+    let cmdb_rows = blueking.run(&queries[1], &[], QUERY_ANSWERED);
+    assert!(cmdb_rows.lines().count() > 100, "biz-5 listed: {cmdb_rows}");
+}
+
+/// The runbook's common checks, run as one script as written: against an
+/// exporter started on the README's configuration and the simulator, with
+/// the variables the page names set. Each `grep` finds its lines (or the
+/// script fails), and GSE answers both direct calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runbook_common_checks_run_as_written() {
+    let sim = start_sim(SimOptions::default()).await;
+    let shell = Shell::new(
+        &sim,
+        &yaml_block_under("README.md", "## Running against GSE"),
+    );
+    let config = shell.dir.path().join("gse.yml");
+    let exporter = Binary::start(
+        &[format!("--config.file={}", config.display())],
+        &[("BK_APP_SECRET", SECRET)],
+    )
+    .await;
+    every_group_up(&exporter, "the README's configuration").await;
+    let script = sh_block_under("docs/runbook.md", "Common checks:");
+    let printed = shell.run(
+        &script,
+        &[
+            ("EXPORTER", format!("http://{}", exporter.addr)),
+            ("GSE_URL", sim.v2_url()),
+            ("PAAS_URL", format!("{}://{}", sim.scheme(), sim.addr())),
+            ("APP_CODE", "gse-exporter".to_string()),
+            ("APP_SECRET", SECRET.to_string()),
+        ],
+        &[0],
+    );
+    for shown in [
+        "gse_agent_online{",
+        "gse_up{",
+        "\"status_code\":",
+        "\"bk_agent_alive\":",
+    ] {
+        assert!(printed.contains(shown), "no {shown} in:\n{printed}");
+    }
+}
+
+/// The completion and man page lines of `docs/query.md`, run as written
+/// in a scratch root standing for `/` (and a home of its own): every file
+/// they write is there and not empty. zsh's `$fpath[1]` (its first
+/// element) is bash's `${fpath[1]}` given an element before it.
+#[test]
+fn the_completion_and_man_lines_run_as_written() {
+    let heading = "## Shell completions and the man page";
+    let lines = command_lines(&sh_block_under("docs/query.md", heading));
+    let scratch = tempfile::tempdir().unwrap();
+    let under = |p: &str| scratch.path().join(p.trim_start_matches('/'));
+    for dir in [
+        "/etc/bash_completion.d",
+        "/usr/local/share/man/man1",
+        "/home/.config/fish/completions",
+        "/zsh/functions",
+    ] {
+        std::fs::create_dir_all(under(dir)).unwrap();
+    }
+    let prelude = format!(
+        "export HOME={}; fpath=(unused {}); PATH={}:$PATH\n",
+        under("/home").display(),
+        under("/zsh/functions").display(),
+        Path::new(env!("CARGO_BIN_EXE_gse_exporter"))
+            .parent()
+            .unwrap()
+            .display()
+    );
+    for line in &lines {
+        run_in_scratch(&format!("{prelude}{line}"), scratch.path());
+    }
+    for written in [
+        "/etc/bash_completion.d/gse_exporter",
+        "/zsh/functions/_gse_exporter",
+        "/home/.config/fish/completions/gse_exporter.fish",
+        "/usr/local/share/man/man1/gse_exporter.1",
+        "/usr/local/share/man/man1/gse_exporter-query.1",
+        "/usr/local/share/man/man1/gse_exporter-node.1",
+    ] {
+        let size = std::fs::metadata(under(written)).map_or(0, |m| m.len());
+        assert!(size > 0, "{written}: {size} bytes");
+    }
 }
