@@ -790,3 +790,102 @@ fn the_completion_and_man_lines_run_as_written() {
         assert!(size > 0, "{written}: {size} bytes");
     }
 }
+
+/// The web page's example run as written: its web configuration serves the
+/// exporter (TLS, a verified client certificate, basic auth, the rate
+/// limit, the headers), and a real Prometheus given the page's scrape job
+/// scrapes it. The files the page names are made at test time (a server
+/// certificate, a client CA and a client certificate naming one of the
+/// allowed SANs, the password file); the page's bcrypt hash, checked by
+/// `--config.check` as written, is then swapped for one of the password
+/// the test knows, since the page's password is not written anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_example_is_scraped_by_the_page_s_job() {
+    use crate::common::stack::Prometheus;
+    use crate::common::tls::TestCa;
+    const PASSWORD: &str = "the-scraper's-password";
+    let page = std::fs::read_to_string(root().join("docs/web.md")).unwrap();
+    let [web, job] = blocks(&page, "yaml")[..] else {
+        panic!("docs/web.md shows a web configuration and a scrape job");
+    };
+    let server_ca = TestCa::new("server");
+    let server = server_ca.server(&["127.0.0.1"]);
+    let clients_ca = TestCa::new("clients");
+    let client = clients_ca.client(&["prometheus-0.monitoring.svc"]);
+    let sim = start_sim(SimOptions::default()).await;
+    let shell = Shell::new(
+        &sim,
+        &yaml_block_under("README.md", "## Running against GSE"),
+    );
+    let dir = shell.dir.path();
+    let files = |text: &str| {
+        text.replace(
+            "/etc/gse_exporter/tls/server.crt",
+            &server.cert_file.display().to_string(),
+        )
+        .replace(
+            "/etc/gse_exporter/tls/server.key",
+            &server.key_file.display().to_string(),
+        )
+        .replace(
+            "/etc/gse_exporter/tls/clients-ca.crt",
+            &clients_ca.cert_file.display().to_string(),
+        )
+        .replace(
+            "/etc/prometheus/gse-exporter-ca.crt",
+            &server_ca.cert_file.display().to_string(),
+        )
+        .replace(
+            "/etc/prometheus/client.crt",
+            &client.cert_file.display().to_string(),
+        )
+        .replace(
+            "/etc/prometheus/client.key",
+            &client.key_file.display().to_string(),
+        )
+        .replace(
+            "/etc/prometheus/gse-exporter.password",
+            &dir.join("password").display().to_string(),
+        )
+    };
+    let as_written = dir.join("web-as-written.yml");
+    std::fs::write(&as_written, files(web)).unwrap();
+    shell.run(
+        "gse_exporter --config.check --config.file=gse.yml --web.config.file=web-as-written.yml",
+        &[],
+        &[0],
+    );
+    let page_hash = web
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("prometheus: "))
+        .expect("the page's user");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    let served = dir.join("web.yml");
+    std::fs::write(&served, files(web).replace(page_hash, &hash)).unwrap();
+    std::fs::write(dir.join("password"), PASSWORD).unwrap();
+    let exporter = Binary::start(
+        &[
+            format!("--config.file={}", dir.join("gse.yml").display()),
+            format!("--web.config.file={}", served.display()),
+        ],
+        &[("BK_APP_SECRET", SECRET)],
+    )
+    .await;
+
+    let scrape_configs = format!(
+        "global: {{ scrape_interval: 1s, scrape_timeout: 1s }}\nscrape_configs:\n{}    static_configs:\n      - targets: [\"{}\"]\n",
+        files(job),
+        exporter.addr
+    );
+    let prometheus = Prometheus::start(&scrape_configs, dir).await;
+    wait_until(
+        "Prometheus to scrape the exporter with the page's job",
+        Duration::from_secs(30),
+        || async {
+            let up = prometheus.count(r#"up{job="gse_exporter"} == 1"#).await;
+            let polled = prometheus.count(r#"gse_up{job="gse_exporter"} == 1"#).await;
+            (up == 1 && polled == 1).then_some(())
+        },
+    )
+    .await;
+}

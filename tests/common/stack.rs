@@ -485,6 +485,21 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
+    /// Starts Prometheus with `config` (its configuration file's text),
+    /// keeping its files and log in `dir`; ready when this returns.
+    pub async fn start(config: &str, dir: &Path) -> Prometheus {
+        let config_path = dir.join("prometheus.yml");
+        fs::write(&config_path, config).expect("Prometheus config");
+        let args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+            "--log.level=warn".to_string(),
+        ];
+        Prometheus {
+            process: Process::start("prometheus", prometheus_binary(), &args, dir).await,
+        }
+    }
+
     /// Its base URL.
     pub fn url(&self) -> &str {
         &self.process.url
@@ -734,24 +749,11 @@ impl Stack {
                     "static_configs": [{ "targets": [target], "labels": { "site": E2E_SITE } }],
                 }));
         }
-        let prom_config_path = dir.path().join("prometheus.yml");
-        fs::write(
-            &prom_config_path,
-            serde_yaml_ng::to_string(&prom_config).expect("YAML"),
+        let prometheus = Prometheus::start(
+            &serde_yaml_ng::to_string(&prom_config).expect("YAML"),
+            dir.path(),
         )
-        .expect("Prometheus config");
-        let prom_args = vec![
-            format!("--config.file={}", prom_config_path.display()),
-            format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom-data").display()
-            ),
-            "--log.level=warn".to_string(),
-        ];
-        let prometheus = Prometheus {
-            process: Process::start("prometheus", prometheus_binary(), &prom_args, dir.path())
-                .await,
-        };
+        .await;
         Stack {
             webhook,
             alertmanager,
