@@ -866,3 +866,70 @@ fn mixin_sources_are_jsonnetfmt_clean() {
         "not formatted: {unformatted:?}; run `jsonnetfmt -i` on them"
     );
 }
+
+/// mixin/README.md's lines run as written: `scripts/gen-mixin --check`
+/// passes on the committed files, and a site's own `_config` (the page's
+/// `my-site.libsonnet`, written in a folder of its own) renders into
+/// another directory (a scratch root standing for `/`) rules that
+/// `promtool` accepts and that use the page's values: the site label
+/// `cluster` instead of `site`, and the mass-offline ratio 0.5.
+#[test]
+fn the_mixin_readme_lines_run_as_written() {
+    let page = std::fs::read_to_string(repo_root().join("mixin/README.md")).unwrap();
+    let blocks: Vec<&str> = page
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    let [regenerate, site] = blocks[..] else {
+        panic!("mixin/README.md shows two sh blocks: {blocks:?}");
+    };
+    let check = regenerate
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or_default().trim())
+        .find(|l| l.ends_with("--check"))
+        .expect("the page's --check line");
+    let work = tempfile::tempdir().unwrap();
+    let scratch = work.path().join("root");
+    let gen_mixin = repo_root().join("scripts/gen-mixin").display().to_string();
+    let run = |script: &str, cwd: &std::path::Path| {
+        let script = script
+            .replace("scripts/gen-mixin", &gen_mixin)
+            .replace(" /etc/", &format!(" {}/etc/", scratch.display()));
+        let out = std::process::Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", &script])
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {:?}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(check, &repo_root());
+    run(site, work.path());
+    let alerts = scratch.join("etc/prometheus/gse/alerts");
+    let mut rules = String::new();
+    for entry in std::fs::read_dir(&alerts).expect("rendered alerts") {
+        let path = entry.unwrap().path();
+        let out = std::process::Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&path)
+            .output()
+            .expect("promtool (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        rules.push_str(&std::fs::read_to_string(&path).unwrap());
+    }
+    assert!(
+        rules.contains("cluster") && !rules.contains("by (site"),
+        "site label"
+    );
+    assert!(rules.contains("0.5"), "massOfflineRatio");
+}
