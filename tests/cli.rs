@@ -467,3 +467,36 @@ fn the_open_files_limit_is_raised_to_the_hard_one() {
     let _ = child.wait();
     assert!(raised.split_whitespace().nth(3) == Some("4096"), "{raised}");
 }
+
+/// The README's flag table is the exporter's flags: each row's flag exists
+/// with the environment variable the row names, and every flag of the
+/// exporter (but `--help` and `--version`) has a row.
+#[test]
+fn the_readme_flag_table_is_the_exporters_flags() {
+    use clap::CommandFactory;
+    let root = gse_exporter::cli::Cli::command();
+    let defined: std::collections::BTreeMap<String, String> = root
+        .get_arguments()
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            Some((format!("--{long}"), env.unwrap_or_default()))
+        })
+        .filter(|(long, _)| !matches!(long.as_str(), "--help" | "--version"))
+        .collect();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let rows: std::collections::BTreeMap<String, String> = readme
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let flag = cells.get(1)?.strip_prefix("`--")?.strip_suffix('`')?;
+            let env = cells.get(2)?.trim_matches('`');
+            Some((format!("--{flag}"), env.to_string()))
+        })
+        .collect();
+    assert_eq!(
+        rows, defined,
+        "README rows (left) against the exporter's flags"
+    );
+}
