@@ -156,7 +156,12 @@ impl<'de, S: DeserializeSeed<'de>> de::Visitor<'de> for EnvelopeSeed<S> {
             match key.as_ref() {
                 "code" => once(&mut code, "code", map.next_value::<Code>()?.0)?,
                 "result" => once(&mut result, "result", map.next_value::<Option<bool>>()?)?,
-                "message" => once(&mut message, "message", map.next_value::<de::IgnoredAny>()?)?,
+                // Read, not skipped: a skipped string's bytes are not
+                // checked to be UTF-8, and the reply is JSON only if they are
+                // (as the envelope read whole has always refused it).
+                "message" => once(&mut message, "message", {
+                    map.next_value::<serde_json::Value>()?;
+                })?,
                 "data" => {
                     let seed = seed
                         .take()
