@@ -371,6 +371,24 @@ local util = import 'lib/util.libsonnet';
             ||| % [siteClause, util.words(cfg.discoveryFailingFor)],
           ),
           alert(
+            'GseExporterHostsFileUnreadable',
+            'warning',
+            |||
+              A group's hosts file cannot be read (deleted, no permission, not
+              text, too big): the group keeps the hosts last read from it, so
+              nothing is lost at once, but edits to the file are not followed.
+            |||,
+            withBiz('gse_exporter_hosts_file_read_success{%(sel)s} == 0' % p),
+            cfg.hostsFileUnreadableFor,
+            "gse_exporter cannot read a group's hosts file.",
+            |||
+              The hosts file of group {{ $labels.group }}%s of business
+              {{ or $labels.bk_biz_id "unknown" }} on gse_exporter {{ $labels.instance }} has not
+              been readable for %s; the group is polled with the hosts last read from it, so
+              edits to the file since are not followed.
+            ||| % [siteClause, util.words(cfg.hostsFileUnreadableFor)],
+          ),
+          alert(
             'GseExporterDiscoveryHeldBack',
             'warning',
             |||

@@ -122,6 +122,12 @@
     // or removed since are not followed.
     discoveryFailingFor: '30m',
 
+    // A hosts file is replaced whole by a rename, or rewritten and then left
+    // still for two seconds before it is read: one that cannot be read for
+    // 10m was deleted, made unreadable or written as something that is not
+    // text, and edits since are not followed.
+    hostsFileUnreadableFor: '10m',
+
     // A listing that would shrink a group by cmdb.max_shrink or more is held
     // back for one refresh (10m by default), then taken if CMDB says it
     // again. Someone should look before that happens: the alert must fire

@@ -47,6 +47,9 @@ pub(crate) struct ResolvedGroup {
     pub(crate) skipped: BTreeMap<&'static str, u64>,
     /// CMDB discovery state, for groups that use it.
     pub(crate) discovery: Option<DiscoveryStatus>,
+    /// Whether the group's hosts file could be read when it last changed
+    /// (its last hosts are kept when not), for groups that have one.
+    pub(crate) hosts_file_read: Option<bool>,
     /// The business name, for groups with `cmdb.topology` ("" until CMDB
     /// named it; the last good name while lookups fail).
     pub(crate) bk_biz_name: Option<Arc<str>>,
@@ -65,13 +68,27 @@ const HOSTS_FILE_STILL: Duration = Duration::from_secs(2);
 /// is never still, and was never read again.
 const HOSTS_FILE_PATIENCE: Duration = Duration::from_secs(30);
 
-/// What a look at a hosts file gives back: its watch, and its hosts when it
-/// changed and could be read.
-type Look = (FileWatch, Option<Arc<Vec<HostEntry>>>);
+/// What a look at a hosts file gives back: its watch, and what it found.
+type Look = (FileWatch, Looked);
+
+/// What a look at a hosts file found.
+#[derive(Debug)]
+enum Looked {
+    /// Nothing new: the file is unchanged, or still being written (its last
+    /// hosts stay, and so does whether it could be read).
+    Nothing,
+    /// It changed and was read whole: its hosts.
+    Read(Arc<Vec<HostEntry>>),
+    /// It changed and cannot be read (gone, no permission, not text, too
+    /// big): its last hosts are kept until it changes again.
+    Failed,
+}
 
 #[derive(Debug, Default)]
 struct FileState {
     hosts: Arc<Vec<HostEntry>>,
+    /// The last read of the file failed (it is read again once it changes).
+    failed: bool,
     /// The watch while no look is running (it travels with the look).
     watch: Option<FileWatch>,
     /// A look still running from an earlier cycle.
@@ -276,12 +293,14 @@ impl Discovery {
         deadline: tokio::time::Instant,
     ) -> ResolvedGroup {
         let blank: Arc<[String]> = vec![String::new(); group.host_label_names().len()].into();
-        let file = match &group.hosts_file {
-            Some(path) => Some(
-                self.file_hosts(path, group.api, &blank, config.sharding, deadline)
-                    .await,
-            ),
-            None => None,
+        let (file, hosts_file_read) = match &group.hosts_file {
+            Some(path) => {
+                let (hosts, read) = self
+                    .file_hosts(path, group.api, &blank, config.sharding, deadline)
+                    .await;
+                (Some(hosts), Some(read))
+            }
+            None => (None, None),
         };
         let mut discovery = None;
         let mut cmdb = None;
@@ -304,6 +323,7 @@ impl Discovery {
                 hosts: last.hosts.clone(),
                 skipped: last.skipped.clone(),
                 discovery,
+                hosts_file_read,
                 bk_biz_name,
             };
         }
@@ -323,12 +343,14 @@ impl Discovery {
             hosts,
             skipped,
             discovery,
+            hosts_file_read,
             bk_biz_name,
         }
     }
 
     /// The hosts of a hosts file: re-read, off the async workers, when it
-    /// changed; its last hosts while it cannot be read.
+    /// changed; its last hosts while it cannot be read. And whether its last
+    /// read (when it last changed) succeeded.
     async fn file_hosts(
         &mut self,
         path: &Path,
@@ -336,7 +358,7 @@ impl Discovery {
         blank: &Arc<[String]>,
         sharding: Sharding,
         deadline: tokio::time::Instant,
-    ) -> Arc<Vec<HostEntry>> {
+    ) -> (Arc<Vec<HostEntry>>, bool) {
         let key = file_key(path, api, blank.len(), sharding);
         let state = self.files.entry(key).or_default();
         let looking = state.looking.get_or_insert_with(|| {
@@ -345,22 +367,25 @@ impl Discovery {
             tokio::task::spawn_blocking(move || look(watch, &path, api, &blank, sharding))
         });
         match tokio::time::timeout_at(deadline, looking).await {
-            Ok(Ok((watch, hosts))) => {
+            Ok(Ok((watch, looked))) => {
                 state.looking = None;
                 state.watch = Some(watch);
-                if let Some(hosts) = hosts {
-                    state.hosts = hosts;
+                match looked {
+                    Looked::Nothing => {}
+                    Looked::Read(hosts) => (state.hosts, state.failed) = (hosts, false),
+                    Looked::Failed => state.failed = true,
                 }
             }
             Ok(Err(err)) => {
                 state.looking = None;
+                state.failed = true;
                 tracing::warn!(file = %path.display(), error = %err, "reading the hosts file failed; keeping its last hosts");
             }
             Err(_) => {
                 tracing::warn!(file = %path.display(), "the hosts file is still being read; keeping its last hosts");
             }
         }
-        state.hosts.clone()
+        (state.hosts.clone(), !state.failed)
     }
 
     /// Starts a CMDB refresh of `group` when one is due and none is running.
@@ -625,15 +650,15 @@ fn look(
     let text = match watch.read_when_still(path, HOSTS_FILE_STILL, HOSTS_FILE_PATIENCE, || {
         read_text(path, HOSTS_FILE)
     }) {
-        Reading::Unchanged => return (watch, None),
+        Reading::Unchanged => return (watch, Looked::Nothing),
         Reading::Busy => {
             tracing::info!(file = %path.display(), "the hosts file changed and is being written; keeping its last hosts until it is still");
-            return (watch, None);
+            return (watch, Looked::Nothing);
         }
         Reading::Read(Ok(text)) => text,
         Reading::Read(Err(err)) => {
             tracing::warn!(file = %path.display(), error = %err, "cannot read the hosts file; keeping its last hosts");
-            return (watch, None);
+            return (watch, Looked::Failed);
         }
     };
     // Each line becomes its entry at once, kept only when this shard owns
@@ -658,7 +683,7 @@ fn look(
     // Kept until the file changes: no room to spare.
     let entries = entries.into_vec();
     tracing::info!(file = %path.display(), hosts = entries.len(), "hosts file read");
-    (watch, Some(Arc::new(entries)))
+    (watch, Looked::Read(Arc::new(entries)))
 }
 
 /// The bad lines of a hosts file: the first [`MAX_LISTED_PROBLEMS`], which
@@ -1057,7 +1082,10 @@ mod tests {
                 &blank,
                 sharding,
             );
-            hosts.expect("read")
+            match hosts {
+                Looked::Read(hosts) => hosts,
+                other => panic!("not read: {other:?}"),
+            }
         };
         let unsharded = all(Sharding { shard: 0, total: 1 });
         assert_eq!(unsharded.len(), 400, "no shards: every host, once");

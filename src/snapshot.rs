@@ -179,6 +179,9 @@ pub struct GroupSnapshot {
     pub skipped: BTreeMap<&'static str, u64>,
     /// CMDB discovery state, for groups that use it.
     pub discovery: Option<DiscoveryStatus>,
+    /// Whether the group's hosts file could be read when it last changed
+    /// (its last hosts are kept when not), for groups that have one.
+    pub hosts_file_read: Option<bool>,
 }
 
 impl GroupSnapshot {

@@ -494,8 +494,20 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
         &specs,
     );
     // A CMDB-discovered group with topology, so the discovery and topology
-    // families have samples too.
-    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-5", 5, ""));
+    // families have samples too, and a group from a hosts file, for the
+    // hosts file's.
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("filed.hosts");
+    let ids: String = truth[..5]
+        .iter()
+        .map(|a| format!("{}\n", a.v2_id()))
+        .collect();
+    std::fs::write(&hosts, ids).unwrap();
+    let filed = format!(
+        "  - name: filed\n    bk_biz_id: 4\n    hosts_file: {}\n",
+        hosts.display()
+    );
+    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-5", 5, &filed));
     // OTLP push on (to a closed port), so its counter has samples too.
     yaml.push_str("otlp:\n  endpoint: http://127.0.0.1:9\n  interval: 1s\n  timeout: 500ms\n");
     let exporter = start_exporter(parse_config(&yaml)).await;

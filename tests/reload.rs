@@ -73,6 +73,67 @@ async fn editing_a_hosts_file_adds_and_removes_agents_without_a_restart() {
     exporter.shutdown().await;
 }
 
+/// The group's `gse_exporter_hosts_file_read_success`, and its agents
+/// online, on one scrape.
+async fn file_read_and_keys(
+    exporter: &gse_exporter::run::Exporter,
+) -> (Option<f64>, std::collections::BTreeSet<String>) {
+    let all = parse(&scrape(exporter.addr()).await);
+    let read = samples(&all, "gse_exporter_hosts_file_read_success")
+        .iter()
+        .find(|s| s.label("group") == "web")
+        .map(|s| s.value);
+    (read, online_keys(&all, "web"))
+}
+
+/// A hosts file that cannot be read (deleted, then written as bytes that
+/// are not text) says so on `/metrics`, where nothing did (only a log line
+/// at each change), while its group keeps polling the last hosts read; once
+/// it is written whole again it is read, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_file_that_cannot_be_read_says_so_and_keeps_its_hosts() {
+    let sim = start_sim(SimOptions {
+        agents: 60,
+        ..SimOptions::default()
+    })
+    .await;
+    let truth = sim.truth();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.hosts");
+    std::fs::write(&file, lines(&truth[..20])).unwrap();
+    let exporter = hosts_file_exporter(&sim, &file).await;
+    let old = expected_keys("web", &truth[..20]);
+    assert_eq!(
+        file_read_and_keys(&exporter).await,
+        (Some(1.0), old.clone())
+    );
+
+    std::fs::remove_file(&file).unwrap();
+    let gone = wait_until("the deleted file said", Duration::from_secs(10), || async {
+        let (read, keys) = file_read_and_keys(&exporter).await;
+        (read == Some(0.0)).then_some(keys)
+    })
+    .await;
+    assert_eq!(gone, old, "the last hosts are kept");
+    std::fs::write(&file, b"\xff\xfe not text\n").unwrap();
+    let cycles = cycles_now(&exporter);
+    wait_until(
+        "four cycles, the file still for two seconds",
+        Duration::from_secs(10),
+        || async { (cycles_now(&exporter) >= cycles + 4).then_some(()) },
+    )
+    .await;
+    assert_eq!(file_read_and_keys(&exporter).await, (Some(0.0), old));
+
+    std::fs::write(&file, lines(&truth[..30])).unwrap();
+    let new = expected_keys("web", &truth[..30]);
+    wait_until("the file read again", Duration::from_secs(15), || async {
+        (file_read_and_keys(&exporter).await == (Some(1.0), new.clone())).then_some(())
+    })
+    .await;
+    exporter.shutdown().await;
+}
+
 /// A hosts file rewritten in place by a slow writer (a shell's `>`, a
 /// script writing as it queries CMDB) is never read half-written: every
 /// scrape shows the old hosts or the new ones, never some of them, and never

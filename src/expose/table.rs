@@ -248,6 +248,13 @@ metric!(
     "Unix time of the group's last successful CMDB discovery."
 );
 metric!(
+    HOSTS_FILE_READ,
+    "gse_exporter_hosts_file_read_success",
+    Gauge,
+    ["group"],
+    "Whether the group's hosts file could be read when it last changed (its last hosts are kept when not)."
+);
+metric!(
     DISCOVERY_HELD_BACK,
     "gse_exporter_discovery_held_back",
     Gauge,
@@ -373,6 +380,7 @@ pub const TABLE: &[MetricDef] = &[
     DISCOVERY_LAST_SUCCESS,
     DISCOVERY_HELD_BACK,
     DISCOVERY_SKIPPED,
+    HOSTS_FILE_READ,
     RELOAD_SUCCESS,
     RELOAD_TIMESTAMP,
     WEB_CONFIG_SUCCESS,
@@ -396,7 +404,7 @@ fn flag(b: bool) -> f64 {
 
 /// The per-group gauges labelled by `group` alone, in exposition order, with
 /// the rule that reads each from a group (shared with the OTLP push).
-pub(crate) const GROUP_GAUGES: [(&MetricDef, GroupValue); 8] = [
+pub(crate) const GROUP_GAUGES: [(&MetricDef, GroupValue); 9] = [
     (&UP, |g| Some(flag(g.up))),
     (&POLL_DURATION, |g| Some(g.poll_duration)),
     (&POLL_INTERVAL, |g| Some(g.interval)),
@@ -412,6 +420,7 @@ pub(crate) const GROUP_GAUGES: [(&MetricDef, GroupValue); 8] = [
     (&DISCOVERY_HELD_BACK, |g| {
         g.discovery.map(|d| flag(d.held_back))
     }),
+    (&HOSTS_FILE_READ, |g| g.hosts_file_read.map(flag)),
 ];
 
 #[cfg(test)]

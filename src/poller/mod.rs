@@ -746,6 +746,7 @@ impl Poller {
             last_success: self.last_success.get(&group.name).copied(),
             skipped: resolved.skipped.clone(),
             discovery: resolved.discovery,
+            hosts_file_read: resolved.hosts_file_read,
         }
     }
 
@@ -951,6 +952,7 @@ mod tests {
                     hosts: Arc::new(entries),
                     skipped: BTreeMap::new(),
                     discovery: None,
+                    hosts_file_read: None,
                     bk_biz_name: None,
                 }
             })
