@@ -497,16 +497,7 @@ async fn every_named_metric_is_exposed_and_every_exposed_one_documented() {
     // families have samples too, and a group from a hosts file, for the
     // hosts file's.
     let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("filed.hosts");
-    let ids: String = truth[..5]
-        .iter()
-        .map(|a| format!("{}\n", a.v2_id()))
-        .collect();
-    std::fs::write(&hosts, ids).unwrap();
-    let filed = format!(
-        "  - name: filed\n    bk_biz_id: 4\n    hosts_file: {}\n",
-        hosts.display()
-    );
+    let filed = hosts_file_group_yaml(dir.path(), "filed", 4, &truth[..5]);
     yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-5", 5, &filed));
     // OTLP push on (to a closed port), so its counter has samples too.
     yaml.push_str("otlp:\n  endpoint: http://127.0.0.1:9\n  interval: 1s\n  timeout: 500ms\n");

@@ -394,8 +394,8 @@ async fn pushes_the_fleet_as_on_metrics_and_follows_offline_and_removed_agents()
 
 /// The families a push carries are exactly those docs/metrics.md marks
 /// `pushed`, from a fleet where every family has data points: both APIs,
-/// online, offline and unknown agents, and a CMDB-discovered group with its
-/// topology.
+/// online, offline and unknown agents, a CMDB-discovered group with its
+/// topology, and a group from a hosts file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_exactly_the_families_docs_metrics_md_marks_pushed() {
     let sim = start_sim(SimOptions {
@@ -420,7 +420,9 @@ async fn pushes_exactly_the_families_docs_metrics_md_marks_pushed() {
     ];
     let (addr, receiver) = start_http_receiver().await;
     let mut yaml = config_yaml(&sim, "", "interval: 60s\n", &specs);
-    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-5", 5, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let filed = hosts_file_group_yaml(dir.path(), "filed", 4, &truth[..5]);
+    yaml.push_str(&cmdb_topology_group_yaml(&sim, "biz-5", 5, &filed));
     yaml.push_str(&otlp_block(&format!("http://{addr}"), ""));
     let exporter = start_exporter(parse_config(&yaml)).await;
     wait_cycles(&exporter, 1, Duration::from_secs(30)).await;

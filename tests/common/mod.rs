@@ -106,6 +106,24 @@ pub fn cmdb_group_yaml(sim: &RunningSim, name: &str, bk_biz_id: i64, extra: &str
     )
 }
 
+/// A group item (under `groups:`) whose hosts come from a hosts file in
+/// `dir` listing `agents` by agent id, so that the hosts-file families
+/// have samples.
+pub fn hosts_file_group_yaml(
+    dir: &Path,
+    name: &str,
+    bk_biz_id: i64,
+    agents: &[gse_sim::AgentTruth],
+) -> String {
+    let file = dir.join(format!("{name}.hosts"));
+    let ids: String = agents.iter().map(|a| format!("{}\n", a.v2_id())).collect();
+    std::fs::write(&file, ids).unwrap();
+    format!(
+        "  - name: {name}\n    bk_biz_id: {bk_biz_id}\n    hosts_file: {}\n",
+        file.display()
+    )
+}
+
 /// Like [`cmdb_group_yaml`], with `cmdb.topology` on for the group.
 pub fn cmdb_topology_group_yaml(
     sim: &RunningSim,
