@@ -817,6 +817,60 @@ async fn when_every_connection_is_busy_a_new_one_is_closed_at_once() {
     .await;
 }
 
+/// A reload whose body comes a byte at a time is answered without waiting
+/// for it, so its connection is not busy for the read timeout: clients
+/// holding every connection that way locked every scraper out of
+/// `/metrics` and `/-/healthy` (the cap refuses a new connection only when
+/// every one is busy; an answered one is made room from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reload_bodies_do_not_lock_scrapers_out() {
+    let limits = Limits {
+        max_connections: 2,
+        enable_lifecycle: true,
+        ..Limits::default()
+    };
+    assert!(limits.read_timeout >= Duration::from_secs(10));
+    let served = serve(None, limits, 50).await;
+    let addr = served.exporter.addr();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(&served).await;
+        stream
+            .write_all(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\nx")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Both answered (this exporter has no file to reload: 500), with their
+    // bodies still to come; not left waiting for them (408 after 10 s).
+    for stream in &mut slow {
+        let mut head = [0u8; 12];
+        tokio::time::timeout(DEADLINE, stream.read_exact(&mut head))
+            .await
+            .expect("answered before the body ends")
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 500");
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(get_status(addr, "/-/healthy").await, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "healthy waited {:?}",
+        started.elapsed()
+    );
+    // Said to be over the bound: refused at once, unread.
+    let mut over = connect(&served).await;
+    over.write_all(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(DEADLINE, over.read_exact(&mut head))
+        .await
+        .expect("refused at once")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrapes_over_the_limit_get_503_until_a_slot_frees() {
     let limits = Limits {
