@@ -488,6 +488,15 @@ impl LogLevel {
             LogLevel::Error => "error",
         }
     }
+
+    /// The whole filter: this level, with the libraries' own logs held to
+    /// what is worth it. rustls warns once per handshake about what a client
+    /// sent (an IP address as the server name, which OpenSSL-based clients
+    /// send to `https://<ip>:port`), before any auth or limit: at the
+    /// default level one client could write a line per connection.
+    pub fn filter(self) -> String {
+        format!("{},hyper=warn,reqwest=warn,rustls=error", self.directive())
+    }
 }
 
 /// Log formats.

@@ -395,10 +395,7 @@ fn stop_signal() -> Result<impl Future<Output = ()>> {
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
-    let filter = EnvFilter::new(format!(
-        "{},hyper=warn,reqwest=warn",
-        cli.log_level.directive()
-    ));
+    let filter = EnvFilter::new(cli.log_level.filter());
     let registry = tracing_subscriber::registry().with(filter);
     match cli.log_format {
         LogFormat::Json => registry

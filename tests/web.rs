@@ -1062,3 +1062,80 @@ async fn a_connection_closed_to_make_room_mid_headers_is_closed_at_once() {
         closed_by_server(stream, Duration::from_secs(3)).await;
     }
 }
+
+/// A TLS 1.3 ClientHello naming `name` as the server (SNI), as
+/// OpenSSL-based clients send an IP address given in a URL.
+fn client_hello_with_sni(name: &str) -> Vec<u8> {
+    let with_length = |kind: &[u8], body: &[u8]| {
+        let mut out = kind.to_vec();
+        out.extend((body.len() as u16).to_be_bytes());
+        out.extend(body);
+        out
+    };
+    let host = with_length(&[0], name.as_bytes());
+    let list = with_length(&[], &host);
+    let mut extensions = with_length(&[0, 0], &list);
+    extensions.extend(with_length(&[0, 0x2b], &[2, 3, 4]));
+    extensions.extend(with_length(&[0, 0x0a], &[0, 2, 0, 0x1d]));
+    extensions.extend(with_length(&[0, 0x0d], &[0, 6, 4, 3, 8, 4, 8, 7]));
+    let share = with_length(&[0, 0x1d], &[9; 32]);
+    extensions.extend(with_length(&[0, 0x33], &with_length(&[], &share)));
+    let mut hello = vec![3, 3];
+    hello.extend([1; 32]);
+    hello.extend([0, 0, 2, 0x13, 1, 1, 0]);
+    hello.extend(with_length(&[], &extensions));
+    let mut handshake = vec![1];
+    handshake.extend(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(hello);
+    with_length(&[0x16, 3, 1], &handshake)
+}
+
+/// Clients that send an IP address as the TLS server name (OpenSSL-based
+/// ones, given `https://<ip>:port`) write nothing to the log: rustls warned
+/// once per handshake, before any auth or limit, at the default level, so
+/// one client could write a line per connection (1,200 a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_address_as_the_tls_server_name_is_not_logged() {
+    let sim = start_sim(SimOptions::default()).await;
+    let ca = TestCa::new("sni");
+    let server = ca.server(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gse.yml");
+    let truth = sim.truth();
+    let groups = [GroupSpec::web(&truth[..5])];
+    std::fs::write(&config, config_yaml(&sim, "", "interval: 60s\n", &groups)).unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            server.cert_file.display(),
+            server.key_file.display()
+        ),
+    )
+    .unwrap();
+    let exporter = crate::common::binary::Binary::start(
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--web.config.file={}", web.display()),
+        ],
+        &[],
+    )
+    .await;
+    let hello = client_hello_with_sni("127.0.0.1");
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(&exporter.addr).await.unwrap();
+        stream.write_all(&hello).await.unwrap();
+        let mut answer = [0u8; 5];
+        tokio::time::timeout(DEADLINE, stream.read_exact(&mut answer))
+            .await
+            .expect("the server answers the hello")
+            .unwrap();
+    }
+    // A request after them, answered: the log has had their lines by then.
+    let client = ca.https_client(None);
+    let url = format!("https://{}/-/healthy", exporter.addr);
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    let logs = exporter.logs();
+    assert!(!logs.contains("SNI"), "{logs}");
+}
