@@ -556,19 +556,49 @@ async fn render_off_thread(exposition: Arc<Exposition>) -> Option<Body> {
         .ok()
 }
 
-/// OpenMetrics when the scraper lists it before (or without) the plain text format.
+/// The format the scraper prefers by its `Accept` weights (RFC 9110 12.5.1,
+/// as Prometheus' own negotiation reads them): OpenMetrics 1.0.0 or 0.0.1
+/// (no version: the latest) against the plain text format (`text/plain`,
+/// `text/*`, `*/*`); the heavier wins, the one listed first on a tie, and a
+/// weight of zero refuses. Media types in any letter case; one that is
+/// neither is passed over. Nothing acceptable: the plain text format.
 fn negotiate_format(headers: &HeaderMap) -> Format {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let openmetrics = accept.find("application/openmetrics-text");
-    let plain = accept.find("text/plain");
-    match (openmetrics, plain) {
-        (Some(o), Some(p)) if o < p => Format::OpenMetrics,
-        (Some(_), None) => Format::OpenMetrics,
-        _ => Format::Prometheus,
+    let mut best: Option<(f64, Format)> = None;
+    let ranges = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for range in ranges {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let (mut weight, mut version) = (1.0, None);
+        for param in parts {
+            let Some((name, value)) = param.split_once('=') else {
+                continue;
+            };
+            match name.trim().to_ascii_lowercase().as_str() {
+                "q" => weight = value.trim().parse::<f64>().unwrap_or(0.0),
+                "version" => version = Some(value.trim().trim_matches('"').to_string()),
+                _ => {}
+            }
+        }
+        let format = match media.as_str() {
+            "application/openmetrics-text"
+                if version
+                    .as_deref()
+                    .is_none_or(|v| v == "1.0.0" || v == "0.0.1") =>
+            {
+                Format::OpenMetrics
+            }
+            "text/plain" | "text/*" | "*/*" => Format::Prometheus,
+            _ => continue,
+        };
+        if weight > 0.0 && best.is_none_or(|(top, _)| weight > top) {
+            best = Some((weight, format));
+        }
     }
+    best.map_or(Format::Prometheus, |(_, format)| format)
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -768,6 +798,50 @@ mod tests {
             Format::Prometheus
         );
         assert_eq!(negotiate_format(&headers(&[])), Format::Prometheus);
+    }
+
+    /// Weights decide, not the order a format is named in; case does not
+    /// matter; a refused or unknown type never wins (probe 3: the position
+    /// of two substrings decided).
+    #[test]
+    fn accept_weights_and_case_decide_the_format() {
+        let format = |accept: &'static str| negotiate_format(&headers(&[("accept", accept)]));
+        let cases = [
+            (
+                "application/openmetrics-text;q=0, text/plain",
+                Format::Prometheus,
+            ),
+            (
+                "text/plain;q=0.1, application/openmetrics-text;q=0.9",
+                Format::OpenMetrics,
+            ),
+            ("APPLICATION/OPENMETRICS-TEXT", Format::OpenMetrics),
+            ("x-application/openmetrics-textual", Format::Prometheus),
+            (
+                "application/openmetrics-text;version=2.0.0",
+                Format::Prometheus,
+            ),
+            (
+                "application/openmetrics-text; version=\"1.0.0\"; Q=0.5, */*;q=0.6",
+                Format::Prometheus,
+            ),
+            (
+                "application/openmetrics-text;q=0.5, text/plain;q=0.5",
+                Format::OpenMetrics,
+            ),
+            (
+                "text/plain;q=0.5, application/openmetrics-text;q=0.5",
+                Format::Prometheus,
+            ),
+            (
+                "application/openmetrics-text;q=nonsense, text/plain;q=0.1",
+                Format::Prometheus,
+            ),
+            ("application/json", Format::Prometheus),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(format(accept), want, "{accept}");
+        }
     }
 
     #[test]
