@@ -1063,6 +1063,41 @@ async fn a_connection_closed_to_make_room_mid_headers_is_closed_at_once() {
     }
 }
 
+/// An HTTP/1.1 request must name its host exactly once (RFC 9112 3.2):
+/// without `Host`, or with two, it gets 400 (it was served); HTTP/1.0 may
+/// leave it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_1_request_names_its_host_once() {
+    let served = serve(None, Limits::default(), 50).await;
+    let cases: [(&[u8], &[u8]); 4] = [
+        (b"GET /-/healthy HTTP/1.1\r\n\r\n", b"HTTP/1.1 400"),
+        (
+            b"GET /-/healthy HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"HTTP/1.1 400",
+        ),
+        (
+            b"GET /-/healthy HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"HTTP/1.1 200",
+        ),
+        (b"GET /-/healthy HTTP/1.0\r\n\r\n", b"HTTP/1.0 200"),
+    ];
+    for (request, status) in cases {
+        let mut stream = connect(&served).await;
+        stream.write_all(request).await.unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(DEADLINE, stream.read_exact(&mut head))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            String::from_utf8_lossy(status),
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+    }
+}
+
 /// A TLS 1.3 ClientHello naming `name` as the server (SNI), as
 /// OpenSSL-based clients send an IP address given in a URL.
 fn client_hello_with_sni(name: &str) -> Vec<u8> {

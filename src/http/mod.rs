@@ -304,14 +304,32 @@ impl Gate {
 /// security headers on every response.
 async fn access(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let web = state.web_access();
-    let mut response = match admit(&state, &web, request.headers()).await {
-        Ok(()) => next.run(request).await,
-        Err(rejection) => rejection,
+    let mut response = if let Some(problem) = host_problem(&request) {
+        (StatusCode::BAD_REQUEST, problem).into_response()
+    } else {
+        match admit(&state, &web, request.headers()).await {
+            Ok(()) => next.run(request).await,
+            Err(rejection) => rejection,
+        }
     };
     for (name, value) in &web.headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }
     response
+}
+
+/// What is wrong with an HTTP/1.1 request's `Host` header, which must be
+/// given exactly once (RFC 9112 3.2: a server answers 400 otherwise, as Go's
+/// does); HTTP/1.0 may leave it out.
+fn host_problem(request: &Request) -> Option<&'static str> {
+    if request.version() != axum::http::Version::HTTP_11 {
+        return None;
+    }
+    match request.headers().get_all(header::HOST).iter().count() {
+        1 => None,
+        0 => Some("Bad Request: missing required Host header.\n"),
+        _ => Some("Bad Request: too many Host headers.\n"),
+    }
 }
 
 async fn admit(
