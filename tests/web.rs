@@ -429,6 +429,67 @@ async fn web_config_changes_apply_and_a_bad_one_keeps_the_last_good() {
     assert_eq!(status("second").await, 200);
 }
 
+/// A client guessing passwords on many connections at once takes only its
+/// share of the password checks: another client's first login (not yet
+/// cached) is checked and let in meanwhile. With one queue for all, ten
+/// such connections had every other client refused with 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_guessing_client_does_not_lock_others_out() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // A real cost, so that checks queue up behind the guesses.
+    let users = format!(
+        "basic_auth_users:\n  prometheus: {}\n  second: {}\n",
+        bcrypt::hash("first password", 10).unwrap(),
+        bcrypt::hash("second password", 10).unwrap()
+    );
+    let served = serve(Some(&users), Limits::default(), 50).await;
+    let addr = served.exporter.addr();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let refused = std::sync::Arc::new(AtomicU64::new(0));
+    let guessing: Vec<_> = (0..12)
+        .map(|_| {
+            let (stop, refused) = (stop.clone(), refused.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let status = client
+                        .get(format!("http://{addr}/-/healthy"))
+                        .basic_auth("prometheus", Some("a guess"))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16());
+                    if status.is_ok_and(|s| s == 429) {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("the guesses to be over their share", DEADLINE, || async {
+        (refused.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
+    // Another address: 127.0.0.2 is the loopback too.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let status = other
+            .get(format!("http://{addr}/-/healthy"))
+            .basic_auth("second", Some("second password"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "another client's first login");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in guessing {
+        task.await.unwrap();
+    }
+}
+
 /// What a client without credentials saw while the web config was rewritten.
 #[derive(Default)]
 struct Hammered {

@@ -171,11 +171,17 @@ impl http_body::Body for BusyBody {
     }
 }
 
+/// The address a request came from (its connection's peer), in the
+/// request's extensions for the layers that treat clients apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Client(pub(super) std::net::IpAddr);
+
 /// The router behind a connection, counting the requests in progress.
 struct BusyService {
     service: Service,
     slot: Arc<Slot>,
     connections: Arc<Connections>,
+    client: Option<Client>,
 }
 
 type Answer = Result<hyper::Response<BusyBody>, Infallible>;
@@ -185,8 +191,11 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for BusyServ
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
-    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         let busy = Busy::new(self.slot.clone(), self.connections.clone());
+        if let Some(client) = self.client {
+            request.extensions_mut().insert(client);
+        }
         let response = self.service.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -203,6 +212,8 @@ pub(super) struct Connection {
     pub(super) slot: Arc<Slot>,
     /// True once the server shuts down.
     pub(super) stopping: watch::Receiver<bool>,
+    /// Where it comes from.
+    pub(super) client: Option<Client>,
 }
 
 impl Connection {
@@ -288,6 +299,7 @@ impl Connection {
             service: self.service.clone(),
             slot: self.slot.clone(),
             connections: self.connections.clone(),
+            client: self.client,
         }
     }
 

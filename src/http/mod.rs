@@ -11,6 +11,7 @@
 //! [`auth`]'s, the page is [`mod@landing`]'s. A reload is asked of whatever the
 //! runner hands in as a [`Reload`]; this layer never loads a config itself.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,7 +34,7 @@ mod conn;
 mod landing;
 
 use auth::{BasicAuth, Verdict};
-use conn::{Connection, Connections};
+use conn::{Client, Connection, Connections};
 use landing::landing;
 
 use crate::config::ConfigError;
@@ -125,8 +126,14 @@ impl AppState {
 /// bcrypt checks run at once.
 const BCRYPT_SLOTS: usize = 2;
 /// bcrypt checks waiting for a slot (a burst of new scrapers, each about
-/// 50-100 ms at the usual cost); more are refused with 429 at once.
-const BCRYPT_QUEUE: usize = 8;
+/// 50-100 ms at the usual cost: about a second for the last); more are
+/// refused with 429 at once.
+const BCRYPT_QUEUE: usize = 24;
+/// bcrypt checks one client address may have running or waiting; more of
+/// its are refused with 429 at once. With one queue for all, ten
+/// connections of one client guessing passwords filled it, and every other
+/// client's first login was refused for as long as they kept at it.
+const BCRYPT_PER_CLIENT: usize = 2;
 
 /// Per-server access state: the password cache, the scrape slots, the rate limiter.
 #[derive(Debug)]
@@ -137,6 +144,9 @@ pub(crate) struct Gate {
     bcrypt_slots: Semaphore,
     /// Checks waiting for a bcrypt slot, at most [`BCRYPT_QUEUE`].
     bcrypt_waiting: std::sync::atomic::AtomicUsize,
+    /// Checks running or waiting by client, at most [`BCRYPT_PER_CLIENT`]
+    /// each (a client with none has no entry).
+    bcrypt_clients: parking_lot::Mutex<HashMap<Client, usize>>,
     scrapes: Option<Arc<Semaphore>>,
     rate: parking_lot::Mutex<Option<RateLimiter>>,
 }
@@ -154,6 +164,7 @@ impl Gate {
             auth: BasicAuth::default(),
             bcrypt_slots: Semaphore::new(BCRYPT_SLOTS),
             bcrypt_waiting: std::sync::atomic::AtomicUsize::new(0),
+            bcrypt_clients: parking_lot::Mutex::new(HashMap::new()),
             scrapes: (limits.max_scrapes > 0).then(|| Arc::new(Semaphore::new(limits.max_scrapes))),
             rate: parking_lot::Mutex::new(None),
         }
@@ -172,6 +183,47 @@ impl Gate {
             });
         }
         rate.as_ref().is_none_or(|r| r.bucket.check().is_ok())
+    }
+}
+
+/// A turn at bcrypt: a slot, and the client's count of checks, both given
+/// back when it is dropped.
+struct BcryptTurn<'a> {
+    _slot: tokio::sync::SemaphorePermit<'a>,
+    _client: Option<ClientChecks<'a>>,
+}
+
+/// One check of a client, counted while it runs or waits.
+struct ClientChecks<'a> {
+    counts: &'a parking_lot::Mutex<HashMap<Client, usize>>,
+    client: Client,
+}
+
+impl<'a> ClientChecks<'a> {
+    /// Counts a check of `client`; `None` when it has its share already.
+    fn take(
+        counts: &'a parking_lot::Mutex<HashMap<Client, usize>>,
+        client: Client,
+    ) -> Option<ClientChecks<'a>> {
+        let mut all = counts.lock();
+        let count = all.entry(client).or_default();
+        if *count >= BCRYPT_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(ClientChecks { counts, client })
+    }
+}
+
+impl Drop for ClientChecks<'_> {
+    fn drop(&mut self) {
+        let mut all = self.counts.lock();
+        if let Some(count) = all.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                all.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -260,6 +312,7 @@ pub(crate) async fn serve(
             connections: connections.clone(),
             slot,
             stopping: stop_watch.clone(),
+            client: stream.peer_addr().ok().map(|a| conn::Client(a.ip())),
         };
         tokio::spawn(connection.run(stream));
     }
@@ -275,12 +328,20 @@ pub(crate) async fn serve(
 }
 
 impl Gate {
-    /// A turn to run bcrypt, waiting behind at most [`BCRYPT_QUEUE`] others;
-    /// `None` when the queue is full.
-    async fn bcrypt_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    /// A turn to run bcrypt for `client`, waiting behind at most
+    /// [`BCRYPT_QUEUE`] others; `None` when the queue is full, or when the
+    /// client already has [`BCRYPT_PER_CLIENT`] checks running or waiting.
+    async fn bcrypt_turn(&self, client: Option<Client>) -> Option<BcryptTurn<'_>> {
         use std::sync::atomic::Ordering;
-        if let Ok(turn) = self.bcrypt_slots.try_acquire() {
-            return Some(turn);
+        let mine = match client {
+            Some(client) => Some(ClientChecks::take(&self.bcrypt_clients, client)?),
+            None => None,
+        };
+        if let Ok(permit) = self.bcrypt_slots.try_acquire() {
+            return Some(BcryptTurn {
+                _slot: permit,
+                _client: mine,
+            });
         }
         // Counted while it waits, and no longer once it stops waiting, even
         // when the request is dropped meanwhile (its client went away).
@@ -294,9 +355,12 @@ impl Gate {
         if self.bcrypt_waiting.fetch_add(1, Ordering::AcqRel) >= BCRYPT_QUEUE {
             return None;
         }
-        let turn = self.bcrypt_slots.acquire().await.ok();
+        let permit = self.bcrypt_slots.acquire().await.ok()?;
         drop(waiting);
-        turn
+        Some(BcryptTurn {
+            _slot: permit,
+            _client: mine,
+        })
     }
 }
 
@@ -307,7 +371,8 @@ async fn access(State(state): State<AppState>, request: Request, next: Next) -> 
     let mut response = if let Some(problem) = host_problem(&request) {
         (StatusCode::BAD_REQUEST, problem).into_response()
     } else {
-        match admit(&state, &web, request.headers()).await {
+        let client = request.extensions().get::<Client>().copied();
+        match admit(&state, &web, request.headers(), client).await {
             Ok(()) => next.run(request).await,
             Err(rejection) => rejection,
         }
@@ -336,6 +401,7 @@ async fn admit(
     state: &AppState,
     web: &Arc<WebAccess>,
     headers: &HeaderMap,
+    client: Option<Client>,
 ) -> Result<(), Response> {
     let telemetry = state.published.telemetry();
     if !state.gate.rate_allows(web.rate_limit) {
@@ -346,7 +412,7 @@ async fn admit(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    match check_password(&state.gate, web, authorization).await {
+    match check_password(&state.gate, web, authorization, client).await {
         Verdict::Open | Verdict::Allowed => Ok(()),
         Verdict::Busy => {
             telemetry.record_rejection(Rejection::RateLimited);
@@ -380,6 +446,7 @@ async fn check_password(
     gate: &Arc<Gate>,
     web: &Arc<WebAccess>,
     authorization: Option<String>,
+    client: Option<Client>,
 ) -> Verdict {
     if web.users.is_empty() {
         return Verdict::Open;
@@ -387,7 +454,7 @@ async fn check_password(
     if let Some(verdict) = gate.auth.precheck(&web.users, authorization.as_deref()) {
         return verdict;
     }
-    let Some(_turn) = gate.bcrypt_turn().await else {
+    let Some(_turn) = gate.bcrypt_turn(client).await else {
         return Verdict::Busy;
     };
     let (gate, web) = (gate.clone(), web.clone());
@@ -947,24 +1014,24 @@ mod tests {
         let gate = Gate::new(&Limits::default());
         let running: Vec<_> = (0..BCRYPT_SLOTS)
             .map(|_| {
-                gate.bcrypt_turn()
+                gate.bcrypt_turn(None)
                     .now_or_never()
                     .flatten()
                     .expect("a free slot")
             })
             .collect();
         let mut waiting: Vec<_> = (0..BCRYPT_QUEUE)
-            .map(|_| Box::pin(gate.bcrypt_turn()))
+            .map(|_| Box::pin(gate.bcrypt_turn(None)))
             .collect();
         for waiter in &mut waiting {
             assert!(waiter.as_mut().now_or_never().is_none(), "waits its turn");
         }
         assert!(
-            matches!(gate.bcrypt_turn().now_or_never(), Some(None)),
+            matches!(gate.bcrypt_turn(None).now_or_never(), Some(None)),
             "refused at once"
         );
         waiting.pop();
-        let mut next = Box::pin(gate.bcrypt_turn());
+        let mut next = Box::pin(gate.bcrypt_turn(None));
         assert!(
             next.as_mut().now_or_never().is_none(),
             "the dropped waiter's place is free"
@@ -974,6 +1041,39 @@ mod tests {
             waiting[0].as_mut().now_or_never().flatten().is_some(),
             "first come, first served"
         );
+    }
+
+    /// A client has at most [`BCRYPT_PER_CLIENT`] checks running or
+    /// waiting; its next is refused at once while another client's is
+    /// taken, and a check that ends gives its share back.
+    #[tokio::test]
+    async fn each_client_has_its_share_of_password_checks() {
+        use futures::FutureExt;
+        let gate = Gate::new(&Limits::default());
+        let client = |last: u8| Some(Client(std::net::IpAddr::from([127, 0, 0, last])));
+        let mut guessing: Vec<_> = (0..BCRYPT_PER_CLIENT)
+            .map(|_| {
+                gate.bcrypt_turn(client(1))
+                    .now_or_never()
+                    .flatten()
+                    .expect("a free slot")
+            })
+            .collect();
+        assert!(
+            matches!(gate.bcrypt_turn(client(1)).now_or_never(), Some(None)),
+            "over its share: refused at once"
+        );
+        let mut other = Box::pin(gate.bcrypt_turn(client(2)));
+        assert!(other.as_mut().now_or_never().is_none(), "waits its turn");
+        guessing.pop();
+        let taken = other.as_mut().now_or_never().flatten();
+        assert!(taken.is_some(), "taken when a slot frees");
+        let mut again = Box::pin(gate.bcrypt_turn(client(1)));
+        assert!(
+            again.as_mut().now_or_never().is_none(),
+            "within its share again: waits"
+        );
+        assert!(gate.bcrypt_clients.lock().len() <= 2);
     }
 
     #[test]
