@@ -899,18 +899,7 @@ fn the_mixin_readme_lines_run_as_written() {
         let script = script
             .replace("scripts/gen-mixin", &gen_mixin)
             .replace(" /etc/", &format!(" {}/etc/", scratch.display()));
-        let out = std::process::Command::new("bash")
-            .args(["-e", "-o", "pipefail", "-c", &script])
-            .current_dir(cwd)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script}: {:?}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bash(&script, cwd, &[], &[0]);
     };
     run(check, &repo_root());
     run(site, work.path());

@@ -386,19 +386,7 @@ async fn the_simulator_page_runs_as_written() {
     );
 
     for command in &commands[1..] {
-        let run = command.replace(DOCUMENTED, &addr);
-        let out = Command::new("bash")
-            .args(["-e", "-o", "pipefail", "-c", &run])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{command}: {:?}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bash(&command.replace(DOCUMENTED, &addr), dir.path(), &[], &[0]);
     }
 }
 
@@ -450,18 +438,7 @@ fn run_in_scratch(line: &str, scratch: &Path) {
         )
         .replace(" /usr/", &format!("{moved}usr/"))
         .replace(" /etc/", &format!("{moved}etc/"));
-    let out = Command::new("bash")
-        .args(["-e", "-o", "pipefail", "-c", &line])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{line}: {:?}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bash(&line, root(), &[], &[0]);
 }
 
 fn mode(path: &Path) -> u32 {
@@ -633,22 +610,12 @@ impl Shell {
     /// secret and `envs`; fails unless it exits with one of `codes`.
     /// Returns its standard output.
     fn run(&self, script: &str, envs: &[(&str, String)], codes: &[i32]) -> String {
-        let out = Command::new("bash")
-            .args(["-e", "-o", "pipefail", "-c", script])
-            .current_dir(self.dir.path())
-            .env("PATH", &self.path)
-            .env("BK_APP_SECRET", SECRET)
-            .envs(envs.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.code().is_some_and(|c| codes.contains(&c)),
-            "{script}: {:?}\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        let mut all = vec![
+            ("PATH", self.path.clone()),
+            ("BK_APP_SECRET", SECRET.to_string()),
+        ];
+        all.extend(envs.iter().cloned());
+        bash(script, self.dir.path(), &all, codes)
     }
 }
 

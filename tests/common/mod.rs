@@ -124,6 +124,26 @@ pub fn hosts_file_group_yaml(
     )
 }
 
+/// Runs `script` as a page's reader would, with bash (`-e`, `pipefail`) in
+/// `cwd`, with `envs` added to the environment; fails the test unless it
+/// exits with one of `codes`. Returns what it printed.
+pub fn bash(script: &str, cwd: &Path, envs: &[(&str, String)], codes: &[i32]) -> String {
+    let out = std::process::Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", script])
+        .current_dir(cwd)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.code().is_some_and(|c| codes.contains(&c)),
+        "{script}: {:?}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Like [`cmdb_group_yaml`], with `cmdb.topology` on for the group.
 pub fn cmdb_topology_group_yaml(
     sim: &RunningSim,
