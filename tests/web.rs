@@ -995,14 +995,19 @@ async fn metrics_answers_get_and_head_only_and_reload_bodies_are_bounded() {
         reqwest::Method::PUT,
         reqwest::Method::DELETE,
     ] {
-        let status = client
+        let response = client
             .request(method.clone(), url("/metrics"))
             .send()
             .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 405, "{method} /metrics");
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} /metrics");
+        assert_eq!(response.headers()["allow"], "GET,HEAD");
+        assert_eq!(response.text().await.unwrap(), "Method not allowed.\n");
     }
+    // Refusals say what they are (their bodies were empty).
+    let unknown = client.get(url("/metricz")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.text().await.unwrap(), "404 page not found\n");
     let huge = vec![b'x'; 200 * 1024];
     let status = client
         .post(url("/-/reload"))

@@ -235,6 +235,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), access))
         .with_state(state)
 }
@@ -745,6 +747,16 @@ fn body_declared_over(headers: &axum::http::HeaderMap, max: usize) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|length| length > max as u64)
+}
+
+/// An unknown path, said as Go's server says it (the answer was empty).
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// A method the path does not take (its `Allow` header names those it does).
+async fn method_not_allowed() -> (StatusCode, &'static str) {
+    (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.\n")
 }
 
 async fn healthy() -> &'static str {
