@@ -34,6 +34,8 @@ struct World {
     stack: Stack,
     /// `gse_exporter node` on a fake host, scraped as `job="gse_node"`.
     node: Option<NodeSide>,
+    /// Where the `web` group's hosts file is, when it has one.
+    _hosts: tempfile::TempDir,
 }
 
 /// The node mode's side: a fake GSE home with a running agent (connected
@@ -91,8 +93,9 @@ impl World {
     }
 
     /// Like `around_with_node`, with the `web` group also discovered from
-    /// the simulator's CMDB (its business 2) with its topology, so the
-    /// discovery and topology families have samples for `group="web"` too.
+    /// the simulator's CMDB (its business 2) with its topology, and some of
+    /// its hosts also in a hosts file, so the discovery, topology and
+    /// hosts-file families have samples for `group="web"` too.
     async fn around_with_node_and_cmdb(sim: RunningSim, top: &str) -> World {
         World::build(sim, top, true, true).await
     }
@@ -116,6 +119,7 @@ impl World {
             &format!("interval: 1s\n{top}"),
             &specs,
         );
+        let hosts = tempfile::tempdir().unwrap();
         let yaml = match web_cmdb {
             false => yaml,
             true => {
@@ -125,6 +129,15 @@ impl World {
                     1,
                 );
                 assert_ne!(with_cmdb, yaml, "the web group is in the config");
+                // It also lists some of its configured hosts in a file (the
+                // same hosts: the union is unchanged), so the hosts-file
+                // families have samples for `group="web"` too.
+                let file = write_hosts_file(hosts.path(), "web", &specs[0].agents[..5]);
+                let with_cmdb = with_cmdb.replacen(
+                    "  - name: web\n",
+                    &format!("  - name: web\n    hosts_file: {}\n", file.display()),
+                    1,
+                );
                 format!(
                     "{with_cmdb}cmdb:\n  url: {}\n  refresh_interval: 1s\n  rate_limit: {{ requests_per_second: 100, burst: 10 }}\n",
                     sim.cmdb_gateway_url()
@@ -169,6 +182,7 @@ impl World {
             exporter,
             stack,
             node,
+            _hosts: hosts,
         }
     }
 

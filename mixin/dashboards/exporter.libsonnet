@@ -160,6 +160,12 @@ function(cfg)
            'held back',
            'green',
            'orange'),
+      flag('Hosts file per group',
+           'gse_exporter_hosts_file_read_success of the groups with a hosts_file: unreadable = the file changed and could not be read (deleted, no permission, not text), and the group is polled with the hosts last read from it (GseExporterHostsFileUnreadable after %s).' % cfg.hostsFileUnreadableFor,
+           perGroup('min', 'gse_exporter_hosts_file_read_success'),
+           'unreadable',
+           'read',
+           w=24),
       g.timeseries(
         'Time since last successful CMDB discovery',
         'time() - gse_exporter_discovery_last_success_timestamp_seconds per group.',

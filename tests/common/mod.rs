@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gse_exporter::config::Config;
@@ -115,13 +115,18 @@ pub fn hosts_file_group_yaml(
     bk_biz_id: i64,
     agents: &[gse_sim::AgentTruth],
 ) -> String {
+    format!(
+        "  - name: {name}\n    bk_biz_id: {bk_biz_id}\n    hosts_file: {}\n",
+        write_hosts_file(dir, name, agents).display()
+    )
+}
+
+/// Writes `DIR/NAME.hosts` listing `agents` by agent id (GSE 2.0 keys).
+pub fn write_hosts_file(dir: &Path, name: &str, agents: &[gse_sim::AgentTruth]) -> PathBuf {
     let file = dir.join(format!("{name}.hosts"));
     let ids: String = agents.iter().map(|a| format!("{}\n", a.v2_id())).collect();
     std::fs::write(&file, ids).unwrap();
-    format!(
-        "  - name: {name}\n    bk_biz_id: {bk_biz_id}\n    hosts_file: {}\n",
-        file.display()
-    )
+    file
 }
 
 /// Runs `script` as a page's reader would, with bash (`-e`, `pipefail`) in
