@@ -468,14 +468,10 @@ fn the_open_files_limit_is_raised_to_the_hard_one() {
     assert!(raised.split_whitespace().nth(3) == Some("4096"), "{raised}");
 }
 
-/// The README's flag table is the exporter's flags: each row's flag exists
-/// with the environment variable the row names, and every flag of the
-/// exporter (but `--help` and `--version`) has a row.
-#[test]
-fn the_readme_flag_table_is_the_exporters_flags() {
-    use clap::CommandFactory;
-    let root = gse_exporter::cli::Cli::command();
-    let defined: std::collections::BTreeMap<String, String> = root
+/// The flags `command` defines (but `--help` and `--version`), with their
+/// environment variables.
+fn defined_flags(command: &clap::Command) -> std::collections::BTreeMap<String, String> {
+    command
         .get_arguments()
         .filter_map(|arg| {
             let long = arg.get_long()?;
@@ -483,20 +479,46 @@ fn the_readme_flag_table_is_the_exporters_flags() {
             Some((format!("--{long}"), env.unwrap_or_default()))
         })
         .filter(|(long, _)| !matches!(long.as_str(), "--help" | "--version"))
-        .collect();
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let rows: std::collections::BTreeMap<String, String> = readme
-        .lines()
+        .collect()
+}
+
+/// The rows of a page's tables whose first cell is a flag, with the
+/// environment variable their second cell names.
+fn flag_rows(page: &str) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(page)).unwrap();
+    text.lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             let flag = cells.get(1)?.strip_prefix("`--")?.strip_suffix('`')?;
             let env = cells.get(2)?.trim_matches('`');
             Some((format!("--{flag}"), env.to_string()))
         })
-        .collect();
+        .collect()
+}
+
+/// The README's flag table is the exporter's flags, and the simulator
+/// page's is `simulate`'s: each row's flag exists with the environment
+/// variable the row names, and every flag has a row.
+#[test]
+fn the_flag_tables_are_the_flags() {
+    use clap::CommandFactory;
+    let root = gse_exporter::cli::Cli::command();
     assert_eq!(
-        rows, defined,
+        flag_rows("README.md"),
+        defined_flags(&root),
         "README rows (left) against the exporter's flags"
+    );
+    // `simulate` takes its own flags and the global ones (the log's).
+    let simulate = root.find_subcommand("simulate").expect("simulate");
+    let mut takes = defined_flags(simulate);
+    let globals = defined_flags(&root).into_iter().filter(|(long, _)| {
+        root.get_arguments()
+            .any(|a| a.is_global_set() && a.get_long() == long.strip_prefix("--"))
+    });
+    takes.extend(globals);
+    assert_eq!(
+        flag_rows("docs/simulator.md"),
+        takes,
+        "docs/simulator.md rows (left) against simulate's flags"
     );
 }
