@@ -452,10 +452,9 @@ pub async fn run(
             _ = stop_rx.wait_for(|s| *s) => break,
         }
         let opts = options.clone();
-        let mut r = std::mem::take(&mut restarts);
-        let round = tokio::task::spawn_blocking(move || (check(&opts, &mut r), r)).await;
-        let Ok((result, r)) = round else { continue };
-        restarts = r;
+        let Some(result) = round(&mut restarts, move |r| check(&opts, r)).await else {
+            continue;
+        };
         match result {
             Ok(report) => {
                 let body = metrics::render(&report);
@@ -476,6 +475,28 @@ pub async fn run(
     Ok(0)
 }
 
+/// Runs one round of checks off the async workers, the restart count going
+/// into it and coming back with it. A round that panics (a defect) gives
+/// `None` and leaves the count as it was: taken out for the round and not
+/// put back, it fell to zero, which Prometheus reads as a counter reset.
+async fn round<F>(restarts: &mut Restarts, run: F) -> Option<Result<Report, NodeError>>
+where
+    F: FnOnce(&mut Restarts) -> Result<Report, NodeError> + Send + 'static,
+{
+    let mut counted = restarts.clone();
+    let ran = tokio::task::spawn_blocking(move || (run(&mut counted), counted)).await;
+    match ran {
+        Ok((result, counted)) => {
+            *restarts = counted;
+            Some(result)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "a round of checks stopped; the next one runs as usual");
+            None
+        }
+    }
+}
+
 fn log_round(report: &Report) {
     let rows = output::rows(report);
     let failed: Vec<&str> = rows
@@ -493,6 +514,32 @@ fn log_round(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A round that panics leaves the restart count where it was; one that
+    /// ends gives back the count it kept.
+    #[tokio::test]
+    async fn a_round_that_panics_keeps_the_restart_count() {
+        let mut restarts = Restarts::default();
+        restarts.observe(Some((100, 1)));
+        assert_eq!(restarts.observe(Some((200, 2))), 1, "one restart");
+        let panicked = round(&mut restarts, |_| -> Result<Report, NodeError> {
+            panic!("a defect in a check")
+        })
+        .await;
+        assert!(panicked.is_none());
+        assert_eq!(restarts.observe(Some((200, 2))), 1, "not reset to zero");
+        let ended = round(&mut restarts, |r| {
+            r.observe(Some((300, 3)));
+            Err(NodeError::NoOutput)
+        })
+        .await;
+        assert!(matches!(ended, Some(Err(_))));
+        assert_eq!(
+            restarts.observe(Some((300, 3))),
+            2,
+            "the round's count kept"
+        );
+    }
 
     #[test]
     fn ports_and_intervals_are_checked() {
