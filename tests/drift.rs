@@ -879,17 +879,11 @@ fn mixin_sources_are_jsonnetfmt_clean() {
 #[test]
 fn the_mixin_readme_lines_run_as_written() {
     let page = std::fs::read_to_string(repo_root().join("mixin/README.md")).unwrap();
-    let blocks: Vec<&str> = page
-        .split("```sh\n")
-        .skip(1)
-        .filter_map(|rest| rest.split("```").next())
-        .collect();
-    let [regenerate, site] = blocks[..] else {
-        panic!("mixin/README.md shows two sh blocks: {blocks:?}");
+    let [regenerate, site] = blocks(&page, "sh")[..] else {
+        panic!("mixin/README.md shows two sh blocks");
     };
-    let check = regenerate
-        .lines()
-        .map(|l| l.split(" #").next().unwrap_or_default().trim())
+    let check = command_lines(regenerate)
+        .into_iter()
         .find(|l| l.ends_with("--check"))
         .expect("the page's --check line");
     let work = tempfile::tempdir().unwrap();
@@ -901,7 +895,7 @@ fn the_mixin_readme_lines_run_as_written() {
             .replace(" /etc/", &format!(" {}/etc/", scratch.display()));
         bash(&script, cwd, &[], &[0]);
     };
-    run(check, &repo_root());
+    run(&check, &repo_root());
     run(site, work.path());
     let alerts = scratch.join("etc/prometheus/gse/alerts");
     let mut rules = String::new();

@@ -49,16 +49,6 @@ fn deploy_configs() -> Vec<PathBuf> {
     found
 }
 
-/// Fenced blocks of a Markdown file in a language (`yaml`, `text`).
-fn blocks<'a>(markdown: &'a str, language: &str) -> Vec<&'a str> {
-    let fence = format!("```{language}\n");
-    markdown
-        .split(fence.as_str())
-        .skip(1)
-        .filter_map(|rest| rest.split("```").next())
-        .collect()
-}
-
 /// Complete exporter configs in the README and `docs/`, each with the files
 /// it names that the same page shows (a `text` block whose first line is
 /// `# NAME...`), written into a folder of its own.
@@ -390,40 +380,14 @@ async fn the_simulator_page_runs_as_written() {
     }
 }
 
-/// The command lines of an `sh` block: comments (a `#` after a space) and
-/// blank lines dropped, a line ending in `\\` joined to the next.
-fn command_lines(block: &str) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    let mut continued = false;
-    for line in block.lines() {
-        let line = line.split(" #").next().unwrap_or_default().trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (line, continues) = match line.strip_suffix('\\') {
-            Some(head) => (head.trim_end(), true),
-            None => (line, false),
-        };
-        match lines.last_mut() {
-            Some(last) if continued => {
-                last.push(' ');
-                last.push_str(line);
-            }
-            _ => lines.push(line.to_string()),
-        }
-        continued = continues;
-    }
-    lines
-}
-
-/// The first `sh` block after a heading of a page.
-fn sh_block_under(page: &str, heading: &str) -> String {
+/// The first block in `language` after a heading of a page.
+fn block_under(page: &str, heading: &str, language: &str) -> String {
     let text = std::fs::read_to_string(root().join(page)).unwrap();
     let section = text
         .split(heading)
         .nth(1)
         .unwrap_or_else(|| panic!("{page} has no `{heading}`"));
-    blocks(section, "sh")[0].to_string()
+    blocks(section, language)[0].to_string()
 }
 
 /// Runs a documented shell line with the system's paths moved under
@@ -473,7 +437,7 @@ fn environment_file(path: &Path) -> Vec<(String, String)> {
 /// not run (there is no systemd here); it is checked to be what it must be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_systemd_install_runs_as_written() {
-    let lines = command_lines(&sh_block_under("README.md", "## Other ways to run"));
+    let lines = command_lines(&block_under("README.md", "## Other ways to run", "sh"));
     let unit = std::fs::read_to_string(root().join("deploy/systemd/gse_exporter.service")).unwrap();
     let header: Vec<String> = unit
         .lines()
@@ -558,7 +522,7 @@ async fn the_systemd_install_runs_as_written() {
 fn the_blueking_secret_file_lines_run_as_written() {
     let scratch = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(scratch.path().join("etc")).unwrap();
-    let block = sh_block_under("docs/blueking.md", "## An app code and secret");
+    let block = block_under("docs/blueking.md", "## An app code and secret", "sh");
     for line in command_lines(&block) {
         run_in_scratch(&line, scratch.path());
     }
@@ -568,16 +532,6 @@ fn the_blueking_secret_file_lines_run_as_written() {
         environment_file(&file),
         [("BK_APP_SECRET".to_string(), "...".to_string())]
     );
-}
-
-/// The first `yaml` block after a heading of a page.
-fn yaml_block_under(page: &str, heading: &str) -> String {
-    let text = std::fs::read_to_string(root().join(page)).unwrap();
-    let section = text
-        .split(heading)
-        .nth(1)
-        .unwrap_or_else(|| panic!("{page} has no `{heading}`"));
-    blocks(section, "yaml")[0].to_string()
 }
 
 /// A folder for a page's commands: `gse_exporter` on its `PATH` is this
@@ -633,12 +587,17 @@ async fn the_query_lines_of_the_pages_run_as_written() {
     let sim = start_sim(SimOptions::default()).await;
     let readme = Shell::new(
         &sim,
-        &yaml_block_under("README.md", "## Running against GSE"),
+        &block_under("README.md", "## Running against GSE", "yaml"),
     );
-    let mut lines = command_lines(&sh_block_under("README.md", "## Asking once from a shell"));
-    lines.extend(command_lines(&sh_block_under(
+    let mut lines = command_lines(&block_under(
+        "README.md",
+        "## Asking once from a shell",
+        "sh",
+    ));
+    lines.extend(command_lines(&block_under(
         "docs/query.md",
         "# `gse_exporter query`",
+        "sh",
     )));
     assert!(lines.len() >= 8, "{lines:?}");
     for line in &lines {
@@ -655,10 +614,10 @@ async fn the_query_lines_of_the_pages_run_as_written() {
 
     let blueking = Shell::new(
         &sim,
-        &yaml_block_under("docs/blueking.md", "## ESB or API gateway"),
+        &block_under("docs/blueking.md", "## ESB or API gateway", "yaml"),
     );
     let checklist = "## First-run checklist";
-    let check = command_lines(&sh_block_under("docs/blueking.md", checklist));
+    let check = command_lines(&block_under("docs/blueking.md", checklist, "sh"));
     assert_eq!(check.len(), 2, "{check:?}");
     for line in &check {
         blueking.run(line, &[], &[0]);
@@ -684,7 +643,7 @@ async fn the_runbook_common_checks_run_as_written() {
     let sim = start_sim(SimOptions::default()).await;
     let shell = Shell::new(
         &sim,
-        &yaml_block_under("README.md", "## Running against GSE"),
+        &block_under("README.md", "## Running against GSE", "yaml"),
     );
     let config = shell.dir.path().join("gse.yml");
     let exporter = Binary::start(
@@ -693,7 +652,7 @@ async fn the_runbook_common_checks_run_as_written() {
     )
     .await;
     every_group_up(&exporter, "the README's configuration").await;
-    let script = sh_block_under("docs/runbook.md", "Common checks:");
+    let script = block_under("docs/runbook.md", "Common checks:", "sh");
     let printed = shell.run(
         &script,
         &[
@@ -722,7 +681,7 @@ async fn the_runbook_common_checks_run_as_written() {
 #[test]
 fn the_completion_and_man_lines_run_as_written() {
     let heading = "## Shell completions and the man page";
-    let lines = command_lines(&sh_block_under("docs/query.md", heading));
+    let lines = command_lines(&block_under("docs/query.md", heading, "sh"));
     let scratch = tempfile::tempdir().unwrap();
     let under = |p: &str| scratch.path().join(p.trim_start_matches('/'));
     for dir in [
@@ -782,38 +741,32 @@ async fn the_web_page_example_is_scraped_by_the_page_s_job() {
     let sim = start_sim(SimOptions::default()).await;
     let shell = Shell::new(
         &sim,
-        &yaml_block_under("README.md", "## Running against GSE"),
+        &block_under("README.md", "## Running against GSE", "yaml"),
     );
     let dir = shell.dir.path();
-    let files = |text: &str| {
-        text.replace(
-            "/etc/gse_exporter/tls/server.crt",
-            &server.cert_file.display().to_string(),
-        )
-        .replace(
-            "/etc/gse_exporter/tls/server.key",
-            &server.key_file.display().to_string(),
-        )
-        .replace(
+    // The files the page names, and where the test made them.
+    let made = [
+        ("/etc/gse_exporter/tls/server.crt", server.cert_file.clone()),
+        ("/etc/gse_exporter/tls/server.key", server.key_file.clone()),
+        (
             "/etc/gse_exporter/tls/clients-ca.crt",
-            &clients_ca.cert_file.display().to_string(),
-        )
-        .replace(
+            clients_ca.cert_file.clone(),
+        ),
+        (
             "/etc/prometheus/gse-exporter-ca.crt",
-            &server_ca.cert_file.display().to_string(),
-        )
-        .replace(
-            "/etc/prometheus/client.crt",
-            &client.cert_file.display().to_string(),
-        )
-        .replace(
-            "/etc/prometheus/client.key",
-            &client.key_file.display().to_string(),
-        )
-        .replace(
+            server_ca.cert_file.clone(),
+        ),
+        ("/etc/prometheus/client.crt", client.cert_file.clone()),
+        ("/etc/prometheus/client.key", client.key_file.clone()),
+        (
             "/etc/prometheus/gse-exporter.password",
-            &dir.join("password").display().to_string(),
-        )
+            dir.join("password"),
+        ),
+    ];
+    let files = |text: &str| {
+        made.iter().fold(text.to_string(), |text, (named, path)| {
+            text.replace(named, &path.display().to_string())
+        })
     };
     let as_written = dir.join("web-as-written.yml");
     std::fs::write(&as_written, files(web)).unwrap();

@@ -43,13 +43,18 @@ async fn hosts_file_exporter(
     exporter
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn editing_a_hosts_file_adds_and_removes_agents_without_a_restart() {
-    let sim = start_sim(SimOptions {
+/// The simulated fleet of the hosts-file tests.
+async fn sixty_agents() -> gse_sim::RunningSim {
+    start_sim(SimOptions {
         agents: 60,
         ..SimOptions::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_hosts_file_adds_and_removes_agents_without_a_restart() {
+    let sim = sixty_agents().await;
     let truth = sim.truth();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("web.hosts");
@@ -92,11 +97,7 @@ async fn file_read_and_keys(
 /// it is written whole again it is read, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosts_file_that_cannot_be_read_says_so_and_keeps_its_hosts() {
-    let sim = start_sim(SimOptions {
-        agents: 60,
-        ..SimOptions::default()
-    })
-    .await;
+    let sim = sixty_agents().await;
     let truth = sim.truth();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("web.hosts");
@@ -141,11 +142,7 @@ async fn a_hosts_file_that_cannot_be_read_says_so_and_keeps_its_hosts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosts_file_rewritten_in_place_is_never_read_half_written() {
     use std::io::Write;
-    let sim = start_sim(SimOptions {
-        agents: 60,
-        ..SimOptions::default()
-    })
-    .await;
+    let sim = sixty_agents().await;
     let truth = sim.truth();
     let ids = |agents: &[AgentTruth]| -> String {
         agents.iter().map(|a| format!("{}\n", a.v2_id())).collect()
@@ -205,11 +202,7 @@ async fn a_hosts_file_rewritten_in_place_is_never_read_half_written() {
 /// file, cut to 10 hosts since, was being written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_back_to_an_earlier_api_never_brings_back_an_old_host_list() {
-    let sim = start_sim(SimOptions {
-        agents: 60,
-        ..SimOptions::default()
-    })
-    .await;
+    let sim = sixty_agents().await;
     let truth = sim.truth();
     let addresses = |agents: &[AgentTruth]| -> String {
         agents

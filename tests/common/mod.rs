@@ -129,6 +129,42 @@ pub fn write_hosts_file(dir: &Path, name: &str, agents: &[gse_sim::AgentTruth]) 
     file
 }
 
+/// Fenced blocks of a Markdown file in a language (`yaml`, `text`).
+pub fn blocks<'a>(markdown: &'a str, language: &str) -> Vec<&'a str> {
+    let fence = format!("```{language}\n");
+    markdown
+        .split(fence.as_str())
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect()
+}
+
+/// The command lines of an `sh` block: comments (a `#` after a space) and
+/// blank lines dropped, a line ending in `\\` joined to the next.
+pub fn command_lines(block: &str) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in block.lines() {
+        let line = line.split(" #").next().unwrap_or_default().trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (line, continues) = match line.strip_suffix('\\') {
+            Some(head) => (head.trim_end(), true),
+            None => (line, false),
+        };
+        match lines.last_mut() {
+            Some(last) if continued => {
+                last.push(' ');
+                last.push_str(line);
+            }
+            _ => lines.push(line.to_string()),
+        }
+        continued = continues;
+    }
+    lines
+}
+
 /// Runs `script` as a page's reader would, with bash (`-e`, `pipefail`) in
 /// `cwd`, with `envs` added to the environment; fails the test unless it
 /// exits with one of `codes`. Returns what it printed.
